@@ -1,0 +1,44 @@
+# Two commands for a new user:  `make demo` (pipeline end to end) and `make test`.
+# Both create ./.venv on first use and are idempotent.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+ARCH := $(shell uname -m)
+# PyPI's torchvision only works beside the torch build it was compiled against, so both are
+# pinned as a matching pair (see "Installation" in README.md).
+ifeq ($(ARCH),aarch64)
+TORCH_PAIR ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+endif
+RUN_ENV := PATH="$(abspath $(BIN)):$$PATH"
+
+.PHONY: install demo test test-fast lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PAIR)
+	$(BIN)/python -m pip install --quiet -e '.[workflow,test]'
+	touch $@
+
+demo: install
+	$(RUN_ENV) snakemake --cores $(CORES) --configfile config/config.yaml
+	@echo "== mIoU per round (results/demo/summary.csv) =="
+	@cat logs/demo/summary.log
+
+test: install
+	$(RUN_ENV) python -m pytest
+
+test-fast: install
+	$(RUN_ENV) python -m pytest -m "not slow"
+
+lint: install
+	$(RUN_ENV) ruff check src tests benchmarks
+	$(RUN_ENV) snakemake --lint --configfile config/config.yaml
+
+clean:
+	rm -rf results logs .snakemake data/demo

@@ -1,0 +1,156 @@
+"""The ``dars`` command: one subcommand per pipeline stage.
+
+Each Snakemake rule is a thin shell around one of these, and each works by hand too, so a user
+can debug a stage without Snakemake. Rules pass the config values a stage depends on as JSON
+(``--config-json``); by hand, ``--config config/config.yaml`` is simpler. Either way the same
+schema validates it. A :class:`DarsError` becomes one ``error:`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from dars import config as config_mod
+from dars.errors import DarsError
+
+log = logging.getLogger("dars")
+Handler = Callable[[argparse.Namespace], None]
+
+
+def _config(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(args.config, args.config_json)
+
+
+def _threads(n: int) -> None:
+    torch.set_num_threads(max(1, n or os.cpu_count() or 1))
+
+
+def cmd_build_demo(args: argparse.Namespace) -> None:
+    from dars.data.demo import build_demo
+
+    cfg = _config(args)
+    demo = cfg["demo"]
+    build_demo(Path(args.out), num_train=demo["num_train"], num_val=demo["num_val"],
+               size=demo["size"], labeled_fraction=demo["labeled_fraction"], seed=demo["seed"])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dars.engine.train import Trainer
+
+    _threads(args.threads)
+    trainer = Trainer(_config(args), args.round, Path(args.state_dir),
+                      init=args.init and Path(args.init), pseudo_dir=args.pseudo and Path(args.pseudo),
+                      epochs_per_round=args.epochs_per_round,
+                      scale=tuple(args.scale) if args.scale else None)
+    trainer.run(Path(args.out), Path(args.log_csv))
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    from dars.engine.infer import infer
+
+    _threads(args.threads)
+    infer(_config(args), Path(args.model), Path(args.out))
+
+
+def cmd_histogram(args: argparse.Namespace) -> None:
+    from dars.pseudo.label_histogram import label_histogram
+
+    label_histogram(_config(args), Path(args.out))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from dars.engine.evaluate import evaluate
+
+    _threads(args.threads)
+    evaluate(_config(args), Path(args.model), Path(args.metrics), Path(args.summary), args.round)
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from dars.summary import summarise
+
+    print(summarise(args.metrics, args.pseudo_summaries, Path(args.out)))
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (validated with defaults)")
+    p.add_argument("--config-json", help="config (subset) as JSON; overrides --config keys")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dars", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Handler, help_: str, config: bool = True,
+            threads: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if config:
+            _add_config_args(p)
+        if threads:
+            p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("build-demo", cmd_build_demo, "build the embedded demo dataset")
+    p.add_argument("--out", required=True, help="dataset root to create")
+
+    p = add("train", cmd_train, "train the baseline (round 0) or a student round", threads=True)
+    p.add_argument("--round", type=int, default=0, help="0 = baseline on labeled data")
+    p.add_argument("--init", help="teacher checkpoint a student starts from")
+    p.add_argument("--pseudo", help="directory of pseudo-label PNGs (<image_id>.png)")
+    p.add_argument("--out", required=True, help="final checkpoint (model.pt)")
+    p.add_argument("--log-csv", required=True, help="per-epoch training log")
+    p.add_argument("--state-dir", required=True, help="where last.pt is kept for resuming")
+    p.add_argument("--epochs-per-round", type=int, nargs="+",
+                   help="epochs of round 0, 1, ... (default: from the config)")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="random-scale range of this round (default: from the config)")
+
+    p = add("infer", cmd_infer, "teacher probabilities on the unlabeled pool → zarr",
+            threads=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="probs.zarr to create")
+
+    p = add("histogram", cmd_histogram, "class pixel counts/ratios of the labeled masks → csv")
+    p.add_argument("--out", required=True)
+
+    p = add("evaluate", cmd_evaluate, "per-class IoU and mIoU on the val split", threads=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--metrics", required=True, help="per-class csv")
+    p.add_argument("--summary", required=True, help="summary json")
+
+    p = add("summary", cmd_summary, "table of mIoU (and pseudo-label KL) per round",
+            config=False)
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics json per round")
+    p.add_argument("--pseudo-summaries", nargs="*", default=[], help="pseudo-label summary json")
+    p.add_argument("--out", required=True, help="summary csv")
+
+    from dars.pseudo.cli import add_subcommands
+
+    add_subcommands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        args.handler(args)
+    except DarsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Load and validate run configuration against the one schema the Snakefile also uses.
+
+The schema (``config.schema.yaml``, linked from ``workflow/schemas/``) gives every key a default
+and forbids unknown keys, so the CLI and Snakemake agree on what a config means and a typo stops
+the run with a message naming the key instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from dars.errors import DarsError
+
+Config = dict[str, Any]
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The config JSON schema shipped inside the package."""
+    text = resources.files("dars").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills in schema defaults (deep copies, never the schema's own objects)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, subschema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        parts.append(",".join(extra))
+        return ".".join(parts) + " (unknown key)"
+    return ".".join(parts) or "<top level>"
+
+
+def validate(config: Config) -> Config:
+    """Validate ``config`` in place, fill defaults and return it; raise DarsError naming the key."""
+    if not isinstance(config, dict):
+        raise DarsError("config must be a mapping of keys to values")
+    errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise DarsError(f"config key {_key_path(err)}: {err.message}")
+    return config
+
+
+def coerce_cli_strings(value: Any) -> Any:
+    """Turn numeric/boolean/null strings nested in lists and dicts back into values.
+
+    ``snakemake --config rounds='[{alpha: 0.3}]'`` parses nested values with YAML's BaseLoader,
+    so they arrive as strings ("0.3"); without this, overriding one round's alpha on the
+    command line would fail validation. Top-level strings are left alone (Snakemake already
+    parses those, and a run name like "007" must stay a string).
+    """
+
+    def coerce(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: coerce(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [coerce(x) for x in v]
+        if isinstance(v, str):
+            parsed = yaml.safe_load(v) if v.strip() else v
+            if parsed is None or isinstance(parsed, bool | int | float):
+                return parsed
+        return v
+
+    if isinstance(value, dict):
+        return {k: coerce(v) if isinstance(v, dict | list) else v for k, v in value.items()}
+    return value
+
+
+def load(path: str | Path | None = None, json_text: str | None = None) -> Config:
+    """Read a YAML file and/or a JSON string (a rule's resolved subset), validated with defaults."""
+    config: Config = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise DarsError(f"config file not found: {p}")
+        try:
+            config = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DarsError(f"config file {p} is not valid YAML: {exc}") from exc
+    if json_text:
+        try:
+            config.update(json.loads(json_text))
+        except json.JSONDecodeError as exc:
+            raise DarsError(f"--config-json is not valid JSON: {exc}") from exc
+    return validate(config)
+
+
+def epochs_per_round(config: Config) -> list[int]:
+    """Epochs of round 0 (baseline) followed by each self-training round's."""
+    return [config["train"]["epochs"]] + [r["epochs"] for r in config["rounds"]]
+
+
+def scale_range(config: Config, round_index: int) -> tuple[float, float]:
+    """The random-scale range of a round: rounds widen [s_min, s_max] by their beta (paper §3.3).
+
+    Round 0 (the baseline) uses the configured range; round k >= 1 uses
+    [(1 - beta_min) * s_min, (1 + beta_max) * s_max] with round k's betas.
+    """
+    s_min, s_max = config["train"]["scale"]
+    if round_index == 0:
+        return float(s_min), float(s_max)
+    r = config["rounds"][round_index - 1]
+    return (1 - r["beta_min"]) * s_min, (1 + r["beta_max"]) * s_max

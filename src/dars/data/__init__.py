@@ -1,0 +1,1 @@
+"""Datasets: split files, image/mask folders, the embedded demo and training transforms."""

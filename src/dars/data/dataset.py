@@ -1,0 +1,133 @@
+"""Segmentation datasets over split files, with the class list resolved from the config.
+
+One generic folder dataset serves the demo and any image/mask folder; labeled, unlabeled and
+pseudo-labeled data differ only in where masks come from, so they share this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dars.data.io import read_image, read_mask
+from dars.data.splits import Sample, read_split
+from dars.errors import DarsError
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the stages need to know about a dataset, resolved once from the config."""
+
+    root: Path
+    classes: list[str]
+    ignore_index: int
+    splits: dict[str, str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def samples(self, split: str, require_masks: bool = True) -> list[Sample]:
+        return read_split(self.root, self.splits[split], require_masks=require_masks)
+
+
+def dataset_spec(config: dict) -> DatasetSpec:
+    """Resolve the dataset section: class names from the config or the root's classes.txt."""
+    ds = config["dataset"]
+    root = Path(ds["root"])
+    if not root.is_dir():
+        raise DarsError(f"dataset root not found: {root} (dataset.root)")
+    classes = list(ds["classes"])
+    if not classes:
+        names = root / "classes.txt"
+        if not names.is_file():
+            raise DarsError(f"dataset.classes is empty and {names} does not exist")
+        classes = [c.strip() for c in names.read_text().splitlines() if c.strip()]
+    if not 1 < len(classes) <= 255:
+        raise DarsError(f"dataset needs 2..255 classes, got {len(classes)}")
+    if ds["ignore_index"] < len(classes):
+        raise DarsError(f"dataset.ignore_index {ds['ignore_index']} collides with a class index")
+    return DatasetSpec(root, classes, ds["ignore_index"], dict(ds["splits"]))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) → normalised float (3, H, W)."""
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255)
+    return (x - MEAN) / STD
+
+
+class SegmentationDataset(Dataset):
+    """Images of one split with masks from the split file or from a pseudo-label directory.
+
+    ``mask_dir`` (pseudo labels) maps each image id to ``mask_dir/<id>.png``; without it the
+    split's own masks are used. Items are ``(image, mask, index)`` tensors after ``transform``.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        samples: list[Sample],
+        transform: Transform | None = None,
+        mask_dir: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.samples = samples
+        self.transform = transform
+        self.mask_dir = mask_dir
+        if mask_dir is not None:
+            missing = [s.id for s in samples if not (mask_dir / f"{s.id}.png").is_file()]
+            if missing:
+                raise DarsError(f"pseudo labels missing in {mask_dir} for {len(missing)} "
+                                f"images (e.g. {missing[0]})")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def mask_path(self, index: int) -> Path:
+        s = self.samples[index]
+        if self.mask_dir is not None:
+            return self.mask_dir / f"{s.id}.png"
+        if s.mask is None:
+            raise DarsError(f"image {s.image} has no mask in its split file")
+        return s.mask
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw uint8 image (H, W, 3) and mask (H, W), checked to have the same size."""
+        s = self.samples[index]
+        image = read_image(s.image)
+        path = self.mask_path(index)
+        mask = read_mask(path, self.spec.num_classes, self.spec.ignore_index)
+        if mask.shape != image.shape[:2]:
+            raise DarsError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but image "
+                            f"{s.image} is {image.shape[1]}x{image.shape[0]}")
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image, mask = self.load(index)
+        x, y = to_tensor(image), torch.from_numpy(mask.astype(np.int64))
+        if self.transform is not None:
+            x, y = self.transform(x, y)
+        return x, y, index
+
+
+class ImageDataset(Dataset):
+    """Images only (inference on the unlabeled pool); items are ``(image, index)``."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return to_tensor(read_image(self.samples[index].image)), index

@@ -1,0 +1,46 @@
+"""Reading images and index masks with checks that name the offending file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dars.errors import DarsError
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 array (H, W, 3); a corrupt or unreadable file is a DarsError naming it."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DarsError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Index mask (H, W) uint8 with values in [0, num_classes) or ``ignore_index``.
+
+    Palette ("P") PNGs are read as indices, as VOC stores them. An RGB mask is refused: its
+    colours are not class indices and reading them as such silently corrupts training.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise DarsError(f"mask {path} has mode {im.mode}; expected a single-channel "
+                                "index mask (L or P)")
+            mask = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DarsError(f"cannot read mask {path}: {exc}") from exc
+    bad = (mask >= num_classes) & (mask != ignore_index)
+    if bad.any():
+        values = sorted(int(v) for v in np.unique(mask[bad]))[:5]
+        raise DarsError(f"mask {path} has values {values} outside [0, {num_classes}) and "
+                        f"ignore {ignore_index} (class count in config does not match the data?)")
+    return mask.astype(np.uint8)
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """Write a uint8 index mask as a single-channel PNG."""
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(path)

@@ -1,0 +1,68 @@
+"""Split files in the official DARS line format: ``image_relpath label_relpath`` per line.
+
+Paths are relative to the dataset root and may not escape it: split files are shared between
+people and clusters, so an absolute path or ``..`` is refused rather than followed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from dars.errors import DarsError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split; ``mask`` is None for unlabeled lists without masks."""
+
+    id: str
+    image: Path
+    mask: Path | None
+
+
+def _safe_join(root: Path, rel: str, split_file: Path, lineno: int) -> Path:
+    rel_path = PurePosixPath(rel)
+    if rel_path.is_absolute() or ".." in rel_path.parts:
+        raise DarsError(f"{split_file}:{lineno}: path {rel!r} must be relative to the dataset root "
+                        "without '..'")
+    return root / rel_path
+
+
+def sample_id(image_rel: str) -> str:
+    """Image id: the file name without extension (unique in Cityscapes, VOC and the demo;
+    ``read_split`` refuses a split where it is not)."""
+    return PurePosixPath(image_rel).stem
+
+
+def read_split(root: str | Path, split_file: str | Path, require_masks: bool = True) -> list[Sample]:
+    """Parse a split file; check that every listed file exists (naming the first missing one)."""
+    root = Path(root)
+    split_path = Path(split_file)
+    if not split_path.is_absolute():
+        split_path = root / split_path
+    if not root.is_dir():
+        raise DarsError(f"dataset root not found: {root}")
+    if not split_path.is_file():
+        raise DarsError(f"split file not found: {split_path}")
+    samples: list[Sample] = []
+    for lineno, line in enumerate(split_path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) > 2 or (require_masks and len(parts) != 2):
+            raise DarsError(f"{split_path}:{lineno}: expected 'image_relpath label_relpath', "
+                            f"got {line!r}")
+        image = _safe_join(root, parts[0], split_path, lineno)
+        mask = _safe_join(root, parts[1], split_path, lineno) if len(parts) == 2 else None
+        for f in (image, mask):
+            if f is not None and not f.is_file():
+                raise DarsError(f"{split_path}:{lineno}: file not found: {f}")
+        samples.append(Sample(sample_id(parts[0]), image, mask))
+    if not samples:
+        raise DarsError(f"split file {split_path} lists no images")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DarsError(f"split file {split_path} lists image id {dup!r} twice")
+    return samples

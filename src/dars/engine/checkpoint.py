@@ -1,0 +1,56 @@
+"""Checkpoints: model + optimizer + progress + the model config needed to rebuild it.
+
+Saved atomically (a killed job never leaves a truncated file) and loaded with
+``weights_only=True`` so a checkpoint from an untrusted source cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dars.atomic import atomic_path
+from dars.errors import DarsError
+from dars.models import build_model
+
+
+def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise DarsError(f"checkpoint not found: {p}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise DarsError(f"cannot load checkpoint {p}: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise DarsError(f"{p} is not a dars checkpoint (no model/model_config)")
+    return state
+
+
+def load_model(path: str | os.PathLike[str], num_classes: int) -> nn.Module:
+    """Rebuild the model recorded in a checkpoint and load its weights (eval mode)."""
+    state = load(path)
+    if state["num_classes"] != num_classes:
+        raise DarsError(f"checkpoint {path} predicts {state['num_classes']} classes but the "
+                        f"dataset has {num_classes}")
+    model = build_model(state["model_config"], num_classes)
+    load_weights(model, state, path)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Load weights, turning an architecture mismatch into a clear error."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise DarsError(f"checkpoint {path} does not fit model "
+                        f"{state['model_config'].get('name')!r}: {str(exc).splitlines()[0]}") from exc

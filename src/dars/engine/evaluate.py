@@ -1,0 +1,74 @@
+"""evaluate: confusion matrix on the val split → per-class IoU, mIoU, tail mIoU."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from dars.atomic import write_csv, write_json
+from dars.config import Config
+from dars.data.dataset import dataset_spec
+from dars.data.io import read_mask
+from dars.engine import checkpoint
+from dars.engine.predict import predict_probs
+from dars.errors import DarsError
+
+log = logging.getLogger(__name__)
+
+
+def confusion_matrix(target: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) counts, rows = ground truth, columns = prediction; ignore pixels dropped."""
+    keep = target < num_classes
+    idx = target[keep].long() * num_classes + pred[keep].long()
+    return torch.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU; NaN for a class absent from both ground truth and prediction."""
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def evaluate(config: Config, model_path: Path, metrics_csv: Path, summary_json: Path,
+             round_index: int) -> dict:
+    """Evaluate one checkpoint on the val split and write per-class and summary metrics."""
+    spec = dataset_spec(config)
+    samples = spec.samples("val")
+    model = checkpoint.load_model(model_path, spec.num_classes)
+    c = spec.num_classes
+    cm = torch.zeros(c, c, dtype=torch.int64)
+    for index, probs in tqdm(predict_probs(model, samples, range(len(samples)),
+                                           config["evaluate"]["batch_size"]),
+                             total=len(samples), desc="evaluate", mininterval=2, unit="img"):
+        target = torch.from_numpy(read_mask(samples[index].mask, c, spec.ignore_index))
+        if target.shape != probs.shape[1:]:
+            raise DarsError(f"mask {samples[index].mask} size differs from its image")
+        cm += confusion_matrix(target, probs.argmax(0), c)
+    cm_np = cm.numpy()
+    iou = iou_from_confusion(cm_np)
+    tail = config["evaluate"]["tail_classes"]
+    unknown = sorted(set(tail) - set(spec.classes))
+    if unknown:
+        raise DarsError(f"evaluate.tail_classes names unknown classes: {unknown}")
+    tail_idx = [spec.classes.index(n) for n in tail]
+    summary = {
+        "round": round_index,
+        "miou": float(np.nanmean(iou)),
+        "tail_miou": float(np.nanmean(iou[tail_idx])) if tail_idx else None,
+        "pixel_accuracy": float(np.diag(cm_np).sum() / max(cm_np.sum(), 1)),
+        "images": len(samples),
+    }
+    write_csv(pd.DataFrame({
+        "class": range(c), "name": spec.classes, "iou": iou,
+        "gt_pixels": cm_np.sum(1), "pred_pixels": cm_np.sum(0),
+    }), metrics_csv)
+    write_json(summary, summary_json)
+    log.info("round %d: mIoU %.4f", round_index, summary["miou"])
+    return summary

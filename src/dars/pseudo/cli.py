@@ -1,0 +1,93 @@
+"""``dars pseudo-label`` and ``dars confidence-histogram``: parse arguments, call the stage.
+
+``add_subcommands`` registers both on the main parser's subparsers; each sets ``handler`` to a
+handler taking the parsed namespace, which the main CLI calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from dars.pseudo.stage import (
+    PseudoLabelOptions,
+    compute_confidence_histogram,
+    mask_reader,
+    pseudo_label,
+)
+from dars.pseudo.thresholds import METHODS, SAMPLINGS
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> (i, N) with 0 <= i < N."""
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise argparse.ArgumentTypeError(f"shard must look like i/N with 0 <= i < N, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, help="probs.zarr of the teacher")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="temperature scaling T applied to the stored probabilities "
+                             "(1: none)")
+    parser.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
+                        help="process only shard i of N (contiguous image ranges)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for the histogram pass (default: available cores)")
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``pseudo-label`` and ``confidence-histogram``."""
+    hist = subparsers.add_parser(
+        "confidence-histogram",
+        help="pass 1 of pseudo-labeling on one shard: per-class confidence histogram (.npz)",
+        description="Count float16 confidences per predicted class over a shard of the "
+                    "store, for `pseudo-label --conf-hist` (map-reduce over shards).")
+    _common(hist)
+    hist.add_argument("--out", required=True, help="output .npz")
+    hist.set_defaults(handler=confidence_histogram_command)
+
+    pseudo = subparsers.add_parser(
+        "pseudo-label",
+        help="thresholds (DARS, DA, ST, CBST) and pseudo-label PNGs from a probability store",
+        description="Compute per-class thresholds from the confidence histograms and the "
+                    "labeled class distribution, then write one pseudo-label PNG per image "
+                    "(255 = ignore).")
+    _common(pseudo)
+    pseudo.add_argument("--label-hist", required=True, help="label_histogram.csv of the "
+                        "labeled split (class,name,pixels,ratio)")
+    pseudo.add_argument("--labels-out", required=True, help="directory of <image_id>.png")
+    pseudo.add_argument("--thresholds-out", help="thresholds.csv")
+    pseudo.add_argument("--stats-out", help="pseudo_stats.csv")
+    pseudo.add_argument("--summary-out", help="summary.json")
+    pseudo.add_argument("--alpha", type=float, required=True,
+                        help="fraction of unlabeled pixels to pseudo-label, in (0, 1]")
+    pseudo.add_argument("--method", choices=METHODS, default="dars")
+    pseudo.add_argument("--sampling", choices=SAMPLINGS, default="paper",
+                        help="dars only: paper = keep each selected pixel with n_j/ñ_j; "
+                             "ties = keep all above t_j, sample among ties")
+    pseudo.add_argument("--seed", type=int, default=0)
+    pseudo.add_argument("--threshold", type=float, default=None,
+                        help="st only: fixed confidence threshold instead of alpha")
+    pseudo.add_argument("--conf-hist", nargs="+", default=(),
+                        help="shard histograms from confidence-histogram (skips pass 1)")
+    pseudo.add_argument("--true-masks", default=None,
+                        help="directory of <image_id>.png true masks, for precision")
+    pseudo.set_defaults(handler=pseudo_label_command)
+
+
+def confidence_histogram_command(args: argparse.Namespace) -> None:
+    compute_confidence_histogram(args.store, args.out, shard=args.shard,
+                                 temperature=args.temperature, threads=args.threads)
+
+
+def pseudo_label_command(args: argparse.Namespace) -> None:
+    options = PseudoLabelOptions(alpha=args.alpha, method=args.method, sampling=args.sampling,
+                                 temperature=args.temperature, seed=args.seed,
+                                 fixed_threshold=args.threshold)
+    pseudo_label(args.store, args.label_hist, args.labels_out, options,
+                 thresholds_out=args.thresholds_out, stats_out=args.stats_out,
+                 summary_out=args.summary_out, conf_hists=args.conf_hist, shard=args.shard,
+                 true_mask=mask_reader(args.true_masks) if args.true_masks else None,
+                 threads=args.threads)

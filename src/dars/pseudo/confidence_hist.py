@@ -1,0 +1,276 @@
+"""Pass 1: per-class histograms of float16 confidence bit patterns, exact and streaming.
+
+Non-negative float16 values sort exactly like their uint16 bit patterns, and every confidence in
+[0, 1] is one of the ``NUM_BINS`` patterns 0x0000 (0.0) .. 0x3C00 (1.0). Counting those patterns
+per predicted class therefore loses nothing: the n-th largest confidence of a class is read off
+cumulative counts without error, in O(C x 15,361) memory whatever the dataset size (the authors'
+code kept every confidence in RAM as a Python float and sorted per class).
+
+The kernel builds one integer key ``class * width + bits`` per pixel and counts keys with
+``np.bincount`` on cache-sized chunks, on several threads (bincount releases the GIL). Invalid
+input is counted rather than tested: predictions >= C land in an overflow row and NaN, inf,
+negative or > 1 confidences in an overflow column, so validation costs almost nothing.
+
+Partial histograms of shards sum to the histogram of the whole store; :func:`save_partial` and
+:func:`load_partials` carry them between jobs with enough metadata to refuse mismatched parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from dars.atomic import atomic_path
+from dars.errors import DarsError
+from dars.probstore import PAD, Block, ProbStore
+
+log = logging.getLogger(__name__)
+
+ONE_BITS = 0x3C00  # float16 bit pattern of 1.0, the largest valid confidence
+NUM_BINS = ONE_BITS + 1  # histogram columns: bit patterns 0 .. 0x3C00
+_INVALID = NUM_BINS  # working column collecting NaN, inf, negative and > 1 confidences
+_WIDTH = NUM_BINS + 1  # working row width (valid bins + the invalid column)
+_CHUNK = 1 << 18  # pixels per bincount call: the int64 keys (2 MiB) stay in cache
+_BLOCK_BYTES = 1 << 26  # bytes of store data read per block in the streaming passes
+_PARTIAL_VERSION = 1
+
+
+def available_threads() -> int:
+    """CPU cores this process may use (respects taskset / cgroup affinity, unlike cpu_count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def _count_chunks(pred: np.ndarray, bits: np.ndarray, num_classes: int, starts: Sequence[int]
+                  ) -> np.ndarray:
+    """Working histogram (flat, (C + 1) x _WIDTH) of the chunks beginning at ``starts``."""
+    size = (num_classes + 1) * _WIDTH
+    acc = np.zeros(size, np.int64)
+    for s in starts:
+        key = np.minimum(pred[s:s + _CHUNK], num_classes).astype(np.intp)
+        key *= _WIDTH
+        key += np.minimum(bits[s:s + _CHUNK], _INVALID)
+        acc += np.bincount(key, minlength=size)
+    return acc
+
+
+def _working_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
+                       threads: int | None) -> np.ndarray:
+    """(C + 1, _WIDTH) counts: row C holds predictions >= C (padding included)."""
+    if prediction.shape != confidence.shape:
+        raise DarsError(f"prediction shape {prediction.shape} != confidence shape "
+                        f"{confidence.shape}")
+    if prediction.dtype != np.uint8 or confidence.dtype != np.float16:
+        raise DarsError(f"expected uint8 predictions and float16 confidences, got "
+                        f"{prediction.dtype} and {confidence.dtype}")
+    if not 1 <= num_classes < PAD:
+        raise DarsError(f"number of classes must be in [1, {PAD - 1}], got {num_classes}")
+    pred = np.ascontiguousarray(prediction).reshape(-1)
+    bits = np.ascontiguousarray(confidence).reshape(-1).view(np.uint16)
+    starts = range(0, pred.size, _CHUNK)
+    workers = max(1, min(threads or available_threads(), len(starts)))
+    if workers == 1:
+        flat = _count_chunks(pred, bits, num_classes, starts)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = pool.map(lambda i: _count_chunks(pred, bits, num_classes, starts[i::workers]),
+                             range(workers))
+            flat = sum(parts)
+    return flat.reshape(num_classes + 1, _WIDTH)
+
+
+def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
+                         threads: int | None = None) -> np.ndarray:
+    """Count, per predicted class, the float16 bit patterns of the confidences.
+
+    Pixels predicted ``PAD`` (255) are padding and skipped. Returns a (C, NUM_BINS) int64 array
+    whose column b counts confidences with bit pattern b. Raises DarsError for a prediction in
+    [C, 254] or a confidence outside [0, 1] (NaN and inf included), since either means the store
+    does not belong to this dataset or the teacher diverged.
+    """
+    work = _working_histogram(prediction, confidence, num_classes, threads)
+    invalid_pred = int(work[num_classes].sum()) - int(np.count_nonzero(prediction == PAD))
+    if invalid_pred:
+        raise DarsError(f"{invalid_pred} pixels predict a class outside 0..{num_classes - 1} "
+                        f"(and are not padding {PAD})")
+    invalid_conf = int(work[:num_classes, _INVALID].sum())
+    if invalid_conf:
+        raise DarsError(f"{invalid_conf} confidences are NaN, infinite or outside [0, 1]")
+    return work[:num_classes, :NUM_BINS].copy()
+
+
+def temper(probs: np.ndarray, padding: np.ndarray, temperature: float
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and confidence after temperature scaling, from stored float16 probabilities.
+
+    ``probs`` is (N, C, H, W), ``padding`` (N, H, W) is True where the store marks padding.
+    p_T = p^(1/T) / sum_k p_k^(1/T) = softmax(logit / T), computed in float32 pixel by pixel
+    with a fixed class order, so the result of a pixel never depends on how images were
+    grouped; both passes call this function, so pass 2 sees exactly the confidences counted
+    in pass 1. The confidence is rounded to float16 like the stored one.
+    """
+    n, c = probs.shape[:2]
+    inv_t = np.float32(1.0 / temperature)
+    flat = probs.reshape(n, c, -1)
+    pred = np.full(padding.shape, PAD, np.uint8).reshape(n, -1)
+    conf = np.zeros(padding.shape, np.float16).reshape(n, -1)
+    pad = padding.reshape(n, -1)
+    for i in range(n):
+        for s in range(0, flat.shape[2], _CHUNK):
+            q = np.power(flat[i, :, s:s + _CHUNK].astype(np.float32), inv_t)
+            total = q[0].copy()
+            for k in range(1, c):
+                total += q[k]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ci = (q.max(axis=0) / total).astype(np.float16)
+            pi = q.argmax(axis=0).astype(np.uint8)
+            keep = ~pad[i, s:s + _CHUNK]
+            pred[i, s:s + _CHUNK] = np.where(keep, pi, PAD)
+            conf[i, s:s + _CHUNK] = np.where(keep, ci, np.float16(0))
+    return pred.reshape(padding.shape), conf.reshape(padding.shape)
+
+
+def block_predictions(block: Block, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, confidence) of a store block, temperature-scaled when T != 1.
+
+    T = 1 means no scaling: the stored arrays are used as they are (and no probabilities are
+    needed), so a run with T = 1 is identical to one without temperature scaling.
+    """
+    if temperature == 1.0:
+        return block.prediction, block.confidence
+    if block.probs is None:
+        raise DarsError("temperature scaling needs the stored probabilities")
+    return temper(block.probs, block.prediction == PAD, temperature)
+
+
+def images_per_block(store: ProbStore, temperature: float) -> int:
+    """How many images to read at once so that one block stays near _BLOCK_BYTES."""
+    height, width = store.group["confidence"].shape[1:]
+    per_pixel = 3 + (6 * store.num_classes if temperature != 1.0 else 0)
+    return max(1, _BLOCK_BYTES // max(1, height * width * per_pixel))
+
+
+def check_temperature(temperature: float) -> None:
+    """Temperature must be a positive finite number (T = 1: no scaling)."""
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise DarsError(f"temperature must be a positive number, got {temperature}")
+
+
+def _image_problem(store: ProbStore, index: int, pred: np.ndarray, conf: np.ndarray) -> str | None:
+    """Why one (padded) image of the store is invalid, or None."""
+    h, w = (int(v) for v in store.shapes[index])
+    real_pred, real_conf = pred[:h, :w], conf[:h, :w]
+    outside = np.ones(pred.shape, bool)
+    outside[:h, :w] = False
+    if np.any(pred[outside] != PAD):
+        return "padding outside the image is not marked as padding"
+    if np.any(real_pred >= store.num_classes):
+        bad = int(real_pred[real_pred >= store.num_classes][0])
+        return f"predicts class {bad}, outside 0..{store.num_classes - 1}"
+    if np.any(real_conf.view(np.uint16) > ONE_BITS):
+        return "confidences are NaN, infinite or outside [0, 1] (check the probabilities)"
+    return None
+
+
+def raise_problem(store: ProbStore, block: Block, pred: np.ndarray, conf: np.ndarray
+                  ) -> NoReturn:
+    """Raise a DarsError naming the first invalid image of a block known to be invalid."""
+    for j, index in enumerate(block.indices):
+        problem = _image_problem(store, int(index), pred[j], conf[j])
+        if problem:
+            raise DarsError(f"{store.path}: image {store.image_ids[int(index)]!r}: {problem}")
+    raise DarsError(f"{store.path}: invalid predictions in images "
+                    f"{[store.image_ids[int(i)] for i in block.indices]}")
+
+
+def store_histogram(store: ProbStore, indices: Sequence[int] | None = None,
+                    temperature: float = 1.0, threads: int | None = None) -> np.ndarray:
+    """Pass 1 over a store (or the images ``indices`` of one shard): (C, NUM_BINS) counts.
+
+    Reads a block of images at a time, so memory is bounded by the block size, not by the
+    dataset. Every image is checked: its histogram must count exactly its real pixels, so a
+    real pixel predicted as padding (or padding predicted as a class) is caught too.
+    """
+    check_temperature(temperature)
+    c = store.num_classes
+    hist = np.zeros((c, NUM_BINS), np.int64)
+    per_block = images_per_block(store, temperature)
+    for block in store.blocks(indices, block=per_block, probs=temperature != 1.0):
+        pred, conf = block_predictions(block, temperature)
+        try:
+            part = confidence_histogram(pred, conf, c, threads)
+        except DarsError:
+            raise_problem(store, block, pred, conf)
+        if int(part.sum()) != int(np.prod(store.shapes[block.indices], axis=1).sum()):
+            raise_problem(store, block, pred, conf)
+        hist += part
+    return hist
+
+
+def store_fingerprint(store: ProbStore) -> str:
+    """Identity of a store's contents layout (image ids, sizes, classes) for partial files."""
+    ident = {"image_ids": store.image_ids, "shapes": np.asarray(store.shapes).tolist(),
+             "class_names": store.class_names}
+    return hashlib.blake2b(json.dumps(ident).encode(), digest_size=16).hexdigest()
+
+
+def save_partial(path: str | os.PathLike[str], hist: np.ndarray, store: ProbStore,
+                 shard: tuple[int, int], temperature: float) -> None:
+    """Write one shard's histogram as .npz, atomically, with what it was computed from."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, version=_PARTIAL_VERSION, hist=hist, store=store_fingerprint(store),
+                 num_classes=store.num_classes, temperature=float(temperature),
+                 shard_index=shard[0], shard_count=shard[1])
+
+
+def load_partials(paths: Sequence[str | os.PathLike[str]], store: ProbStore,
+                  temperature: float) -> np.ndarray:
+    """Sum shard histograms after checking they are the complete set for this store and T.
+
+    Refuses a part computed from another store, class count or temperature, a duplicate or
+    missing shard, and a total that does not cover every pixel of the store.
+    """
+    if not paths:
+        raise DarsError("no confidence histogram files given")
+    fingerprint = store_fingerprint(store)
+    hist = np.zeros((store.num_classes, NUM_BINS), np.int64)
+    seen: dict[int, Path] = {}
+    counts: set[int] = set()
+    for p in map(Path, paths):
+        try:
+            with np.load(p, allow_pickle=False) as data:
+                meta = {k: data[k][()] for k in data.files if k != "hist"}
+                part = data["hist"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DarsError(f"{p}: not a readable confidence histogram ({exc})") from exc
+        if meta.get("version") != _PARTIAL_VERSION:
+            raise DarsError(f"{p}: not a dars confidence histogram (version missing)")
+        if str(meta["store"]) != fingerprint:
+            raise DarsError(f"{p}: computed from another probability store than {store.path}")
+        if int(meta["num_classes"]) != store.num_classes or part.shape != hist.shape:
+            raise DarsError(f"{p}: {int(meta['num_classes'])} classes, the store "
+                            f"{store.path} has {store.num_classes}")
+        if float(meta["temperature"]) != float(temperature):
+            raise DarsError(f"{p}: computed with temperature {float(meta['temperature'])}, "
+                            f"this run uses {temperature}")
+        index, count = int(meta["shard_index"]), int(meta["shard_count"])
+        if index in seen:
+            raise DarsError(f"{p}: shard {index}/{count} also given as {seen[index]}")
+        seen[index] = p
+        counts.add(count)
+        hist += part
+    if len(counts) != 1 or len(seen) != next(iter(counts)):
+        raise DarsError(f"confidence histograms {[str(p) for p in paths]}: shards "
+                        f"{sorted(seen)} of {sorted(counts)} given, need every shard of one split")
+    if int(hist.sum()) != store.num_pixels:
+        raise DarsError(f"confidence histograms count {int(hist.sum())} pixels but "
+                        f"{store.path} has {store.num_pixels}")
+    log.info("combined %d confidence histogram(s) over %d pixels", len(seen), store.num_pixels)
+    return hist

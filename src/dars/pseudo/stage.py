@@ -1,0 +1,339 @@
+"""The pseudo-label stage: store + label histogram -> pseudo-label PNGs, thresholds, diagnostics.
+
+Order of work, so that a failed check leaves nothing behind: validate the options, the store
+and the label histogram; build (pass 1) or load the confidence histograms; compute thresholds;
+write every label PNG into a temporary directory renamed onto ``labels_out`` only when all
+images succeeded (pass 2); then write the csv and json diagnostics.
+
+With ``shard=(i, n)`` pass 2 labels only that shard's images (into its own directory) and the
+diagnostics cover those images; thresholds always come from the whole store, either from a
+pass 1 over all images or from the shard histograms of ``confidence-histogram --shard``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dars.atomic import atomic_path, write_csv, write_json
+from dars.errors import DarsError
+from dars.probstore import ProbStore
+from dars.pseudo.assign import IGNORE, assign_labels, image_rng
+from dars.pseudo.confidence_hist import (
+    block_predictions,
+    check_temperature,
+    images_per_block,
+    load_partials,
+    save_partial,
+    store_histogram,
+)
+from dars.pseudo.thresholds import Thresholds, check_options, compute_thresholds
+
+log = logging.getLogger(__name__)
+
+KL_EPSILON = 1e-6  # added to both class distributions before the KL (empty classes stay finite)
+_HIST_COLUMNS = ("class", "name", "pixels", "ratio")
+
+TrueMask = Callable[[str], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PseudoLabelOptions:
+    """The config values the pseudo labels depend on (pseudo_label block + the round's alpha)."""
+
+    alpha: float
+    method: str = "dars"
+    sampling: str = "paper"
+    temperature: float = 1.0
+    seed: int = 0
+    fixed_threshold: float | None = None
+
+    def check(self) -> None:
+        check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
+        check_temperature(self.temperature)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+
+@dataclass
+class _Pass2Counts:
+    """Per-class tallies of the written labels (and of their agreement with true masks)."""
+
+    kept: np.ndarray
+    correct: np.ndarray
+    evaluated: np.ndarray
+    pixels: int = 0
+    images: int = 0
+
+
+def read_label_histogram(path: str | os.PathLike[str], num_classes: int
+                         ) -> tuple[list[str], np.ndarray]:
+    """Class names and labeled ratios r_j from ``label_histogram.csv``.
+
+    Ratios are recomputed from the pixel counts (exact, immune to csv rounding). Every class
+    0..C-1 must appear exactly once, C being the store's class count.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DarsError(f"cannot read label histogram {path}: {exc}") from exc
+    missing_cols = [c for c in _HIST_COLUMNS if c not in df.columns]
+    if missing_cols:
+        raise DarsError(f"{path}: missing columns {missing_cols} (need {list(_HIST_COLUMNS)})")
+    try:
+        classes = df["class"].astype(np.int64).to_numpy()
+        pixels = df["pixels"].astype(np.int64).to_numpy()
+    except (TypeError, ValueError) as exc:
+        raise DarsError(f"{path}: class and pixels must be integers ({exc})") from exc
+    expected = set(range(num_classes))
+    missing = sorted(expected - set(classes.tolist()))
+    extra = sorted(set(classes.tolist()) - expected)
+    if missing or extra or len(classes) != num_classes:
+        raise DarsError(f"{path}: {len(classes)} rows for the {num_classes} classes of the "
+                        f"probability store (missing classes {missing}, unexpected {extra})")
+    if np.any(pixels < 0) or pixels.sum() <= 0:
+        raise DarsError(f"{path}: pixel counts must be non-negative with a positive total")
+    order = np.argsort(classes)
+    names = df["name"].astype(str).to_numpy()[order].tolist()
+    return names, pixels[order] / pixels.sum()
+
+
+def mask_reader(directory: str | os.PathLike[str]) -> TrueMask:
+    """Read ``<directory>/<image_id>.png`` true masks (for pseudo-label precision)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise DarsError(f"true mask directory not found: {root}")
+
+    def read(image_id: str) -> np.ndarray:
+        path = root / f"{image_id}.png"
+        try:
+            with Image.open(path) as img:
+                if img.mode not in ("L", "P"):
+                    raise DarsError(f"{path}: mask must be a single-channel PNG, got {img.mode}")
+                return np.asarray(img, dtype=np.uint8)
+        except OSError as exc:
+            raise DarsError(f"cannot read true mask {path}: {exc}") from exc
+
+    return read
+
+
+def _label_path(root: Path, image_id: str) -> Path:
+    """Where an image's label PNG goes; ids may contain '/' (e.g. city/frame) but not escape."""
+    rel = PurePosixPath(f"{image_id}.png")
+    if not image_id or rel.is_absolute() or ".." in rel.parts:
+        raise DarsError(f"image id {image_id!r} cannot be used as a file name")
+    return root.joinpath(*rel.parts)
+
+
+def _indices(store: ProbStore, shard: tuple[int, int] | None) -> list[int]:
+    return list(range(len(store))) if shard is None else store.shard(*shard)
+
+
+def compute_confidence_histogram(store_path: str | os.PathLike[str],
+                                 out: str | os.PathLike[str],
+                                 shard: tuple[int, int] | None = None,
+                                 temperature: float = 1.0,
+                                 threads: int | None = None) -> np.ndarray:
+    """Pass 1 over one shard (or the whole store) saved as .npz for ``pseudo-label``."""
+    check_temperature(temperature)
+    store = ProbStore(store_path)
+    shard = shard or (0, 1)
+    indices = store.shard(*shard)
+    start = time.perf_counter()
+    hist = store_histogram(store, indices, temperature, threads)
+    seconds = time.perf_counter() - start
+    save_partial(out, hist, store, shard, temperature)
+    log.info("confidence histogram of shard %d/%d: %d images, %d pixels, %.1f Mpx/s",
+             shard[0], shard[1], len(indices), int(hist.sum()),
+             hist.sum() / 1e6 / max(seconds, 1e-9))
+    return hist
+
+
+def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Thresholds,
+                  options: PseudoLabelOptions, root: Path,
+                  true_mask: TrueMask | None) -> _Pass2Counts:
+    """Pass 2: one PNG per image under ``root``, returning per-class tallies."""
+    c = store.num_classes
+    counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
+    per_block = images_per_block(store, options.temperature)
+    probs = options.temperature != 1.0
+    for block in store.blocks(indices, block=per_block, probs=probs):
+        pred, conf = block_predictions(block, options.temperature)
+        for j, index in enumerate(block.indices.tolist()):
+            image_id = store.image_ids[index]
+            h, w = (int(v) for v in store.shapes[index])
+            try:
+                labels = assign_labels(pred[j, :h, :w], conf[j, :h, :w], thresholds,
+                                       image_rng(options.seed, image_id))
+            except DarsError as exc:
+                raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from exc
+            path = _label_path(root, image_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(labels).save(path, format="PNG", compress_level=1)
+            counts.kept += np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c]
+            counts.pixels += h * w
+            counts.images += 1
+            if true_mask is not None:
+                _tally_precision(counts, labels, true_mask(image_id), image_id, c)
+    return counts
+
+
+def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray,
+                     image_id: str, num_classes: int) -> None:
+    if truth.shape != labels.shape:
+        raise DarsError(f"true mask of {image_id!r} is {truth.shape}, the image {labels.shape}")
+    if np.any((truth >= num_classes) & (truth != IGNORE)):
+        raise DarsError(f"true mask of {image_id!r} has values outside 0..{num_classes - 1} "
+                        f"and {IGNORE}")
+    scored = (labels != IGNORE) & (truth != IGNORE)
+    counts.evaluated += np.bincount(labels[scored], minlength=num_classes)[:num_classes]
+    hit = scored & (labels == truth)
+    counts.correct += np.bincount(labels[hit], minlength=num_classes)[:num_classes]
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = KL_EPSILON) -> float:
+    """KL(p || q) of two class distributions (or counts), after smoothing both with ``eps``.
+
+    Each is normalised, ``eps`` is added to every class and the result renormalised.
+
+    Without smoothing a class the pseudo labels lack (a teacher that never predicts it) makes
+    the divergence infinite; eps keeps it finite and still dominated by that class.
+    """
+    def smooth(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        x = x / x.sum() if x.sum() > 0 else np.zeros_like(x)
+        return (x + eps) / (1 + eps * len(x))
+
+    ps, qs = smooth(p), smooth(q)
+    return float(np.sum(ps * np.log(ps / qs)))
+
+
+def _tables(names: list[str], ratios: np.ndarray, thresholds: Thresholds,
+            counts: _Pass2Counts, with_precision: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    kept = counts.kept
+    total = int(kept.sum())
+    base = pd.DataFrame({
+        "class": np.arange(len(names)),
+        "name": names,
+        "target": thresholds.target,
+        "threshold": thresholds.threshold,
+        "selected": thresholds.selected,
+    })
+    thresholds_df = base.assign(tied=thresholds.tied, keep=thresholds.keep, kept=kept)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(counts.evaluated > 0, counts.correct / counts.evaluated, np.nan)
+    stats = base.assign(
+        labeled_ratio=ratios,
+        pseudo_ratio=kept / total if total else np.zeros(len(names)),
+        keep=thresholds.keep,
+        kept=kept,
+        shortfall=thresholds.target - kept,
+        precision=precision if with_precision else np.nan,
+    )
+    order = ["class", "name", "labeled_ratio", "pseudo_ratio", "target", "threshold",
+             "selected", "keep", "kept", "shortfall", "precision"]
+    return thresholds_df, stats[order]
+
+
+def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLike[str],
+                 labels_out: str | os.PathLike[str], options: PseudoLabelOptions, *,
+                 thresholds_out: str | os.PathLike[str] | None = None,
+                 stats_out: str | os.PathLike[str] | None = None,
+                 summary_out: str | os.PathLike[str] | None = None,
+                 conf_hists: Sequence[str | os.PathLike[str]] = (),
+                 shard: tuple[int, int] | None = None,
+                 true_mask: TrueMask | None = None,
+                 threads: int | None = None) -> dict:
+    """Run the whole stage and return the summary (also written to ``summary_out``)."""
+    options.check()
+    store = ProbStore(store_path)
+    names, ratios = read_label_histogram(label_hist, store.num_classes)
+    if options.temperature != 1.0 and not store.has_probs:
+        raise DarsError(f"{store.path}: temperature {options.temperature} needs the stored "
+                        "probabilities (infer.store_probs: false)")
+    indices = _indices(store, shard)
+    for index in indices:
+        _label_path(Path(labels_out), store.image_ids[index])
+
+    start = time.perf_counter()
+    if conf_hists:
+        hist = load_partials(conf_hists, store, options.temperature)
+    else:
+        hist = store_histogram(store, None, options.temperature, threads)
+    pass1 = time.perf_counter() - start
+    thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
+                                    num_pixels=store.num_pixels, sampling=options.sampling,
+                                    fixed_threshold=options.fixed_threshold)
+    maths = time.perf_counter() - start - pass1
+    log.info("thresholds (%s, alpha %.3g) from %d pixels in %.2f s", options.method,
+             options.alpha, store.num_pixels, pass1 + maths)
+
+    start = time.perf_counter()
+    with atomic_path(labels_out) as tmp:
+        tmp.mkdir()
+        counts = _write_labels(store, indices, thresholds, options, tmp, true_mask)
+    pass2 = time.perf_counter() - start
+    log.info("wrote %d pseudo-label images (%d pixels) in %.2f s", counts.images, counts.pixels,
+             pass2)
+
+    thresholds_df, stats = _tables(names, ratios, thresholds, counts, true_mask is not None)
+    summary = _summary(options, store, hist, thresholds, counts, ratios, shard,
+                       true_mask is not None, {"pass1": pass1, "thresholds": maths,
+                                               "pass2": pass2}, bool(conf_hists))
+    if thresholds_out is not None:
+        write_csv(thresholds_df, thresholds_out)
+    if stats_out is not None:
+        write_csv(stats, stats_out)
+    if summary_out is not None:
+        write_json(summary, summary_out)
+    return summary
+
+
+def _rate(pixels: float, seconds: float) -> float | None:
+    return round(pixels / 1e6 / seconds, 3) if seconds > 0 else None
+
+
+def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
+             thresholds: Thresholds, counts: _Pass2Counts, ratios: np.ndarray,
+             shard: tuple[int, int] | None, with_precision: bool, timings: dict[str, float],
+             from_partials: bool) -> dict:
+    kept = int(counts.kept.sum())
+    evaluated = counts.evaluated > 0
+    precision = counts.correct[evaluated] / counts.evaluated[evaluated]
+    return {
+        "method": options.method,
+        "sampling": options.sampling,
+        "alpha": options.alpha,
+        "temperature": options.temperature,
+        "seed": options.seed,
+        "fixed_threshold": options.fixed_threshold,
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+        "num_classes": store.num_classes,
+        "num_images": counts.images,
+        "num_pixels": counts.pixels,
+        "store_pixels": store.num_pixels,
+        "kept_pixels": kept,
+        "kept_fraction": kept / counts.pixels if counts.pixels else 0.0,
+        "target_fraction": float(thresholds.target.sum() / max(store.num_pixels, 1)),
+        "ones_fraction": float(hist[:, -1].sum() / max(store.num_pixels, 1)),
+        "kl_labeled_pseudo": kl_divergence(ratios, counts.kept),
+        "kl_epsilon": KL_EPSILON,
+        "mean_precision": float(precision.mean()) if with_precision and precision.size else None,
+        "pixel_precision": (float(counts.correct.sum() / counts.evaluated.sum())
+                            if with_precision and counts.evaluated.sum() else None),
+        "histogram_source": "shard files" if from_partials else "store",
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "mpx_s": {
+            "thresholds": _rate(store.num_pixels, timings["pass1"] + timings["thresholds"]),
+            "labels": _rate(counts.pixels, timings["pass2"]),
+        },
+    }

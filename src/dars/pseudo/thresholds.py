@@ -1,0 +1,190 @@
+"""Per-class confidence thresholds of DARS, DA, ST and CBST from confidence histograms.
+
+Pure maths on a (C, NUM_BINS) histogram of float16 confidence bit patterns (see
+:mod:`dars.pseudo.confidence_hist`): no file, no pixel. Because the histogram is exact, "the n-th
+largest confidence of class j" is the largest bit pattern b whose count of confidences >= b
+reaches n, and every count below (selected, tied, kept) is exact too.
+
+A threshold is stored as a float16 bit pattern; a pixel of class j is *selected* when its
+confidence bits are >= ``threshold_bits[j]``. ``NONE_BITS`` (float16 +inf) selects nothing.
+Selected pixels strictly above the threshold are kept with probability ``keep_above[j]``, those
+tied at the threshold with probability ``keep_at[j]``; this one rule expresses every method and
+both sampling modes, so label assignment has a single code path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dars.errors import DarsError
+from dars.pseudo.confidence_hist import NUM_BINS, ONE_BITS
+
+METHODS = ("dars", "da", "st", "cbst")
+SAMPLINGS = ("paper", "ties")
+NONE_BITS = 0x7C00  # float16 +inf: above every valid confidence, so the class gets no label
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-class results of the threshold step (arrays of length C)."""
+
+    method: str
+    sampling: str
+    alpha: float
+    target: np.ndarray  # int64 n_j = round(alpha * P * r_j), the labeled-distribution target
+    threshold_bits: np.ndarray  # uint16 float16 pattern of t_j (NONE_BITS: nothing selected)
+    selected: np.ndarray  # int64 ñ_j: pixels predicted j with confidence >= t_j
+    tied: np.ndarray  # int64 pixels predicted j with confidence exactly t_j
+    keep_above: np.ndarray  # float64 keep probability of selected pixels above t_j
+    keep_at: np.ndarray  # float64 keep probability of selected pixels exactly at t_j
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.target)
+
+    @property
+    def threshold(self) -> np.ndarray:
+        """t_j as float64 (+inf for a class that gets no labels)."""
+        return self.threshold_bits.astype(np.uint16).view(np.float16).astype(np.float64)
+
+    @property
+    def expected_kept(self) -> np.ndarray:
+        """Expected number of pseudo labels per class (exact for non-sampling methods)."""
+        return (self.selected - self.tied) * self.keep_above + self.tied * self.keep_at
+
+    @property
+    def keep(self) -> np.ndarray:
+        """s_j: the expected fraction of selected pixels kept (n_j / ñ_j for DARS)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.selected > 0, self.expected_kept / self.selected, 0.0)
+
+    @property
+    def samples(self) -> bool:
+        """Whether label assignment needs random numbers at all."""
+        return bool(np.any(self.keep_above < 1) or np.any(self.keep_at < 1))
+
+
+def check_alpha(alpha: float) -> None:
+    """alpha is the fraction of unlabeled pixels to label: it must lie in (0, 1]."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise DarsError(f"alpha must be in (0, 1], got {alpha!r}")
+
+
+def check_options(alpha: float, method: str, sampling: str,
+                  fixed_threshold: float | None) -> None:
+    """Validate the scalar options shared by the stage and :func:`compute_thresholds`."""
+    check_alpha(alpha)
+    if method not in METHODS:
+        raise DarsError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if sampling not in SAMPLINGS:
+        raise DarsError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    if fixed_threshold is not None:
+        if method != "st":
+            raise DarsError(f"a fixed threshold applies to method 'st' only, not {method!r}")
+        if not (math.isfinite(fixed_threshold) and 0 <= fixed_threshold <= 1):
+            raise DarsError(f"fixed threshold must be in [0, 1], got {fixed_threshold!r}")
+
+
+def round_half_up(x: np.ndarray | float) -> np.ndarray:
+    """Round to the nearest integer, halves up (np.rint would round halves to even)."""
+    return np.floor(np.asarray(x, np.float64) + 0.5).astype(np.int64)
+
+
+def _rank_threshold(cum_ge: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Bit pattern of the rank-th largest confidence per row (NONE_BITS where rank == 0).
+
+    ``cum_ge[j, b]`` counts confidences >= b and does not increase with b, so the bins where it
+    reaches ``rank`` form a prefix whose last index is the threshold. Ranks must not exceed the
+    row total.
+    """
+    last = (cum_ge >= rank[:, None]).sum(axis=1) - 1
+    return np.where(rank > 0, last, NONE_BITS).astype(np.uint16)
+
+
+def _fixed_bits(threshold: float) -> int:
+    """Smallest float16 bit pattern whose value is >= ``threshold``.
+
+    Confidences are float16, so ``c >= threshold`` holds exactly for patterns >= this one.
+    """
+    half = np.float16(threshold)
+    if float(half) < threshold:
+        half = np.nextafter(half, np.float16(np.inf))
+    return int(np.asarray(half).view(np.uint16))
+
+
+def _check_hist(conf_hist: np.ndarray, label_ratios: np.ndarray,
+                num_pixels: int | None) -> tuple[np.ndarray, np.ndarray]:
+    hist = np.asarray(conf_hist)
+    if hist.ndim != 2 or hist.shape[1] != NUM_BINS or hist.shape[0] < 1:
+        raise DarsError(f"confidence histogram must have shape (C, {NUM_BINS}), got {hist.shape}")
+    if not np.issubdtype(hist.dtype, np.integer) or (hist.size and hist.min() < 0):
+        raise DarsError("confidence histogram must hold non-negative integer counts")
+    ratios = np.asarray(label_ratios, np.float64)
+    if ratios.shape != (hist.shape[0],):
+        raise DarsError(f"{ratios.size} label ratios for {hist.shape[0]} classes")
+    if not np.all(np.isfinite(ratios)) or np.any(ratios < 0) or abs(ratios.sum() - 1) > 1e-6:
+        raise DarsError(f"label ratios must be non-negative and sum to 1, got {ratios.tolist()}")
+    if num_pixels is not None and num_pixels != int(hist.sum()):
+        raise DarsError(f"confidence histogram counts {int(hist.sum())} pixels, expected "
+                        f"{num_pixels} (a shard or image missing?)")
+    return hist.astype(np.int64), ratios
+
+
+def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: float,
+                       method: str, num_pixels: int | None = None, sampling: str = "paper",
+                       fixed_threshold: float | None = None) -> Thresholds:
+    """Thresholds and keep probabilities of one pseudo-labeling method.
+
+    - ``dars``: n_j = round(alpha * P * r_j); t_j = the n_j-th largest confidence among pixels
+      predicted j (all of them when fewer than n_j, none when n_j = 0); then sampling down to
+      n_j: ``paper`` keeps every selected pixel with s_j = n_j / ñ_j, ``ties`` keeps every pixel
+      above t_j and samples only among those tied at t_j (expected count n_j either way).
+    - ``da``: the same thresholds, no sampling (ties at t_j can overshoot n_j).
+    - ``st``: one threshold for every class, the round(alpha * P)-th largest confidence
+      overall, or ``fixed_threshold`` when given.
+    - ``cbst``: per class, the round(alpha * m_j)-th largest confidence among the m_j pixels
+      predicted j (the teacher's biased distribution, not r_j).
+
+    ``target`` is the DARS n_j for every method, so shortfalls compare across methods.
+    ``sampling`` only affects ``dars``. P defaults to the histogram total; pass ``num_pixels``
+    to have a mismatch (e.g. a missing shard) refused.
+    """
+    check_options(alpha, method, sampling, fixed_threshold)
+    hist, ratios = _check_hist(conf_hist, label_ratios, num_pixels)
+    total = int(hist.sum())
+    predicted = hist.sum(axis=1)  # m_j
+    cum_ge = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
+    target = round_half_up(alpha * total * ratios)
+    if method in ("dars", "da"):
+        bits = _rank_threshold(cum_ge, np.minimum(target, predicted))
+    elif method == "cbst":
+        bits = _rank_threshold(cum_ge, round_half_up(alpha * predicted))
+    elif fixed_threshold is not None:
+        bits = np.full(len(ratios), _fixed_bits(fixed_threshold), np.uint16)
+    else:
+        overall = cum_ge.sum(axis=0, keepdims=True)
+        bits = np.repeat(_rank_threshold(overall, round_half_up([alpha * total])), len(ratios))
+    rows = np.arange(len(ratios))
+    valid = bits <= ONE_BITS
+    col = np.minimum(bits, ONE_BITS)
+    selected = np.where(valid, cum_ge[rows, col], 0)
+    tied = np.where(valid, hist[rows, col], 0)
+    keep_above = np.ones(len(ratios))
+    keep_at = np.ones(len(ratios))
+    over = selected > target
+    if method == "dars" and sampling == "paper":
+        keep_above = np.where(over, target / np.maximum(selected, 1), 1.0)
+        keep_at = keep_above.copy()
+    elif method == "dars":
+        above = selected - tied  # < target by the choice of t_j
+        keep_at = np.where(over, (target - above) / np.maximum(tied, 1), 1.0)
+    return Thresholds(method=method, sampling=sampling, alpha=float(alpha), target=target,
+                      threshold_bits=bits, selected=selected.astype(np.int64),
+                      tied=tied.astype(np.int64), keep_above=keep_above, keep_at=keep_at)

@@ -1,0 +1,36 @@
+"""The per-run table a user reads first: mIoU per round and the pseudo labels' KL and kept share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from dars.atomic import write_csv
+
+
+def _read(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def summarise(metrics: Sequence[str], pseudo_summaries: Sequence[str], out: Path) -> str:
+    """Join evaluation and pseudo-label summaries by round; write csv, return a text table.
+
+    ``pseudo_summaries[k]`` belongs to round k + 1 (round 0, the baseline, has no pseudo labels).
+    """
+    rows = []
+    for m in metrics:
+        s = _read(m)
+        rows.append({"round": s["round"], "miou": s["miou"], "tail_miou": s.get("tail_miou"),
+                     "pixel_accuracy": s["pixel_accuracy"]})
+    df = pd.DataFrame(rows).set_index("round")
+    for r, p in enumerate(pseudo_summaries, start=1):
+        s = _read(p)
+        for key in ("alpha", "kept_fraction", "kl_labeled_pseudo", "mean_precision"):
+            df.loc[r, key] = s.get(key)
+    df = df.sort_index().reset_index()
+    write_csv(df, out)
+    shown = df.dropna(axis=1, how="all")
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")

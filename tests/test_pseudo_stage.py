@@ -1,0 +1,332 @@
+"""The pseudo-label stage on real zarr stores: passes, shards, temperature, CLI, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dars.errors import DarsError
+from dars.probstore import PAD, ProbStore, ProbStoreWriter
+from dars.pseudo.cli import add_subcommands, parse_shard
+from dars.pseudo.confidence_hist import (
+    confidence_histogram,
+    save_partial,
+    store_histogram,
+    temper,
+)
+from dars.pseudo.stage import (
+    PseudoLabelOptions,
+    compute_confidence_histogram,
+    mask_reader,
+    pseudo_label,
+)
+
+NAMES = ["road", "car", "person", "bike"]
+C = len(NAMES)
+
+
+# ----------------------------------------------------------------------------- fixtures
+def write_store(path: Path, shapes: list[tuple[int, int]], seed: int = 0,
+                names: list[str] = NAMES, corrupt: dict[int, float] | None = None,
+                ids: list[str] | None = None) -> tuple[Path, dict[str, np.ndarray]]:
+    """A store of over-confident softmax outputs + true masks.
+
+    Half of the pixels are near one-hot (others 1e-4): confidence exactly 1.0 in float16, as
+    real over-confident teachers produce, yet still lowered by temperature scaling.
+    """
+    rng = np.random.default_rng(seed)
+    c = len(names)
+    ids = ids or [f"img{i:02d}" for i in range(len(shapes))]
+    writer = ProbStoreWriter(path, ids, shapes, names)
+    truth = {}
+    for i, (h, w) in enumerate(shapes):
+        true = rng.choice(c, size=(h, w), p=np.geomspace(1, 0.1, c) / np.geomspace(1, 0.1, c).sum())
+        logits = rng.normal(size=(c, h, w)) + 3.0 * np.eye(c)[true].transpose(2, 0, 1)
+        probs = np.exp(2 * logits)
+        probs /= probs.sum(axis=0)
+        confident = rng.random((h, w)) < 0.5
+        onehot = np.eye(c)[probs.argmax(axis=0)[confident]].T
+        probs[:, confident] = onehot * (1 - 1e-4 * c) + 1e-4
+        if corrupt and i in corrupt:
+            probs[:, 0, 0] = corrupt[i]
+        writer.write(i, probs.astype(np.float16))
+        truth[ids[i]] = true.astype(np.uint8)
+    writer.finalize()
+    return path, truth
+
+
+def write_label_hist(path: Path, pixels: list[int], names: list[str] = NAMES,
+                     classes: list[int] | None = None) -> Path:
+    classes = list(range(len(pixels))) if classes is None else classes
+    total = sum(pixels)
+    pd.DataFrame({"class": classes, "name": [names[c] for c in classes], "pixels": pixels,
+                  "ratio": [p / total for p in pixels]}).to_csv(path, index=False)
+    return path
+
+
+SHAPES = [(17, 23), (31, 12), (8, 40), (25, 25), (3, 5), (40, 33), (12, 12)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("pseudo")
+    store, truth = write_store(root / "probs.zarr", SHAPES)
+    hist = write_label_hist(root / "label_histogram.csv", [600, 250, 100, 50])
+    return {"root": root, "store": store, "hist": hist, "truth": truth}
+
+
+def read_labels(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("*.png"))}
+
+
+def outputs(out: Path) -> dict[str, Path]:
+    return {"thresholds_out": out / "thresholds.csv", "stats_out": out / "pseudo_stats.csv",
+            "summary_out": out / "summary.json"}
+
+
+# ----------------------------------------------------------------------------- passes
+def test_store_histogram_equals_in_memory_histogram(setup: dict) -> None:
+    store = ProbStore(setup["store"])
+    pred = store.group["prediction"][:]
+    conf = store.group["confidence"][:]
+    np.testing.assert_array_equal(store_histogram(store), confidence_histogram(pred, conf, C))
+    shards = sum(store_histogram(store, store.shard(i, 3)) for i in range(3))
+    np.testing.assert_array_equal(shards, store_histogram(store))
+    assert store_histogram(store).sum() == store.num_pixels  # padding skipped
+
+
+@pytest.mark.parametrize("method", ["dars", "da", "st", "cbst"])
+def test_stage_end_to_end(setup: dict, tmp_path: Path, method: str) -> None:
+    out = outputs(tmp_path)
+    summary = pseudo_label(setup["store"], setup["hist"], tmp_path / "labels",
+                           PseudoLabelOptions(alpha=0.3, method=method), **out,
+                           true_mask=setup["truth"].__getitem__)
+    store = ProbStore(setup["store"])
+    kept = np.zeros(C, np.int64)
+    for image_id, (h, w) in zip(store.image_ids, SHAPES, strict=True):
+        with Image.open(tmp_path / "labels" / f"{image_id}.png") as img:
+            assert img.mode == "L" and img.size == (w, h)  # cropped to the real size
+            labels = np.asarray(img)
+        assert set(np.unique(labels)) <= set(range(C)) | {255}
+        kept += np.bincount(labels[labels != 255], minlength=C)
+    thresholds = pd.read_csv(out["thresholds_out"])
+    stats = pd.read_csv(out["stats_out"])
+    assert list(thresholds.columns) == ["class", "name", "target", "threshold", "selected",
+                                        "tied", "keep", "kept"]
+    np.testing.assert_array_equal(thresholds["kept"], kept)
+    np.testing.assert_array_equal(stats["shortfall"], stats["target"] - kept)
+    assert stats["name"].tolist() == NAMES
+    if method != "dars":  # deterministic methods keep exactly the selected pixels
+        np.testing.assert_array_equal(kept, thresholds["selected"])
+    saved = json.loads(out["summary_out"].read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["kept_pixels"] == kept.sum() and saved["num_pixels"] == store.num_pixels
+    assert 0 <= saved["mean_precision"] <= 1 and saved["kl_labeled_pseudo"] >= 0
+    assert stats["precision"].notna().any()
+
+
+def test_precision_counts_agreement_with_true_masks(setup: dict, tmp_path: Path) -> None:
+    pseudo_label(setup["store"], setup["hist"], tmp_path / "labels",
+                 PseudoLabelOptions(alpha=0.5, method="da"), stats_out=tmp_path / "s.csv",
+                 true_mask=mask_reader(_write_masks(setup["truth"], tmp_path / "masks")))
+    correct = np.zeros(C)
+    total = np.zeros(C)
+    for image_id, true in setup["truth"].items():
+        labels = np.asarray(Image.open(tmp_path / "labels" / f"{image_id}.png"))
+        kept = labels != 255
+        total += np.bincount(labels[kept], minlength=C)
+        correct += np.bincount(labels[kept & (labels == true)], minlength=C)
+    stats = pd.read_csv(tmp_path / "s.csv")
+    np.testing.assert_allclose(stats["precision"], correct / total)
+
+
+def _write_masks(truth: dict[str, np.ndarray], root: Path) -> Path:
+    root.mkdir()
+    for image_id, mask in truth.items():
+        Image.fromarray(mask).save(root / f"{image_id}.png")
+    return root
+
+
+def test_shards_give_identical_labels(setup: dict, tmp_path: Path) -> None:
+    options = PseudoLabelOptions(alpha=0.25, method="dars", seed=5)
+    pseudo_label(setup["store"], setup["hist"], tmp_path / "whole", options)
+    parts = []
+    for i in range(3):
+        parts.append(tmp_path / f"hist{i}.npz")
+        compute_confidence_histogram(setup["store"], parts[-1], shard=(i, 3))
+    merged: dict[str, bytes] = {}
+    for i in range(3):
+        pseudo_label(setup["store"], setup["hist"], tmp_path / f"shard{i}", options,
+                     conf_hists=parts[::-1], shard=(i, 3))
+        merged |= read_labels(tmp_path / f"shard{i}")
+    assert merged == read_labels(tmp_path / "whole")
+    assert len(merged) == len(SHAPES)
+
+
+def test_seed_determinism(setup: dict, tmp_path: Path) -> None:
+    runs = {}
+    for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
+        pseudo_label(setup["store"], setup["hist"], tmp_path / name,
+                     PseudoLabelOptions(alpha=0.1, seed=seed))
+        runs[name] = read_labels(tmp_path / name)
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
+def test_single_image_and_image_ids_with_folders(tmp_path: Path) -> None:
+    store, _ = write_store(tmp_path / "p.zarr", [(9, 7)], ids=["city/frame_0001"])
+    hist = write_label_hist(tmp_path / "h.csv", [1, 1, 1, 1])
+    summary = pseudo_label(store, hist, tmp_path / "labels", PseudoLabelOptions(alpha=1.0))
+    assert (tmp_path / "labels" / "city" / "frame_0001.png").is_file()
+    assert summary["num_images"] == 1 and summary["num_pixels"] == 63
+
+
+# ----------------------------------------------------------------------------- temperature
+def test_temperature_scaling(setup: dict) -> None:
+    store = ProbStore(setup["store"])
+    block = next(store.blocks(probs=True))
+    pad = block.prediction == PAD
+    p1, c1 = temper(block.probs, pad, 1.0)
+    p2, c2 = temper(block.probs, pad, 1.27)
+    p3, c3 = temper(block.probs, pad, 0.5)
+    real = ~pad
+    probs = block.probs.astype(np.float32)
+    np.testing.assert_array_equal(p1[real], probs.argmax(axis=1)[real])
+    np.testing.assert_array_equal(p2, p1)  # argmax unchanged
+    np.testing.assert_array_equal(p3, p1)
+    # T = 1 reproduces the stored confidence (to float16 rounding of the renormalisation).
+    np.testing.assert_allclose(c1[real].astype(np.float32), block.confidence[real], atol=2e-3)
+    assert np.all(c2[real] <= c1[real]) and np.any(c2[real] < c1[real])
+    assert np.all(c3[real] >= c1[real])
+    assert np.all(p2[pad] == PAD) and np.all(c2[pad] == 0)
+
+
+def test_temperature_one_equals_no_scaling_and_passes_agree(setup: dict, tmp_path: Path) -> None:
+    plain = pseudo_label(setup["store"], setup["hist"], tmp_path / "plain",
+                         PseudoLabelOptions(alpha=0.3, method="cbst"))
+    one = pseudo_label(setup["store"], setup["hist"], tmp_path / "one",
+                       PseudoLabelOptions(alpha=0.3, method="cbst", temperature=1.0))
+    assert read_labels(tmp_path / "plain") == read_labels(tmp_path / "one")
+    assert plain["kept_pixels"] == one["kept_pixels"]
+    # With T != 1, pass 2 must see exactly the confidences counted in pass 1: the
+    # deterministic DA keeps exactly the selected counts of the tempered histogram.
+    pseudo_label(setup["store"], setup["hist"], tmp_path / "t", PseudoLabelOptions(
+        alpha=0.3, method="da", temperature=1.27), thresholds_out=tmp_path / "t.csv")
+    t = pd.read_csv(tmp_path / "t.csv")
+    np.testing.assert_array_equal(t["kept"], t["selected"])
+    assert (t["threshold"] < 1).any()  # ties at 1.0 are broken by the temperature
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_handlers(setup: dict, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="dars")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    parts = []
+    for i in range(2):
+        parts.append(str(tmp_path / f"h{i}.npz"))
+        args = parser.parse_args(["confidence-histogram", "--store", str(setup["store"]),
+                                  "--shard", f"{i}/2", "--out", parts[-1]])
+        args.handler(args)
+    masks = _write_masks(setup["truth"], tmp_path / "masks")
+    args = parser.parse_args([
+        "pseudo-label", "--store", str(setup["store"]), "--label-hist", str(setup["hist"]),
+        "--labels-out", str(tmp_path / "labels"), "--summary-out", str(tmp_path / "s.json"),
+        "--thresholds-out", str(tmp_path / "t.csv"), "--stats-out", str(tmp_path / "p.csv"),
+        "--alpha", "0.4", "--method", "dars", "--sampling", "ties", "--seed", "3",
+        "--conf-hist", *parts, "--true-masks", str(masks)])
+    args.handler(args)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["sampling"] == "ties" and summary["histogram_source"] == "shard files"
+    assert summary["mean_precision"] is not None
+    args = parser.parse_args(["pseudo-label", "--store", str(setup["store"]), "--label-hist",
+                              str(setup["hist"]), "--labels-out", str(tmp_path / "st"),
+                              "--alpha", "0.5", "--method", "st", "--threshold", "0.9"])
+    args.handler(args)
+    assert len(read_labels(tmp_path / "st")) == len(SHAPES)
+
+
+@pytest.mark.parametrize("text", ["3/3", "1", "a/b", "-1/2"])
+def test_parse_shard_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_shard(text)
+
+
+# ----------------------------------------------------------------------------- bad input
+def assert_nothing_written(out: Path) -> None:
+    assert not (out / "labels").exists()
+    assert [p.name for p in out.iterdir() if not p.name.startswith("in")] == []
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    (tmp_path / "in").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.5, 1.5])
+def test_bad_alpha_writes_nothing(setup: dict, inputs: Path, alpha: float) -> None:
+    with pytest.raises(DarsError, match="alpha"):
+        pseudo_label(setup["store"], setup["hist"], inputs / "labels",
+                     PseudoLabelOptions(alpha=alpha), **outputs(inputs))
+    assert_nothing_written(inputs)
+
+
+def test_class_count_mismatch(setup: dict, inputs: Path) -> None:
+    hist = write_label_hist(inputs / "in" / "h.csv", [5, 4, 3, 2, 1], names=NAMES + ["bus"])
+    with pytest.raises(DarsError, match=r"h.csv.*5 rows for the 4 classes.*unexpected \[4\]"):
+        pseudo_label(setup["store"], hist, inputs / "labels", PseudoLabelOptions(alpha=0.2),
+                     **outputs(inputs))
+    assert_nothing_written(inputs)
+
+
+def test_histogram_missing_a_class(setup: dict, inputs: Path) -> None:
+    hist = write_label_hist(inputs / "in" / "h.csv", [5, 4, 3], classes=[0, 1, 3])
+    with pytest.raises(DarsError, match=r"h.csv.*missing classes \[2\]"):
+        pseudo_label(setup["store"], hist, inputs / "labels", PseudoLabelOptions(alpha=0.2),
+                     **outputs(inputs))
+    assert_nothing_written(inputs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("temperature", [1.0, 1.5])
+def test_non_finite_probabilities(inputs: Path, bad: float, temperature: float) -> None:
+    store, _ = write_store(inputs / "in" / "p.zarr", SHAPES[:3], corrupt={1: bad})
+    hist = write_label_hist(inputs / "in" / "h.csv", [1, 1, 1, 1])
+    with pytest.raises(DarsError, match=r"image 'img01'.*NaN, infinite"):
+        pseudo_label(store, hist, inputs / "labels",
+                     PseudoLabelOptions(alpha=0.2, temperature=temperature), **outputs(inputs))
+    assert_nothing_written(inputs)
+
+
+def test_mismatched_partial_histograms(setup: dict, inputs: Path) -> None:
+    store = ProbStore(setup["store"])
+    part = inputs / "in" / "a.npz"
+    save_partial(part, store_histogram(store, store.shard(0, 2)), store, (0, 2), 1.0)
+    options = PseudoLabelOptions(alpha=0.2)
+    with pytest.raises(DarsError, match=r"shards \[0\] of \[2\]"):
+        pseudo_label(setup["store"], setup["hist"], inputs / "labels", options,
+                     conf_hists=[part], **outputs(inputs))
+    with pytest.raises(DarsError, match="temperature 1.0, this run uses 2.0"):
+        pseudo_label(setup["store"], setup["hist"], inputs / "labels",
+                     PseudoLabelOptions(alpha=0.2, temperature=2.0), conf_hists=[part])
+    other, _ = write_store(inputs / "in" / "other.zarr", SHAPES[:2], seed=3)
+    with pytest.raises(DarsError, match="another probability store"):
+        pseudo_label(other, setup["hist"], inputs / "labels", options, conf_hists=[part])
+    assert_nothing_written(inputs)
+
+
+def test_bad_true_mask_writes_nothing(setup: dict, inputs: Path) -> None:
+    truth = {k: v[:-1] for k, v in setup["truth"].items()}  # one row short
+    with pytest.raises(DarsError, match="true mask of 'img00'"):
+        pseudo_label(setup["store"], setup["hist"], inputs / "labels",
+                     PseudoLabelOptions(alpha=0.2), true_mask=truth.__getitem__,
+                     **outputs(inputs))
+    assert_nothing_written(inputs)
+    with pytest.raises(DarsError, match="cannot read true mask"):
+        mask_reader(inputs / "in")("img00")

@@ -1,0 +1,327 @@
+"""Thresholds and label assignment against a brute-force per-class sort reference.
+
+The reference is the obvious implementation (sort each class's confidences, take the n-th);
+the fast path works on float16 bit-pattern histograms. Hypothesis runs derandomized, so the
+binomial 4-sigma checks are deterministic rather than occasionally flaky.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dars.errors import DarsError
+from dars.probstore import PAD
+from dars.pseudo.assign import IGNORE, assign_labels, image_rng
+from dars.pseudo.confidence_hist import NUM_BINS, confidence_histogram
+from dars.pseudo.stage import kl_divergence
+from dars.pseudo.thresholds import METHODS, NONE_BITS, compute_thresholds
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+# ----------------------------------------------------------------------------- reference
+def reference(pred: np.ndarray, conf: np.ndarray, ratios: np.ndarray, alpha: float,
+              method: str, fixed: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(threshold t_j, selected ñ_j) by sorting each class's confidences (PAD skipped)."""
+    real = pred != PAD
+    pred, conf = pred[real], conf[real].astype(np.float64)
+    total = pred.size
+    c = len(ratios)
+    per_class = [np.sort(conf[pred == j])[::-1] for j in range(c)]
+    if method == "st":
+        if fixed is not None:
+            t = np.full(c, fixed)
+        else:
+            everything = np.sort(conf)[::-1]
+            n = int(np.floor(alpha * total + 0.5))
+            t = np.full(c, everything[n - 1] if n else np.inf)
+    else:
+        t = np.empty(c)
+        for j, values in enumerate(per_class):
+            if method == "cbst":
+                k = int(np.floor(alpha * len(values) + 0.5))
+            else:
+                k = min(int(np.floor(alpha * total * ratios[j] + 0.5)), len(values))
+            t[j] = values[k - 1] if k else np.inf
+    selected = np.array([np.count_nonzero(v >= t[j]) for j, v in enumerate(per_class)])
+    return t, selected
+
+
+# ----------------------------------------------------------------------------- data
+def make_data(seed: int, num_classes: int, num_pixels: int, levels: int, ones: float,
+              pad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Random predictions and float16 confidences with many ties (``levels`` values + 1.0)."""
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.full(num_classes, 0.5))
+    pred = rng.choice(num_classes, size=num_pixels, p=weights).astype(np.uint8)
+    grid = rng.uniform(1.0 / num_classes, 1.0, size=levels)
+    conf = grid[rng.integers(0, levels, num_pixels)]
+    conf[rng.random(num_pixels) < ones] = 1.0
+    conf = conf.astype(np.float16)
+    padding = rng.random(num_pixels) < pad
+    pred[padding] = PAD
+    conf[padding] = rng.choice([0.0, 0.5, np.nan], size=int(padding.sum()))  # ignored anyway
+    return pred, conf
+
+
+def make_ratios(seed: int, num_classes: int, zeros: bool) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1)
+    r = rng.dirichlet(np.full(num_classes, 0.7))
+    if zeros and num_classes > 1:
+        r[rng.integers(0, num_classes)] = 0.0
+        r /= r.sum()
+    return r
+
+
+def kept_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(labels[labels != IGNORE], minlength=num_classes)[:num_classes]
+
+
+datasets = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**31),
+    "num_classes": st.integers(1, 7),
+    "num_pixels": st.integers(0, 3000),
+    "levels": st.integers(1, 40),
+    "ones": st.sampled_from([0.0, 0.3, 0.8, 1.0]),
+    "pad": st.sampled_from([0.0, 0.2]),
+})
+alphas = st.one_of(st.floats(0.001, 1.0), st.just(1.0))
+
+
+# ----------------------------------------------------------------------------- histogram
+@SETTINGS
+@given(data=datasets)
+def test_histogram_matches_bit_pattern_counts(data: dict) -> None:
+    pred, conf = make_data(**data)
+    hist = confidence_histogram(pred, conf, data["num_classes"], threads=2)
+    assert hist.shape == (data["num_classes"], NUM_BINS)
+    real = pred != PAD
+    expected = np.zeros_like(hist)
+    np.add.at(expected, (pred[real], conf[real].view(np.uint16)), 1)
+    np.testing.assert_array_equal(hist, expected)
+
+
+def test_histogram_parts_sum_to_whole() -> None:
+    pred, conf = make_data(3, 5, 700_000, 30, 0.5, pad=0.1)  # > 2 kernel chunks
+    whole = confidence_histogram(pred, conf, 5, threads=2)
+    parts = sum(confidence_histogram(p, c, 5, threads=1)
+                for p, c in zip(np.array_split(pred, 3), np.array_split(conf, 3), strict=True))
+    np.testing.assert_array_equal(whole, parts)
+    assert whole.sum() == np.count_nonzero(pred != PAD)
+
+
+def test_histogram_of_all_padding_is_empty() -> None:
+    pred = np.full((4, 6), PAD, np.uint8)
+    hist = confidence_histogram(pred, np.full((4, 6), np.nan, np.float16), 3)
+    assert hist.sum() == 0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1.5, -0.25])
+def test_histogram_rejects_invalid_confidence(bad: float) -> None:
+    pred = np.zeros(10, np.uint8)
+    conf = np.full(10, 0.5, np.float16)
+    conf[7] = bad
+    with pytest.raises(DarsError, match="NaN, infinite or outside"):
+        confidence_histogram(pred, conf, 2)
+
+
+def test_histogram_rejects_out_of_range_class() -> None:
+    pred = np.array([0, 1, 2, PAD], np.uint8)
+    with pytest.raises(DarsError, match="outside 0..1"):
+        confidence_histogram(pred, np.full(4, 0.5, np.float16), 2)
+
+
+# ----------------------------------------------------------------------------- thresholds
+@SETTINGS
+@given(data=datasets, alpha=alphas, method=st.sampled_from(METHODS), zeros=st.booleans())
+def test_thresholds_match_sort_reference(data: dict, alpha: float, method: str,
+                                         zeros: bool) -> None:
+    pred, conf = make_data(**data)
+    c = data["num_classes"]
+    ratios = make_ratios(data["seed"], c, zeros)
+    hist = confidence_histogram(pred, conf, c)
+    th = compute_thresholds(hist, ratios, alpha, method, num_pixels=int((pred != PAD).sum()))
+    t_ref, sel_ref = reference(pred, conf, ratios, alpha, method)
+    np.testing.assert_array_equal(th.threshold, t_ref)
+    np.testing.assert_array_equal(th.selected, sel_ref)
+    np.testing.assert_array_equal(th.threshold_bits == NONE_BITS, np.isinf(t_ref))
+
+
+@SETTINGS
+@given(data=datasets, fixed=st.floats(0.0, 1.0))
+def test_fixed_threshold_st_matches_reference(data: dict, fixed: float) -> None:
+    pred, conf = make_data(**data)
+    c = data["num_classes"]
+    hist = confidence_histogram(pred, conf, c)
+    th = compute_thresholds(hist, np.full(c, 1 / c), 0.5, "st", fixed_threshold=fixed)
+    _, sel_ref = reference(pred, conf, np.full(c, 1 / c), 0.5, "st", fixed=fixed)
+    np.testing.assert_array_equal(th.selected, sel_ref)
+
+
+@SETTINGS
+@given(data=datasets, alpha=alphas, method=st.sampled_from(["da", "st", "cbst"]))
+def test_non_sampling_methods_keep_exactly_the_selected(data: dict, alpha: float,
+                                                        method: str) -> None:
+    pred, conf = make_data(**data)
+    c = data["num_classes"]
+    ratios = make_ratios(data["seed"], c, zeros=True)
+    th = compute_thresholds(confidence_histogram(pred, conf, c), ratios, alpha, method)
+    real = pred != PAD  # assign_labels sees real (unpadded) pixels only
+    labels = assign_labels(pred[real][None], conf[real][None], th, image_rng(0, "x"))
+    np.testing.assert_array_equal(kept_counts(labels, c), th.selected)
+    assert not th.samples
+
+
+@SETTINGS
+@given(data=datasets, alpha=alphas, sampling=st.sampled_from(["paper", "ties"]))
+def test_dars_counts_are_binomial_around_target(data: dict, alpha: float, sampling: str) -> None:
+    pred, conf = make_data(**{**data, "pad": 0.0})
+    c = data["num_classes"]
+    ratios = make_ratios(data["seed"], c, zeros=True)
+    th = compute_thresholds(confidence_histogram(pred, conf, c), ratios, alpha, "dars",
+                            sampling=sampling)
+    labels = assign_labels(pred[None], conf[None], th, image_rng(data["seed"], "img"))
+    kept = kept_counts(labels, c)
+    over = th.selected > th.target
+    # Classes with no more selected pixels than n_j keep them all, deterministically.
+    np.testing.assert_array_equal(kept[~over], th.selected[~over])
+    # Others: expectation n_j exactly, count within 4 sigma of the binomial.
+    np.testing.assert_allclose(th.expected_kept[over], th.target[over], rtol=1e-9)
+    trials = th.selected if sampling == "paper" else th.tied
+    p = th.keep_above if sampling == "paper" else th.keep_at
+    sigma = np.sqrt(trials * p * (1 - p))
+    assert np.all(np.abs(kept - th.target)[over] <= 4 * sigma[over] + 1e-9)
+    if sampling == "ties":  # every pixel strictly above t_j survives
+        above = conf.view(np.uint16) > th.threshold_bits[pred]
+        np.testing.assert_array_equal(labels[0][above], pred[above])
+
+
+def test_kept_fraction_and_distribution_match_alpha_when_teacher_predicts_enough() -> None:
+    """The paper's regime: every class predicted at least n_j times -> kept ≈ alpha, KL ≈ 0."""
+    c, n = 19, 400_000
+    rng = np.random.default_rng(7)
+    ratios = np.geomspace(1.0, 0.005, c)
+    ratios /= ratios.sum()
+    pred = rng.choice(c, size=n, p=ratios).astype(np.uint8)
+    conf = np.where(rng.random(n) < 0.6, 1.0, rng.uniform(0.3, 1.0, n)).astype(np.float16)
+    hist = confidence_histogram(pred, conf, c)
+    for alpha in (0.05, 0.2, 0.5):
+        th = compute_thresholds(hist, ratios, alpha, "dars")
+        assert np.all(hist.sum(axis=1) >= th.target)
+        kept = kept_counts(assign_labels(pred[None], conf[None], th, image_rng(1, "a")), c)
+        assert abs(kept.sum() / n - alpha) < 0.005
+        assert kl_divergence(ratios, kept) < 1e-3
+
+
+# ----------------------------------------------------------------------------- edge cases
+def test_all_confidences_tied_at_one() -> None:
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 3, 5000).astype(np.uint8)
+    conf = np.ones(5000, np.float16)
+    hist = confidence_histogram(pred, conf, 3)
+    ratios = np.array([0.5, 0.3, 0.2])
+    st_ = compute_thresholds(hist, ratios, 0.2, "st")
+    assert np.all(st_.threshold == 1.0) and st_.selected.sum() == 5000  # ties overshoot alpha
+    dars = compute_thresholds(hist, ratios, 0.2, "dars")
+    np.testing.assert_array_equal(dars.threshold, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(dars.target, [500, 300, 200])
+    np.testing.assert_allclose(dars.keep, dars.target / hist.sum(axis=1))
+    ties = compute_thresholds(hist, ratios, 0.2, "dars", sampling="ties")
+    np.testing.assert_allclose(ties.expected_kept, ties.target)
+
+
+def test_alpha_one_keeps_everything_for_st_and_cbst() -> None:
+    pred, conf = make_data(5, 4, 2000, 10, 0.3)
+    hist = confidence_histogram(pred, conf, 4)
+    for method in ("st", "cbst"):
+        th = compute_thresholds(hist, np.full(4, 0.25), 1.0, method)
+        np.testing.assert_array_equal(th.selected, hist.sum(axis=1))
+
+
+def test_absent_and_never_predicted_classes() -> None:
+    pred = np.array([0] * 50 + [1] * 30, np.uint8)  # class 2 never predicted
+    conf = np.linspace(0.4, 1.0, 80).astype(np.float16)
+    hist = confidence_histogram(pred, conf, 3)
+    ratios = np.array([0.0, 0.5, 0.5])  # class 0 absent from the labeled set
+    th = compute_thresholds(hist, ratios, 0.5, "dars")
+    np.testing.assert_array_equal(th.target, [0, 20, 20])
+    np.testing.assert_array_equal(th.selected, [0, 20, 0])
+    assert th.threshold[0] == np.inf and th.threshold[2] == np.inf
+    labels = assign_labels(pred[None], conf[None], th, image_rng(0, "a"))
+    np.testing.assert_array_equal(kept_counts(labels, 3), [0, 20, 0])
+
+
+def test_target_larger_than_predicted_keeps_all() -> None:
+    pred = np.array([0] * 90 + [1] * 10, np.uint8)
+    conf = np.full(100, 0.75, np.float16)
+    th = compute_thresholds(confidence_histogram(pred, conf, 2), np.array([0.5, 0.5]), 0.8,
+                            "dars")
+    np.testing.assert_array_equal(th.target, [40, 40])
+    np.testing.assert_array_equal(th.selected, [90, 10])
+    assert th.keep[1] == 1.0 and th.keep[0] == pytest.approx(40 / 90)
+
+
+def test_empty_image_and_empty_histogram() -> None:
+    th = compute_thresholds(np.zeros((3, NUM_BINS), np.int64), np.full(3, 1 / 3), 0.5, "dars")
+    assert th.selected.sum() == 0 and np.all(np.isinf(th.threshold))
+    labels = assign_labels(np.zeros((0, 5), np.uint8), np.zeros((0, 5), np.float16), th,
+                           image_rng(0, "a"))
+    assert labels.shape == (0, 5)
+
+
+# ----------------------------------------------------------------------------- randomness
+def test_image_rng_is_stable_and_distinct() -> None:
+    a = image_rng(3, "frankfurt/000001").random(4)
+    np.testing.assert_array_equal(a, image_rng(3, "frankfurt/000001").random(4))
+    assert not np.array_equal(a, image_rng(4, "frankfurt/000001").random(4))
+    assert not np.array_equal(a, image_rng(3, "frankfurt/000002").random(4))
+    with pytest.raises(DarsError, match="seed"):
+        image_rng(-1, "a")
+
+
+def test_sampling_depends_on_seed_only_through_rng() -> None:
+    pred, conf = make_data(11, 3, 4000, 5, 0.9)
+    th = compute_thresholds(confidence_histogram(pred, conf, 3), np.full(3, 1 / 3), 0.2, "dars")
+    assert th.samples
+    first = assign_labels(pred[None], conf[None], th, image_rng(0, "a"))
+    np.testing.assert_array_equal(first, assign_labels(pred[None], conf[None], th,
+                                                       image_rng(0, "a")))
+    assert not np.array_equal(first, assign_labels(pred[None], conf[None], th,
+                                                   image_rng(1, "a")))
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("alpha", [0.0, -0.1, 1.0001, float("nan"), float("inf")])
+def test_alpha_outside_unit_interval_is_refused(alpha: float) -> None:
+    with pytest.raises(DarsError, match="alpha"):
+        compute_thresholds(np.zeros((2, NUM_BINS), np.int64), np.array([0.5, 0.5]), alpha,
+                           "dars")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"method": "bogus"}, "method"),
+    ({"sampling": "bogus"}, "sampling"),
+    ({"method": "dars", "fixed_threshold": 0.9}, "fixed threshold applies"),
+    ({"method": "st", "fixed_threshold": 1.5}, "fixed threshold must"),
+    ({"label_ratios": np.array([0.5, 0.25, 0.25])}, "3 label ratios for 2"),
+    ({"label_ratios": np.array([0.9, 0.3])}, "sum to 1"),
+    ({"num_pixels": 5}, "expected 5"),
+])
+def test_bad_threshold_arguments(kwargs: dict, message: str) -> None:
+    args = {"conf_hist": np.zeros((2, NUM_BINS), np.int64), "label_ratios": np.array([.5, .5]),
+            "alpha": 0.5, "method": "st"} | kwargs
+    with pytest.raises(DarsError, match=message):
+        compute_thresholds(**args)
+
+
+def test_assign_rejects_invalid_pixels() -> None:
+    th = compute_thresholds(np.ones((2, NUM_BINS), np.int64), np.array([.5, .5]), 0.5, "da")
+    with pytest.raises(DarsError, match="class 2"):
+        assign_labels(np.array([[2]], np.uint8), np.array([[0.5]], np.float16), th,
+                      image_rng(0, "a"))
+    with pytest.raises(DarsError, match="NaN"):
+        assign_labels(np.array([[1]], np.uint8), np.array([[np.nan]], np.float16), th,
+                      image_rng(0, "a"))

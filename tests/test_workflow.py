@@ -1,0 +1,96 @@
+"""The workflow's DAG, its caching behaviour, and one end-to-end run on the tiny config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workflow_helpers import REPO, planned_jobs, snakemake
+
+ROUND2_ALPHA = 'rounds=[{alpha: 0.2, epochs: 1}, {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 1}]'
+ROUND1_ALPHA = 'rounds=[{alpha: 0.3, epochs: 1}, {alpha: 0.5, beta_min: 0.2, beta_max: 0.5, epochs: 1}]'
+
+
+def test_demo_dag_has_every_stage_per_round(tmp_path: Path) -> None:
+    jobs = planned_jobs(tmp_path, configfile=REPO / "config" / "config.yaml")
+    assert jobs == {
+        "build_demo", "label_histogram", "train_baseline",
+        "infer_probabilities:1", "infer_probabilities:2",
+        "pseudo_label:1", "pseudo_label:2", "train_student:1", "train_student:2",
+        "evaluate:0", "evaluate:1", "evaluate:2", "summary", "all",
+    }
+
+
+def test_bad_config_stops_before_any_job(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "-n", "--config", "rounds=[{alpha: 1.5}]", check=False)
+    assert proc.returncode != 0
+    assert "config key rounds.0.alpha: 1.5 is greater than the maximum of 1" in proc.stderr
+    proc = snakemake(tmp_path, "-n", "--config", "pseudo_labell={}", check=False)
+    assert "pseudo_labell (unknown key)" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole workflow on .test/config.yaml, once for the tests below (~1-2 min)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs(tiny_run: Path) -> None:
+    res = tiny_run / "results" / "tiny"
+    summary = pd.read_csv(res / "summary.csv")
+    assert summary["round"].tolist() == [0, 1, 2]
+    assert summary["miou"].between(0, 1).all()
+    assert summary.loc[1:, "kl_labeled_pseudo"].notna().all() and summary.loc[1:, "alpha"].tolist() == [0.2, 0.5]
+    for r in (1, 2):
+        thresholds = pd.read_csv(res / f"round{r}" / "thresholds.csv")
+        assert len(thresholds) == 7  # demo classes
+        pseudo = json.loads((res / f"round{r}" / "pseudo_summary.json").read_text())
+        assert 0 < pseudo["kept_fraction"] <= 1
+        labels = sorted((res / f"round{r}" / "pseudo_labels").glob("*.png"))
+        unlabeled = (tiny_run / "data" / "tiny" / "splits" / "unlabeled.txt").read_text().split("\n")
+        assert len(labels) == len([u for u in unlabeled if u.strip()])
+    # nothing partial or temporary is left behind
+    leftovers = [p for p in res.rglob("*") if ".partial" in p.name or ".tmp" in p.name]
+    assert leftovers == []
+
+
+@pytest.mark.slow
+def test_rerun_does_nothing(tiny_run: Path) -> None:
+    assert planned_jobs(tiny_run) == set()
+
+
+@pytest.mark.slow
+def test_round2_alpha_change_reruns_only_round2_thresholding_and_after(tiny_run: Path) -> None:
+    jobs = planned_jobs(tiny_run, "--config", ROUND2_ALPHA)
+    assert jobs == {"pseudo_label:2", "train_student:2", "evaluate:2", "summary", "all"}
+
+
+@pytest.mark.slow
+def test_round1_alpha_change_keeps_teacher_inference_and_histogram(tiny_run: Path) -> None:
+    jobs = planned_jobs(tiny_run, "--config", ROUND1_ALPHA)
+    assert jobs == {
+        "pseudo_label:1", "train_student:1", "evaluate:1",
+        "infer_probabilities:2", "pseudo_label:2", "train_student:2", "evaluate:2",
+        "summary", "all",
+    }
+
+
+@pytest.mark.slow
+def test_method_change_reruns_thresholding_of_every_round(tiny_run: Path) -> None:
+    jobs = planned_jobs(tiny_run, "--config", "pseudo_label={method: cbst}")
+    assert "train_baseline" not in jobs and "infer_probabilities:1" not in jobs
+    assert "label_histogram" not in jobs
+    assert {"pseudo_label:1", "pseudo_label:2", "train_student:1"} <= jobs
+
+
+@pytest.mark.slow
+def test_forcerun_one_stage_until(tiny_run: Path) -> None:
+    jobs = planned_jobs(tiny_run, "--forcerun", "pseudo_label", "--until", "pseudo_label")
+    assert jobs == {"pseudo_label:1", "pseudo_label:2"}

@@ -1,0 +1,39 @@
+"""Run Snakemake on the repo's workflow in a scratch directory and read what it plans."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = REPO / ".test" / "config.yaml",
+              check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """``snakemake`` with the repo's Snakefile, run in ``workdir`` with ``configfile``."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str, **kw) -> set[str]:
+    """Dry run; return ``rule`` or ``rule:<round>`` for every job Snakemake would run."""
+    proc = snakemake(workdir, "-n", *args, **kw)
+    text = proc.stdout + proc.stderr
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        wc = re.search(r"wildcards: (?:r|s)=(\d+)", block)
+        jobs.add(f"{m.group(1)}:{wc.group(1)}" if wc else m.group(1))
+    return jobs

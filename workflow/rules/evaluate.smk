@@ -1,0 +1,33 @@
+# Validation metrics of every round and the run's summary table.
+
+
+rule evaluate:
+    input:
+        data=DATA,
+        model=f"{RESULTS}/round{{r}}/model.pt",
+    output:
+        metrics=f"{RESULTS}/round{{r}}/metrics.csv",
+        summary=f"{RESULTS}/round{{r}}/metrics.json",
+    log:
+        f"{LOGS}/round{{r}}/evaluate.log",
+    benchmark:
+        f"{LOGS}/round{{r}}/evaluate.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "evaluate"),
+    threads: workflow.cores
+    shell:
+        "dars evaluate --config-json {params.cfg:q} --model {input.model} --round {wildcards.r}"
+        " --metrics {output.metrics} --summary {output.summary} --threads {threads} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        metrics=expand(f"{RESULTS}/round{{r}}/metrics.json", r=ALL_ROUNDS),
+        pseudo=expand(f"{RESULTS}/round{{s}}/pseudo_summary.json", s=STUDENT_ROUNDS),
+    output:
+        f"{RESULTS}/summary.csv",
+    log:
+        f"{LOGS}/summary.log",
+    shell:
+        "dars summary --metrics {input.metrics} --pseudo-summaries {input.pseudo}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,48 @@
+# Round 0 (baseline on labeled data) and the student of each self-training round.
+
+
+rule train_baseline:
+    input:
+        DATA,
+    output:
+        model=f"{RESULTS}/round0/model.pt",
+        log_csv=f"{RESULTS}/round0/train_log.csv",
+    log:
+        f"{LOGS}/round0/train.log",
+    benchmark:
+        f"{LOGS}/round0/train.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "model", "train", "seed"),
+        epochs=epochs_per_round(0),
+        scale=scale(0),
+        state=f"{RESULTS}/round0/state",
+    threads: workflow.cores
+    shell:
+        "dars train --round 0 --config-json {params.cfg:q} --epochs-per-round {params.epochs}"
+        " --scale {params.scale} --state-dir {params.state} --out {output.model}"
+        " --log-csv {output.log_csv} --threads {threads} > {log} 2>&1"
+
+
+rule train_student:
+    input:
+        data=DATA,
+        teacher=lambda wc: f"{RESULTS}/round{int(wc.s) - 1}/model.pt",
+        pseudo=f"{RESULTS}/round{{s}}/pseudo_labels",
+    output:
+        model=f"{RESULTS}/round{{s}}/model.pt",
+        log_csv=f"{RESULTS}/round{{s}}/train_log.csv",
+    log:
+        f"{LOGS}/round{{s}}/train.log",
+    benchmark:
+        f"{LOGS}/round{{s}}/train.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "model", "train", "seed"),
+        epochs=lambda wc: epochs_per_round(wc.s),
+        scale=lambda wc: scale(wc.s),
+        state=f"{RESULTS}/round{{s}}/state",
+    threads: workflow.cores
+    shell:
+        "dars train --round {wildcards.s} --config-json {params.cfg:q}"
+        " --init {input.teacher} --pseudo {input.pseudo}"
+        " --epochs-per-round {params.epochs} --scale {params.scale} --state-dir {params.state}"
+        " --out {output.model} --log-csv {output.log_csv} --threads {threads} > {log} 2>&1"
