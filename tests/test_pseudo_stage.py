@@ -37,7 +37,7 @@ def write_store(path: Path, shapes: list[tuple[int, int]], seed: int = 0,
                 ids: list[str] | None = None) -> tuple[Path, dict[str, np.ndarray]]:
     """A store of over-confident softmax outputs + true masks.
 
-    Half of the pixels are near one-hot (others 1e-4): confidence exactly 1.0 in float16, as
+    Half of the pixels are near one-hot (others 1e-5): confidence exactly 1.0 in float16, as
     real over-confident teachers produce, yet still lowered by temperature scaling.
     """
     rng = np.random.default_rng(seed)
@@ -52,7 +52,7 @@ def write_store(path: Path, shapes: list[tuple[int, int]], seed: int = 0,
         probs /= probs.sum(axis=0)
         confident = rng.random((h, w)) < 0.5
         onehot = np.eye(c)[probs.argmax(axis=0)[confident]].T
-        probs[:, confident] = onehot * (1 - 1e-4 * c) + 1e-4
+        probs[:, confident] = onehot * (1 - 1e-5 * c) + 1e-5
         if corrupt and i in corrupt:
             probs[:, 0, 0] = corrupt[i]
         writer.write(i, probs.astype(np.float16))
@@ -312,6 +312,9 @@ def test_mismatched_partial_histograms(setup: dict, inputs: Path) -> None:
     with pytest.raises(DarsError, match=r"shards \[0\] of \[2\]"):
         pseudo_label(setup["store"], setup["hist"], inputs / "labels", options,
                      conf_hists=[part], **outputs(inputs))
+    with pytest.raises(DarsError, match=r"shard 0/2 also given"):
+        pseudo_label(setup["store"], setup["hist"], inputs / "labels", options,
+                     conf_hists=[part, part])
     with pytest.raises(DarsError, match="temperature 1.0, this run uses 2.0"):
         pseudo_label(setup["store"], setup["hist"], inputs / "labels",
                      PseudoLabelOptions(alpha=0.2, temperature=2.0), conf_hists=[part])

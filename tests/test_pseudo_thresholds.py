@@ -19,7 +19,7 @@ from dars.pseudo.confidence_hist import NUM_BINS, confidence_histogram
 from dars.pseudo.stage import kl_divergence
 from dars.pseudo.thresholds import METHODS, NONE_BITS, compute_thresholds
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -52,12 +52,16 @@ def reference(pred: np.ndarray, conf: np.ndarray, ratios: np.ndarray, alpha: flo
 
 # ----------------------------------------------------------------------------- data
 def make_data(seed: int, num_classes: int, num_pixels: int, levels: int, ones: float,
-              pad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Random predictions and float16 confidences with many ties (``levels`` values + 1.0)."""
+              pad: float = 0.0, floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Random predictions and float16 confidences with many ties (``levels`` values + 1.0).
+
+    Confidences lie in [floor, 1], floor = 1/C (a softmax maximum) by default; a lower floor
+    exercises the histogram's full-range fallback.
+    """
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(num_classes, 0.5))
     pred = rng.choice(num_classes, size=num_pixels, p=weights).astype(np.uint8)
-    grid = rng.uniform(1.0 / num_classes, 1.0, size=levels)
+    grid = rng.uniform(1.0 / num_classes if floor is None else floor, 1.0, size=levels)
     conf = grid[rng.integers(0, levels, num_pixels)]
     conf[rng.random(num_pixels) < ones] = 1.0
     conf = conf.astype(np.float16)
@@ -87,6 +91,7 @@ datasets = st.fixed_dictionaries({
     "levels": st.integers(1, 40),
     "ones": st.sampled_from([0.0, 0.3, 0.8, 1.0]),
     "pad": st.sampled_from([0.0, 0.2]),
+    "floor": st.sampled_from([None, None, 0.0]),
 })
 alphas = st.one_of(st.floats(0.001, 1.0), st.just(1.0))
 
@@ -111,6 +116,15 @@ def test_histogram_parts_sum_to_whole() -> None:
                 for p, c in zip(np.array_split(pred, 3), np.array_split(conf, 3), strict=True))
     np.testing.assert_array_equal(whole, parts)
     assert whole.sum() == np.count_nonzero(pred != PAD)
+
+
+def test_histogram_counts_confidences_below_one_over_c_exactly() -> None:
+    pred = np.array([0, 0, 1, 1, 1, 2], np.uint8)
+    conf = np.array([0.0, 0.01, 1.0, 0.5, 0.0, 0.3], np.float16)
+    hist = confidence_histogram(pred, conf, 3)
+    expected = np.zeros_like(hist)
+    np.add.at(expected, (pred, conf.view(np.uint16)), 1)
+    np.testing.assert_array_equal(hist, expected)
 
 
 def test_histogram_of_all_padding_is_empty() -> None:

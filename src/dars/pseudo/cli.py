@@ -34,7 +34,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
                         help="process only shard i of N (contiguous image ranges)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for the histogram pass (default: available cores)")
+                        help="worker threads of both passes (default: available cores)")
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -63,11 +63,14 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     pseudo.add_argument("--summary-out", help="summary.json")
     pseudo.add_argument("--alpha", type=float, required=True,
                         help="fraction of unlabeled pixels to pseudo-label, in (0, 1]")
-    pseudo.add_argument("--method", choices=METHODS, default="dars")
+    pseudo.add_argument("--method", choices=METHODS, default="dars",
+                        help="dars: aligned thresholds + sampling; da: aligned thresholds; "
+                             "st: one global threshold; cbst: top alpha of each predicted class")
     pseudo.add_argument("--sampling", choices=SAMPLINGS, default="paper",
                         help="dars only: paper = keep each selected pixel with n_j/ñ_j; "
                              "ties = keep all above t_j, sample among ties")
-    pseudo.add_argument("--seed", type=int, default=0)
+    pseudo.add_argument("--seed", type=int, default=0,
+                        help="sampling seed (combined with each image id)")
     pseudo.add_argument("--threshold", type=float, default=None,
                         help="st only: fixed confidence threshold instead of alpha")
     pseudo.add_argument("--conf-hist", nargs="+", default=(),

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,10 +29,12 @@ from dars.errors import DarsError
 from dars.probstore import ProbStore
 from dars.pseudo.assign import IGNORE, assign_labels, image_rng
 from dars.pseudo.confidence_hist import (
+    available_threads,
     block_predictions,
     check_temperature,
     images_per_block,
     load_partials,
+    read_ahead,
     save_partial,
     store_histogram,
 )
@@ -72,6 +75,13 @@ class _Pass2Counts:
     evaluated: np.ndarray
     pixels: int = 0
     images: int = 0
+
+    def add(self, other: _Pass2Counts) -> None:
+        self.kept += other.kept
+        self.correct += other.correct
+        self.evaluated += other.evaluated
+        self.pixels += other.pixels
+        self.images += other.images
 
 
 def read_label_histogram(path: str | os.PathLike[str], num_classes: int
@@ -159,31 +169,40 @@ def compute_confidence_histogram(store_path: str | os.PathLike[str],
 
 
 def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Thresholds,
-                  options: PseudoLabelOptions, root: Path,
-                  true_mask: TrueMask | None) -> _Pass2Counts:
-    """Pass 2: one PNG per image under ``root``, returning per-class tallies."""
+                  options: PseudoLabelOptions, root: Path, true_mask: TrueMask | None,
+                  threads: int | None) -> _Pass2Counts:
+    """Pass 2: one PNG per image under ``root``, returning per-class tallies.
+
+    Images are independent (their randomness comes from their id), so a block's images are
+    labelled and PNG-encoded on a thread pool; numpy and zlib release the GIL.
+    """
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
+
+    def label_one(index: int, pred: np.ndarray, conf: np.ndarray) -> _Pass2Counts:
+        image_id = store.image_ids[index]
+        h, w = (int(v) for v in store.shapes[index])
+        try:
+            labels = assign_labels(pred[:h, :w], conf[:h, :w], thresholds,
+                                   image_rng(options.seed, image_id))
+        except DarsError as exc:
+            raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from exc
+        path = _label_path(root, image_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(labels).save(path, format="PNG", compress_level=1)
+        kept = np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c]
+        one = _Pass2Counts(kept, np.zeros(c, np.int64), np.zeros(c, np.int64), h * w, 1)
+        if true_mask is not None:
+            _tally_precision(one, labels, true_mask(image_id), image_id, c)
+        return one
+
     per_block = images_per_block(store, options.temperature)
-    probs = options.temperature != 1.0
-    for block in store.blocks(indices, block=per_block, probs=probs):
-        pred, conf = block_predictions(block, options.temperature)
-        for j, index in enumerate(block.indices.tolist()):
-            image_id = store.image_ids[index]
-            h, w = (int(v) for v in store.shapes[index])
-            try:
-                labels = assign_labels(pred[j, :h, :w], conf[j, :h, :w], thresholds,
-                                       image_rng(options.seed, image_id))
-            except DarsError as exc:
-                raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from exc
-            path = _label_path(root, image_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(labels).save(path, format="PNG", compress_level=1)
-            counts.kept += np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c]
-            counts.pixels += h * w
-            counts.images += 1
-            if true_mask is not None:
-                _tally_precision(counts, labels, true_mask(image_id), image_id, c)
+    with ThreadPoolExecutor(threads or available_threads()) as pool:
+        blocks = store.blocks(indices, block=per_block, probs=options.temperature != 1.0)
+        for block in read_ahead(blocks):
+            pred, conf = block_predictions(block, options.temperature)
+            for one in pool.map(label_one, block.indices.tolist(), pred, conf):
+                counts.add(one)
     return counts
 
 
@@ -268,6 +287,8 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     if conf_hists:
         hist = load_partials(conf_hists, store, options.temperature)
     else:
+        if shard is not None:
+            log.info("shard %d/%d without --conf-hist: pass 1 reads the whole store", *shard)
         hist = store_histogram(store, None, options.temperature, threads)
     pass1 = time.perf_counter() - start
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
@@ -280,7 +301,7 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     start = time.perf_counter()
     with atomic_path(labels_out) as tmp:
         tmp.mkdir()
-        counts = _write_labels(store, indices, thresholds, options, tmp, true_mask)
+        counts = _write_labels(store, indices, thresholds, options, tmp, true_mask, threads)
     pass2 = time.perf_counter() - start
     log.info("wrote %d pseudo-label images (%d pixels) in %.2f s", counts.images, counts.pixels,
              pass2)
