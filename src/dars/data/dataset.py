@@ -1,19 +1,22 @@
-"""Segmentation datasets over split files, with the class list resolved from the config.
+"""Segmentation datasets over split files, with classes resolved from the dataset definition.
 
-One generic folder dataset serves the demo and any image/mask folder; labeled, unlabeled and
-pseudo-labeled data differ only in where masks come from, so they share this class.
+One generic dataset class serves every dataset (demo, folder, Cityscapes, VOC): what differs
+between them -- class names, ignore value, label-id mapping -- is data in their
+:class:`~dars.data.definitions.DatasetDefinition`. Labeled, unlabeled and pseudo-labeled data
+differ only in where masks come from, so they share this class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dars.data.definitions import DatasetDefinition, get_definition
 from dars.data.io import read_image, read_mask
 from dars.data.splits import Sample, read_split
 from dars.errors import DarsError
@@ -32,22 +35,39 @@ class DatasetSpec:
     classes: list[str]
     ignore_index: int
     splits: dict[str, str]
+    definition: DatasetDefinition = field(default_factory=lambda: get_definition("folder"))
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def samples(self, split: str, require_masks: bool = True) -> list[Sample]:
-        return read_split(self.root, self.splits[split], require_masks=require_masks)
+        return read_split(self.root, self.splits[split], require_masks=require_masks,
+                          resolve_mask=self.definition.resolve_mask)
+
+
+def _check_fixed(definition: DatasetDefinition, ds: dict) -> None:
+    """A dataset whose files fix classes/ignore value must not be contradicted by the config."""
+    if definition.classes and ds["classes"] and tuple(ds["classes"]) != definition.classes:
+        raise DarsError(f"dataset.classes: {definition.name} defines its "
+                        f"{len(definition.classes)} classes {list(definition.classes)}; "
+                        "leave dataset.classes empty")
+    if definition.ignore_index is not None and ds["ignore_index"] != definition.ignore_index:
+        raise DarsError(f"dataset.ignore_index: {definition.name} masks use "
+                        f"{definition.ignore_index} for 'no label', config says "
+                        f"{ds['ignore_index']}")
 
 
 def dataset_spec(config: dict) -> DatasetSpec:
-    """Resolve the dataset section: class names from the config or the root's classes.txt."""
+    """Resolve the dataset section: classes from the dataset definition, the config or the
+    root's classes.txt (in that order)."""
     ds = config["dataset"]
+    definition = get_definition(ds["name"])
+    _check_fixed(definition, ds)
     root = Path(ds["root"])
     if not root.is_dir():
         raise DarsError(f"dataset root not found: {root} (dataset.root)")
-    classes = list(ds["classes"])
+    classes = list(definition.classes or ds["classes"])
     if not classes:
         names = root / "classes.txt"
         if not names.is_file():
@@ -57,7 +77,7 @@ def dataset_spec(config: dict) -> DatasetSpec:
         raise DarsError(f"dataset needs 2..255 classes, got {len(classes)}")
     if ds["ignore_index"] < len(classes):
         raise DarsError(f"dataset.ignore_index {ds['ignore_index']} collides with a class index")
-    return DatasetSpec(root, classes, ds["ignore_index"], dict(ds["splits"]))
+    return DatasetSpec(root, classes, ds["ignore_index"], dict(ds["splits"]), definition)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dars.data.definitions import label_map_for
 from dars.errors import DarsError
 
 
@@ -19,11 +20,24 @@ def read_image(path: Path) -> np.ndarray:
         raise DarsError(f"cannot read image {path}: {exc}") from exc
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(h, w) from the image header without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DarsError(f"cannot read image {path}: {exc}") from exc
+    return h, w
+
+
 def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
     """Index mask (H, W) uint8 with values in [0, num_classes) or ``ignore_index``.
 
     Palette ("P") PNGs are read as indices, as VOC stores them. An RGB mask is refused: its
-    colours are not class indices and reading them as such silently corrupts training.
+    colours are not class indices and reading them as such silently corrupts training. A file
+    whose name marks a raw id space (Cityscapes ``*_gtFine_labelIds.png``) is mapped to training
+    ids here, so every stage that reads masks sees the same ids (see
+    :mod:`dars.data.definitions`).
     """
     try:
         with Image.open(path) as im:
@@ -33,6 +47,11 @@ def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
             mask = np.asarray(im)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DarsError(f"cannot read mask {path}: {exc}") from exc
+    lut = label_map_for(Path(path))
+    if lut is not None:
+        if mask.dtype != np.uint8:
+            raise DarsError(f"mask {path} is not an 8-bit PNG, but its name marks raw label ids")
+        mask = lut[mask]
     bad = (mask >= num_classes) & (mask != ignore_index)
     if bad.any():
         values = sorted(int(v) for v in np.unique(mask[bad]))[:5]

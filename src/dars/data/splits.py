@@ -2,10 +2,15 @@
 
 Paths are relative to the dataset root and may not escape it: split files are shared between
 people and clusters, so an absolute path or ``..`` is refused rather than followed.
+
+A relative split-file path is looked up in the dataset root first, then in the working
+directory: the official DARS splits ship with the project (``config/splits/``) rather than with
+the data, and Snakemake and ``dars`` run from the repository root.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,16 +40,27 @@ def sample_id(image_rel: str) -> str:
     return PurePosixPath(image_rel).stem
 
 
-def read_split(root: str | Path, split_file: str | Path, require_masks: bool = True) -> list[Sample]:
-    """Parse a split file; check that every listed file exists (naming the first missing one)."""
-    root = Path(root)
+def locate_split(root: Path, split_file: str | Path) -> Path:
+    """The split file: absolute, or relative to the dataset root, else to the working directory."""
     split_path = Path(split_file)
-    if not split_path.is_absolute():
-        split_path = root / split_path
+    candidates = [split_path] if split_path.is_absolute() else [root / split_path, split_path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DarsError(f"split file not found: {' or '.join(str(c) for c in candidates)}")
+
+
+def read_split(root: str | Path, split_file: str | Path, require_masks: bool = True,
+               resolve_mask: Callable[[Path], Path] | None = None) -> list[Sample]:
+    """Parse a split file; check that every listed file exists (naming the first missing one).
+
+    ``resolve_mask`` lets a dataset substitute a listed mask it can read in another form (see
+    :meth:`dars.data.definitions.DatasetDefinition.resolve_mask`).
+    """
+    root = Path(root)
     if not root.is_dir():
         raise DarsError(f"dataset root not found: {root}")
-    if not split_path.is_file():
-        raise DarsError(f"split file not found: {split_path}")
+    split_path = locate_split(root, split_file)
     samples: list[Sample] = []
     for lineno, line in enumerate(split_path.read_text().splitlines(), start=1):
         parts = line.split()
@@ -55,6 +71,8 @@ def read_split(root: str | Path, split_file: str | Path, require_masks: bool = T
                             f"got {line!r}")
         image = _safe_join(root, parts[0], split_path, lineno)
         mask = _safe_join(root, parts[1], split_path, lineno) if len(parts) == 2 else None
+        if mask is not None and resolve_mask is not None:
+            mask = resolve_mask(mask)
         for f in (image, mask):
             if f is not None and not f.is_file():
                 raise DarsError(f"{split_path}:{lineno}: file not found: {f}")

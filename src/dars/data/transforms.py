@@ -3,6 +3,9 @@
 Each transform takes and returns ``(image (3,H,W) float, mask (H,W) int64)`` so they compose
 freely (the torchvision references convention). Randomness comes from torch's global generator,
 which the training loop seeds, so a run is reproducible on CPU.
+
+torchvision is imported only by the transforms that use it: importing it costs 1-7 s on a busy
+2-core machine, and every ``dars`` stage imports this module.
 """
 
 from __future__ import annotations
@@ -57,6 +60,48 @@ class RandomCrop:
         return image[(slice(None), *window)], mask[window]
 
 
+class RandomRotate:
+    """With probability ``p``, rotate by an angle uniform in [-max_degrees, max_degrees].
+
+    The image keeps its size (corners cut, uncovered area 0 = the mean colour after
+    normalisation); the mask is rotated with nearest neighbour and uncovered pixels become
+    ``ignore_index`` so the loss never sees invented labels -- as in the authors' semseg code.
+    """
+
+    def __init__(self, max_degrees: float, ignore_index: int, p: float = 0.5) -> None:
+        self.max_degrees, self.ignore_index, self.p = max_degrees, ignore_index, p
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        angle = self.max_degrees * (2 * float(torch.rand(())) - 1)
+        if float(torch.rand(())) >= self.p:
+            return image, mask
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        image = TF.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=0.0)
+        # grid sampling needs floats; ids <= 255 are exact in float32
+        mask = TF.rotate(mask[None].float(), angle, interpolation=InterpolationMode.NEAREST,
+                         fill=float(self.ignore_index))[0].long()
+        return image, mask
+
+
+class RandomGaussianBlur:
+    """With probability ``p``, blur the image with a 5x5 Gaussian (sigma 1.1, OpenCV's default
+    for that kernel, as the authors' ``cv2.GaussianBlur(image, (5, 5), 0)``); mask unchanged."""
+
+    KERNEL, SIGMA = 5, 1.1
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        if float(torch.rand(())) < self.p:
+            from torchvision.transforms.v2 import functional as TF
+
+            image = TF.gaussian_blur(image, [self.KERNEL] * 2, [self.SIGMA] * 2)
+        return image, mask
+
+
 class RandomHorizontalFlip:
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
@@ -68,9 +113,19 @@ class RandomHorizontalFlip:
 
 
 def train_transform(scale: tuple[float, float], crop_size: int, flip: bool,
-                    ignore_index: int) -> Compose:
-    """The round's augmentation: random scale in the round's range, crop, optional flip."""
-    steps: list = [RandomScale(*scale), RandomCrop(crop_size, ignore_index)]
+                    ignore_index: int, rotate: float = 0.0, blur: bool = False) -> Compose:
+    """The round's augmentation: random scale in the round's range, optional rotation and
+    blur (on the whole scaled image, as the authors do), crop, optional flip.
+
+    Disabled steps are left out rather than drawn and skipped, so enabling none of them keeps
+    the random stream -- and a seeded run -- exactly as before they existed.
+    """
+    steps: list = [RandomScale(*scale)]
+    if rotate:
+        steps.append(RandomRotate(rotate, ignore_index))
+    if blur:
+        steps.append(RandomGaussianBlur())
+    steps.append(RandomCrop(crop_size, ignore_index))
     if flip:
         steps.append(RandomHorizontalFlip())
     return Compose(steps)

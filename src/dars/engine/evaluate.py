@@ -1,4 +1,8 @@
-"""evaluate: confusion matrix on the val split → per-class IoU, mIoU, tail mIoU."""
+"""evaluate: confusion matrix on the val split → per-class IoU, mIoU, tail mIoU.
+
+Full-size images, whole or sliding window with optional flip (``evaluate.mode``/``flip``; the
+paper: sliding, crop size, stride 2/3, flip).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
-from dars.engine.predict import predict_probs
+from dars.engine.predict import PredictOptions, predict_probs
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
@@ -40,12 +44,18 @@ def evaluate(config: Config, model_path: Path, metrics_csv: Path, summary_json: 
              round_index: int) -> dict:
     """Evaluate one checkpoint on the val split and write per-class and summary metrics."""
     spec = dataset_spec(config)
+    tail = config["evaluate"]["tail_classes"]
+    unknown = sorted(set(tail) - set(spec.classes))
+    if unknown:  # checked first: a typo must not cost a full evaluation pass
+        raise DarsError(f"evaluate.tail_classes names unknown classes: {unknown}")
+    tail_idx = [spec.classes.index(n) for n in tail]
     samples = spec.samples("val")
     model = checkpoint.load_model(model_path, spec.num_classes)
     c = spec.num_classes
     cm = torch.zeros(c, c, dtype=torch.int64)
+    options = PredictOptions.from_config(config["evaluate"])
     for index, probs in tqdm(predict_probs(model, samples, range(len(samples)),
-                                           config["evaluate"]["batch_size"]),
+                                           config["evaluate"]["batch_size"], options),
                              total=len(samples), desc="evaluate", mininterval=2, unit="img"):
         target = torch.from_numpy(read_mask(samples[index].mask, c, spec.ignore_index))
         if target.shape != probs.shape[1:]:
@@ -53,11 +63,6 @@ def evaluate(config: Config, model_path: Path, metrics_csv: Path, summary_json: 
         cm += confusion_matrix(target, probs.argmax(0), c)
     cm_np = cm.numpy()
     iou = iou_from_confusion(cm_np)
-    tail = config["evaluate"]["tail_classes"]
-    unknown = sorted(set(tail) - set(spec.classes))
-    if unknown:
-        raise DarsError(f"evaluate.tail_classes names unknown classes: {unknown}")
-    tail_idx = [spec.classes.index(n) for n in tail]
     summary = {
         "round": round_index,
         "miou": float(np.nanmean(iou)),

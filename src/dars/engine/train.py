@@ -6,8 +6,18 @@ cross-entropy losses (the authors' recipe); one epoch is one pass over the unlab
 With ``train.schedule: continue`` one poly schedule spans all rounds and the optimizer state is
 carried over, as in the released code; ``restart`` begins a fresh schedule per round.
 
-State is checkpointed atomically after every epoch into ``state_dir/last.pt`` together with the
-RNG state, so a killed job resumes at its last finished epoch and ends with the same weights.
+State is checkpointed atomically after every epoch into ``state_dir/last.pt`` (the log so far
+into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The
+data order and augmentation of an epoch are seeded from (seed, round, epoch, rank) alone, so a
+killed job resumes at its last finished epoch and ends with the same weights, on one GPU or many
+(``torchrun``, see :mod:`dars.engine.distributed`). SIGTERM (what SLURM sends before killing a
+pre-empted job) stops after the current step, saves the position inside the epoch with every
+rank's RNG state, and exits with status 143; the rerun replays the epoch's data up to that step
+without training on it, restores the RNG and continues bit for bit (see docs/RELIABILITY.md).
+
+Models with a pretrained backbone train their head at ``train.head_lr_mult`` x the lr (one
+optimizer param group each; poly decay scales every group's base lr). On CUDA, steps run under
+bf16 autocast in channels_last layout (``train.bf16``/``train.channels_last``).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +35,9 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dars.atomic import write_csv
@@ -34,13 +45,16 @@ from dars.config import Config, scale_range
 from dars.config import epochs_per_round as epochs_per_round_from
 from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec
 from dars.data.transforms import train_transform
-from dars.engine import checkpoint
+from dars.engine import checkpoint, distributed
+from dars.engine.predict import bf16_autocast
 from dars.errors import DarsError
 from dars.models import build_model
+from dars.models.backbone import load_pretrained, lr_groups
 
 log = logging.getLogger(__name__)
 
 AUX_WEIGHT = 0.4
+EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's status for "terminated by SIGTERM"
 
 
 @dataclass(frozen=True)
@@ -85,11 +99,33 @@ def seg_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, ignore: int
     return loss
 
 
-def _loader(dataset: SegmentationDataset, batch: int, workers: int) -> DataLoader:
+def _loader(dataset: SegmentationDataset, batch: int, workers: int,
+            world: distributed.World, seed: int) -> DataLoader:
+    """Shuffled batches of this rank's share; ``batch`` is the batch over all ranks.
+
+    The sampler's order depends only on (seed, epoch) via ``set_epoch``, never on an RNG
+    carried across epochs, which is what makes resuming and multi-GPU runs reproducible.
+    """
     if len(dataset) < batch:
         raise DarsError(f"split has {len(dataset)} images, fewer than one batch of {batch}")
-    return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
-                      num_workers=workers, persistent_workers=False)
+    sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank,
+                                 shuffle=True, seed=seed, drop_last=True)
+    return DataLoader(dataset, batch_size=batch // world.size, sampler=sampler, drop_last=True,
+                      num_workers=workers, persistent_workers=False,
+                      pin_memory=world.device.type == "cuda",
+                      worker_init_fn=_ignore_sigterm if workers else None)
+
+
+def _ignore_sigterm(_: int) -> None:
+    """Loader workers outlive a SIGTERM sent to the whole job (SLURM signals every process),
+    so the main process can finish its step and save; they end with it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _epoch_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, epoch, rank): independent streams per epoch."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _signature(config: Config, *job: object) -> str:
@@ -114,33 +150,61 @@ class Trainer:
         self.spec: DatasetSpec = dataset_spec(config)
         self.tcfg = config["train"]
         self.state_dir = state_dir
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        torch.manual_seed(config["seed"] * 1000 + round_index)
+        self.world = distributed.setup()
+        self.device = self.world.device
+        cuda = self.device.type == "cuda"
+        self.bf16 = self.tcfg["bf16"] and cuda
+        self.channels_last = self.tcfg["channels_last"] and cuda
+        if cuda:  # fixed crop size: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
+        self.seed = config["seed"] * 1000 + round_index
+        torch.manual_seed(self.seed)  # model initialisation, identical on every rank
 
         scale = scale or scale_range(config, round_index)
         epochs_per_round = epochs_per_round or epochs_per_round_from(config)
-        transform = train_transform(scale, self.tcfg["crop_size"],
-                                    self.tcfg["flip"], self.spec.ignore_index)
+        transform = train_transform(scale, self.tcfg["crop_size"], self.tcfg["flip"],
+                                    self.spec.ignore_index, self.tcfg["rotate"],
+                                    self.tcfg["blur"])
         labeled = SegmentationDataset(self.spec, self.spec.samples("labeled"), transform)
         unlabeled = self.spec.samples("unlabeled", require_masks=False)
         half = self.tcfg["batch_size"] // 2 if round_index else self.tcfg["batch_size"]
-        self.labeled = _loader(labeled, half, self.tcfg["num_workers"])
+        if half % self.world.size:
+            raise DarsError(f"train.batch_size {self.tcfg['batch_size']} does not split evenly "
+                            f"over {self.world.size} GPUs"
+                            + (" (students: half labeled, half pseudo-labeled)" if round_index
+                               else ""))
+        workers = self.tcfg["num_workers"]
+        self.labeled = _loader(labeled, half, workers, self.world, self.seed)
         self.pseudo = None
         if round_index:
             pseudo = SegmentationDataset(self.spec, unlabeled, transform, mask_dir=pseudo_dir)
-            self.pseudo = _loader(pseudo, half, self.tcfg["num_workers"])
+            self.pseudo = _loader(pseudo, half, workers, self.world, self.seed)
         self.schedule = plan_schedule(self.tcfg, epochs_per_round, round_index, len(labeled),
                                       len(unlabeled))
         self.signature = _signature(config, round_index, epochs_per_round, scale)
 
-        self.model = build_model(config["model"], self.spec.num_classes).to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.tcfg["lr"],
-                                         momentum=self.tcfg["momentum"],
-                                         weight_decay=self.tcfg["weight_decay"])
+        model = build_model(config["model"], self.spec.num_classes).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.net = distributed.wrap(model, self.world)  # what the step calls
+        self.model = distributed.unwrap(self.net)  # what checkpoints hold
+        groups = lr_groups(self.model, self.tcfg["head_lr_mult"])
+        self.lr_mults = [mult for _, mult in groups]
+        self.optimizer = torch.optim.SGD(
+            [{"params": params, "lr": self.tcfg["lr"] * mult} for params, mult in groups],
+            lr=self.tcfg["lr"], momentum=self.tcfg["momentum"],
+            weight_decay=self.tcfg["weight_decay"])
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        if not self._resume() and init is not None:
-            self._start_from_teacher(init)
+        self.step = 0  # steps done in the current epoch, > 0 only when resuming after SIGTERM
+        self._partial: dict[str, Any] = {}
+        self._rng: list[dict[str, torch.Tensor]] | None = None
+        self._stop: int | None = None
+        if not self._resume():
+            if init is not None:
+                self._start_from_teacher(init)
+            else:
+                load_pretrained(self.model, config["model"])
 
     # -- state -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -152,10 +216,13 @@ class Trainer:
             "class_names": self.spec.classes,
             "round": self.round,
             "epoch": self.epoch,
-            "iteration": self.schedule.start_iter + self.epoch * self.schedule.iters_per_epoch,
+            "step": self.step,
+            "iteration": (self.schedule.start_iter + self.epoch * self.schedule.iters_per_epoch
+                          + self.step),
             "signature": self.signature,
-            "rng": torch.get_rng_state(),
             "history": self.history,
+            "partial": self._partial,  # running sums of an interrupted epoch
+            "rng": self._rng,  # every rank's RNG after `step` steps of an interrupted epoch
         }
 
     def _resume(self) -> bool:
@@ -168,9 +235,15 @@ class Trainer:
             return False
         checkpoint.load_weights(self.model, state, last)
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
         self.epoch, self.history = state["epoch"], list(state["history"])
-        log.info("resuming round %d from %s at epoch %d", self.round, last, self.epoch)
+        self.step, self._partial = state.get("step", 0), state.get("partial") or {}
+        self._rng = state.get("rng")
+        if self.step and (self._rng is None or len(self._rng) != self.world.size):
+            log.info("%s stopped inside epoch %d on another number of processes: repeating "
+                     "that epoch", last, self.epoch + 1)
+            self.step, self._partial, self._rng = 0, {}, None
+        log.info("resuming round %d from %s at epoch %d, step %d", self.round, last,
+                 self.epoch, self.step)
         return True
 
     def _start_from_teacher(self, init: Path) -> None:
@@ -184,69 +257,161 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        """One epoch of (x_l, y_l[, x_u, y_u]); a fresh labeled shuffle each epoch."""
+        """One epoch of (x_l, y_l[, x_u, y_u]); a fresh labeled shuffle each epoch.
+
+        Students cycle the (smaller) labeled set within an epoch; pass p of epoch e shuffles
+        with sampler epoch ``e * passes + p`` so every pass differs and a resumed epoch
+        repeats the same order.
+        """
         if self.pseudo is None:
+            self.labeled.sampler.set_epoch(self.epoch)
             for x, y, _ in self.labeled:
                 yield x, y
             return
-        labeled = iter(())
+        self.pseudo.sampler.set_epoch(self.epoch)
+        passes = math.ceil(len(self.pseudo) / len(self.labeled))
+        labeled, done = iter(()), 0
         for xu, yu, _ in self.pseudo:
             try:
                 xl, yl, _ = next(labeled)
             except StopIteration:
-                labeled = iter(self.labeled)
+                self.labeled.sampler.set_epoch(self.epoch * passes + done)
+                labeled, done = iter(self.labeled), done + 1
                 xl, yl, _ = next(labeled)
             yield xl, yl, xu, yu
 
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
     def _step(self, batch: tuple[torch.Tensor, ...], lr: float, it: int) -> list[float]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        """One optimizer step; the labeled and pseudo-labeled halves are forwarded separately
+        (BatchNorm statistics per half, as the authors do) and their losses summed."""
+        for group, mult in zip(self.optimizer.param_groups, self.lr_mults, strict=True):
+            group["lr"] = lr * mult
         ignore = self.spec.ignore_index
         losses = []
-        for x, y in zip(batch[::2], batch[1::2], strict=True):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            losses.append(seg_loss(self.model(x), y, ignore))
+        with bf16_autocast(self.device, self.bf16):
+            for x, y in zip(batch[::2], batch[1::2], strict=True):
+                x, y = self._to_device(x, y)
+                losses.append(seg_loss(self.net(x), y, ignore))
         total = sum(losses)
-        if not torch.isfinite(total):
+        if not torch.isfinite(distributed.mean(total, self.world)):
             raise DarsError(f"loss became {total.item()} at iteration {it} (round {self.round}); "
                             f"lower train.lr (now {self.tcfg['lr']}) — the last good state is "
                             f"kept in {self.state_dir / 'last.pt'}")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        return [v.item() for v in losses]
+        return [distributed.mean(v, self.world).item() for v in losses]
 
     def run(self, out: Path, log_csv: Path) -> None:
-        """Train the remaining epochs, checkpointing each, then write model.pt and the log."""
-        sched = self.schedule
-        self.model.train()
-        bar = tqdm(total=sched.epochs * sched.iters_per_epoch,
-                   initial=self.epoch * sched.iters_per_epoch,
-                   desc=f"round {self.round}", mininterval=2, unit="it")
-        while self.epoch < sched.epochs:
-            t0, seen, sums, n = time.perf_counter(), 0, [0.0, 0.0], 0
-            it = sched.start_iter + self.epoch * sched.iters_per_epoch
-            for batch in self._batches():
-                lr = poly_lr(self.tcfg["lr"], it, sched.total_iters, self.tcfg["poly_power"])
-                for i, v in enumerate(self._step(batch, lr, it)):
-                    sums[i] += v
-                seen += sum(len(x) for x in batch[::2])
-                it, n = it + 1, n + 1
-                bar.update()
-            seconds = time.perf_counter() - t0
-            self.epoch += 1
-            self.history.append({
-                "round": self.round, "epoch": self.epoch, "iteration": it,
-                "loss_labeled": sums[0] / max(n, 1),
-                "loss_pseudo": sums[1] / max(n, 1) if self.pseudo is not None else math.nan,
-                "lr": lr, "images_per_s": seen / seconds, "seconds": seconds,
-            })
+        """Train the remaining epochs, checkpointing each, then write model.pt and the log.
+
+        On SIGTERM the state is saved after the current step and SystemExit(143) is raised.
+        """
+        previous = None
+        try:
+            try:
+                previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            except ValueError:  # not the main thread: no graceful stop
+                pass
+            self._run(out, log_csv)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            distributed.teardown(self.world)
+
+    def _on_sigterm(self, signum: int, _frame: object) -> None:
+        self._stop = signum
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got SIGTERM (all ranks must stop after the same step)."""
+        if not self.world.distributed:
+            return self._stop is not None
+        flag = torch.tensor(float(self._stop is not None), device=self.device)
+        return bool(distributed.mean(flag, self.world) > 0)
+
+    def _rng_states(self) -> list[dict[str, torch.Tensor]]:
+        """This process's RNG states, gathered from every rank (index = rank)."""
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        if not self.world.distributed:
+            return [state]
+        states: list[Any] = [None] * self.world.size
+        dist.all_gather_object(states, {k: v.cpu() for k, v in state.items()})
+        return states
+
+    def _restore_rng(self) -> None:
+        state = self._rng[self.world.rank]
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def _interrupt(self, step: int, partial: dict[str, Any]) -> None:
+        """Save the position inside the epoch (after ``step`` steps) and leave with 143."""
+        self.step, self._partial, self._rng = step, partial, self._rng_states()
+        if self.world.is_main:
             checkpoint.save(self.state_dir / "last.pt", self._state())
+            write_csv(pd.DataFrame(self.history), self.state_dir / "train_log.csv")
+        distributed.barrier(self.world)
+        log.warning("SIGTERM: stopped round %d at epoch %d, step %d of %d; state saved in %s, "
+                    "rerun to resume", self.round, self.epoch + 1, step,
+                    self.schedule.iters_per_epoch, self.state_dir / "last.pt")
+        raise SystemExit(EXIT_TERMINATED)
+
+    def _run(self, out: Path, log_csv: Path) -> None:
+        sched, main = self.schedule, self.world.is_main
+        self.net.train()
+        with tqdm(total=sched.epochs * sched.iters_per_epoch,
+                  initial=self.epoch * sched.iters_per_epoch + self.step,
+                  desc=f"round {self.round}", mininterval=2, unit="it",
+                  disable=not main) as bar:
+            while self.epoch < sched.epochs:
+                self._epoch(bar)
+                if self.epoch < sched.epochs and self._stop_requested():
+                    self._interrupt(0, {})
+        if main:
+            checkpoint.save(out, self._state())
             write_csv(pd.DataFrame(self.history), log_csv)
-        bar.close()
-        final = self._state()
-        final.pop("rng")
-        checkpoint.save(out, final)
-        write_csv(pd.DataFrame(self.history), log_csv)
         log.info("round %d done: %d epochs, last loss %.4f", self.round, self.epoch,
                  self.history[-1]["loss_labeled"] if self.history else math.nan)
+
+    def _epoch(self, bar: tqdm) -> None:
+        """One epoch (or its rest after an interrupted one), then its checkpoint."""
+        sched, main = self.schedule, self.world.is_main
+        torch.manual_seed(_epoch_seed(self.seed, self.epoch, self.world.rank))
+        skip, p = self.step, self._partial
+        seen, sums, n = p.get("seen", 0), list(p.get("sums", [0.0, 0.0])), p.get("n", 0)
+        t0 = time.perf_counter() - p.get("seconds", 0.0)
+        it = sched.start_iter + self.epoch * sched.iters_per_epoch + skip
+        lr = poly_lr(self.tcfg["lr"], it, sched.total_iters, self.tcfg["poly_power"])
+        for done, batch in enumerate(self._batches(), start=1):
+            if done <= skip:  # replay the data order up to the interruption, no training
+                if done == skip:
+                    self._restore_rng()
+                continue
+            lr = poly_lr(self.tcfg["lr"], it, sched.total_iters, self.tcfg["poly_power"])
+            for i, v in enumerate(self._step(batch, lr, it)):
+                sums[i] += v
+            seen += sum(len(x) for x in batch[::2]) * self.world.size
+            it, n = it + 1, n + 1
+            bar.update()
+            if done < sched.iters_per_epoch and self._stop_requested():
+                self._interrupt(done, {"seen": seen, "sums": sums, "n": n,
+                                       "seconds": time.perf_counter() - t0})
+        seconds = time.perf_counter() - t0
+        self.epoch, self.step, self._partial, self._rng = self.epoch + 1, 0, {}, None
+        self.history.append({
+            "round": self.round, "epoch": self.epoch, "iteration": it,
+            "loss_labeled": sums[0] / max(n, 1),
+            "loss_pseudo": sums[1] / max(n, 1) if self.pseudo is not None else math.nan,
+            "lr": lr, "images_per_s": seen / seconds, "seconds": seconds,
+        })
+        if main:  # progress so far; ``log_csv`` is an output, written only at the end
+            checkpoint.save(self.state_dir / "last.pt", self._state())
+            write_csv(pd.DataFrame(self.history), self.state_dir / "train_log.csv")
+        distributed.barrier(self.world)

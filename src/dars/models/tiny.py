@@ -69,6 +69,14 @@ class TinySegNet(nn.Module):
         f0 = self.full(x)
         f1 = self.enc1(f0)
         f2 = self.context(self.enc2(f1))
-        d1 = self.dec1(torch.cat([F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False), f1], 1))
-        d0 = self.dec0(torch.cat([F.interpolate(d1, size=f0.shape[-2:], mode="bilinear", align_corners=False), f0], 1))
+        d1 = self.dec1(
+            torch.cat(
+                [F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False), f1], 1
+            )
+        )
+        d0 = self.dec0(
+            torch.cat(
+                [F.interpolate(d1, size=f0.shape[-2:], mode="bilinear", align_corners=False), f0], 1
+            )
+        )
         return {"out": self.classifier(d0)}

@@ -1,0 +1,88 @@
+"""Multi-GPU training through ``torchrun`` (DDP + SyncBN), and the single-process default.
+
+``torchrun --nproc_per_node=N -m dars.cli train ...`` sets ``WORLD_SIZE``/``RANK``/
+``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on GPUs, gloo on CPU). Without
+those variables training runs in one process and every helper here is a no-op, so the engine
+has one code path. ``train.batch_size`` stays the global batch: each rank takes
+``batch_size / world_size`` images, which keeps the lr schedule and the paper's batch of 16
+independent of the GPU count. With more than one GPU BatchNorm becomes SyncBatchNorm, since a
+per-GPU batch of 2 (16 over 8 GPUs) gives useless batch statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+    distributed: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes checkpoints and logs; the others only compute."""
+        return self.rank == 0
+
+
+def setup() -> World:
+    """Join the process group when launched by torchrun, else describe a single process."""
+    cuda = torch.cuda.is_available()
+    if "WORLD_SIZE" not in os.environ:
+        return World(device=torch.device("cuda" if cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    world = World(dist.get_rank(), dist.get_world_size(),
+                  torch.device("cuda", local_rank) if cuda else torch.device("cpu"), True)
+    log.info("rank %d of %d on %s", world.rank, world.size, world.device)
+    return world
+
+
+def wrap(model: nn.Module, world: World) -> nn.Module:
+    """The module to call for training: DDP (with SyncBN across GPUs) or the model itself."""
+    if not world.distributed:
+        return model
+    if world.size > 1 and world.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [world.device.index] if world.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain model inside a DDP wrapper (its state_dict has no ``module.`` prefix)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def mean(value: torch.Tensor, world: World) -> torch.Tensor:
+    """Mean of a scalar over ranks, so every rank logs and checks the same loss."""
+    if not world.distributed:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / world.size
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def teardown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

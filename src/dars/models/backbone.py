@@ -1,0 +1,143 @@
+"""Dilated ResNet backbones (output stride 8) and their ImageNet weights from a local file.
+
+Built on torchvision's ResNets with ``replace_stride_with_dilation=[False, True, True]``. Two
+details follow the PSPNet/DeepLab reference implementations the DARS authors used (semseg)
+rather than torchvision's defaults:
+
+- every 3x3 convolution of layer3 has dilation 2 and of layer4 dilation 4, the first block of
+  each included (torchvision keeps the first block at the previous dilation);
+- ``deep_stem`` replaces the 7x7 stem by three 3x3 convolutions (64, 64, 128 channels), the
+  "ResNet-v2" of semseg whose ImageNet weights (``resnet50_v2.pth``) the authors started from.
+
+Weights are read from a user-given file only (no downloads): a torchvision state dict
+(``resnet50-*.pth``) or a semseg deep-stem one, optionally wrapped in ``{"state_dict": ...}``
+and/or prefixed ``module.``; ``fc.*`` is dropped. Anything else is refused with a message that
+says what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from dars.errors import DarsError
+
+log = logging.getLogger(__name__)
+
+DEPTHS = ("resnet50", "resnet101", "resnet152")
+FEATURE_CHANNELS = (1024, 2048)  # layer3, layer4 of a Bottleneck ResNet
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet trunk at output stride 8; ``forward`` returns (layer3, layer4) features.
+
+    Attribute names follow the torchvision/semseg state dicts (``conv1``, ``bn1``, ...,
+    ``layer4``) so pretrained files load without renaming.
+    """
+
+    def __init__(self, depth: str = "resnet50", deep_stem: bool = False) -> None:
+        super().__init__()
+        if depth not in DEPTHS:
+            raise DarsError(f"model.backbone {depth!r} is not supported; use one of "
+                            f"{list(DEPTHS)}")
+        # imported here: torchvision takes seconds to import, and the tiny demo model (every
+        # demo stage) never needs it
+        from torchvision.models import resnet
+
+        net = getattr(resnet, depth)(weights=None,
+                                     replace_stride_with_dilation=[False, True, True])
+        for layer, dilation in ((net.layer3, 2), (net.layer4, 4)):
+            first = layer[0].conv2
+            first.dilation, first.padding = (dilation, dilation), (dilation, dilation)
+        self.deep_stem = deep_stem
+        if deep_stem:
+            self.conv1, self.bn1, _ = _conv_bn_relu(3, 64, stride=2)
+            self.conv2, self.bn2, _ = _conv_bn_relu(64, 64)
+            self.conv3, self.bn3, _ = _conv_bn_relu(64, 128)
+            # layer1 now receives 128 channels instead of 64
+            net.layer1[0].conv1 = nn.Conv2d(128, 64, 1, bias=False)
+            net.layer1[0].downsample[0] = nn.Conv2d(128, 256, 1, bias=False)
+        else:
+            self.conv1, self.bn1 = net.conv1, net.bn1
+        self.relu, self.maxpool = nn.ReLU(inplace=True), net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.layer1, net.layer2, net.layer3, net.layer4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.deep_stem:
+            x = self.relu(self.bn2(self.conv2(x)))
+            x = self.relu(self.bn3(self.conv3(x)))
+        x = self.layer2(self.layer1(self.maxpool(x)))
+        c3 = self.layer3(x)
+        return c3, self.layer4(c3)
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load ImageNet weights from ``path``; every backbone tensor must be in the file."""
+        state = _read_state_dict(Path(path))
+        has_deep_stem = "conv3.weight" in state
+        if has_deep_stem != self.deep_stem:
+            kind = "a deep (3-conv, semseg)" if has_deep_stem else "a torchvision 7x7"
+            raise DarsError(f"model.pretrained {path} has {kind} stem; set model.deep_stem: "
+                            f"{str(has_deep_stem).lower()}")
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise DarsError(f"model.pretrained {path} does not fit this backbone (wrong ResNet "
+                            f"depth?): {str(exc).splitlines()[1].strip()}") from exc
+        log.info("loaded ImageNet backbone weights from %s", path)
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The backbone tensors of a pretrained file, unwrapped and without the classifier."""
+    if not path.is_file():
+        raise DarsError(f"model.pretrained: file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise DarsError(f"model.pretrained: cannot load {path}: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or "layer1.0.conv1.weight" not in {
+            k.removeprefix("module.") for k in obj}:
+        raise DarsError(f"model.pretrained {path} is not a ResNet state dict in torchvision or "
+                        "semseg format (expected keys like 'conv1.weight', "
+                        "'layer1.0.conv1.weight')")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def lr_groups(model: nn.Module, head_mult: float) -> list[tuple[list[nn.Parameter], float]]:
+    """(parameters, lr multiplier) groups: pretrained backbone at 1x, everything else at
+    ``head_mult`` (the authors' 10x), since newly initialised layers must move much further.
+
+    Models without a ``backbone`` attribute (the tiny demo net) get one group at 1x.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        return [(list(model.parameters()), 1.0)]
+    own = {id(p) for p in backbone.parameters()}
+    head = [p for p in model.parameters() if id(p) not in own]
+    return [(list(backbone.parameters()), 1.0), (head, head_mult)]
+
+
+def load_pretrained(model: nn.Module, model_config: dict) -> None:
+    """Load ``model.pretrained`` (if set) into the model's backbone; refuse models without one
+    rather than silently training from scratch."""
+    path = model_config.get("pretrained")
+    if not path:
+        return
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, ResNetBackbone):
+        raise DarsError(f"model.pretrained is set but model {model_config['name']!r} has no "
+                        "pretrained backbone")
+    backbone.load_pretrained(path)

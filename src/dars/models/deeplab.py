@@ -1,0 +1,40 @@
+"""DeepLabv2 (Chen et al., TPAMI 2017) on a dilated ResNet: the paper's comparison model.
+
+The classifier is DeepLabv2's ASPP: four parallel 3x3 convolutions on layer4 with dilation
+6, 12, 18, 24, each producing class scores directly, summed. No auxiliary head.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from dars.models.backbone import FEATURE_CHANNELS, ResNetBackbone
+from dars.models.pspnet import upsample
+
+RATES = (6, 12, 18, 24)
+
+
+class ASPPClassifier(nn.Module):
+    def __init__(self, channels: int, num_classes: int, rates: tuple[int, ...] = RATES) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(channels, num_classes, 3, padding=r, dilation=r) for r in rates)
+        for conv in self.branches:  # the reference initialisation: N(0, 0.01), zero bias
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sum(branch(x) for branch in self.branches)
+
+
+class DeepLabV2(nn.Module):
+    """``forward`` returns ``{"out": logits}`` at input resolution."""
+
+    def __init__(self, num_classes: int, depth: str = "resnet101", deep_stem: bool = False) -> None:
+        super().__init__()
+        self.backbone = ResNetBackbone(depth, deep_stem)
+        self.aspp = ASPPClassifier(FEATURE_CHANNELS[1], num_classes)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        _, c4 = self.backbone(x)
+        return {"out": upsample(self.aspp(c4), x.shape[-2:])}

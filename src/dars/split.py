@@ -1,0 +1,128 @@
+"""``dars split``: a seeded labeled/unlabeled split of a dataset's training images.
+
+Images are found with a pattern such as ``leftImg8bit/train/{city}/{frame}_leftImg8bit.png``:
+each ``{field}`` matches part of one path component, and the mask pattern reuses the fields
+(``gtFine/train/{city}/{frame}_gtFine_labelTrainIds.png``). Datasets with a known layout
+(cityscapes, voc) bring default patterns; any folder dataset sets ``dataset.image_pattern`` and
+``dataset.mask_pattern``. Images listed in the configured val split are never drawn, and only
+images whose mask exists are used (VOC's JPEGImages holds many images without masks).
+
+The output is two files in the official DARS line format, sorted by path, so a split is a
+reviewable, shareable artifact. The same (images, count, seed) always gives the same split.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from dars.atomic import atomic_path
+from dars.config import Config
+from dars.data.dataset import dataset_spec
+from dars.data.splits import locate_split, read_split
+from dars.errors import DarsError
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str, str]  # (image_relpath, mask_relpath), POSIX, relative to the dataset root
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Regex for a pattern; a field used twice must match the same text both times."""
+    seen: set[str] = set()
+    parts, pos = [], 0
+    for m in _FIELD.finditer(pattern):
+        parts.append(re.escape(pattern[pos:m.start()]))
+        name = m.group(1)
+        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+?)")
+        seen.add(name)
+        pos = m.end()
+    parts.append(re.escape(pattern[pos:]))
+    return re.compile("".join(parts) + r"\Z")
+
+
+def discover_pairs(root: Path, image_pattern: str, mask_pattern: str,
+                   mask_exists: Callable[[Path], bool] = Path.is_file) -> list[Pair]:
+    """All (image, mask) pairs under ``root`` matching the patterns, sorted by image path."""
+    missing = set(_FIELD.findall(mask_pattern)) - set(_FIELD.findall(image_pattern))
+    if missing:
+        raise DarsError(f"dataset.mask_pattern uses {sorted(missing)}, which "
+                        f"dataset.image_pattern {image_pattern!r} does not define")
+    regex = _pattern_regex(image_pattern)
+    pairs = []
+    for path in sorted(root.glob(_FIELD.sub("*", image_pattern))):
+        rel = path.relative_to(root).as_posix()
+        match = regex.match(rel)
+        if match is None:
+            continue
+        mask = mask_pattern.format(**match.groupdict())
+        if mask_exists(root / mask):
+            pairs.append((rel, mask))
+    return pairs
+
+
+def labeled_count(spec: str, total: int) -> int:
+    """Labeled images for ``--labeled``: a count ("1464") or a fraction ("1/8", "0.125").
+
+    Fractions round to the nearest image, as the official splits do (2975/8 → 372).
+    """
+    try:
+        count = int(spec) if spec.isdigit() else round(Fraction(spec) * total)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise DarsError(f"--labeled {spec!r}: give a count (1464) or a fraction (1/8)") from exc
+    if not 0 < count < total:
+        raise DarsError(f"--labeled {spec!r} gives {count} labeled of {total} images; need "
+                        "at least one labeled and one unlabeled image")
+    return count
+
+
+def split_pairs(pairs: list[Pair], count: int, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Draw ``count`` labeled pairs uniformly with ``seed``; the rest are unlabeled."""
+    chosen = set(np.random.default_rng(seed).choice(len(pairs), size=count, replace=False))
+    labeled = [p for i, p in enumerate(pairs) if i in chosen]
+    unlabeled = [p for i, p in enumerate(pairs) if i not in chosen]
+    return labeled, unlabeled
+
+
+def write_split(path: Path, pairs: list[Pair]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{image} {mask}\n" for image, mask in pairs))
+
+
+def make_split(config: Config, labeled: str, seed: int, out_labeled: Path,
+               out_unlabeled: Path) -> tuple[int, int]:
+    """Discover the training pairs of the configured dataset, split and write them."""
+    spec = dataset_spec(config)
+    ds, definition = config["dataset"], spec.definition
+    image_pattern = ds["image_pattern"] or definition.image_pattern
+    mask_pattern = ds["mask_pattern"] or definition.mask_pattern
+    if not image_pattern or not mask_pattern:
+        raise DarsError(f"dataset {ds['name']!r} has no default file patterns; set "
+                        "dataset.image_pattern and dataset.mask_pattern")
+    pairs = discover_pairs(spec.root, image_pattern, mask_pattern,
+                           lambda p: definition.resolve_mask(p).is_file())
+    try:
+        val_file = locate_split(spec.root, spec.splits["val"])
+    except DarsError:
+        log.info("no val split %s found: nothing excluded", spec.splits["val"])
+    else:
+        val = {s.image for s in read_split(spec.root, val_file, require_masks=False,
+                                           resolve_mask=definition.resolve_mask)}
+        pairs = [p for p in pairs if spec.root / p[0] not in val]
+        log.info("excluded the images of val split %s", val_file)
+    if not pairs:
+        raise DarsError(f"no image under {spec.root} matches {image_pattern!r} with a mask "
+                        f"at {mask_pattern!r}")
+    chosen, rest = split_pairs(pairs, labeled_count(labeled, len(pairs)), seed)
+    write_split(out_labeled, chosen)
+    write_split(out_unlabeled, rest)
+    log.info("%d labeled → %s, %d unlabeled → %s (seed %d)", len(chosen), out_labeled,
+             len(rest), out_unlabeled, seed)
+    return len(chosen), len(rest)

@@ -1,0 +1,357 @@
+"""Cityscapes, VOC and folder datasets in their real on-disk layouts; `dars split`; the paper
+configs. Fixtures are tiny trees written by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dars import config
+from dars.cli import main
+from dars.data import cityscapes, voc
+from dars.data.dataset import SegmentationDataset, dataset_spec
+from dars.data.definitions import dataset_names
+from dars.data.io import read_mask, write_mask
+from dars.errors import DarsError
+from dars.probstore import ProbStore
+from dars.split import discover_pairs, labeled_count
+
+REPO = Path(__file__).resolve().parents[1]
+# raw Cityscapes ids drawn in fixtures: mapped ones and some without a train id (0, 4, 9, 30)
+RAW_IDS = np.array([7, 8, 11, 21, 23, 24, 26, 33, 0, 4, 9, 30], np.uint8)
+
+
+def _blocks(rng: np.random.Generator, values: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A mask of 4x4 cell blocks of the given values, cropped to (h, w)."""
+    cells = rng.choice(values, size=(h // 4 + 1, w // 4 + 1))
+    return np.kron(cells, np.ones((4, 4), np.uint8))[:h, :w].astype(np.uint8)
+
+
+def write_cityscapes(root: Path, frames: dict[str, dict[str, int]], size=(32, 64),
+                     seed: int = 0) -> Path:
+    """leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png + gtFine ..._gtFine_labelIds.png."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for split, cities in frames.items():
+        for city, n in cities.items():
+            for i in range(n):
+                stem = f"{city}_{i:06d}_000019"
+                img_dir = root / "leftImg8bit" / split / city
+                gt_dir = root / "gtFine" / split / city
+                img_dir.mkdir(parents=True, exist_ok=True)
+                gt_dir.mkdir(parents=True, exist_ok=True)
+                ids = _blocks(rng, RAW_IDS, h, w)
+                image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+                image[..., 0] = ids * 7  # colour follows the label: learnable
+                Image.fromarray(image).save(img_dir / f"{stem}_leftImg8bit.png")
+                write_mask(gt_dir / f"{stem}_gtFine_labelIds.png", ids)
+    return root
+
+
+def _official_lines(root: Path, split: str) -> str:
+    """Split lines as the official files write them: masks as *_gtFine_labelTrainIds.png."""
+    lines = []
+    for img in sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):
+        rel = img.relative_to(root).as_posix()
+        mask = rel.replace("leftImg8bit/", "gtFine/", 1).replace(
+            "_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+        lines.append(f"{rel} {mask}")
+    return "\n".join(lines) + "\n"
+
+
+VOC_PALETTE = [v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)]
+VOC_SIZES = [(37, 45), (45, 37), (29, 41), (37, 45), (41, 29), (33, 33), (45, 37), (29, 41),
+             (37, 45), (41, 29)]
+
+
+def write_voc(root: Path, seed: int = 0) -> Path:
+    """JPEGImages/*.jpg of odd, varying sizes; SegmentationClassAug/*.png palette masks with a
+    255 boundary; an extra image without mask (as in the real JPEGImages)."""
+    rng = np.random.default_rng(seed)
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClassAug").mkdir()
+    for i, (h, w) in enumerate(VOC_SIZES):
+        mask = _blocks(rng, np.array([0, 0, 1, 7, 15, 20], np.uint8), h, w)
+        mask[0, :] = 255
+        image = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+        image[..., 1] += mask.astype(np.uint8) * 8
+        Image.fromarray(image).save(root / "JPEGImages" / f"2007_{i:06d}.jpg", quality=95)
+        png = Image.fromarray(mask, mode="P")
+        png.putpalette(VOC_PALETTE)
+        png.save(root / "SegmentationClassAug" / f"2007_{i:06d}.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "JPEGImages" / "2012_nomask.jpg")
+    lines = [f"JPEGImages/2007_{i:06d}.jpg SegmentationClassAug/2007_{i:06d}.png "
+             for i in range(len(VOC_SIZES))]  # trailing blank as in the official files
+    (root / "val.txt").write_text("\n".join(lines[8:]) + "\n")
+    (root / "labeled.txt").write_text("\n".join(lines[:4]) + "\n")
+    (root / "unlabeled.txt").write_text("\n".join(lines[4:8]) + "\n")
+    return root
+
+
+@pytest.fixture
+def cityscapes_root(tmp_path: Path) -> Path:
+    root = write_cityscapes(tmp_path / "cityscapes",
+                            {"train": {"aachen": 5, "bochum": 5}, "val": {"frankfurt": 2}})
+    (root / "val.txt").write_text(_official_lines(root, "val"))
+    return root
+
+
+def _cs_config(root: Path, **sections: dict) -> dict:
+    return config.validate({
+        "dataset": {"name": "cityscapes", "root": str(root),
+                    "splits": {"labeled": "labeled.txt", "unlabeled": "unlabeled.txt",
+                               "val": "val.txt"}},
+        **sections,
+    })
+
+
+# -- label mapping ---------------------------------------------------------------------------
+def test_cityscapes_label_ids_map_to_the_official_train_ids(tmp_path: Path) -> None:
+    raw = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    write_mask(tmp_path / "x_gtFine_labelIds.png", raw)
+    mapped = read_mask(tmp_path / "x_gtFine_labelIds.png", 19, 255)
+    expected = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
+                24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+    for label_id in range(256):
+        assert mapped.flat[label_id] == expected.get(label_id, 255), label_id
+    assert len(cityscapes.CLASSES) == 19
+
+
+def test_cityscapes_ready_train_ids_are_read_unchanged(tmp_path: Path) -> None:
+    ids = np.array([[0, 7], [18, 255]], np.uint8)
+    write_mask(tmp_path / "x_gtFine_labelTrainIds.png", ids)
+    assert read_mask(tmp_path / "x_gtFine_labelTrainIds.png", 19, 255).tolist() == ids.tolist()
+
+
+def test_official_split_falls_back_to_label_ids(cityscapes_root: Path) -> None:
+    spec = dataset_spec(_cs_config(cityscapes_root))
+    val = spec.samples("val")
+    assert [s.mask.name for s in val] == ["frankfurt_000000_000019_gtFine_labelIds.png",
+                                         "frankfurt_000001_000019_gtFine_labelIds.png"]
+    # a ready labelTrainIds file takes precedence over the fallback
+    ready = val[0].mask.with_name("frankfurt_000000_000019_gtFine_labelTrainIds.png")
+    write_mask(ready, np.zeros((32, 64), np.uint8))
+    assert spec.samples("val")[0].mask == ready
+    _, mask = SegmentationDataset(spec, spec.samples("val")).load(1)
+    assert set(np.unique(mask)) <= set(range(19)) | {255} and 255 in mask
+
+
+def test_voc_palette_masks_of_odd_sizes(tmp_path: Path) -> None:
+    root = write_voc(tmp_path / "voc")
+    cfg = config.validate({"dataset": {"name": "voc", "root": str(root), "splits": {
+        "labeled": "labeled.txt", "unlabeled": "unlabeled.txt", "val": "val.txt"}}})
+    spec = dataset_spec(cfg)
+    assert spec.classes == list(voc.CLASSES) and spec.num_classes == 21
+    ds = SegmentationDataset(spec, spec.samples("labeled"))
+    sizes = set()
+    for i in range(len(ds)):
+        image, mask = ds.load(i)
+        sizes.add(mask.shape)
+        assert image.shape[:2] == mask.shape
+        assert set(np.unique(mask)) <= {0, 1, 7, 15, 20, 255} and (mask[0] == 255).all()
+    assert len(sizes) > 1
+
+
+def test_fixed_dataset_facts_cannot_be_contradicted(cityscapes_root: Path) -> None:
+    cfg = _cs_config(cityscapes_root)
+    cfg["dataset"]["ignore_index"] = 250
+    with pytest.raises(DarsError, match="dataset.ignore_index: cityscapes masks use 255"):
+        dataset_spec(cfg)
+    cfg = _cs_config(cityscapes_root)
+    cfg["dataset"]["classes"] = ["road", "rest"]
+    with pytest.raises(DarsError, match="leave dataset.classes empty"):
+        dataset_spec(cfg)
+
+
+def test_folder_dataset_takes_user_classes_and_ignore(folder_dataset: Path) -> None:
+    for i in range(12):  # relabel: ignore becomes 9
+        m = np.array(Image.open(folder_dataset / "masks" / f"img{i:03d}.png"))
+        m[:2] = 9
+        write_mask(folder_dataset / "masks" / f"img{i:03d}.png", m)
+    cfg = config.validate({"dataset": {"name": "folder", "root": str(folder_dataset),
+                                       "classes": ["bg", "x", "y"], "ignore_index": 9}})
+    spec = dataset_spec(cfg)
+    assert (spec.classes, spec.ignore_index) == (["bg", "x", "y"], 9)
+    _, mask = SegmentationDataset(spec, spec.samples("labeled")).load(0)
+    assert (mask[:2] == 9).all()
+
+
+def test_schema_lists_every_defined_dataset() -> None:
+    enum = config.schema()["properties"]["dataset"]["properties"]["name"]["enum"]
+    assert sorted(enum) == dataset_names()
+
+
+# -- dars split ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("spec", "total", "count"),
+                         [("1/8", 2975, 372), ("1/4", 2975, 744), ("0.125", 2975, 372),
+                          ("1464", 10582, 1464)])
+def test_labeled_count(spec: str, total: int, count: int) -> None:
+    assert labeled_count(spec, total) == count
+
+
+@pytest.mark.parametrize("spec", ["0", "1/0", "abc", "10"])
+def test_labeled_count_refuses_nonsense(spec: str) -> None:
+    with pytest.raises(DarsError, match="--labeled"):
+        labeled_count(spec, 10)
+
+
+def _split(cfg: dict, out: Path, labeled: str, seed: int) -> tuple[list[str], list[str]]:
+    argv = ["split", "--config-json", json.dumps(cfg), "--labeled", labeled, "--seed", str(seed),
+            "--out-labeled", str(out / "l.txt"), "--out-unlabeled", str(out / "u.txt")]
+    assert main(argv) == 0
+    return ((out / "l.txt").read_text().splitlines(), (out / "u.txt").read_text().splitlines())
+
+
+def test_split_command_is_seeded_disjoint_and_official(cityscapes_root: Path,
+                                                       tmp_path: Path) -> None:
+    cfg = _cs_config(cityscapes_root)
+    a_l, a_u = _split(cfg, tmp_path / "a", "1/4", 3)
+    b_l, b_u = _split(cfg, tmp_path / "b", "1/4", 3)
+    c_l, _ = _split(cfg, tmp_path / "c", "1/4", 4)
+    assert (a_l, a_u) == (b_l, b_u) and len(a_l) == round(10 / 4) and len(a_u) == 10 - len(a_l)
+    assert c_l != a_l  # another seed, another split (10 choose 2 = 45 possibilities)
+    assert not set(a_l) & set(a_u) and a_l == sorted(a_l)
+    assert all(line.split()[1].endswith("_gtFine_labelTrainIds.png") for line in a_l + a_u)
+    assert all("/train/" in line for line in a_l + a_u)  # val never drawn
+    # the written files are readable splits (masks resolved to the raw labelIds files)
+    cfg["dataset"]["splits"].update(labeled=str(tmp_path / "a" / "l.txt"))
+    assert len(dataset_spec(cfg).samples("labeled")) == len(a_l)
+
+
+def test_split_excludes_val_and_images_without_masks(tmp_path: Path) -> None:
+    root = write_voc(tmp_path / "voc")
+    cfg = config.validate({"dataset": {"name": "voc", "root": str(root),
+                                       "splits": {"val": "val.txt"}}})
+    labeled, unlabeled = _split(cfg, tmp_path, "2", 0)
+    names = {line.split()[0] for line in labeled + unlabeled}
+    assert len(labeled) == 2 and len(names) == 8  # 10 images - 2 val; the mask-less one skipped
+    assert "JPEGImages/2012_nomask.jpg" not in names
+
+
+def test_split_patterns_are_checked(folder_dataset: Path, tmp_path: Path) -> None:
+    cfg = config.validate({"dataset": {"name": "folder", "root": str(folder_dataset)}})
+    assert main(["split", "--config-json", json.dumps(cfg), "--labeled", "1/2", "--seed", "0",
+                 "--out-labeled", str(tmp_path / "l"), "--out-unlabeled",
+                 str(tmp_path / "u")]) == 2  # folder has no default patterns
+    with pytest.raises(DarsError, match=r"uses \['stem'\]"):
+        discover_pairs(folder_dataset, "images/{name}.png", "masks/{stem}.png")
+    pairs = discover_pairs(folder_dataset, "images/{name}.png", "masks/{name}.png")
+    assert len(pairs) == 12 and pairs[0] == ("images/img000.png", "masks/img000.png")
+
+
+# -- every stage on the real layouts ------------------------------------------------------------
+def _write_pseudo_labels(store_path: Path, out: Path) -> None:
+    """The teacher's argmax as pseudo labels (the DARS stage is tested in test_pseudo*)."""
+    out.mkdir()
+    store = ProbStore(store_path)
+    for block in store.blocks():
+        for i, pred in zip(block.indices, block.prediction, strict=True):
+            h, w = store.shapes[i]
+            write_mask(out / f"{store.image_ids[i]}.png", pred[:h, :w])
+
+
+@pytest.mark.parametrize("dataset", ["cityscapes", "voc"])
+def test_every_stage_runs_on_the_real_layout(dataset: str, tmp_path: Path) -> None:
+    if dataset == "cityscapes":
+        root = write_cityscapes(tmp_path / "data", {"train": {"aachen": 8}, "val": {"ulm": 2}})
+        (root / "val.txt").write_text(_official_lines(root, "val"))
+        _split(_cs_config(root), root, "1/2", 0)
+        splits = {"labeled": "l.txt", "unlabeled": "u.txt", "val": "val.txt"}
+        tail = ["person", "car"]
+    else:
+        root = write_voc(tmp_path / "data")
+        splits = {"labeled": "labeled.txt", "unlabeled": "unlabeled.txt", "val": "val.txt"}
+        tail = ["bus", "car"]
+    cfg = config.validate({
+        "dataset": {"name": dataset, "root": str(root), "splits": splits},
+        "model": {"name": "tiny", "width": 8},
+        "train": {"epochs": 2, "batch_size": 4, "crop_size": 24, "rotate": 10, "blur": True},
+        "rounds": [{"alpha": 0.5, "epochs": 1}],
+        "infer": {"mode": "sliding", "crop_size": 24, "batch_size": 3},
+        "evaluate": {"mode": "sliding", "crop_size": 24, "flip": True, "tail_classes": tail},
+    })
+    res, js = tmp_path / "res", json.dumps(cfg)
+    assert main(["histogram", "--config-json", js, "--out", str(res / "hist.csv")]) == 0
+    hist = pd.read_csv(res / "hist.csv")
+    assert len(hist) == len(dataset_spec(cfg).classes) and hist["pixels"].sum() > 0
+    if dataset == "cityscapes":  # labelIds were mapped: raw ids 0/4/9/30 counted nowhere
+        spec = dataset_spec(cfg)
+        raw = np.concatenate([np.array(Image.open(s.mask)).ravel()
+                              for s in spec.samples("labeled")])
+        assert hist["pixels"].sum() == np.isin(raw, cityscapes.LABEL_IDS).sum()
+    train = ["train", "--config-json", js, "--threads", "1"]
+    assert main([*train, "--round", "0", "--out", str(res / "r0.pt"),
+                 "--log-csv", str(res / "r0.csv"), "--state-dir", str(res / "s0")]) == 0
+    assert main(["infer", "--config-json", js, "--model", str(res / "r0.pt"),
+                 "--out", str(res / "probs.zarr"), "--threads", "1"]) == 0
+    store = ProbStore(res / "probs.zarr")
+    spec = dataset_spec(cfg)
+    expected = [np.array(Image.open(s.image)).shape[:2] for s in spec.samples("unlabeled")]
+    assert [tuple(s) for s in store.shapes] == expected  # variable sizes kept exactly
+    _write_pseudo_labels(res / "probs.zarr", res / "pseudo")
+    assert main([*train, "--round", "1", "--init", str(res / "r0.pt"),
+                 "--pseudo", str(res / "pseudo"), "--out", str(res / "r1.pt"),
+                 "--log-csv", str(res / "r1.csv"), "--state-dir", str(res / "s1")]) == 0
+    assert main(["evaluate", "--config-json", js, "--model", str(res / "r1.pt"),
+                 "--round", "1", "--metrics", str(res / "m.csv"),
+                 "--summary", str(res / "m.json"), "--threads", "1"]) == 0
+    summary = json.loads((res / "m.json").read_text())
+    assert summary["images"] == 2 and 0 <= summary["miou"] <= 1
+
+
+# -- the paper's configs -------------------------------------------------------------------------
+CITYSCAPES_HEAD = {"road", "sidewalk", "building", "vegetation", "sky", "car"}
+PAPER = {  # file: (alphas, scale ranges of rounds 0/1 and 2, epochs, crop, lr)
+    "cityscapes_1-8_crop361": ((0.20, 0.50), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
+    "cityscapes_1-4_crop361": ((0.40, 0.60), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
+    "cityscapes_1-8_crop713": ((0.40, 0.65), (0.5, 2.0), (0.5, 3.0), 200, 713, 0.01),
+    "cityscapes_1-4_crop713": ((0.40, 0.65), (0.5, 2.0), (0.4, 2.5), 200, 713, 0.01),
+    "cityscapes_1-8_crop361_deeplabv2": ((0.20, 0.45), (0.25, 1.0), (0.25, 1.0), 200, 361, 0.002),
+    "voc_1464": ((0.40, 0.50), (0.5, 1.5), (0.5, 2.0), 50, 321, 0.01),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_config_matches_the_released_settings(name: str) -> None:
+    alphas, first, second, epochs, crop, lr = PAPER[name]
+    c = config.load(REPO / "config" / f"{name}.yaml")
+    assert tuple(r["alpha"] for r in c["rounds"]) == alphas
+    assert config.scale_range(c, 0) == config.scale_range(c, 1) == pytest.approx(first)
+    assert config.scale_range(c, 2) == pytest.approx(second)
+    assert config.epochs_per_round(c) == [epochs] * 3
+    t = c["train"]
+    assert (t["crop_size"], t["lr"], t["batch_size"], c["seed"]) == (crop, lr, 16, 1)
+    assert (t["momentum"], t["weight_decay"], t["poly_power"], t["head_lr_mult"]) == (
+        0.9, 1e-4, 0.9, 10)
+    assert (t["rotate"], t["blur"], t["flip"], t["schedule"]) == (10, True, True, "continue")
+    e = c["evaluate"]
+    assert (e["mode"], e["crop_size"], e["flip"]) == ("sliding", crop, True)
+    assert e["stride_ratio"] == pytest.approx(2 / 3)
+    for split in c["dataset"]["splits"].values():
+        assert (REPO / split).is_file(), split
+    if c["dataset"]["name"] == "cityscapes":
+        assert len(e["tail_classes"]) == 13
+        assert set(e["tail_classes"]) == set(cityscapes.CLASSES) - CITYSCAPES_HEAD
+
+
+def test_paper_config_dag_has_two_rounds_with_their_alpha_and_scale(tmp_path: Path) -> None:
+    import re
+
+    from workflow_helpers import snakemake
+
+    (tmp_path / "cityscapes").mkdir()
+    proc = snakemake(tmp_path, "-n", "-p", "--config",
+                     f"dataset={{name: cityscapes, root: {tmp_path / 'cityscapes'}}}",
+                     configfile=REPO / "config" / "cityscapes_1-8_crop361.yaml")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+    assert {k: counts.get(k) for k in ("train_baseline", "train_student", "pseudo_label",
+                                        "infer_probabilities", "evaluate")} == {
+        "train_baseline": "1", "train_student": "2", "pseudo_label": "2",
+        "infer_probabilities": "2", "evaluate": "3"}
+    for text in ("--alpha 0.2 ", "--alpha 0.5 ", "--scale 0.25 1 ", "--scale 0.2 1.5 "):
+        assert text in proc.stdout, text

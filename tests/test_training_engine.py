@@ -1,0 +1,158 @@
+"""Training engine additions: augmentations, head lr groups under poly decay, a PSPNet step on
+CPU, DDP in a gloo world of one, sliding-window prediction."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dars.data.splits import Sample
+from dars.data.transforms import RandomGaussianBlur, RandomRotate, train_transform
+from dars.engine import checkpoint
+from dars.engine.evaluate import evaluate
+from dars.engine.predict import size_batches
+from dars.engine.sliding import forward_probs, sliding_probs, window_starts
+from dars.engine.train import Trainer
+
+
+# -- augmentation ----------------------------------------------------------------------------
+def test_rotation_fills_uncovered_pixels_with_ignore() -> None:
+    torch.manual_seed(0)
+    image, mask = torch.randn(3, 24, 32), torch.randint(0, 3, (24, 32))
+    x, y = RandomRotate(10, 255, p=1.0)(image, mask)
+    assert x.shape == image.shape and y.shape == mask.shape and y.dtype == torch.int64
+    assert set(y.unique().tolist()) <= {0, 1, 2, 255} and y[0, 0] == 255  # a corner uncovered
+    assert RandomRotate(10, 255, p=0.0)(image, mask)[1] is mask
+
+
+def test_blur_smooths_the_image_only() -> None:
+    image, mask = torch.randn(3, 16, 16), torch.randint(0, 3, (16, 16))
+    x, y = RandomGaussianBlur(p=1.0)(image, mask)
+    assert y is mask and x.std() < 0.6 * image.std()
+
+
+def test_disabled_augmentations_draw_nothing() -> None:
+    """rotate 0 / blur off must leave seeded runs (the demo) exactly as before they existed."""
+    image, mask = torch.randn(3, 20, 20), torch.randint(0, 3, (20, 20))
+    torch.manual_seed(0)
+    a = train_transform((0.5, 1.5), 16, True, 255)(image, mask)
+    torch.manual_seed(0)
+    b = train_transform((0.5, 1.5), 16, True, 255, rotate=0, blur=False)(image, mask)
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+# -- training --------------------------------------------------------------------------------
+def test_pspnet_step_lowers_loss_with_head_at_ten_times_lr(folder_config: dict,
+                                                           tmp_path: Path) -> None:
+    folder_config["model"] = {**folder_config["model"], "name": "pspnet"}
+    folder_config["train"].update(batch_size=2)
+    trainer = Trainer(folder_config, 0, tmp_path / "state")
+    assert not trainer.bf16 and not trainer.channels_last  # CUDA-only speed-ups, off on CPU
+    trainer.net.train()
+    x, y, _ = next(iter(trainer.labeled))
+    losses = []
+    for i in range(3):
+        torch.manual_seed(0)  # the same dropout masks: only the weights change between steps
+        losses.append(trainer._step((x, y), lr=0.002, it=i)[0])  # loss before step i
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.002, 0.02])
+    assert losses[2] < losses[1] < losses[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_world_of_one_trains_like_a_single_process(folder_config: dict, folder_dataset: Path,
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A teacher and a student (two forwards per step) under DDP (gloo, one process) end
+    bit-identical to plain runs: same sampler order, same seeds, all-reduce of one rank."""
+    folder_config["train"]["epochs"] = 2
+    pseudo = folder_dataset / "masks"  # <id>.png for every image: stands in for pseudo labels
+
+    def rounds(out: Path, ddp: bool) -> Path:
+        for r in (0, 1):
+            if ddp:
+                monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+            init = {"init": out / "r0.pt", "pseudo_dir": pseudo} if r else {}
+            trainer = Trainer(folder_config, r, out / f"s{r}", **init)
+            assert isinstance(trainer.net, nn.parallel.DistributedDataParallel) == ddp
+            trainer.run(out / f"r{r}.pt", out / f"r{r}.csv")
+            assert not dist.is_initialized()
+        return out / "r1.pt"
+
+    single = rounds(tmp_path / "single", ddp=False)
+    for key, value in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",
+                       "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    ddp = rounds(tmp_path / "ddp", ddp=True)
+    a, b = checkpoint.load(single)["model"], checkpoint.load(ddp)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- sliding window --------------------------------------------------------------------------
+@pytest.mark.parametrize(("size", "crop", "stride"), [(10, 4, 3), (9, 4, 3), (4, 4, 3),
+                                                      (3, 4, 3), (100, 33, 22)])
+def test_windows_cover_the_image_and_stay_inside(size: int, crop: int, stride: int) -> None:
+    starts = window_starts(size, crop, stride)
+    covered = np.zeros(size, bool)
+    for s in starts:
+        assert s >= 0 and s + min(crop, size) <= size
+        covered[s:s + crop] = True
+    assert covered.all() and starts == sorted(set(starts))
+
+
+class _Pointwise(nn.Module):
+    """A 1x1 convolution: each pixel's prediction ignores context, so any windowing agrees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.conv(x)}
+
+
+@torch.no_grad()
+def test_sliding_window_agrees_with_whole_image() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 20, 28)
+    point = _Pointwise()
+    whole = forward_probs(point, x, flip=True)
+    for crop in (5, 8, 13):
+        assert torch.allclose(sliding_probs(point, x, crop, 2 / 3, True), whole, atol=1e-6)
+    from dars.models import build_model
+    tiny = build_model({"name": "tiny", "width": 8}, 4).eval()
+    assert torch.equal(sliding_probs(tiny, x, 28, 2 / 3, False), forward_probs(tiny, x, False))
+    assert torch.equal(sliding_probs(tiny, x, 64, 2 / 3, True), forward_probs(tiny, x, True))
+
+
+def test_sliding_evaluation_equals_whole_when_the_crop_covers_the_image(
+        folder_config: dict, tmp_path: Path) -> None:
+    folder_config["train"]["epochs"] = 3
+    model = tmp_path / "m.pt"
+    Trainer(folder_config, 0, tmp_path / "s").run(model, tmp_path / "log.csv")
+    whole = evaluate(folder_config, model, tmp_path / "w.csv", tmp_path / "w.json", 0)
+    folder_config["evaluate"].update(mode="sliding", crop_size=16)
+    sliding = evaluate(folder_config, model, tmp_path / "s.csv", tmp_path / "s.json", 0)
+    assert sliding == whole
+
+
+def test_prediction_batches_images_by_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    sizes = [(5, 7), (6, 7), (5, 7), (5, 7), (6, 7)]
+    samples = []
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / f"{i}.png")
+        samples.append(Sample(str(i), tmp_path / f"{i}.png", None))
+    batches = list(size_batches(samples, range(5), batch=2))
+    assert batches == [[0, 2], [3], [1, 4]]
