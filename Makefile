@@ -15,7 +15,7 @@ TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 endif
 RUN_ENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast test-slurm lint clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,25 @@ test: install
 
 test-fast: install
 	$(RUN_ENV) python -m pytest -m "not slow"
+
+# The tiny workflow on a real one-node SLURM cluster (munge, slurmctld, slurmd from Debian)
+# through profiles/slurm. As root with apt-get: installs the packages if missing and must
+# pass; elsewhere the test skips with the reason. Daemons are stopped by PID afterwards.
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+test-slurm: install
+	@start=$$(date +%s); \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DARS_REQUIRE_SLURM=1; \
+	  if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null \
+	     || ! command -v sbatch >/dev/null; then \
+	    echo "installing $(SLURM_PACKAGES)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SLURM_PACKAGES) >/dev/null \
+	    || { apt-get update -q >/dev/null && \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SLURM_PACKAGES) >/dev/null; }; \
+	  fi; \
+	fi; \
+	$(RUN_ENV) python -m pytest -m slurm -s -p no:cacheprovider tests/test_slurm.py; rc=$$?; \
+	echo "test-slurm finished in $$(( $$(date +%s) - start )) s"; exit $$rc
 
 lint: install
 	$(RUN_ENV) ruff check src tests benchmarks

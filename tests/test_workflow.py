@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workflow_helpers import REPO, planned_jobs, snakemake
+from workflow_helpers import REPO, planned_jobs, shared_tiny_run, snakemake
 
 ROUND2_ALPHA = 'rounds=[{alpha: 0.2, epochs: 1}, {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 1}]'
 ROUND1_ALPHA = 'rounds=[{alpha: 0.3, epochs: 1}, {alpha: 0.5, beta_min: 0.2, beta_max: 0.5, epochs: 1}]'
@@ -20,25 +20,25 @@ def test_demo_dag_has_every_stage_per_round(tmp_path: Path) -> None:
         "build_demo", "label_histogram", "train_baseline",
         "infer_probabilities:1", "infer_probabilities:2",
         "pseudo_label:1", "pseudo_label:2", "train_student:1", "train_student:2",
-        "evaluate:0", "evaluate:1", "evaluate:2", "summary", "all",
+        "evaluate:0", "evaluate:1", "evaluate:2", "summary", "report", "all",
     }
 
 
 def test_bad_config_stops_before_any_job(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", "--config", "rounds=[{alpha: 1.5}]", check=False)
     assert proc.returncode != 0
-    assert "config key rounds.0.alpha: 1.5 is greater than the maximum of 1" in proc.stderr
+    out = proc.stdout + proc.stderr  # snakemake 9.27 prints a WorkflowError on stdout
+    assert "config key rounds.0.alpha: 1.5 is greater than the maximum of 1" in out
     proc = snakemake(tmp_path, "-n", "--config", "pseudo_labell={}", check=False)
-    assert "pseudo_labell (unknown key)" in proc.stderr
+    assert "pseudo_labell (unknown key)" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole workflow on .test/config.yaml, once for the tests below (~1-2 min)."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir)
-    return workdir
+    """The whole workflow on .test/config.yaml, once per session (~1-2 min; shared with the
+    report, sharding and SLURM tests)."""
+    return shared_tiny_run(tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -69,7 +69,7 @@ def test_rerun_does_nothing(tiny_run: Path) -> None:
 @pytest.mark.slow
 def test_round2_alpha_change_reruns_only_round2_thresholding_and_after(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, "--config", ROUND2_ALPHA)
-    assert jobs == {"pseudo_label:2", "train_student:2", "evaluate:2", "summary", "all"}
+    assert jobs == {"pseudo_label:2", "train_student:2", "evaluate:2", "summary", "report", "all"}
 
 
 @pytest.mark.slow
@@ -78,7 +78,7 @@ def test_round1_alpha_change_keeps_teacher_inference_and_histogram(tiny_run: Pat
     assert jobs == {
         "pseudo_label:1", "train_student:1", "evaluate:1",
         "infer_probabilities:2", "pseudo_label:2", "train_student:2", "evaluate:2",
-        "summary", "all",
+        "summary", "report", "all",
     }
 
 

@@ -37,3 +37,42 @@ def planned_jobs(workdir: Path, *args: str, **kw) -> set[str]:
         wc = re.search(r"wildcards: (?:r|s)=(\d+)", block)
         jobs.add(f"{m.group(1)}:{wc.group(1)}" if wc else m.group(1))
     return jobs
+
+
+_SHARED_RUNS: dict[str, Path] = {}
+
+
+def shared_tiny_run(factory) -> Path:  # noqa: ANN001 -- pytest.TempPathFactory
+    """The whole workflow on .test/config.yaml, run once per test session (~1.5 min).
+
+    Every test module that needs a finished tiny run uses this one; tests must not change it
+    (copy it first, e.g. with :func:`copy_run`).
+    """
+    if "tiny" not in _SHARED_RUNS:
+        workdir = factory.mktemp("tiny")
+        snakemake(workdir)
+        _SHARED_RUNS["tiny"] = workdir
+    return _SHARED_RUNS["tiny"]
+
+
+def copy_run(src: Path, dest: Path) -> Path:
+    """Copy a run directory keeping mtimes and Snakemake's metadata (nothing looks outdated)."""
+    import shutil
+
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def job_counts(workdir: Path, *args: str, **kw) -> dict[str, int]:
+    """Dry run; the "Job stats" table as {rule: count} (without the total)."""
+    proc = snakemake(workdir, "-n", *args, **kw)
+    text = proc.stdout + proc.stderr
+    table = text.split("Job stats:", 1)[1] if "Job stats:" in text else ""
+    counts = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("total", None)
+    return counts

@@ -4,6 +4,9 @@ Each Snakemake rule is a thin shell around one of these, and each works by hand 
 can debug a stage without Snakemake. Rules pass the config values a stage depends on as JSON
 (``--config-json``); by hand, ``--config config/config.yaml`` is simpler. Either way the same
 schema validates it. A :class:`DarsError` becomes one ``error:`` line and exit status 2.
+
+Multi-GPU training: ``torchrun --nproc_per_node=N -m dars.cli train ...`` (DDP + SyncBN; see
+:mod:`dars.engine.distributed`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from dars import config as config_mod
 from dars.errors import DarsError
+from dars.stage_log import stage_summary
 
 log = logging.getLogger("dars")
 Handler = Callable[[argparse.Namespace], None]
@@ -70,6 +74,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     _threads(args.threads)
     evaluate(_config(args), Path(args.model), Path(args.metrics), Path(args.summary), args.round)
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from dars.split import make_split
+
+    make_split(_config(args), args.labeled, args.seed, Path(args.out_labeled),
+               Path(args.out_unlabeled))
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -127,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="per-class csv")
     p.add_argument("--summary", required=True, help="summary json")
 
+    p = add("split", cmd_split, "seeded labeled/unlabeled split of the training images")
+    p.add_argument("--labeled", required=True,
+                   help="labeled images: a fraction (1/8, 0.25) or a count (1464)")
+    p.add_argument("--seed", type=int, required=True, help="same seed, same split")
+    p.add_argument("--out-labeled", required=True, help="labeled split file to write")
+    p.add_argument("--out-unlabeled", required=True, help="unlabeled split file to write")
+
     p = add("summary", cmd_summary, "table of mIoU (and pseudo-label KL) per round",
             config=False)
     p.add_argument("--metrics", nargs="+", required=True, help="metrics json per round")
@@ -136,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     from dars.pseudo.cli import add_subcommands
 
     add_subcommands(sub)
+    from dars import gpu_slots, report, shards  # workflow helpers: gpu-run, report, merge
+
+    for module in (gpu_slots, report, shards):
+        module.add_subcommands(sub)
     return parser
 
 
@@ -145,9 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        args.handler(args)
+        with stage_summary(args.command):
+            args.handler(args)
     except DarsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk outside dars.atomic (e.g. the zarr store's chunks)
+        from dars.atomic import DISK_ERRNOS
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        print(f"error: cannot write {exc.filename or 'an output'}: {exc.strerror} (free space "
+              "and rerun; finished work is kept)", file=sys.stderr)
         return 2
     return 0
 

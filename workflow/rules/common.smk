@@ -1,22 +1,25 @@
-# Paths, round numbers and the exact config subsets each stage depends on.
+# Paths, round numbers, the exact config subsets each stage depends on, and job resources.
 # Rules pass these subsets through `params:`, which is what makes reruns precise: a change to
-# round k's alpha reaches only round k's pseudo labels and what follows them.
+# round k's alpha reaches only round k's pseudo labels and what follows them. Resources, GPU
+# count and shard count are *not* params: moving a run to a bigger machine reruns nothing.
 
 import json
+import os
 
 from dars.config import scale_range
+from dars.report import PER_ROUND_REPORTS, report_files
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
+REPORT = f"{RESULTS}/report"
 DATA = config["dataset"]["root"]
 STUDENT_ROUNDS = list(range(1, len(config["rounds"]) + 1))
 ALL_ROUNDS = [0] + STUDENT_ROUNDS
-
-
-wildcard_constraints:
-    r=r"\d+",
-    s=r"[1-9]\d*",
+SHARDS = config["shards"]
+GPUS = config["gpus"]
+ENV = "../../envs/dars.yaml"
+GPU_RULES = ("train_baseline", "train_student", "infer_probabilities", "evaluate")
 
 
 def subset(*sections, **extra):
@@ -39,3 +42,41 @@ def epochs_per_round(r):
 
 def scale(r):
     return " ".join(f"{v:g}" for v in scale_range(config, int(r)))
+
+
+def shard_files(pattern):
+    """Input function: `pattern` (with {s} and {i}) for every shard of round s."""
+    return lambda wc: expand(pattern, s=wc.s, i=range(SHARDS))
+
+
+def job_resources(name):
+    """cpus_per_task, mem_mb, runtime (and gpu for GPU rules) of a rule, from config resources.
+
+    `gpu` is what `--resources gpu=N` caps locally and what the slurm executor turns into
+    --gpus; evaluate runs in one process, so it takes at most one GPU.
+    """
+    kind = "gpu_rules" if name in GPU_RULES else "cpu_rules"
+    res = {**config["resources"][kind], **config["resources"]["rules"].get(name, {})}
+    if name in GPU_RULES:
+        res["gpu"] = min(GPUS, 1) if name == "evaluate" else GPUS
+    return res
+
+
+def threads_of(name):
+    return job_resources(name)["cpus_per_task"]
+
+
+def report_outputs(kind, caption, category, subcategory=None, labels=""):
+    """The report folder's files of one kind (see dars.report.report_files), report()-marked.
+
+    Per-round kinds get "{s}" in subcategory replaced by the round number.
+    """
+    files = report_files(len(STUDENT_ROUNDS))[kind]
+    rounds = STUDENT_ROUNDS if kind in PER_ROUND_REPORTS else [None]
+    marked = []
+    for name, s in zip(files, rounds, strict=True):
+        labels_ = {"figure": labels} if s is None else {"figure": labels, "round": str(s)}
+        sub = subcategory.format(s=s) if subcategory and s is not None else subcategory
+        path = f"{REPORT}/{name}"
+        marked.append(report(path, caption, category, subcategory=sub, labels=labels_))
+    return marked

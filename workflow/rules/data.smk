@@ -7,8 +7,15 @@ if config["dataset"]["name"] == "demo":
             directory(DATA),
         log:
             f"{LOGS}/build_demo.log",
+        benchmark:
+            f"{LOGS}/build_demo.benchmark.tsv"
         params:
             cfg=subset("demo"),
+        threads: threads_of("build_demo")
+        resources:
+            **job_resources("build_demo"),
+        conda:
+            ENV
         shell:
             "dars build-demo --config-json {params.cfg:q} --out {output} > {log} 2>&1"
 
@@ -20,7 +27,14 @@ rule label_histogram:
         f"{RESULTS}/label_histogram.csv",
     log:
         f"{LOGS}/label_histogram.log",
+    benchmark:
+        f"{LOGS}/label_histogram.benchmark.tsv"
     params:
         cfg=subset("dataset"),
+    threads: threads_of("label_histogram")
+    resources:
+        **job_resources("label_histogram"),
+    conda:
+        ENV
     shell:
         "dars histogram --config-json {params.cfg:q} --out {output} > {log} 2>&1"

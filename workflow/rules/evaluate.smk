@@ -14,9 +14,14 @@ rule evaluate:
         f"{LOGS}/round{{r}}/evaluate.benchmark.tsv"
     params:
         cfg=subset("dataset", "evaluate"),
-    threads: workflow.cores
+    threads: threads_of("evaluate")
+    resources:
+        **job_resources("evaluate"),
+    conda:
+        ENV
     shell:
-        "dars evaluate --config-json {params.cfg:q} --model {input.model} --round {wildcards.r}"
+        "python -m dars.gpu_slots --gpus {resources.gpu} --"
+        " dars evaluate --config-json {params.cfg:q} --model {input.model} --round {wildcards.r}"
         " --metrics {output.metrics} --summary {output.summary} --threads {threads} > {log} 2>&1"
 
 
@@ -28,6 +33,13 @@ rule summary:
         f"{RESULTS}/summary.csv",
     log:
         f"{LOGS}/summary.log",
+    benchmark:
+        f"{LOGS}/summary.benchmark.tsv"
+    threads: threads_of("summary")
+    resources:
+        **job_resources("summary"),
+    conda:
+        ENV
     shell:
         "dars summary --metrics {input.metrics} --pseudo-summaries {input.pseudo}"
         " --out {output} > {log} 2>&1"

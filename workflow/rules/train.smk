@@ -1,4 +1,5 @@
 # Round 0 (baseline on labeled data) and the student of each self-training round.
+# `dars gpu-run` gives the job its own GPUs (and starts torchrun when gpus > 1).
 
 
 rule train_baseline:
@@ -16,9 +17,14 @@ rule train_baseline:
         epochs=epochs_per_round(0),
         scale=scale(0),
         state=f"{RESULTS}/round0/state",
-    threads: workflow.cores
+    threads: threads_of("train_baseline")
+    resources:
+        **job_resources("train_baseline"),
+    conda:
+        ENV
     shell:
-        "dars train --round 0 --config-json {params.cfg:q} --epochs-per-round {params.epochs}"
+        "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
+        " dars train --round 0 --config-json {params.cfg:q} --epochs-per-round {params.epochs}"
         " --scale {params.scale} --state-dir {params.state} --out {output.model}"
         " --log-csv {output.log_csv} --threads {threads} > {log} 2>&1"
 
@@ -40,9 +46,14 @@ rule train_student:
         epochs=lambda wc: epochs_per_round(wc.s),
         scale=lambda wc: scale(wc.s),
         state=f"{RESULTS}/round{{s}}/state",
-    threads: workflow.cores
+    threads: threads_of("train_student")
+    resources:
+        **job_resources("train_student"),
+    conda:
+        ENV
     shell:
-        "dars train --round {wildcards.s} --config-json {params.cfg:q}"
+        "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
+        " dars train --round {wildcards.s} --config-json {params.cfg:q}"
         " --init {input.teacher} --pseudo {input.pseudo}"
         " --epochs-per-round {params.epochs} --scale {params.scale} --state-dir {params.state}"
         " --out {output.model} --log-csv {output.log_csv} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,357 @@
+"""``dars report``: the figures and tables of the run's HTML report (``snakemake --report``).
+
+Everything is read from a finished run directory (``results/<run>/``) and written to one folder
+whose file names :func:`report_files` defines, so the ``report`` rule declares exactly what
+this writes. Tables are small HTML pages (Snakemake's report shows them inline); plots are SVG
+(line art) or PNG (image examples). Only matplotlib's Agg backend is used: no display needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from dars.atomic import atomic_path
+from dars.errors import DarsError
+
+log = logging.getLogger(__name__)
+
+IGNORE = 255
+IGNORE_RGB = (255, 255, 255)  # ignore pixels are white in the examples
+EXAMPLES = 4
+_PER_ROUND_FILES = {"distribution": "class_distribution.svg", "thresholds": "thresholds.html",
+                    "examples": "examples.png"}
+PER_ROUND_REPORTS = tuple(_PER_ROUND_FILES)  # kinds with one file per student round
+
+_CSS = """<style>
+body{font-family:system-ui,sans-serif;font-size:14px;margin:8px}
+table{border-collapse:collapse;margin:0 0 16px 0}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f2f2f2} td.l,th.l{text-align:left}
+caption{text-align:left;font-weight:bold;padding:4px 0}
+pre{background:#f7f7f7;padding:8px}
+</style>"""
+
+
+def report_files(rounds: int) -> dict[str, list[str]]:
+    """Output names relative to the report folder, by kind (per-round kinds: one per round)."""
+    return {
+        "config": ["config.html"],
+        "metrics": ["metrics.html"],
+        "iou": ["iou.svg"],
+        "training": ["training.svg"],
+        **{kind: [f"round{s}/{name}" for s in range(1, rounds + 1)]
+           for kind, name in _PER_ROUND_FILES.items()},
+    }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DarsError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DarsError(f"cannot read {path}: {exc}") from exc
+
+
+def metrics_tables(run_dir: Path, rounds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-round summary, per-class IoU with one column per round)."""
+    rows, per_class = [], {}
+    names: list[str] = []
+    for r in range(rounds + 1):
+        rd = run_dir / f"round{r}"
+        m = _read_json(rd / "metrics.json")
+        row = {"round": r, "mIoU": m["miou"], "tail mIoU": m.get("tail_miou"),
+               "pixel accuracy": m.get("pixel_accuracy")}
+        if r > 0:
+            p = _read_json(rd / "pseudo_summary.json")
+            row.update({"alpha": p.get("alpha"), "kept fraction": p.get("kept_fraction"),
+                        "KL(labeled||pseudo)": p.get("kl_labeled_pseudo"),
+                        "pseudo precision": p.get("mean_precision")})
+        rows.append(row)
+        df = _read_csv(rd / "metrics.csv")
+        names = df["name"].astype(str).tolist()
+        per_class[f"round {r}"] = df["iou"].to_numpy(float)
+    summary = pd.DataFrame(rows).dropna(axis=1, how="all")
+    iou = pd.DataFrame(per_class, index=pd.Index(names, name="class"))
+    return summary, iou
+
+
+def training_log(run_dir: Path, rounds: int) -> pd.DataFrame:
+    """All rounds' per-epoch logs, with ``x`` = epochs since the start of round 0."""
+    frames, offset = [], 0
+    for r in range(rounds + 1):
+        df = _read_csv(run_dir / f"round{r}" / "train_log.csv")
+        df = df.assign(round=r, x=offset + df["epoch"] - df["epoch"].min() + 1)
+        offset = int(df["x"].max()) if len(df) else offset
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _fmt(v: object) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    if isinstance(v, (float, np.floating)):
+        if np.isinf(v):
+            return "∞" if v > 0 else "-∞"
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def html_table(df: pd.DataFrame, caption: str, index: bool = False) -> str:
+    """A plain HTML table (text left, numbers right); floats to 4 significant digits."""
+    def cell(tag: str, v: object) -> str:
+        left = ' class="l"' if isinstance(v, str) else ""
+        return f"<{tag}{left}>{_fmt(v)}</{tag}>"
+
+    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    head = "".join(cell("th", c) for c in cols)
+    body = "".join("<tr>" + "".join(cell("td", v) for v in row) + "</tr>"
+                   for row in df.itertuples(index=index, name=None))
+    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+def _page(title: str, *parts: str) -> str:
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title>{_CSS}</head><body>{''.join(parts)}</body></html>\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
+    """Round s's thresholds joined with the labeled/pseudo class ratios and precision."""
+    t = _read_csv(run_dir / f"round{s}" / "thresholds.csv")
+    st = _read_csv(run_dir / f"round{s}" / "pseudo_stats.csv")
+    extra = [c for c in ("labeled_ratio", "pseudo_ratio", "shortfall", "precision")
+             if c in st.columns]
+    df = t.merge(st[["class", *extra]], on="class", how="left")
+    return df.drop(columns=[c for c in ("precision",) if c in df and df[c].isna().all()])
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # text stays text in SVG (searchable, smaller); fixed ids keep reruns byte-identical
+    plt.rcParams.update({"svg.hashsalt": "dars", "svg.fonttype": "none", "font.size": 9})
+    return plt
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001
+    suffix = path.suffix
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=suffix.lstrip("."), bbox_inches="tight", dpi=110,
+                    metadata={"Date": None} if suffix == ".svg" else None)
+    _pyplot().close(fig)
+
+
+def class_distribution_plot(stats: pd.DataFrame, title: str, out: Path) -> None:
+    """Labeled vs pseudo-label class shares per class, log scale (zeros drawn at the floor)."""
+    plt = _pyplot()
+    names = stats["name"].astype(str).tolist()
+    labeled = stats["labeled_ratio"].to_numpy(float)
+    pseudo = stats["pseudo_ratio"].to_numpy(float)
+    positive = np.concatenate([labeled[labeled > 0], pseudo[pseudo > 0]])
+    floor = 10 ** np.floor(np.log10(positive.min() / 2)) if positive.size else 1e-6
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) + 2), 3.4))
+    w = 0.4
+    ax.bar(x - w / 2, np.maximum(labeled, floor), w, label="labeled set", color="#4c72b0")
+    ax.bar(x + w / 2, np.maximum(pseudo, floor), w, label="pseudo labels", color="#dd8452")
+    for xi, v in zip(x + w / 2, pseudo, strict=True):
+        if v == 0:
+            ax.text(xi, floor * 1.3, "0", ha="center", va="bottom", fontsize=7, color="#a04000")
+    ax.set_yscale("log")
+    ax.set_ylim(floor, 1.5)
+    ax.set_xticks(x, names, rotation=45, ha="right")
+    ax.set_ylabel("fraction of labeled pixels")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    _save(fig, out)
+
+
+def iou_plot(iou: pd.DataFrame, out: Path) -> None:
+    """Per-class IoU, one bar per round."""
+    plt = _pyplot()
+    x = np.arange(len(iou))
+    k = len(iou.columns)
+    w = 0.8 / max(k, 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(iou) + 2), 3.4))
+    for i, col in enumerate(iou.columns):
+        ax.bar(x - 0.4 + w * (i + 0.5), np.nan_to_num(iou[col].to_numpy(float)), w, label=col)
+    ax.set_xticks(x, iou.index.astype(str), rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("IoU (val)")
+    ax.legend(frameon=False, ncol=min(k, 4))
+    _save(fig, out)
+
+
+def training_plot(log_df: pd.DataFrame, out: Path) -> None:
+    """Loss (labeled and pseudo-labeled half) and learning rate per epoch, all rounds."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for r, df in log_df.groupby("round"):
+        c = colors[int(r) % len(colors)]
+        ax1.plot(df["x"], df["loss_labeled"], "-o", ms=3, color=c, label=f"round {r} labeled")
+        if df["loss_pseudo"].notna().any():
+            ax1.plot(df["x"], df["loss_pseudo"], "--s", ms=3, color=c,
+                     label=f"round {r} pseudo")
+        ax2.plot(df["x"], df["lr"], "-o", ms=3, color=c, label=f"round {r}")
+    ax1.set_ylabel("mean loss per epoch")
+    ax1.legend(frameon=False, fontsize=7, ncol=2)
+    ax2.set_ylabel("learning rate (end of epoch)")
+    ax2.set_xlabel("epoch (cumulative over rounds)")
+    ax2.legend(frameon=False, fontsize=7)
+    _save(fig, out)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """(256, 3) uint8 colours: classes from tab20 (dark shades first), ignore white."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    colors = np.zeros((256, 3), np.uint8)
+    for c in range(num_classes):
+        colors[c] = np.round(np.asarray(cmap(order[c % 20])[:3]) * 255)
+    colors[IGNORE] = IGNORE_RGB
+    return colors
+
+
+def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                  names: Sequence[str], title: str, out: Path) -> None:
+    """Rows of image | teacher prediction | pseudo label (ignore in white) with a class key."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    colors = palette(len(names))
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows)), squeeze=False)
+    for i, (image_id, image, pred, label) in enumerate(rows):
+        kept = float(np.mean(label != IGNORE))
+        for j, (img, head) in enumerate(((image, "image"), (colors[pred], "prediction"),
+                                         (colors[label], f"pseudo label ({kept:.0%} kept)"))):
+            ax = axes[i, j]
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(head if j else f"{image_id}", fontsize=8)
+    handles = [Patch(color=colors[c] / 255, label=n) for c, n in enumerate(names)]
+    handles.append(Patch(facecolor="white", edgecolor="black", label="ignore (255)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
+               fontsize=7, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    _save(fig, out)
+
+
+def example_rows(config: dict, run_dir: Path, s: int, count: int = EXAMPLES
+                 ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """The first ``count`` unlabeled images of round s: (id, image, prediction, pseudo label)."""
+    from dars.data.dataset import dataset_spec
+    from dars.data.io import read_image
+    from dars.probstore import ProbStore
+
+    store = ProbStore(run_dir / f"round{s}" / "probs.zarr")
+    images = {x.id: x.image for x in dataset_spec(config).samples("unlabeled",
+                                                                  require_masks=False)}
+    rows = []
+    for index, image_id in enumerate(store.image_ids[:count]):
+        h, w = (int(v) for v in store.shapes[index])
+        pred = np.asarray(store.group["prediction"][index])[:h, :w]
+        with Image.open(run_dir / f"round{s}" / "pseudo_labels" / f"{image_id}.png") as im:
+            label = np.asarray(im)
+        if image_id not in images:
+            raise DarsError(f"image {image_id!r} of {store.path} is not in the unlabeled split")
+        rows.append((image_id, read_image(images[image_id]), pred, label))
+    return rows
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def build_report(config: dict, run_dir: str | os.PathLike[str], rounds: int,
+                 out_dir: str | os.PathLike[str], examples: int = EXAMPLES) -> list[Path]:
+    """Write every file of :func:`report_files` under ``out_dir``; return their paths."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    files = {k: [out_dir / f for f in v] for k, v in report_files(rounds).items()}
+    cfg_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    _write_text(files["config"][0], _page("Run configuration", "<h3>Resolved configuration "
+                f"(defaults filled in)</h3><pre>{html.escape(cfg_text)}</pre>"))
+
+    summary, iou = metrics_tables(run_dir, rounds)
+    _write_text(files["metrics"][0], _page(
+        "Metrics", html_table(summary, "Validation mIoU per round (0 = supervised baseline)"),
+        html_table(iou, "Per-class IoU on the validation split", index=True)))
+    iou_plot(iou, files["iou"][0])
+    training_plot(training_log(run_dir, rounds), files["training"][0])
+
+    for k, s in enumerate(range(1, rounds + 1)):
+        stats = _read_csv(run_dir / f"round{s}" / "pseudo_stats.csv")
+        pseudo = _read_json(run_dir / f"round{s}" / "pseudo_summary.json")
+        title = (f"round {s}: labeled vs pseudo-label classes (alpha {pseudo.get('alpha')}, "
+                 f"KL {pseudo.get('kl_labeled_pseudo', float('nan')):.3g})")
+        class_distribution_plot(stats, title, files["distribution"][k])
+        _write_text(files["thresholds"][k], _page(
+            f"Round {s} thresholds",
+            html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
+                       f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
+        rows = example_rows(config, run_dir, s, examples)
+        names = stats["name"].astype(str).tolist()
+        examples_plot(rows, names, f"round {s}: teacher prediction and pseudo labels",
+                      files["examples"][k])
+    written = [p for v in files.values() for p in v]
+    log.info("report: %d files in %s", len(written), out_dir)
+    return written
+
+
+def report_command(args: argparse.Namespace) -> None:
+    from dars import config as config_mod
+
+    config = config_mod.load(args.config, args.config_json)
+    build_report(config, args.run_dir, args.rounds, args.out_dir, args.examples)
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``report``."""
+    p = subparsers.add_parser(
+        "report", help="figures and tables of the HTML report from a finished run directory",
+        description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML config file (validated with defaults)")
+    p.add_argument("--config-json", help="config as JSON; overrides --config keys")
+    p.add_argument("--run-dir", required=True, help="results/<run>")
+    p.add_argument("--rounds", type=int, required=True, help="number of student rounds")
+    p.add_argument("--out-dir", required=True, help="folder for the report files")
+    p.add_argument("--examples", type=int, default=EXAMPLES,
+                   help="pseudo-label examples per round")
+    p.set_defaults(handler=report_command)
