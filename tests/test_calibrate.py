@@ -31,3 +31,23 @@ def test_optimum_beats_neighbours() -> None:
 def test_empty_input_is_an_error() -> None:
     with pytest.raises(DarsError, match="no labeled pixel"):
         fit_temperature(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_cli_fits_and_writes_json(folder_config: dict, tmp_path) -> None:
+    import json
+
+    import yaml
+
+    from dars.cli import main
+    from dars.engine.train import Trainer
+
+    folder_config["train"]["epochs"] = 3
+    model = tmp_path / "model.pt"
+    Trainer(folder_config, 0, tmp_path / "state").run(model, tmp_path / "log.csv")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(folder_config))
+    out = tmp_path / "t.json"
+    assert main(["calibrate", "--config", str(cfg), "--model", str(model), "--out", str(out)]) == 0
+    fit = json.loads(out.read_text())
+    assert 0.05 < fit["temperature"] < 20 and fit["nll_after"] <= fit["nll_before"] + 1e-6
+    assert fit["pixels"] == 4 * 16 * 16  # the val split: 4 fully labeled 16x16 images

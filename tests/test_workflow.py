@@ -91,6 +91,13 @@ def test_method_change_reruns_thresholding_of_every_round(tiny_run: Path) -> Non
 
 
 @pytest.mark.slow
-def test_forcerun_one_stage_until(tiny_run: Path) -> None:
-    jobs = planned_jobs(tiny_run, "--forcerun", "pseudo_label", "--until", "pseudo_label")
-    assert jobs == {"pseudo_label:1", "pseudo_label:2"}
+def test_forcerun_one_stage(tiny_run: Path) -> None:
+    """Redo one stage of one round: only that job (the target file's producer) runs."""
+    jobs = planned_jobs(tiny_run, "-f", "results/tiny/round2/thresholds.csv")
+    assert jobs == {"pseudo_label:2"}
+
+
+@pytest.mark.slow
+def test_until_stops_after_the_changed_stage(tiny_run: Path) -> None:
+    jobs = planned_jobs(tiny_run, "--config", ROUND2_ALPHA, "--until", "pseudo_label")
+    assert jobs == {"pseudo_label:2"}

@@ -83,6 +83,14 @@ def cmd_split(args: argparse.Namespace) -> None:
                Path(args.out_unlabeled))
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from dars.engine.calibrate import calibrate
+
+    _threads(args.threads)
+    calibrate(_config(args), Path(args.model), Path(args.out), split=args.split,
+              max_pixels=args.max_pixels)
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     from dars.summary import summarise
 
@@ -144,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True, help="same seed, same split")
     p.add_argument("--out-labeled", required=True, help="labeled split file to write")
     p.add_argument("--out-unlabeled", required=True, help="unlabeled split file to write")
+
+    p = add("calibrate", cmd_calibrate, "fit the temperature T of temperature scaling (NLL)",
+            threads=True)
+    p.add_argument("--model", required=True, help="checkpoint to calibrate")
+    p.add_argument("--split", default="val", choices=["labeled", "val"],
+                   help="labeled pixels to fit on (the paper uses held-out val data)")
+    p.add_argument("--max-pixels", type=int, default=2_000_000, help="random pixel sample")
+    p.add_argument("--out", required=True, help="json with the fitted temperature")
 
     p = add("summary", cmd_summary, "table of mIoU (and pseudo-label KL) per round",
             config=False)

@@ -21,7 +21,7 @@ from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
-from dars.engine.predict import predict_probs
+from dars.engine.predict import PredictOptions, predict_probs
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,10 @@ def calibrate(config: Config, model_path: Path, out: Path, split: str = "val",
     rng = np.random.default_rng(seed)
     per_image = max(1, max_pixels // len(samples))
     logits, targets = [], []
+    # applied as inference applies it, so T is fitted to the probabilities DARS will threshold
+    options = PredictOptions.from_config(config["infer"])
     for index, probs in predict_probs(model, samples, range(len(samples)),
-                                      config["infer"]["batch_size"]):
+                                      config["infer"]["batch_size"], options):
         mask = read_mask(samples[index].mask, spec.num_classes, spec.ignore_index).reshape(-1)
         valid = np.flatnonzero(mask != spec.ignore_index)
         pick = rng.choice(valid, size=min(per_image, valid.size), replace=False)
