@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dars.data.demo import DEMO_CLASSES
 from workflow_helpers import REPO, planned_jobs, shared_tiny_run, snakemake
 
 ROUND2_ALPHA = 'rounds=[{alpha: 0.2, epochs: 1}, {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 1}]'
@@ -50,7 +51,7 @@ def test_end_to_end_outputs(tiny_run: Path) -> None:
     assert summary.loc[1:, "kl_labeled_pseudo"].notna().all() and summary.loc[1:, "alpha"].tolist() == [0.2, 0.5]
     for r in (1, 2):
         thresholds = pd.read_csv(res / f"round{r}" / "thresholds.csv")
-        assert len(thresholds) == 7  # demo classes
+        assert thresholds["name"].tolist() == DEMO_CLASSES
         pseudo = json.loads((res / f"round{r}" / "pseudo_summary.json").read_text())
         assert 0 < pseudo["kept_fraction"] <= 1
         labels = sorted((res / f"round{r}" / "pseudo_labels").glob("*.png"))

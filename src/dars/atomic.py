@@ -8,18 +8,57 @@ helpers: the temporary sibling lives on the same filesystem, making ``os.replace
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dars.errors import DarsError
+
+# OSErrors that mean "the disk refused the write", reported as one clear DarsError.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+_HOST = socket.gethostname()
+
 
 def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    """``.<name>.<host>-<pid>.tmp``: the writer is named so a stale one can be recognised."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}{suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_tmps(path: Path) -> None:
+    """Remove temporaries of ``path`` left by killed writers on this host.
+
+    A job killed mid-write (SIGKILL, OOM, pre-emption) cannot clean up after itself; its
+    temporary (possibly a directory of thousands of pseudo labels) would stay forever. Only
+    temporaries of this host whose writer process is gone are removed, so a live writer (or one
+    on another node sharing the file system) is never disturbed.
+    """
+    prefix, parent = f".{path.name}.", path.parent
+    if not parent.is_dir():
+        return
+    for sibling in parent.iterdir():
+        name = sibling.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        host, _, pid = name[len(prefix):-len(".tmp")].rpartition("-")
+        if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):
+            remove_path(sibling)
 
 
 def remove_path(path: Path) -> None:
@@ -35,10 +74,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write to; rename it onto ``path`` only if the block succeeds.
 
     Works for files and for directories (e.g. a folder of pseudo-label PNGs). On error the
-    temporary is removed and any previous ``path`` is left untouched.
+    temporary is removed and any previous ``path`` is left untouched; a full disk (or quota,
+    read-only file system) becomes a DarsError naming ``path``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmps(final)
     tmp = _tmp_sibling(final)
     remove_path(tmp)
     try:
@@ -46,6 +87,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if final.is_dir() and not final.is_symlink():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise DarsError(f"cannot write {final}: {exc.strerror} (nothing was written there; "
+                            "free space and rerun)") from exc
+        raise
     finally:
         remove_path(tmp)
 

@@ -8,7 +8,7 @@ Layout (one chunk per image, so shards and resumed jobs write disjoint chunks)::
       probs       (N, C, H, W) float16  full class probabilities (optional, needed for TS)
       shapes      (N, 2)       int32    real (h, w) of each image
       written     (N,)         uint8    1 once image i is fully written (resume marker)
-      attrs: image_ids, class_names, num_classes, complete, format_version
+      attrs: image_ids, class_names, num_classes, complete, format_version, job
 
 Images of different sizes are padded to the largest (H, W); padded pixels carry prediction
 PAD, so every consumer that skips ``prediction == PAD`` handles variable sizes for free, and the
@@ -59,21 +59,25 @@ class ProbStoreWriter:
         shapes: Sequence[tuple[int, int]],
         class_names: Sequence[str],
         store_probs: bool = True,
+        job: str = "",
     ) -> None:
+        """``job`` identifies what produces the probabilities (e.g. a hash of the teacher and
+        the inference options): a leftover partial store of another job is never resumed."""
         self.final = Path(path)
         self.path = partial_path(path)
         self.num_classes = len(class_names)
         ids = list(image_ids)
         shapes_arr = np.asarray(shapes, dtype=np.int32).reshape(len(ids), 2)
-        if self.path.exists() and self._matches(ids, class_names, store_probs):
+        if self.path.exists() and self._matches(ids, class_names, store_probs, job):
             self.group = zarr.open_group(str(self.path), mode="r+")
         else:
             remove_path(self.path)
-            self.group = self._create(ids, shapes_arr, list(class_names), store_probs)
+            self.group = self._create(ids, shapes_arr, list(class_names), store_probs, job)
         self.store_probs = store_probs
         self.shapes = shapes_arr
 
-    def _matches(self, ids: list[str], class_names: Sequence[str], store_probs: bool) -> bool:
+    def _matches(self, ids: list[str], class_names: Sequence[str], store_probs: bool,
+                 job: str) -> bool:
         """A leftover partial store is reused only if it was started for the same job."""
         try:
             group = zarr.open_group(str(self.path), mode="r")
@@ -84,10 +88,12 @@ class ProbStoreWriter:
             attrs.get("image_ids") == ids
             and attrs.get("class_names") == list(class_names)
             and attrs.get("store_probs") == store_probs
+            and attrs.get("job", "") == job
         )
 
     def _create(
-        self, ids: list[str], shapes: np.ndarray, names: list[str], store_probs: bool
+        self, ids: list[str], shapes: np.ndarray, names: list[str], store_probs: bool,
+        job: str = "",
     ) -> zarr.Group:
         n = len(ids)
         h, w = (int(v) for v in shapes.max(axis=0)) if n else (1, 1)
@@ -112,6 +118,7 @@ class ProbStoreWriter:
                 "store_probs": store_probs,
                 "complete": False,
                 "format_version": FORMAT_VERSION,
+                "job": job,
             }
         )
         return group

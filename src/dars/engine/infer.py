@@ -21,8 +21,8 @@ from tqdm import tqdm
 from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.io import image_size
-from dars.engine import checkpoint
 from dars.data.splits import Sample
+from dars.engine import checkpoint
 from dars.engine.predict import PredictOptions, predict_probs, size_batches
 from dars.probstore import ProbStoreWriter
 

@@ -22,6 +22,7 @@ bf16 autocast in channels_last layout (``train.bf16``/``train.channels_last``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -314,10 +315,8 @@ class Trainer:
         """
         previous = None
         try:
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: no graceful stop
                 previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-            except ValueError:  # not the main thread: no graceful stop
-                pass
             self._run(out, log_csv)
         finally:
             if previous is not None:
