@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from workflow_helpers import REPO, planned_jobs, shared_tiny_run, snakemake
 
 from dars.data.demo import DEMO_CLASSES
-from workflow_helpers import REPO, planned_jobs, shared_tiny_run, snakemake
 
 ROUND2_ALPHA = 'rounds=[{alpha: 0.2, epochs: 1}, {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 1}]'
 ROUND1_ALPHA = 'rounds=[{alpha: 0.3, epochs: 1}, {alpha: 0.5, beta_min: 0.2, beta_max: 0.5, epochs: 1}]'

@@ -69,13 +69,18 @@ _OBJECT_DRAWS = 8 + 2 * PLACEMENT_TRIES
 def _load_objects() -> dict[str, dict[int, np.ndarray]]:
     """Fashion-MNIST items per split ("train"/"test") and original label id."""
     with np.load(ASSET_DIR / "fashion_mnist.npz") as f:
-        return {
+        objects = {
             part: {
                 label: f[f"{part}_images"][f[f"{part}_labels"] == label]
                 for label in FASHION_IDS.values()
             }
             for part in ("train", "test")
         }
+    for part, pool in objects.items():
+        for name, label in FASHION_IDS.items():
+            if len(pool[label]) == 0:
+                raise RuntimeError(f"demo asset has no {part} items of {name!r} (label {label})")
+    return objects
 
 
 @lru_cache(maxsize=4)
