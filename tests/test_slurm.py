@@ -24,8 +24,14 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SCRIPTS = REPO / "scripts" / "slurm"
 PARTITION = "debug"
 # Test overrides of the profile's placeholders: the test cluster's one partition for every
-# rule, no account (replacing default-resources drops it), no GPU, jobs sized for 2 cores.
-SMALL = "{cpus_per_task: 2, mem_mb: 1500, runtime: 20}"
+# rule, no account (replacing default-resources drops it), no GPU, and jobs that fit the node
+# start.sh describes (CPUs = nproc, RealMemory = 4000): a job asking for more than the node has
+# would pend forever with reason PartitionConfig.
+NODE_CPUS = len(os.sched_getaffinity(0))
+SMALL = f"{{cpus_per_task: {min(2, NODE_CPUS)}, mem_mb: 1500, runtime: 20}}"
+# A job pending for one of these reasons can never start on the test cluster.
+STUCK_REASONS = ("PartitionConfig", "ReqNodeNotAvail", "BadConstraints")
+STUCK_AFTER_S = 90
 OVERRIDES = [
     "--default-resources", f"slurm_partition={PARTITION}",
     "--set-resources", *(f"{rule}:slurm_partition={PARTITION}" for rule in
@@ -85,6 +91,40 @@ def _sbatch_logger(bindir: Path, log: Path) -> None:
     wrapper.chmod(0o755)
 
 
+def _stuck_jobs() -> str:
+    """squeue lines of pending jobs whose reason says they can never start here."""
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %T %r %C %m"], capture_output=True,
+                           text=True).stdout
+    return "\n".join(line for line in queue.splitlines()
+                     if "PENDING" in line and any(r in line for r in STUCK_REASONS))
+
+
+def _run_watching_queue(cmd: list[str], env: dict[str, str], out_file: Path,
+                        timeout: float = 1800) -> tuple[int, str]:
+    """Run snakemake; stop it with a clear failure when a job is stuck in the queue.
+
+    A job the node cannot satisfy pends silently until the workflow's own timeout; naming the
+    job, its reason and the node's size at once makes that a one-line diagnosis.
+    """
+    with out_file.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+        start, stuck_since = time.monotonic(), None
+        while proc.poll() is None:
+            time.sleep(5)
+            stuck = _stuck_jobs()
+            stuck_since = (stuck_since or time.monotonic()) if stuck else None
+            elapsed = time.monotonic() - start
+            if (stuck_since and time.monotonic() - stuck_since > STUCK_AFTER_S) or \
+                    elapsed > timeout:
+                proc.kill()
+                proc.wait()
+                node = subprocess.run(["sinfo", "-N", "-o", "%N CPUs=%c mem=%m %t"],
+                                      capture_output=True, text=True).stdout
+                pytest.fail(f"SLURM jobs cannot start (after {elapsed:.0f} s):\n{stuck}\n"
+                            f"node: {node}\n{out_file.read_text()[-3000:]}")
+    return proc.returncode, out_file.read_text()
+
+
 def test_tiny_workflow_runs_through_sbatch_and_matches_local(cluster: Path, tiny_run: Path,
                                                              tmp_path: Path) -> None:
     calls = tmp_path / "sbatch_calls.log"
@@ -96,11 +136,10 @@ def test_tiny_workflow_runs_through_sbatch_and_matches_local(cluster: Path, tiny
            "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
            "--configfile", str(REPO / ".test" / "config.yaml"), *OVERRIDES]
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    returncode, out = _run_watching_queue(cmd, env, tmp_path / "snakemake.out")
     seconds = time.monotonic() - start
     print(f"tiny workflow through SLURM: {seconds:.0f} s")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+    assert returncode == 0, out[-5000:]
 
     # every job except the target rule `all` went through sbatch, each exactly once
     stats = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", out, re.S)

@@ -22,6 +22,7 @@ import torch
 
 from dars import config as config_mod
 from dars.errors import DarsError
+from dars.shards import parse_shard
 from dars.stage_log import stage_summary
 
 log = logging.getLogger("dars")
@@ -57,10 +58,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
-    from dars.engine.infer import infer
+    from dars.engine import infer
 
     _threads(args.threads)
-    infer(_config(args), Path(args.model), Path(args.out))
+    config, model, out = _config(args), Path(args.model), Path(args.out)
+    if args.init_store:
+        infer.init_store(config, model, out)
+    elif args.shard:
+        infer.infer_shard(config, model, out, args.shard)
+    elif args.finalize:
+        infer.finalize_store(config, model, out)
+    else:
+        infer.infer(config, model, out)
 
 
 def cmd_histogram(args: argparse.Namespace) -> None:
@@ -136,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
             threads=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="probs.zarr to create")
+    sharded = p.add_mutually_exclusive_group()  # the three steps of sharded inference
+    sharded.add_argument("--init-store", action="store_true",
+                         help="only create the unfinished store (<out>.partial) for the shards")
+    sharded.add_argument("--shard", type=parse_shard, metavar="i/N",
+                         help="only predict shard i of N (contiguous image range) into it")
+    sharded.add_argument("--finalize", action="store_true",
+                         help="check every shard's images are in and move the store to --out")
 
     p = add("histogram", cmd_histogram, "class pixel counts/ratios of the labeled masks → csv")
     p.add_argument("--out", required=True)
@@ -170,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dars.pseudo.cli import add_subcommands
 
     add_subcommands(sub)
-    from dars import gpu_slots, report, shards  # workflow helpers: gpu-run, report, merge
+    from dars import compare, gpu_slots, report, shards  # report, compare, gpu-run, merge
 
-    for module in (gpu_slots, report, shards):
+    for module in (gpu_slots, report, compare, shards):
         module.add_subcommands(sub)
     return parser
 

@@ -62,7 +62,10 @@ def validate(config: Config) -> Config:
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        raise DarsError(f"config key {_key_path(err)}: {err.message}")
+        message = err.message
+        if err.validator in ("oneOf", "anyOf") and "description" in err.schema:
+            message = f"{err.instance!r} is not valid: expected {err.schema['description']}"
+        raise DarsError(f"config key {_key_path(err)}: {message}")
     return config
 
 

@@ -58,14 +58,14 @@ def report_files(rounds: int) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise DarsError(f"cannot read {path}: {exc}") from exc
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -78,16 +78,16 @@ def metrics_tables(run_dir: Path, rounds: int) -> tuple[pd.DataFrame, pd.DataFra
     names: list[str] = []
     for r in range(rounds + 1):
         rd = run_dir / f"round{r}"
-        m = _read_json(rd / "metrics.json")
+        m = read_json(rd / "metrics.json")
         row = {"round": r, "mIoU": m["miou"], "tail mIoU": m.get("tail_miou"),
                "pixel accuracy": m.get("pixel_accuracy")}
         if r > 0:
-            p = _read_json(rd / "pseudo_summary.json")
+            p = read_json(rd / "pseudo_summary.json")
             row.update({"alpha": p.get("alpha"), "kept fraction": p.get("kept_fraction"),
                         "KL(labeled||pseudo)": p.get("kl_labeled_pseudo"),
                         "pseudo precision": p.get("mean_precision")})
         rows.append(row)
-        df = _read_csv(rd / "metrics.csv")
+        df = read_csv(rd / "metrics.csv")
         names = df["name"].astype(str).tolist()
         per_class[f"round {r}"] = df["iou"].to_numpy(float)
     summary = pd.DataFrame(rows).dropna(axis=1, how="all")
@@ -99,7 +99,7 @@ def training_log(run_dir: Path, rounds: int) -> pd.DataFrame:
     """All rounds' per-epoch logs, with ``x`` = epochs since the start of round 0."""
     frames, offset = [], 0
     for r in range(rounds + 1):
-        df = _read_csv(run_dir / f"round{r}" / "train_log.csv")
+        df = read_csv(run_dir / f"round{r}" / "train_log.csv")
         df = df.assign(round=r, x=offset + df["epoch"] - df["epoch"].min() + 1)
         offset = int(df["x"].max()) if len(df) else offset
         frames.append(df)
@@ -133,20 +133,20 @@ def html_table(df: pd.DataFrame, caption: str, index: bool = False) -> str:
             f"<tbody>{body}</tbody></table>")
 
 
-def _page(title: str, *parts: str) -> str:
+def html_page(title: str, *parts: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title>{_CSS}</head><body>{''.join(parts)}</body></html>\n")
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
     """Round s's thresholds joined with the labeled/pseudo class ratios and precision."""
-    t = _read_csv(run_dir / f"round{s}" / "thresholds.csv")
-    st = _read_csv(run_dir / f"round{s}" / "pseudo_stats.csv")
+    t = read_csv(run_dir / f"round{s}" / "thresholds.csv")
+    st = read_csv(run_dir / f"round{s}" / "pseudo_stats.csv")
     extra = [c for c in ("labeled_ratio", "pseudo_ratio", "shortfall", "precision")
              if c in st.columns]
     df = t.merge(st[["class", *extra]], on="class", how="left")
@@ -156,7 +156,7 @@ def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------- plots
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,42 +167,48 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:  # noqa: ANN001
+def save_figure(fig, path: Path) -> None:  # noqa: ANN001
     suffix = path.suffix
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=suffix.lstrip("."), bbox_inches="tight", dpi=110,
                     metadata={"Date": None} if suffix == ".svg" else None)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
-def class_distribution_plot(stats: pd.DataFrame, title: str, out: Path) -> None:
-    """Labeled vs pseudo-label class shares per class, log scale (zeros drawn at the floor)."""
-    plt = _pyplot()
-    names = stats["name"].astype(str).tolist()
-    labeled = stats["labeled_ratio"].to_numpy(float)
-    pseudo = stats["pseudo_ratio"].to_numpy(float)
-    positive = np.concatenate([labeled[labeled > 0], pseudo[pseudo > 0]])
+def class_distribution_plot(names: Sequence[str], series: dict[str, np.ndarray], title: str,
+                            out: Path) -> None:
+    """Class shares of several label sets side by side, log scale (zeros drawn at the floor).
+
+    ``series`` maps a legend label (the labeled set, each method's pseudo labels) to the
+    per-class fractions; a class a set does not contain gets a "0" over its floor-height bar,
+    so a missing class is visible on the log axis.
+    """
+    plt = pyplot()
+    positive = np.concatenate([v[v > 0] for v in series.values()])
     floor = 10 ** np.floor(np.log10(positive.min() / 2)) if positive.size else 1e-6
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) + 2), 3.4))
-    w = 0.4
-    ax.bar(x - w / 2, np.maximum(labeled, floor), w, label="labeled set", color="#4c72b0")
-    ax.bar(x + w / 2, np.maximum(pseudo, floor), w, label="pseudo labels", color="#dd8452")
-    for xi, v in zip(x + w / 2, pseudo, strict=True):
-        if v == 0:
-            ax.text(xi, floor * 1.3, "0", ha="center", va="bottom", fontsize=7, color="#a04000")
+    k = len(series)
+    w = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(5.0, (0.3 + 0.15 * k) * len(names) + 2), 3.4))
+    for i, (label, values) in enumerate(series.items()):
+        xs = x - 0.4 + w * (i + 0.5)
+        ax.bar(xs, np.maximum(values, floor), w, label=label)
+        for xi, v in zip(xs, values, strict=True):
+            if v == 0:
+                ax.text(xi, floor * 1.3, "0", ha="center", va="bottom", fontsize=7,
+                        color="#a04000")
     ax.set_yscale("log")
     ax.set_ylim(floor, 1.5)
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylabel("fraction of labeled pixels")
     ax.set_title(title)
-    ax.legend(frameon=False)
-    _save(fig, out)
+    ax.legend(frameon=False, fontsize=7, ncol=min(k, 4))
+    save_figure(fig, out)
 
 
 def iou_plot(iou: pd.DataFrame, out: Path) -> None:
     """Per-class IoU, one bar per round."""
-    plt = _pyplot()
+    plt = pyplot()
     x = np.arange(len(iou))
     k = len(iou.columns)
     w = 0.8 / max(k, 1)
@@ -213,12 +219,12 @@ def iou_plot(iou: pd.DataFrame, out: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("IoU (val)")
     ax.legend(frameon=False, ncol=min(k, 4))
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def training_plot(log_df: pd.DataFrame, out: Path) -> None:
     """Loss (labeled and pseudo-labeled half) and learning rate per epoch, all rounds."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for r, df in log_df.groupby("round"):
@@ -233,7 +239,7 @@ def training_plot(log_df: pd.DataFrame, out: Path) -> None:
     ax2.set_ylabel("learning rate (end of epoch)")
     ax2.set_xlabel("epoch (cumulative over rounds)")
     ax2.legend(frameon=False, fontsize=7)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -252,7 +258,7 @@ def palette(num_classes: int) -> np.ndarray:
 def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                   names: Sequence[str], title: str, out: Path) -> None:
     """Rows of image | teacher prediction | pseudo label (ignore in white) with a class key."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Patch
 
     colors = palette(len(names))
@@ -272,7 +278,7 @@ def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
                fontsize=7, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def example_rows(config: dict, run_dir: Path, s: int, count: int = EXAMPLES
@@ -306,28 +312,32 @@ def build_report(config: dict, run_dir: str | os.PathLike[str], rounds: int,
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     files = {k: [out_dir / f for f in v] for k, v in report_files(rounds).items()}
     cfg_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-    _write_text(files["config"][0], _page("Run configuration", "<h3>Resolved configuration "
+    write_text(files["config"][0], html_page("Run configuration", "<h3>Resolved configuration "
                 f"(defaults filled in)</h3><pre>{html.escape(cfg_text)}</pre>"))
 
     summary, iou = metrics_tables(run_dir, rounds)
-    _write_text(files["metrics"][0], _page(
+    write_text(files["metrics"][0], html_page(
         "Metrics", html_table(summary, "Validation mIoU per round (0 = supervised baseline)"),
         html_table(iou, "Per-class IoU on the validation split", index=True)))
     iou_plot(iou, files["iou"][0])
     training_plot(training_log(run_dir, rounds), files["training"][0])
 
     for k, s in enumerate(range(1, rounds + 1)):
-        stats = _read_csv(run_dir / f"round{s}" / "pseudo_stats.csv")
-        pseudo = _read_json(run_dir / f"round{s}" / "pseudo_summary.json")
+        stats = read_csv(run_dir / f"round{s}" / "pseudo_stats.csv")
+        pseudo = read_json(run_dir / f"round{s}" / "pseudo_summary.json")
         title = (f"round {s}: labeled vs pseudo-label classes (alpha {pseudo.get('alpha')}, "
                  f"KL {pseudo.get('kl_labeled_pseudo', float('nan')):.3g})")
-        class_distribution_plot(stats, title, files["distribution"][k])
-        _write_text(files["thresholds"][k], _page(
+        names = stats["name"].astype(str).tolist()
+        class_distribution_plot(
+            names,
+            {"labeled set": stats["labeled_ratio"].to_numpy(float),
+             "pseudo labels": stats["pseudo_ratio"].to_numpy(float)},
+            title, files["distribution"][k])
+        write_text(files["thresholds"][k], html_page(
             f"Round {s} thresholds",
             html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
                        f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
         rows = example_rows(config, run_dir, s, examples)
-        names = stats["name"].astype(str).tolist()
         examples_plot(rows, names, f"round {s}: teacher prediction and pseudo labels",
                       files["examples"][k])
     written = [p for v in files.values() for p in v]

@@ -19,7 +19,15 @@ ALL_ROUNDS = [0] + STUDENT_ROUNDS
 SHARDS = config["shards"]
 GPUS = config["gpus"]
 ENV = "../../envs/dars.yaml"
-GPU_RULES = ("train_baseline", "train_student", "infer_probabilities", "evaluate")
+GPU_RULES = (
+    "train_baseline",
+    "train_student",
+    "infer_probabilities",
+    "infer_probabilities_shard",
+    "evaluate",
+    "calibrate",
+)
+SINGLE_GPU_RULES = ("evaluate", "calibrate")  # one process: at most one GPU
 
 
 def subset(*sections, **extra):
@@ -53,12 +61,12 @@ def job_resources(name):
     """cpus_per_task, mem_mb, runtime (and gpu for GPU rules) of a rule, from config resources.
 
     `gpu` is what `--resources gpu=N` caps locally and what the slurm executor turns into
-    --gpus; evaluate runs in one process, so it takes at most one GPU.
+    --gpus; evaluate and calibrate run in one process, so they take at most one GPU.
     """
     kind = "gpu_rules" if name in GPU_RULES else "cpu_rules"
     res = {**config["resources"][kind], **config["resources"]["rules"].get(name, {})}
     if name in GPU_RULES:
-        res["gpu"] = min(GPUS, 1) if name == "evaluate" else GPUS
+        res["gpu"] = min(GPUS, 1) if name in SINGLE_GPU_RULES else GPUS
     return res
 
 
@@ -80,3 +88,21 @@ def report_outputs(kind, caption, category, subcategory=None, labels=""):
         path = f"{REPORT}/{name}"
         marked.append(report(path, caption, category, subcategory=sub, labels=labels_))
     return marked
+
+
+def as_function(value):
+    """A value as a function of the wildcards (a function stays itself)."""
+    return value if callable(value) else lambda wc: value
+
+
+def calibration_file(temperature, teacher_dir):
+    """Input function: the teacher's temperature.json (rule calibrate) when T is "auto".
+
+    `temperature` and `teacher_dir` (the folder of the teacher's model.pt) are values or
+    functions of the wildcards.
+    """
+    temperature, teacher_dir = as_function(temperature), as_function(teacher_dir)
+    return lambda wc: (
+        [f"{teacher_dir(wc)}/temperature.json"] if temperature(wc) == "auto" else []
+    )
+

@@ -43,3 +43,28 @@ rule summary:
     shell:
         "dars summary --metrics {input.metrics} --pseudo-summaries {input.pseudo}"
         " --out {output} > {log} 2>&1"
+
+
+rule calibrate:
+    # The temperature of round r's model for `temperature: auto` (paper §4.3: T fitted by NLL).
+    input:
+        data=DATA,
+        model=f"{RESULTS}/round{{r}}/model.pt",
+    output:
+        f"{RESULTS}/round{{r}}/temperature.json",
+    log:
+        f"{LOGS}/round{{r}}/calibrate.log",
+    benchmark:
+        f"{LOGS}/round{{r}}/calibrate.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "infer"),
+        split=config["pseudo_label"]["calibration_split"],
+    threads: threads_of("calibrate")
+    resources:
+        **job_resources("calibrate"),
+    conda:
+        ENV
+    shell:
+        "python -m dars.gpu_slots --gpus {resources.gpu} --"
+        " dars calibrate --config-json {params.cfg:q} --model {input.model}"
+        " --split {params.split} --out {output} --threads {threads} > {log} 2>&1"

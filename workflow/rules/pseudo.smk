@@ -1,13 +1,20 @@
 # Per round: the teacher's probabilities on the unlabeled pool, then DARS thresholding.
-# With `shards: N > 1` thresholding is a map-reduce: N confidence_histogram jobs (pass 1 over
-# contiguous image ranges), N pseudo_label_shard jobs that each sum all N histograms into the
-# same thresholds and write their range's labels (pass 2), and pseudo_label merging them.
+# With `shards: N > 1` both are spread over N contiguous image ranges. Inference: infer_init
+# creates the (unfinished) store, N infer_probabilities_shard jobs each write their range's
+# images into it, and infer_finalize checks that it is whole and moves it to probs.zarr -- the
+# same store, bit for bit, as the unsharded job writes. Thresholding is a map-reduce: N
+# confidence_histogram jobs (pass 1), N pseudo_label_shard jobs that each sum all N histograms
+# into the same thresholds and write their range's labels (pass 2), and pseudo_label merging them.
+
+INFER_INPUT = dict(
+    data=DATA,
+    teacher=lambda wc: f"{RESULTS}/round{int(wc.s) - 1}/model.pt",
+)
 
 
 rule infer_probabilities:
     input:
-        data=DATA,
-        teacher=lambda wc: f"{RESULTS}/round{int(wc.s) - 1}/model.pt",
+        **INFER_INPUT,
     output:
         directory(f"{RESULTS}/round{{s}}/probs.zarr"),
     log:
@@ -27,25 +34,130 @@ rule infer_probabilities:
         " --threads {threads} > {log} 2>&1"
 
 
-# What the pseudo labels of round s depend on (the same in sharded and unsharded runs).
-PSEUDO_PARAMS = dict(
-    alpha=lambda wc: round_cfg(wc.s)["alpha"],
-    method=config["pseudo_label"]["method"],
-    sampling=config["pseudo_label"]["sampling"],
-    temperature=config["pseudo_label"]["temperature"],
-    seed=config["pseudo_label"]["seed"],
-    threshold=(
-        f"--threshold {config['pseudo_label']['threshold']}"
-        if config["pseudo_label"]["threshold"] is not None
-        else ""
-    ),
-    # The demo's unlabeled images keep their true masks: report pseudo-label precision.
-    true_masks=f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else "",
+if SHARDS > 1:
+    # infer_probabilities stays defined (other rules derive from it with `use rule`); the
+    # main run's store comes from the shards.
+    ruleorder: infer_finalize > infer_probabilities
+
+    # The steps are marked done by temporary files: once probs.zarr exists they are deleted, so
+    # a removed or forced probs.zarr reruns all three steps, never a finalize with no store.
+    INFER_DONE = f"{RESULTS}/round{{s}}/shards/infer"
+    # `dars infer` with what all three steps share; they build probs.zarr.partial next to it.
+    INFER_SHELL = (
+        "dars infer --config-json {params.cfg:q} --model {input.teacher}"
+        " --out {params.store} --threads {threads}"
+    )
+    INFER_STORE_PARAMS = dict(
+        cfg=subset("dataset", "infer"),
+        store=lambda wc: f"{RESULTS}/round{wc.s}/probs.zarr",
+    )
+
+    rule infer_init:
+        input:
+            **INFER_INPUT,
+        output:
+            temp(touch(f"{INFER_DONE}_init.done")),
+        log:
+            f"{LOGS}/round{{s}}/infer_init.log",
+        benchmark:
+            f"{LOGS}/round{{s}}/infer_init.benchmark.tsv"
+        params:
+            **INFER_STORE_PARAMS,
+        threads: threads_of("infer_init")
+        resources:
+            **job_resources("infer_init"),
+        conda:
+            ENV
+        shell:
+            INFER_SHELL
+            + " --init-store > {log} 2>&1"
+
+    rule infer_probabilities_shard:
+        input:
+            **INFER_INPUT,
+            store=rules.infer_init.output,
+        output:
+            temp(touch(f"{INFER_DONE}_{{i}}.done")),
+        log:
+            f"{LOGS}/round{{s}}/infer_{{i}}.log",
+        benchmark:
+            f"{LOGS}/round{{s}}/infer_{{i}}.benchmark.tsv"
+        params:
+            **INFER_STORE_PARAMS,
+            shards=SHARDS,
+        threads: threads_of("infer_probabilities_shard")
+        resources:
+            **job_resources("infer_probabilities_shard"),
+        conda:
+            ENV
+        shell:
+            "python -m dars.gpu_slots --gpus {resources.gpu} --ddp -- "
+            + INFER_SHELL
+            + " --shard {wildcards.i}/{params.shards} > {log} 2>&1"
+
+    rule infer_finalize:
+        input:
+            **INFER_INPUT,
+            shards=shard_files(f"{INFER_DONE}_{{i}}.done"),
+        output:
+            directory(f"{RESULTS}/round{{s}}/probs.zarr"),
+        log:
+            f"{LOGS}/round{{s}}/infer_finalize.log",
+        benchmark:
+            f"{LOGS}/round{{s}}/infer_finalize.benchmark.tsv"
+        params:
+            **INFER_STORE_PARAMS,
+        threads: threads_of("infer_finalize")
+        resources:
+            **job_resources("infer_finalize"),
+        conda:
+            ENV
+        shell:
+            INFER_SHELL
+            + " --finalize > {log} 2>&1"
+
+
+def pseudo_params(method, temperature, seed):
+    """params: of a thresholding job: everything its pseudo labels depend on.
+
+    Each argument is a value or a function of the wildcards. A temperature of "auto" reads
+    the teacher's calibration json, which the job then has as input `temperature`.
+    """
+    return dict(
+        alpha=lambda wc: round_cfg(wc.s)["alpha"],
+        method=method,
+        sampling=config["pseudo_label"]["sampling"],
+        temperature=lambda wc, input: input.temperature or as_function(temperature)(wc),
+        seed=seed,
+        threshold=(
+            f"--threshold {config['pseudo_label']['threshold']}"
+            if config["pseudo_label"]["threshold"] is not None
+            else ""
+        ),
+        # The demo's unlabeled images keep their true masks: report pseudo-label precision.
+        true_masks=f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else "",
+    )
+
+
+# The main run's thresholding of round s (the same in sharded and unsharded runs).
+PSEUDO_PARAMS = pseudo_params(
+    config["pseudo_label"]["method"], config["pseudo_label"]["temperature"],
+    config["pseudo_label"]["seed"],
+)
+PSEUDO_TEMPERATURE = calibration_file(
+    config["pseudo_label"]["temperature"], lambda wc: f"{RESULTS}/round{int(wc.s) - 1}"
 )
 PSEUDO_OPTIONS = (
     " --alpha {params.alpha} --method {params.method} --sampling {params.sampling}"
     " --temperature {params.temperature} --seed {params.seed} {params.threshold}"
     " {params.true_masks} --threads {threads}"
+)
+# The unsharded thresholding job's command (also the comparison branches').
+PSEUDO_LABEL_SHELL = (
+    "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
+    + PSEUDO_OPTIONS
+    + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
+    " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"
 )
 
 
@@ -55,6 +167,7 @@ if SHARDS == 1:
         input:
             store=f"{RESULTS}/round{{s}}/probs.zarr",
             histogram=f"{RESULTS}/label_histogram.csv",
+            temperature=PSEUDO_TEMPERATURE,
         output:
             labels=directory(f"{RESULTS}/round{{s}}/pseudo_labels"),
             thresholds=f"{RESULTS}/round{{s}}/thresholds.csv",
@@ -72,10 +185,7 @@ if SHARDS == 1:
         conda:
             ENV
         shell:
-            "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
-            + PSEUDO_OPTIONS
-            + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
-            " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"
+            PSEUDO_LABEL_SHELL
 
 else:
     SHARD_DIR = f"{RESULTS}/round{{s}}/shards"
@@ -83,6 +193,7 @@ else:
     rule confidence_histogram:
         input:
             store=f"{RESULTS}/round{{s}}/probs.zarr",
+            temperature=PSEUDO_TEMPERATURE,
         output:
             f"{SHARD_DIR}/confidence_{{i}}.npz",
         log:
@@ -91,7 +202,7 @@ else:
             f"{LOGS}/round{{s}}/confidence_histogram_{{i}}.benchmark.tsv"
         params:
             shards=SHARDS,
-            temperature=config["pseudo_label"]["temperature"],
+            temperature=PSEUDO_PARAMS["temperature"],
         threads: threads_of("confidence_histogram")
         resources:
             **job_resources("confidence_histogram"),
@@ -106,6 +217,7 @@ else:
             store=f"{RESULTS}/round{{s}}/probs.zarr",
             histogram=f"{RESULTS}/label_histogram.csv",
             parts=shard_files(f"{SHARD_DIR}/confidence_{{i}}.npz"),
+            temperature=PSEUDO_TEMPERATURE,
         output:
             labels=directory(f"{SHARD_DIR}/labels_{{i}}"),
             thresholds=f"{SHARD_DIR}/thresholds_{{i}}.csv",

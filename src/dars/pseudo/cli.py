@@ -7,7 +7,8 @@ handler taking the parsed namespace, which the main CLI calls.
 from __future__ import annotations
 
 import argparse
-import re
+import json
+from pathlib import Path
 
 from dars.pseudo.stage import (
     PseudoLabelOptions,
@@ -16,21 +17,28 @@ from dars.pseudo.stage import (
     pseudo_label,
 )
 from dars.pseudo.thresholds import METHODS, SAMPLINGS
+from dars.shards import parse_shard
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/N"`` -> (i, N) with 0 <= i < N."""
-    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
-    if not match or not 0 <= int(match[1]) < int(match[2]):
-        raise argparse.ArgumentTypeError(f"shard must look like i/N with 0 <= i < N, got {text!r}")
-    return int(match[1]), int(match[2])
+def temperature_arg(text: str) -> float:
+    """``--temperature``: a number, or the json of ``dars calibrate`` (``temperature: auto``)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return float(json.loads(Path(text).read_text())["temperature"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number nor a calibration json with a temperature: {exc}"
+        ) from exc
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, help="probs.zarr of the teacher")
-    parser.add_argument("--temperature", type=float, default=1.0,
+    parser.add_argument("--temperature", type=temperature_arg, default=1.0, metavar="T|FILE",
                         help="temperature scaling T applied to the stored probabilities "
-                             "(1: none)")
+                             "(1: none), or the json `dars calibrate` wrote")
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
                         help="process only shard i of N (contiguous image ranges)")
     parser.add_argument("--threads", type=int, default=None,
