@@ -1,3 +1,6 @@
+import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,120 @@ def test_missing_or_broken_config_file(tmp_path: Path) -> None:
         config.load(bad)
     with pytest.raises(DarsError, match="not valid JSON"):
         config.load(None, "{nope")
+
+
+# -- the paper's configs -------------------------------------------------------------------------
+CITYSCAPES_HEAD = {"road", "sidewalk", "building", "vegetation", "sky", "car"}
+# The authors' released settings (/work/shared/DARS.md): file: (alphas of rounds 1/2, scale range
+# of rounds 0-1, scale range of round 2, epochs per round, crop, lr).
+PAPER = {
+    "cityscapes_1-8_crop361": ((0.20, 0.50), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
+    "cityscapes_1-4_crop361": ((0.40, 0.60), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
+    "cityscapes_1-8_crop713": ((0.40, 0.65), (0.5, 2.0), (0.5, 3.0), 200, 713, 0.01),
+    "cityscapes_1-4_crop713": ((0.40, 0.65), (0.5, 2.0), (0.4, 2.5), 200, 713, 0.01),
+    "cityscapes_1-8_crop361_deeplabv2": ((0.20, 0.45), (0.25, 1.0), (0.25, 1.0), 200, 361, 0.002),
+    "voc_1464": ((0.40, 0.50), (0.5, 1.5), (0.5, 2.0), 50, 321, 0.01),
+}
+GPU_RULES = ("train_baseline", "train_student", "infer_probabilities", "evaluate")
+
+
+def test_every_paper_config_has_the_authors_settings() -> None:
+    """A new paper config must come with its row of the authors' table (and be checked)."""
+    files = {p.stem for pattern in ("cityscapes_*.yaml", "voc_*.yaml")
+             for p in (REPO / "config").glob(pattern)}
+    assert files == set(PAPER)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_config_matches_the_released_settings(name: str) -> None:
+    from dars.data import cityscapes
+
+    alphas, first, second, epochs, crop, lr = PAPER[name]
+    c = config.load(REPO / "config" / f"{name}.yaml")
+    assert tuple(r["alpha"] for r in c["rounds"]) == alphas
+    assert config.scale_range(c, 0) == config.scale_range(c, 1) == pytest.approx(first)
+    assert config.scale_range(c, 2) == pytest.approx(second)
+    assert config.epochs_per_round(c) == [epochs] * 3
+    t = c["train"]
+    assert (t["crop_size"], t["lr"], t["batch_size"], c["seed"]) == (crop, lr, 16, 1)
+    assert (t["momentum"], t["weight_decay"], t["poly_power"], t["head_lr_mult"]) == (
+        0.9, 1e-4, 0.9, 10)
+    assert (t["rotate"], t["blur"], t["flip"], t["schedule"]) == (10, True, True, "continue")
+    e = c["evaluate"]
+    assert (e["mode"], e["crop_size"], e["flip"]) == ("sliding", crop, True)
+    assert e["stride_ratio"] == pytest.approx(2 / 3)
+    for split in c["dataset"]["splits"].values():
+        assert (REPO / split).is_file(), split
+    if c["dataset"]["name"] == "cityscapes":
+        assert len(e["tail_classes"]) == 13
+        assert set(e["tail_classes"]) == set(cityscapes.CLASSES) - CITYSCAPES_HEAD
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job of a dry run (`snakemake -n -p`) as Snakemake prints it."""
+
+    rule: str
+    round: int | None
+    resources: dict[str, str]
+    shell: str
+
+    def option(self, flag: str, count: int) -> tuple[float, ...]:
+        """The ``count`` numbers after ``flag`` in the job's shell command."""
+        m = re.search(rf"{flag}((?: [-\d.e]+){{{count}}})(?: |$)", self.shell)
+        assert m, f"{flag} not in {self.rule}'s command"
+        return tuple(float(v) for v in m.group(1).split())
+
+
+def dry_run_jobs(workdir: Path, configfile: Path, *args: str) -> list[PlannedJob]:
+    """Every job Snakemake plans for ``configfile``, with its resources and shell command."""
+    from workflow_helpers import snakemake
+
+    out = snakemake(workdir, "-n", "-p", *args, configfile=configfile).stdout
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        wc = re.search(r"^\s+wildcards: (?:r|s)=(\d+)", block, flags=re.M)
+        res = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
+        shell = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        resources = dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}
+        jobs.append(PlannedJob(m.group(1), int(wc.group(1)) if wc else None, resources,
+                               shell.group(1) if shell else ""))
+    return jobs
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_config_dag_has_two_progressive_rounds_on_one_gpu(name: str,
+                                                                tmp_path: Path) -> None:
+    """The planned jobs, not just the config, carry the table's alphas and scale ranges, and
+    every GPU job asks for one GPU (and training for more time than inference)."""
+    alphas, first, second, _, _, _ = PAPER[name]
+    configfile = REPO / "config" / f"{name}.yaml"
+    c = config.load(configfile)
+    (tmp_path / "data").mkdir()  # the dataset root is every stage's input
+    jobs = dry_run_jobs(tmp_path, configfile, "--config",
+                        f"dataset={{name: {c['dataset']['name']}, root: {tmp_path / 'data'}}}")
+    counts = Counter(job.rule for job in jobs)
+    assert {rule: counts[rule] for rule in (*GPU_RULES, "pseudo_label")} == {
+        "train_baseline": 1, "train_student": 2, "infer_probabilities": 2, "evaluate": 3,
+        "pseudo_label": 2}
+
+    by_round = {(job.rule, job.round): job for job in jobs}
+    assert [by_round["pseudo_label", s].option("--alpha", 1)[0] for s in (1, 2)] == list(alphas)
+    assert by_round["train_baseline", None].option("--scale", 2) == pytest.approx(first)
+    assert by_round["train_student", 1].option("--scale", 2) == pytest.approx(first)
+    s_min, s_max = c["train"]["scale"]
+    r2 = c["rounds"][1]
+    widened = ((1 - r2["beta_min"]) * s_min, (1 + r2["beta_max"]) * s_max)
+    assert widened == pytest.approx(second)
+    assert by_round["train_student", 2].option("--scale", 2) == pytest.approx(widened, abs=1e-5)
+
+    gpu_jobs = [job for job in jobs if job.rule in GPU_RULES]
+    assert {job.resources["gpu"] for job in gpu_jobs} == {"1"}
+    assert {(job.resources["cpus_per_task"], job.resources["mem_mb"]) for job in gpu_jobs} == {
+        ("8", "64000")}
+    runtime = {job.rule: int(job.resources["runtime"]) for job in gpu_jobs}  # minutes
+    assert runtime["train_student"] >= 24 * 60
+    assert max(runtime["infer_probabilities"], runtime["evaluate"]) < runtime["train_baseline"]

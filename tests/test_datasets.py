@@ -1,5 +1,6 @@
-"""Cityscapes, VOC and folder datasets in their real on-disk layouts; `dars split`; the paper
-configs. Fixtures are tiny trees written by the tests."""
+"""Cityscapes, VOC and folder datasets in their real on-disk layouts; `dars split`. Fixtures are
+tiny trees written by the tests (tests/fake_datasets.py); the paper configs are checked in
+test_config.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split, write_voc
 from PIL import Image
 
 from dars import config
@@ -21,83 +23,12 @@ from dars.errors import DarsError
 from dars.probstore import ProbStore
 from dars.split import discover_pairs, labeled_count
 
-REPO = Path(__file__).resolve().parents[1]
-# raw Cityscapes ids drawn in fixtures: mapped ones and some without a train id (0, 4, 9, 30)
-RAW_IDS = np.array([7, 8, 11, 21, 23, 24, 26, 33, 0, 4, 9, 30], np.uint8)
-
-
-def _blocks(rng: np.random.Generator, values: np.ndarray, h: int, w: int) -> np.ndarray:
-    """A mask of 4x4 cell blocks of the given values, cropped to (h, w)."""
-    cells = rng.choice(values, size=(h // 4 + 1, w // 4 + 1))
-    return np.kron(cells, np.ones((4, 4), np.uint8))[:h, :w].astype(np.uint8)
-
-
-def write_cityscapes(root: Path, frames: dict[str, dict[str, int]], size=(32, 64),
-                     seed: int = 0) -> Path:
-    """leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png + gtFine ..._gtFine_labelIds.png."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    for split, cities in frames.items():
-        for city, n in cities.items():
-            for i in range(n):
-                stem = f"{city}_{i:06d}_000019"
-                img_dir = root / "leftImg8bit" / split / city
-                gt_dir = root / "gtFine" / split / city
-                img_dir.mkdir(parents=True, exist_ok=True)
-                gt_dir.mkdir(parents=True, exist_ok=True)
-                ids = _blocks(rng, RAW_IDS, h, w)
-                image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-                image[..., 0] = ids * 7  # colour follows the label: learnable
-                Image.fromarray(image).save(img_dir / f"{stem}_leftImg8bit.png")
-                write_mask(gt_dir / f"{stem}_gtFine_labelIds.png", ids)
-    return root
-
-
-def _official_lines(root: Path, split: str) -> str:
-    """Split lines as the official files write them: masks as *_gtFine_labelTrainIds.png."""
-    lines = []
-    for img in sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):
-        rel = img.relative_to(root).as_posix()
-        mask = rel.replace("leftImg8bit/", "gtFine/", 1).replace(
-            "_leftImg8bit.png", "_gtFine_labelTrainIds.png")
-        lines.append(f"{rel} {mask}")
-    return "\n".join(lines) + "\n"
-
-
-VOC_PALETTE = [v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)]
-VOC_SIZES = [(37, 45), (45, 37), (29, 41), (37, 45), (41, 29), (33, 33), (45, 37), (29, 41),
-             (37, 45), (41, 29)]
-
-
-def write_voc(root: Path, seed: int = 0) -> Path:
-    """JPEGImages/*.jpg of odd, varying sizes; SegmentationClassAug/*.png palette masks with a
-    255 boundary; an extra image without mask (as in the real JPEGImages)."""
-    rng = np.random.default_rng(seed)
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "SegmentationClassAug").mkdir()
-    for i, (h, w) in enumerate(VOC_SIZES):
-        mask = _blocks(rng, np.array([0, 0, 1, 7, 15, 20], np.uint8), h, w)
-        mask[0, :] = 255
-        image = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
-        image[..., 1] += mask.astype(np.uint8) * 8
-        Image.fromarray(image).save(root / "JPEGImages" / f"2007_{i:06d}.jpg", quality=95)
-        png = Image.fromarray(mask, mode="P")
-        png.putpalette(VOC_PALETTE)
-        png.save(root / "SegmentationClassAug" / f"2007_{i:06d}.png")
-    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "JPEGImages" / "2012_nomask.jpg")
-    lines = [f"JPEGImages/2007_{i:06d}.jpg SegmentationClassAug/2007_{i:06d}.png "
-             for i in range(len(VOC_SIZES))]  # trailing blank as in the official files
-    (root / "val.txt").write_text("\n".join(lines[8:]) + "\n")
-    (root / "labeled.txt").write_text("\n".join(lines[:4]) + "\n")
-    (root / "unlabeled.txt").write_text("\n".join(lines[4:8]) + "\n")
-    return root
-
 
 @pytest.fixture
 def cityscapes_root(tmp_path: Path) -> Path:
     root = write_cityscapes(tmp_path / "cityscapes",
                             {"train": {"aachen": 5, "bochum": 5}, "val": {"frankfurt": 2}})
-    (root / "val.txt").write_text(_official_lines(root, "val"))
+    write_split(root / "val.txt", cityscapes_split_lines(root, "val"))
     return root
 
 
@@ -259,7 +190,7 @@ def _write_pseudo_labels(store_path: Path, out: Path) -> None:
 def test_every_stage_runs_on_the_real_layout(dataset: str, tmp_path: Path) -> None:
     if dataset == "cityscapes":
         root = write_cityscapes(tmp_path / "data", {"train": {"aachen": 8}, "val": {"ulm": 2}})
-        (root / "val.txt").write_text(_official_lines(root, "val"))
+        write_split(root / "val.txt", cityscapes_split_lines(root, "val"))
         _split(_cs_config(root), root, "1/2", 0)
         splits = {"labeled": "l.txt", "unlabeled": "u.txt", "val": "val.txt"}
         tail = ["person", "car"]
@@ -302,56 +233,3 @@ def test_every_stage_runs_on_the_real_layout(dataset: str, tmp_path: Path) -> No
                  "--summary", str(res / "m.json"), "--threads", "1"]) == 0
     summary = json.loads((res / "m.json").read_text())
     assert summary["images"] == 2 and 0 <= summary["miou"] <= 1
-
-
-# -- the paper's configs -------------------------------------------------------------------------
-CITYSCAPES_HEAD = {"road", "sidewalk", "building", "vegetation", "sky", "car"}
-PAPER = {  # file: (alphas, scale ranges of rounds 0/1 and 2, epochs, crop, lr)
-    "cityscapes_1-8_crop361": ((0.20, 0.50), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
-    "cityscapes_1-4_crop361": ((0.40, 0.60), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
-    "cityscapes_1-8_crop713": ((0.40, 0.65), (0.5, 2.0), (0.5, 3.0), 200, 713, 0.01),
-    "cityscapes_1-4_crop713": ((0.40, 0.65), (0.5, 2.0), (0.4, 2.5), 200, 713, 0.01),
-    "cityscapes_1-8_crop361_deeplabv2": ((0.20, 0.45), (0.25, 1.0), (0.25, 1.0), 200, 361, 0.002),
-    "voc_1464": ((0.40, 0.50), (0.5, 1.5), (0.5, 2.0), 50, 321, 0.01),
-}
-
-
-@pytest.mark.parametrize("name", sorted(PAPER))
-def test_paper_config_matches_the_released_settings(name: str) -> None:
-    alphas, first, second, epochs, crop, lr = PAPER[name]
-    c = config.load(REPO / "config" / f"{name}.yaml")
-    assert tuple(r["alpha"] for r in c["rounds"]) == alphas
-    assert config.scale_range(c, 0) == config.scale_range(c, 1) == pytest.approx(first)
-    assert config.scale_range(c, 2) == pytest.approx(second)
-    assert config.epochs_per_round(c) == [epochs] * 3
-    t = c["train"]
-    assert (t["crop_size"], t["lr"], t["batch_size"], c["seed"]) == (crop, lr, 16, 1)
-    assert (t["momentum"], t["weight_decay"], t["poly_power"], t["head_lr_mult"]) == (
-        0.9, 1e-4, 0.9, 10)
-    assert (t["rotate"], t["blur"], t["flip"], t["schedule"]) == (10, True, True, "continue")
-    e = c["evaluate"]
-    assert (e["mode"], e["crop_size"], e["flip"]) == ("sliding", crop, True)
-    assert e["stride_ratio"] == pytest.approx(2 / 3)
-    for split in c["dataset"]["splits"].values():
-        assert (REPO / split).is_file(), split
-    if c["dataset"]["name"] == "cityscapes":
-        assert len(e["tail_classes"]) == 13
-        assert set(e["tail_classes"]) == set(cityscapes.CLASSES) - CITYSCAPES_HEAD
-
-
-def test_paper_config_dag_has_two_rounds_with_their_alpha_and_scale(tmp_path: Path) -> None:
-    import re
-
-    from workflow_helpers import snakemake
-
-    (tmp_path / "cityscapes").mkdir()
-    proc = snakemake(tmp_path, "-n", "-p", "--config",
-                     f"dataset={{name: cityscapes, root: {tmp_path / 'cityscapes'}}}",
-                     configfile=REPO / "config" / "cityscapes_1-8_crop361.yaml")
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
-    assert {k: counts.get(k) for k in ("train_baseline", "train_student", "pseudo_label",
-                                        "infer_probabilities", "evaluate")} == {
-        "train_baseline": "1", "train_student": "2", "pseudo_label": "2",
-        "infer_probabilities": "2", "evaluate": "3"}
-    for text in ("--alpha 0.2 ", "--alpha 0.5 ", "--scale 0.25 1 ", "--scale 0.2 1.5 "):
-        assert text in proc.stdout, text

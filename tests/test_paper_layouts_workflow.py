@@ -1,0 +1,206 @@
+"""The whole Snakemake workflow on tiny fake Cityscapes and VOC trees, from the paper configs.
+
+test_datasets.py runs every stage through the CLI on these layouts; this module checks what only
+a workflow run shows: that a paper config (config/cityscapes_1-8_crop361.yaml,
+config/voc_1464.yaml) changed only in where the data is, the model and the sizes, runs the
+baseline and both progressive rounds on the real on-disk layouts -- raw ``*_gtFine_labelIds.png``
+reached through the official ``labelTrainIds`` split lines, split files kept outside the
+dataset, VOC palette masks of odd and varying sizes -- and writes every round's outputs.
+
+Cost: 13 jobs per run, each a fresh process that mostly imports torch; the two runs together
+take about 190 s of CPU (4.3-4.8 min wall on a shared 2-core machine at load 2-5).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split, write_voc
+from PIL import Image
+from workflow_helpers import REPO, snakemake
+
+from dars import config
+from dars.data import cityscapes, voc
+from dars.data.dataset import DatasetSpec, dataset_spec
+from dars.data.io import image_size
+from dars.probstore import ProbStore
+
+ROUNDS = (0, 1, 2)
+STUDENT_ROUNDS = (1, 2)
+CITYSCAPES_SIZE = (48, 96)
+# Round 0 gets a few steps at a higher lr: DARS only keeps pixels predicted as classes of the
+# labeled set, and a teacher after one step predicts none of them (every pseudo label would be
+# ignore, and the student's pseudo loss undefined).
+BASELINE = {"epochs": 10, "lr": 0.05}
+
+
+def tiny_paper_config(name: str, root: Path, splits: dict[str, str], crop: int,
+                      out: Path) -> Path:
+    """config/<name>.yaml for a CPU run on a fake tree: everything else stays as released.
+
+    Only what cannot run on CPU in seconds changes: a tiny model instead of PSPNet (no
+    pretrained weights), a short baseline, one epoch per student round, small crops and batches,
+    no GPU. The alphas, betas, scale ranges, augmentation, sliding-window protocol, tail classes
+    and job resources are the paper's.
+    """
+    cfg = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+    cfg["dataset"].update(root=str(root), splits=splits)
+    cfg["model"] = {"name": "tiny", "width": 8}
+    cfg["train"].update(**BASELINE, batch_size=4, crop_size=crop, num_workers=0)
+    for section in ("infer", "evaluate"):
+        cfg[section].update(crop_size=crop, batch_size=4)
+    cfg["rounds"] = [{**r, "epochs": 1} for r in cfg["rounds"]]
+    cfg["gpus"] = 0
+    config.validate(copy.deepcopy(cfg))  # fail here, not in the middle of a Snakemake run
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def fake_cityscapes(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """12 train frames of CITYSCAPES_SIZE in two cities (4 labeled, 8 unlabeled), 4 val frames.
+
+    The split files live outside the dataset root and are given as absolute paths, as a user
+    with their own split of the real data would do.
+    """
+    root = write_cityscapes(tmp / "cityscapes",
+                            {"train": {"aachen": 6, "bochum": 6},
+                             "val": {"frankfurt": 2, "ulm": 2}}, size=CITYSCAPES_SIZE)
+    train = cityscapes_split_lines(root, "train")
+    labeled = train[::3]
+    lines = {"labeled": labeled, "unlabeled": [line for line in train if line not in labeled],
+             "val": cityscapes_split_lines(root, "val")}
+    (tmp / "splits").mkdir()
+    return root, {k: str(write_split(tmp / "splits" / f"{k}.txt", v)) for k, v in lines.items()}
+
+
+def fake_voc(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """10 images of sizes 29-45 px (4 labeled, 4 unlabeled, 2 val); splits in the root."""
+    root = write_voc(tmp / "voc")
+    return root, {k: f"{k}.txt" for k in ("labeled", "unlabeled", "val")}
+
+
+@dataclass(frozen=True)
+class PaperRun:
+    """A finished workflow run and what it was run with."""
+
+    workdir: Path
+    cfg: dict
+    spec: DatasetSpec
+    seconds: float
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results" / self.cfg["run"]
+
+
+# paper config: (writer of its fake dataset, crop size that fits the fake images)
+FAKE_DATA: dict[str, tuple[Callable[[Path], tuple[Path, dict[str, str]]], int]] = {
+    "cityscapes_1-8_crop361": (fake_cityscapes, 32),
+    "voc_1464": (fake_voc, 24),
+}
+
+
+def run_paper_config(name: str, tmp: Path) -> PaperRun:
+    """Write the fake tree for ``name``'s dataset and run the whole workflow on it."""
+    write_data, crop = FAKE_DATA[name]
+    root, splits = write_data(tmp)
+    configfile = tiny_paper_config(name, root, splits, crop, out=tmp / "config.yaml")
+    workdir = tmp / "work"
+    workdir.mkdir()
+    start = time.perf_counter()
+    snakemake(workdir, configfile=configfile, timeout=600)
+    seconds = time.perf_counter() - start
+    cfg = config.load(configfile)
+    return PaperRun(workdir, cfg, dataset_spec(cfg), seconds)
+
+
+@pytest.fixture(scope="module")
+def paper_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PaperRun]:
+    """Both workflows, run once and side by side: each is a chain of short jobs that mostly
+    keeps one core busy, so the pair can use both cores of a small machine. The tests below
+    only read the runs."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(FAKE_DATA)) as pool:
+        futures = {name: pool.submit(run_paper_config, name, tmp_path_factory.mktemp(name))
+                   for name in FAKE_DATA}
+        runs = {name: future.result() for name, future in futures.items()}
+    print(f"both workflows: {time.perf_counter() - start:.0f} s")
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FAKE_DATA))
+def test_every_round_has_a_model_and_metrics(paper_runs: dict[str, PaperRun], name: str) -> None:
+    run = paper_runs[name]
+    for r in ROUNDS:
+        assert (run.results / f"round{r}" / "model.pt").is_file()
+        metrics = json.loads((run.results / f"round{r}" / "metrics.json").read_text())
+        assert metrics["round"] == r and 0 <= metrics["miou"] <= 1
+        assert metrics["images"] == len(run.spec.samples("val"))
+        per_class = pd.read_csv(run.results / f"round{r}" / "metrics.csv")
+        assert per_class["name"].tolist() == run.spec.classes
+    summary = pd.read_csv(run.results / "summary.csv")
+    assert summary["round"].tolist() == list(ROUNDS)
+    assert summary.loc[1:, "alpha"].tolist() == [r["alpha"] for r in run.cfg["rounds"]]
+    assert (run.results / "report").is_dir()
+    print(f"{name}: workflow {run.seconds:.0f} s; mIoU per round "
+          f"{summary['miou'].round(3).tolist()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FAKE_DATA))
+def test_pseudo_labels_cover_every_unlabeled_image_at_its_size(paper_runs: dict[str, PaperRun],
+                                                              name: str) -> None:
+    """One label PNG per unlabeled image, at that image's own size (VOC sizes vary), and a
+    store that kept every image's real size."""
+    run = paper_runs[name]
+    unlabeled = run.spec.samples("unlabeled", require_masks=False)
+    sizes = {s.id: image_size(s.image) for s in unlabeled}
+    allowed = set(range(run.spec.num_classes)) | {run.spec.ignore_index}
+    for s in STUDENT_ROUNDS:
+        round_dir = run.results / f"round{s}"
+        store = ProbStore(round_dir / "probs.zarr")
+        assert dict(zip(store.image_ids, map(tuple, store.shapes.tolist()), strict=True)) == sizes
+        labels = {p.stem: p for p in (round_dir / "pseudo_labels").glob("*.png")}
+        assert set(labels) == set(sizes)
+        for image_id, path in labels.items():
+            mask = np.array(Image.open(path))
+            assert mask.shape == sizes[image_id], image_id
+            assert set(np.unique(mask).tolist()) <= allowed
+        kept = json.loads((round_dir / "pseudo_summary.json").read_text())["kept_fraction"]
+        assert 0 < kept <= 1
+    if run.cfg["dataset"]["name"] == "voc":
+        assert len(set(sizes.values())) > 1  # the point of the VOC fixture
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FAKE_DATA))
+def test_dataset_classes_and_tail_metric(paper_runs: dict[str, PaperRun], name: str) -> None:
+    """Cityscapes: 19 train ids (labelIds mapped) and the 13-class tail mIoU; VOC: 21, no tail."""
+    run = paper_runs[name]
+    summary = pd.read_csv(run.results / "summary.csv")
+    if run.cfg["dataset"]["name"] == "cityscapes":
+        assert run.spec.classes == list(cityscapes.CLASSES)
+        assert len(run.cfg["evaluate"]["tail_classes"]) == 13
+        for r in ROUNDS:
+            tail = json.loads((run.results / f"round{r}" / "metrics.json").read_text())
+            assert math.isfinite(tail["tail_miou"]) and 0 <= tail["tail_miou"] <= 1
+        assert summary["tail_miou"].notna().all()
+        # raw ids without a train id (0, 4, 9, 30 in the fixture) are counted nowhere
+        hist = pd.read_csv(run.results / "label_histogram.csv")
+        labeled_pixels = len(run.spec.samples("labeled")) * math.prod(CITYSCAPES_SIZE)
+        assert len(hist) == 19 and 0 < hist["pixels"].sum() < labeled_pixels
+    else:
+        assert run.spec.classes == list(voc.CLASSES)
+        assert summary["tail_miou"].isna().all()
