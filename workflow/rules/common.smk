@@ -5,6 +5,7 @@
 
 import json
 import os
+from pathlib import Path
 
 from dars.config import scale_range
 from dars.report import PER_ROUND_REPORTS, report_files
@@ -105,4 +106,20 @@ def calibration_file(temperature, teacher_dir):
     return lambda wc: (
         [f"{teacher_dir(wc)}/temperature.json"] if temperature(wc) == "auto" else []
     )
+
+
+def split_files(*splits):
+    """The split files (labeled, unlabeled, val) a rule reads, as inputs.
+
+    Editing a split file then reruns exactly the rules that read it. The demo's split files
+    are generated inside its root, an output of build_demo, which covers them.
+    """
+    if config["dataset"]["name"] == "demo":
+        return []
+    files = []
+    for split in splits:
+        rel = Path(config["dataset"]["splits"][split])
+        found = [c for c in (Path(DATA) / rel, rel) if c.is_file()]
+        files.append(str(found[0] if found else Path(DATA) / rel))  # missing: Snakemake says so
+    return files
 

@@ -60,6 +60,7 @@ rule compare_pseudo_label:
 use rule train_student as compare_train_student with:
     input:
         data=DATA,
+        splits=split_files("labeled", "unlabeled"),
         teacher=lambda wc: f"{branch_round(wc, int(wc.s) - 1)}/model.pt",
         pseudo=f"{BRANCH}/round{{s}}/pseudo_labels",
     output:
@@ -80,6 +81,7 @@ use rule train_student as compare_train_student with:
 use rule infer_probabilities as compare_infer_probabilities with:
     input:
         data=DATA,
+        splits=split_files("unlabeled"),
         teacher=lambda wc: f"{branch_round(wc, int(wc.s) - 1)}/model.pt",
     output:
         directory(f"{BRANCH}/round{{s}}/probs.zarr"),
@@ -92,6 +94,7 @@ use rule infer_probabilities as compare_infer_probabilities with:
 use rule evaluate as compare_evaluate with:
     input:
         data=DATA,
+        splits=split_files("val"),
         model=f"{BRANCH}/round{{r}}/model.pt",
     output:
         metrics=f"{BRANCH}/round{{r}}/metrics.csv",
@@ -105,6 +108,7 @@ use rule evaluate as compare_evaluate with:
 use rule calibrate as compare_calibrate with:
     input:
         data=DATA,
+        splits=split_files(config["pseudo_label"]["calibration_split"]),
         model=f"{BRANCH}/round{{r}}/model.pt",
     output:
         f"{BRANCH}/round{{r}}/temperature.json",

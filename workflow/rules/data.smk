@@ -22,7 +22,8 @@ if config["dataset"]["name"] == "demo":
 
 rule label_histogram:
     input:
-        DATA,
+        data=DATA,
+        splits=split_files("labeled"),
     output:
         f"{RESULTS}/label_histogram.csv",
     log:

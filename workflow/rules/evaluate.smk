@@ -4,6 +4,7 @@
 rule evaluate:
     input:
         data=DATA,
+        splits=split_files("val"),
         model=f"{RESULTS}/round{{r}}/model.pt",
     output:
         metrics=f"{RESULTS}/round{{r}}/metrics.csv",
@@ -49,6 +50,7 @@ rule calibrate:
     # The temperature of round r's model for `temperature: auto` (paper §4.3: T fitted by NLL).
     input:
         data=DATA,
+        splits=split_files(config["pseudo_label"]["calibration_split"]),
         model=f"{RESULTS}/round{{r}}/model.pt",
     output:
         f"{RESULTS}/round{{r}}/temperature.json",

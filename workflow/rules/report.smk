@@ -4,6 +4,7 @@
 rule report:
     input:
         data=DATA,
+        splits=split_files("unlabeled"),
         summary=f"{RESULTS}/summary.csv",
         histogram=f"{RESULTS}/label_histogram.csv",
         metrics=expand(f"{RESULTS}/round{{r}}/metrics.csv", r=ALL_ROUNDS),

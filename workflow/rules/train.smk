@@ -4,7 +4,8 @@
 
 rule train_baseline:
     input:
-        DATA,
+        data=DATA,
+        splits=split_files("labeled"),
     output:
         model=f"{RESULTS}/round0/model.pt",
         log_csv=f"{RESULTS}/round0/train_log.csv",
@@ -32,6 +33,7 @@ rule train_baseline:
 rule train_student:
     input:
         data=DATA,
+        splits=split_files("labeled", "unlabeled"),
         teacher=lambda wc: f"{RESULTS}/round{int(wc.s) - 1}/model.pt",
         pseudo=f"{RESULTS}/round{{s}}/pseudo_labels",
     output:

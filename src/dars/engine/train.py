@@ -92,11 +92,22 @@ def poly_lr(base: float, it: int, total: int, power: float) -> float:
     return base * (1 - min(it, total) / total) ** power
 
 
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
+    """Mean CE over the non-ignored pixels, and 0 when there are none.
+
+    A pseudo-labeled batch can be all ignore (a weak teacher whose round kept almost nothing);
+    torch's mean over zero pixels is NaN, which would stop training with a misleading
+    "loss became nan" instead of simply contributing no gradient.
+    """
+    total = F.cross_entropy(logits, target, ignore_index=ignore, reduction="sum")
+    return total / (target != ignore).sum().clamp_min(1)
+
+
 def seg_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, ignore: int) -> torch.Tensor:
     """CE on the main output plus 0.4 x CE on an auxiliary head when the model has one."""
-    loss = F.cross_entropy(outputs["out"], target, ignore_index=ignore)
+    loss = _cross_entropy(outputs["out"], target, ignore)
     if "aux" in outputs:
-        loss = loss + AUX_WEIGHT * F.cross_entropy(outputs["aux"], target, ignore_index=ignore)
+        loss = loss + AUX_WEIGHT * _cross_entropy(outputs["aux"], target, ignore)
     return loss
 
 

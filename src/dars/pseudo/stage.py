@@ -310,6 +310,11 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     summary = _summary(options, store, hist, thresholds, counts, ratios, shard,
                        true_mask is not None, {"pass1": pass1, "thresholds": maths,
                                                "pass2": pass2}, bool(conf_hists))
+    missing = [n for n, k, t in zip(store.class_names, counts.kept, thresholds.target,
+                                    strict=True) if t > 0 and k == 0]
+    if missing and shard is None:  # the student gets none of these classes: say so
+        log.warning("no pseudo label of class(es) %s although the labeled set has them: the "
+                    "teacher (almost) never predicts them", ", ".join(missing))
     if thresholds_out is not None:
         write_csv(thresholds_df, thresholds_out)
     if stats_out is not None:
