@@ -1,17 +1,25 @@
-"""shards: N > 1 -- pseudo-labeling as map-reduce jobs, with labels identical to shards: 1."""
+"""shards: N > 1 -- inference and pseudo-labeling as sharded jobs, identical to shards: 1."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import zarr
 from workflow_helpers import REPO, copy_run, job_counts, planned_jobs, shared_tiny_run, snakemake
 
+from dars import cli
+from dars.engine import checkpoint
+from dars.engine import infer as infer_mod
 from dars.errors import DarsError
+from dars.models import build_model
+from dars.probstore import ProbStoreWriter, partial_path
 from dars.shards import merge_tables
 
 # Only the pseudo-label rules may run: the copied round-2 store stays what it was even though
@@ -19,6 +27,9 @@ from dars.shards import merge_tables
 SHARD_RULES = ("--allowed-rules", "confidence_histogram", "pseudo_label_shard", "pseudo_label")
 ROUND2_ALPHA = ("rounds=[{alpha: 0.2, epochs: 1},"
                 " {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 1}]")
+# The shards keep the unsharded job's threads: float sums over another thread count round
+# differently, and the store must be bit-identical.
+INFER_RULES = ("--allowed-rules", "infer_init", "infer_probabilities_shard", "infer_finalize")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +40,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sharded_dag_maps_and_reduces_every_round(tmp_path: Path) -> None:
     demo = REPO / "config" / "config.yaml"
     counts = job_counts(tmp_path, "--config", "shards=3", configfile=demo)
-    assert counts["confidence_histogram"] == 6  # 3 per round, 2 rounds
+    # inference: per round one store created, filled by 3 shard jobs, finalized once
+    assert counts["infer_probabilities_shard"] == 6  # 3 per round, 2 rounds
+    assert counts["infer_init"] == counts["infer_finalize"] == 2
+    assert "infer_probabilities" not in counts
+    assert counts["confidence_histogram"] == 6
     assert counts["pseudo_label_shard"] == 6
     assert counts["pseudo_label"] == 2  # the merge, under the unsharded rule's name and outputs
     # every label-writing shard sums all three histograms of its own round
@@ -41,7 +56,9 @@ def test_sharded_dag_maps_and_reduces_every_round(tmp_path: Path) -> None:
         r = re.search(r"round(\d)/probs.zarr", line).group(1)
         parts = re.findall(r"round(\d)/shards/confidence_(\d).npz", line)
         assert sorted(parts) == [(r, "0"), (r, "1"), (r, "2")]
-    assert "confidence_histogram" not in job_counts(tmp_path, configfile=demo)
+    unsharded = job_counts(tmp_path, configfile=demo)
+    assert "confidence_histogram" not in unsharded and "infer_init" not in unsharded
+    assert unsharded["infer_probabilities"] == 2
 
 
 def _stats(kept: list[int], precision: list[float]) -> pd.DataFrame:
@@ -102,3 +119,95 @@ def test_three_shards_give_byte_identical_pseudo_labels(tiny_run: Path, tmp_path
     # precise reruns in sharded mode: round 2's alpha reaches only its label shards and merge
     jobs = planned_jobs(work, *targets, "--config", "shards=3", ROUND2_ALPHA, *SHARD_RULES)
     assert jobs == {"pseudo_label_shard:2", "pseudo_label:2"}
+
+
+# ------------------------------------------------------------------------ sharded inference
+def _store_arrays(path: Path) -> dict:
+    group = zarr.open_group(str(path), mode="r")
+    arrays = {name: group[name][:] for name in ("confidence", "prediction", "probs", "shapes")}
+    attrs = group.attrs.asdict()
+    return {**arrays, **{k: attrs[k] for k in ("image_ids", "class_names", "job", "complete")}}
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    ref, out = _store_arrays(a), _store_arrays(b)
+    assert ref["complete"] is True and len(ref["image_ids"]) > 0
+    for name, value in ref.items():
+        assert np.array_equal(value, out[name]), name
+
+
+@pytest.fixture
+def untrained_teacher(folder_config: dict, tmp_path: Path) -> Path:
+    """A checkpoint of untrained weights: inference only needs some fixed model."""
+    torch.manual_seed(0)
+    model = build_model(folder_config["model"], 3)
+    path = tmp_path / "teacher.pt"
+    checkpoint.save(path, {"model": model.state_dict(), "model_config": folder_config["model"],
+                           "num_classes": 3})
+    return path
+
+
+def test_infer_shards_fill_one_store_identical_to_one_job(
+        folder_config: dict, untrained_teacher: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 unlabeled images in batches [0 1 2] [3]; shard 0/2 = [0 1], shard 1/2 = [2 3]
+    folder_config["infer"]["batch_size"] = 3
+    cfg, teacher = folder_config, untrained_teacher
+    infer_mod.infer(cfg, teacher, tmp_path / "ref.zarr")
+    store = tmp_path / "probs.zarr"
+    with pytest.raises(DarsError, match="no unfinished store of this inference job.*init-store"):
+        infer_mod.infer_shard(cfg, teacher, store, (0, 2))
+
+    predicted: list[int] = []
+    real_predict, real_write = infer_mod.predict_probs, ProbStoreWriter.write
+
+    def spy(model, samples, indices, *args):  # noqa: ANN001, ANN202
+        predicted.extend(indices)
+        return real_predict(model, samples, indices, *args)
+
+    def write_then_die(self, index, probs):  # noqa: ANN001, ANN202
+        if index == 3:
+            raise KeyboardInterrupt  # the shard job is killed after writing image 2
+        real_write(self, index, probs)
+
+    monkeypatch.setattr(infer_mod, "predict_probs", spy)
+    infer_mod.init_store(cfg, teacher, store)
+    monkeypatch.setattr(ProbStoreWriter, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        infer_mod.infer_shard(cfg, teacher, store, (1, 2))
+    monkeypatch.setattr(ProbStoreWriter, "write", real_write)
+    predicted.clear()
+    infer_mod.init_store(cfg, teacher, store)  # a rerun of the init step keeps what is written
+    infer_mod.infer_shard(cfg, teacher, store, (1, 2))
+    assert predicted == [3]  # resumed: image 2 is not predicted again
+    # shard 0 has not run: finalize names its images and leaves the store unfinished
+    with pytest.raises(DarsError, match=r"2 of 4 images not written: img004, img005 \(an "
+                                        r"inference job or shard has not finished"):
+        infer_mod.finalize_store(cfg, teacher, store)
+    assert not store.exists() and partial_path(store).exists()
+
+    predicted.clear()
+    infer_mod.infer_shard(cfg, teacher, store, (0, 2))
+    assert sorted(predicted) == [0, 1, 2]  # image 2 only completes the batch, as unsharded
+    args = ["infer", "--config-json", json.dumps(cfg), "--model", str(teacher), "--out",
+            str(store), "--threads", "1"]
+    assert cli.main([*args, "--finalize"]) == 0
+    assert not partial_path(store).exists()
+    _assert_same_store(tmp_path / "ref.zarr", store)
+    with pytest.raises(SystemExit):  # one step at a time
+        cli.build_parser().parse_args([*args, "--finalize", "--shard", "0/2"])
+
+
+@pytest.mark.slow
+def test_three_infer_shards_give_an_identical_store(tiny_run: Path, tmp_path: Path) -> None:
+    work = copy_run(tiny_run, tmp_path / "sharded")
+    target = "results/tiny/round1/probs.zarr"
+    shutil.rmtree(work / target)
+    snakemake(work, target, "--config", "shards=3", *INFER_RULES)
+    _assert_same_store(tiny_run / target, work / target)
+    round1 = work / "results/tiny/round1"
+    assert not partial_path(work / target).exists()
+    assert not list((round1 / "shards").glob("infer_*.done"))  # temporary step markers
+    logs = work / "logs/tiny/round1"
+    assert all((logs / f"infer_{i}.log").is_file() for i in range(3))
+    assert "also predicting" in (logs / "infer_1.log").read_text()  # straddling batches

@@ -14,6 +14,13 @@ Images of different sizes are padded to the largest (H, W); padded pixels carry 
 PAD, so every consumer that skips ``prediction == PAD`` handles variable sizes for free, and the
 padding compresses to almost nothing. The store is built at ``<path>.partial`` and renamed onto
 ``<path>`` once complete, so a store at the final path is always whole.
+
+Sharded inference (``shards: N``) fills one partial store from N jobs in three steps: one job
+creates the layout (:class:`ProbStoreWriter` with ``shapes``), N jobs open it (``shapes=None``)
+and each writes only its own images -- their chunks, ``written`` markers included, are separate
+files, so concurrent writers never touch the same file -- and one job finalizes it. Only the
+first step ever creates or deletes the store, so the N writers need no lock (which cluster file
+systems do not always provide).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import zarr
 
 from dars.atomic import remove_path
 from dars.errors import DarsError
+from dars.shards import shard_range
 
 PAD = 255
 FORMAT_VERSION = 1
@@ -56,25 +64,36 @@ class ProbStoreWriter:
         self,
         path: str | os.PathLike[str],
         image_ids: Sequence[str],
-        shapes: Sequence[tuple[int, int]],
+        shapes: Sequence[tuple[int, int]] | None,
         class_names: Sequence[str],
         store_probs: bool = True,
         job: str = "",
     ) -> None:
         """``job`` identifies what produces the probabilities (e.g. a hash of the teacher and
-        the inference options): a leftover partial store of another job is never resumed."""
+        the inference options): a leftover partial store of another job is never resumed.
+
+        With ``shapes`` (the real (h, w) of every image) a missing or foreign partial store is
+        (re)created. Without (``None``) the partial store of this job must exist already: the
+        shard and finalize steps of sharded inference only ever open it, never create or delete
+        it under another running shard.
+        """
         self.final = Path(path)
         self.path = partial_path(path)
         self.num_classes = len(class_names)
         ids = list(image_ids)
-        shapes_arr = np.asarray(shapes, dtype=np.int32).reshape(len(ids), 2)
         if self.path.exists() and self._matches(ids, class_names, store_probs, job):
             self.group = zarr.open_group(str(self.path), mode="r+")
+        elif shapes is None:
+            raise DarsError(f"{self.path}: no unfinished store of this inference job (teacher "
+                            "and infer options) to add to; create it first (`dars infer "
+                            "--init-store`, the infer_init rule)")
         else:
             remove_path(self.path)
-            self.group = self._create(ids, shapes_arr, list(class_names), store_probs, job)
+            self.group = self._create(ids, np.asarray(shapes, dtype=np.int32).reshape(-1, 2),
+                                      list(class_names), store_probs, job)
+        self.image_ids = ids
         self.store_probs = store_probs
-        self.shapes = shapes_arr
+        self.shapes: np.ndarray = self.group["shapes"][:]
 
     def _matches(self, ids: list[str], class_names: Sequence[str], store_probs: bool,
                  job: str) -> bool:
@@ -123,10 +142,12 @@ class ProbStoreWriter:
         )
         return group
 
-    def pending(self) -> list[int]:
-        """Indices of images not yet written (all of them for a fresh store)."""
-        written = self.group["written"][:]
-        return [int(i) for i in np.flatnonzero(written == 0)]
+    def pending(self, indices: range | None = None) -> list[int]:
+        """Indices of images not yet written (all of them for a fresh store), among all images
+        or the contiguous ``indices`` (a shard: reads only that shard's markers)."""
+        indices = range(len(self.image_ids)) if indices is None else indices
+        written = self.group["written"][indices.start:indices.stop]
+        return [indices.start + int(i) for i in np.flatnonzero(written == 0)]
 
     def write(self, index: int, probs: np.ndarray) -> None:
         """Store the (C, h, w) probabilities of image ``index``; marks it written last."""
@@ -134,7 +155,8 @@ class ProbStoreWriter:
         if c != self.num_classes:
             raise DarsError(f"model predicts {c} classes but the store expects {self.num_classes}")
         if (h, w) != tuple(self.shapes[index]):
-            raise DarsError(f"image {index}: prediction {h}x{w} != recorded size {self.shapes[index]}")
+            raise DarsError(f"image {index}: prediction {h}x{w} != recorded size "
+                            f"{self.shapes[index]}")
         H, W = self.group["confidence"].shape[1:]
         conf = np.zeros((H, W), np.float16)
         pred = np.full((H, W), PAD, np.uint8)
@@ -152,7 +174,11 @@ class ProbStoreWriter:
         """Check every image was written, mark complete and move to the final path."""
         missing = self.pending()
         if missing:
-            raise DarsError(f"{self.path}: {len(missing)} images not written (e.g. #{missing[0]})")
+            names = ", ".join(self.image_ids[i] for i in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise DarsError(f"{self.path}: {len(missing)} of {len(self.image_ids)} images not "
+                            f"written: {names}{more} (an inference job or shard has not "
+                            "finished: run it, then finalize again)")
         self.group.attrs["complete"] = True
         remove_path(self.final)
         os.replace(self.path, self.final)
@@ -164,7 +190,8 @@ class ProbStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            hint = " (an unfinished one exists: rerun inference)" if partial_path(path).exists() else ""
+            hint = (" (an unfinished one exists: rerun inference)"
+                    if partial_path(path).exists() else "")
             raise DarsError(f"probability store not found: {self.path}{hint}")
         try:
             self.group = zarr.open_group(str(self.path), mode="r")
@@ -225,7 +252,4 @@ class ProbStore:
 
     def shard(self, index: int, count: int) -> list[int]:
         """Image indices of shard ``index`` of ``count`` (contiguous, balanced)."""
-        if not 0 <= index < count:
-            raise DarsError(f"shard {index}/{count}: index must be in [0, {count})")
-        bounds = np.linspace(0, len(self), count + 1).round().astype(int)
-        return list(range(bounds[index], bounds[index + 1]))
+        return list(shard_range(index, count, len(self)))

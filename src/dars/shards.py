@@ -7,6 +7,10 @@ kept counts add up, ratios, shortfall and KL are recomputed from the sums, and p
 precision is combined through the correct/evaluated counts (``evaluated`` and ``correct``
 columns when the stats have them, else precision x kept, which is exact when the true masks have
 no ignore pixels, as in the demo -- the only dataset whose unlabeled masks are known).
+
+:func:`parse_shard` and :func:`shard_range` are what every sharded stage (``infer``,
+``confidence-histogram``, ``pseudo-label``) shares, so all of them cut the images into the same
+contiguous ranges.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +36,25 @@ log = logging.getLogger(__name__)
 _SHARED_THRESHOLD_COLUMNS = ("class", "name", "target", "threshold", "selected", "tied", "keep")
 _SHARED_STATS_COLUMNS = ("class", "name", "labeled_ratio", "target", "threshold", "selected",
                          "keep")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> (i, N) with 0 <= i < N (an argparse ``type``)."""
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise argparse.ArgumentTypeError(f"shard must look like i/N with 0 <= i < N, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def shard_range(index: int, count: int, num_images: int) -> range:
+    """Image indices of shard ``index`` of ``count``: contiguous and balanced.
+
+    Contiguous ranges keep each shard's reads and writes to neighbouring chunks of the store.
+    """
+    if not 0 <= index < count:
+        raise DarsError(f"shard {index}/{count}: index must be in [0, {count})")
+    bounds = np.linspace(0, num_images, count + 1).round().astype(int)
+    return range(int(bounds[index]), int(bounds[index + 1]))
 
 
 def _read_csvs(paths: Sequence[str | os.PathLike[str]]) -> list[pd.DataFrame]:

@@ -5,6 +5,15 @@ teacher file, same ``infer`` options) are skipped, and the store only appears at
 once every image is in it. A batch that was only partly written is predicted again whole: CPU
 and GPU kernels may round differently for another batch size, and the resumed store must equal
 an uninterrupted one bit for bit.
+
+Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
+the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
+(:func:`dars.shards.shard_range`, the ranges the thresholding shards use) and
+:func:`finalize_store` checks every image is in and moves the store into place. A shard
+predicts the batches an unsharded run forms, so a batch straddling two ranges is predicted by
+both shards and each keeps its own images: a few extra images per shard buy values
+bit-identical to ``shards: 1``. Batches never mix image sizes, so on a dataset of many sizes
+(VOC) a shard may share one batch per size at each end of its range.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch import nn
 from tqdm import tqdm
 
 from dars.config import Config
@@ -25,6 +35,7 @@ from dars.data.splits import Sample
 from dars.engine import checkpoint
 from dars.engine.predict import PredictOptions, predict_probs, size_batches
 from dars.probstore import ProbStoreWriter
+from dars.shards import shard_range
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +58,78 @@ def batches_to_redo(samples: Sequence[Sample], pending: Sequence[int], batch: in
                   if todo.intersection(b) for i in b)
 
 
-def infer(config: Config, model_path: Path, out: Path) -> None:
-    """Predict every unlabeled image with the teacher and store confidences/probabilities."""
+def _open_store(config: Config, model_path: Path, out: Path, create: bool
+                ) -> tuple[ProbStoreWriter, list[Sample]]:
+    """The partial store of this job (teacher file + infer options) and the unlabeled samples.
+
+    ``create``: create or resume it (one job only); else open the one :func:`init_store` made.
+    """
     spec = dataset_spec(config)
     samples = spec.samples("unlabeled", require_masks=False)
-    model = checkpoint.load_model(model_path, spec.num_classes)
-    writer = ProbStoreWriter(out, [s.id for s in samples], [image_size(s.image) for s in samples],
+    writer = ProbStoreWriter(out, [s.id for s in samples],
+                             [image_size(s.image) for s in samples] if create else None,
                              spec.classes, store_probs=config["infer"]["store_probs"],
                              job=job_fingerprint(model_path, config["infer"]))
-    pending = writer.pending()
-    todo = batches_to_redo(samples, pending, config["infer"]["batch_size"])
-    if len(pending) < len(samples):
-        log.info("resuming: %d of %d images already written; predicting %d (%d of them again, "
-                 "to keep partly written batches whole)", len(samples) - len(pending),
-                 len(samples), len(todo), len(todo) - len(pending))
-    t0 = time.perf_counter()
-    options = PredictOptions.from_config(config["infer"])
-    for index, probs in tqdm(predict_probs(model, samples, todo, config["infer"]["batch_size"],
-                                           options),
-                             total=len(todo), desc="infer", mininterval=2, unit="img"):
-        writer.write(index, probs.numpy())
+    return writer, samples
+
+
+def _load_teacher(config: Config, model_path: Path) -> nn.Module:
+    return checkpoint.load_model(model_path, dataset_spec(config).num_classes)
+
+
+def infer(config: Config, model_path: Path, out: Path) -> None:
+    """Predict every unlabeled image with the teacher and store confidences/probabilities."""
+    model = _load_teacher(config, model_path)  # a bad checkpoint fails before any store exists
+    writer, samples = _open_store(config, model_path, out, create=True)
+    _predict_into(writer, model, samples, range(len(samples)), config["infer"])
     writer.finalize()
+
+
+def init_store(config: Config, model_path: Path, out: Path) -> None:
+    """Sharded step 1: create (or keep, to resume) the partial store the shards write into."""
+    writer, samples = _open_store(config, model_path, out, create=True)
+    log.info("%s ready: %d images, %d already written", writer.path, len(samples),
+             len(samples) - len(writer.pending()))
+
+
+def infer_shard(config: Config, model_path: Path, out: Path, shard: tuple[int, int]) -> None:
+    """Sharded step 2: predict the images of shard (i, N) into the store :func:`init_store`
+    created (resuming: images already written are skipped)."""
+    model = _load_teacher(config, model_path)
+    writer, samples = _open_store(config, model_path, out, create=False)
+    _predict_into(writer, model, samples, shard_range(*shard, len(samples)), config["infer"])
+
+
+def finalize_store(config: Config, model_path: Path, out: Path) -> None:
+    """Sharded step 3: check every shard's images are in, move the store to ``out``."""
+    writer, samples = _open_store(config, model_path, out, create=False)
+    writer.finalize()
+    log.info("%s complete: %d images", out, len(samples))
+
+
+def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[Sample],
+                  own: range, infer_config: dict) -> None:
+    """Write the pending images of ``own`` into ``writer``, predicting them in the batches an
+    unsharded, uninterrupted run forms (whatever else those batches hold is discarded)."""
+    pending = writer.pending(own)
+    batch = infer_config["batch_size"]
+    todo = batches_to_redo(samples, pending, batch)
+    again = sum(1 for i in todo if i in own) - len(pending)
+    if len(pending) < len(own):
+        log.info("resuming: %d of %d images already written; predicting %d (%d of them again, "
+                 "to keep partly written batches whole)", len(own) - len(pending), len(own),
+                 len(todo), again)
+    neighbours = len(todo) - len(pending) - again
+    if neighbours:
+        log.info("images %d-%d of %d: also predicting %d images of other shards (not stored) "
+                 "to batch as an unsharded run does", own.start, own.stop - 1, len(samples),
+                 neighbours)
+    t0 = time.perf_counter()
+    options = PredictOptions.from_config(infer_config)
+    for index, probs in tqdm(predict_probs(model, samples, todo, batch, options),
+                             total=len(todo), desc="infer", mininterval=2, unit="img"):
+        if index in own:
+            writer.write(index, probs.numpy())
     seconds = time.perf_counter() - t0
     log.info("inferred %d images in %.1f s (%.1f img/s)", len(todo), seconds,
              len(todo) / max(seconds, 1e-9))
