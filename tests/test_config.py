@@ -169,7 +169,10 @@ def test_paper_config_dag_has_two_progressive_rounds_on_one_gpu(name: str,
     alphas, first, second, _, _, _ = PAPER[name]
     configfile = REPO / "config" / f"{name}.yaml"
     c = config.load(configfile)
-    (tmp_path / "data").mkdir()  # the dataset root is every stage's input
+    # the dataset root and the split files (config/splits/, found from the working directory
+    # as in a run from the repository) are the stages' inputs
+    (tmp_path / "data").mkdir()
+    (tmp_path / "config").symlink_to(REPO / "config")
     jobs = dry_run_jobs(tmp_path, configfile, "--config",
                         f"dataset={{name: {c['dataset']['name']}, root: {tmp_path / 'data'}}}")
     counts = Counter(job.rule for job in jobs)

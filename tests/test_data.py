@@ -66,7 +66,8 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
 
 
 def test_size_mismatch_is_named(folder_config: dict, folder_dataset: Path) -> None:
-    Image.fromarray(np.zeros((5, 7), np.uint8), mode="L").save(folder_dataset / "masks" / "img001.png")
+    mask = folder_dataset / "masks" / "img001.png"
+    Image.fromarray(np.zeros((5, 7), np.uint8), mode="L").save(mask)
     spec = dataset_spec(folder_config)
     ds = SegmentationDataset(spec, spec.samples("labeled"))
     with pytest.raises(DarsError, match="img001.png is 7x5 but image"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ import pandas as pd
 import pytest
 import torch
 import zarr
-from workflow_helpers import REPO, copy_run, job_counts, planned_jobs, shared_tiny_run, snakemake
+from workflow_helpers import (
+    BIN,
+    REPO,
+    copy_run,
+    job_counts,
+    planned_jobs,
+    shared_tiny_run,
+    snakemake,
+)
 
 from dars import cli
 from dars.engine import checkpoint
@@ -196,6 +205,25 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
     _assert_same_store(tmp_path / "ref.zarr", store)
     with pytest.raises(SystemExit):  # one step at a time
         cli.build_parser().parse_args([*args, "--finalize", "--shard", "0/2"])
+
+
+@pytest.mark.slow
+def test_torchrun_inference_splits_the_images_over_processes(
+        folder_config: dict, untrained_teacher: Path, tmp_path: Path) -> None:
+    """`gpus: 2` runs `dars infer` under torchrun: each process writes its own range of one
+    store (here 2 gloo processes on CPU), and the store equals a single process's."""
+    folder_config["infer"]["batch_size"] = 3
+    infer_mod.infer(folder_config, untrained_teacher, tmp_path / "ref.zarr")
+    store = tmp_path / "probs.zarr"
+    proc = subprocess.run(
+        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python",
+         str(BIN / "dars"), "infer", "--config-json", json.dumps(folder_config), "--model",
+         str(untrained_teacher), "--out", str(store), "--threads", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rank 1 of 2" in proc.stderr
+    assert not partial_path(store).exists()
+    _assert_same_store(tmp_path / "ref.zarr", store)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from workflow_helpers import BIN, REPO, SNAKEFILE, shared_tiny_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -34,8 +35,9 @@ STUCK_REASONS = ("PartitionConfig", "ReqNodeNotAvail", "BadConstraints")
 STUCK_AFTER_S = 90
 OVERRIDES = [
     "--default-resources", f"slurm_partition={PARTITION}",
-    "--set-resources", *(f"{rule}:slurm_partition={PARTITION}" for rule in
-                         ("train_baseline", "train_student", "infer_probabilities", "evaluate")),
+    # every rule the profile sends to its GPU partition comes to the test partition instead
+    "--set-resources", *(f"{rule}:slurm_partition={PARTITION}" for rule in yaml.safe_load(
+        (REPO / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]),
     "--slurm-no-account", "--slurm-status-command", "squeue",
     "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
     "--config", "gpus=0", f"resources={{gpu_rules: {SMALL}, cpu_rules: {SMALL}}}",

@@ -18,8 +18,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from dars import config as config_mod
 from dars.errors import DarsError
 from dars.shards import parse_shard
@@ -34,6 +32,10 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def _threads(n: int) -> None:
+    # torch is imported by the stages that use it: thresholding, summaries and reports start
+    # without paying its import (seconds per job)
+    import torch
+
     torch.set_num_threads(max(1, n or os.cpu_count() or 1))
 
 
@@ -51,7 +53,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     _threads(args.threads)
     trainer = Trainer(_config(args), args.round, Path(args.state_dir),
-                      init=args.init and Path(args.init), pseudo_dir=args.pseudo and Path(args.pseudo),
+                      init=args.init and Path(args.init),
+                      pseudo_dir=args.pseudo and Path(args.pseudo),
                       epochs_per_round=args.epochs_per_round,
                       scale=tuple(args.scale) if args.scale else None)
     trainer.run(Path(args.out), Path(args.log_csv))

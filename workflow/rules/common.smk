@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from dars.compare import COMPARE_FILES, branches, parse_variant
 from dars.config import scale_range
 from dars.report import PER_ROUND_REPORTS, report_files
 
@@ -123,3 +124,66 @@ def split_files(*splits):
         files.append(str(found[0] if found else Path(DATA) / rel))  # missing: Snakemake says so
     return files
 
+
+def pseudo_params(method, temperature, seed):
+    """params: of a thresholding job: everything its pseudo labels depend on.
+
+    Each argument is a value or a function of the wildcards. A temperature of "auto" reads
+    the teacher's calibration json, which the job then has as input `temperature`.
+    """
+    return dict(
+        alpha=lambda wc: round_cfg(wc.s)["alpha"],
+        method=method,
+        sampling=config["pseudo_label"]["sampling"],
+        temperature=lambda wc, input: input.temperature or as_function(temperature)(wc),
+        seed=seed,
+        threshold=(
+            f"--threshold {config['pseudo_label']['threshold']}"
+            if config["pseudo_label"]["threshold"] is not None
+            else ""
+        ),
+        # The demo's unlabeled images keep their true masks: report pseudo-label precision.
+        true_masks=f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else "",
+    )
+
+
+# ---- the comparison branches (compare.smk)
+
+COMPARE = config["compare"]
+CMP = f"{RESULTS}/compare"
+BRANCH = f"{CMP}/{{v}}/seed{{k}}"
+CMP_LOGS = f"{LOGS}/compare/{{v}}/seed{{k}}"
+CMP_ROWS = branches(COMPARE["methods"], COMPARE["progressive"], len(STUDENT_ROUNDS))
+
+
+def branch_round(wc, r):
+    """Folder of round r of branch (v, k); round 0 is the run's shared baseline."""
+    return f"{RESULTS}/round0" if int(r) == 0 else f"{CMP}/{wc.v}/seed{wc.k}/round{r}"
+
+
+def branch_store(wc):
+    """Round 1 thresholds the run's shared store; later rounds the branch's own."""
+    return f"{RESULTS}/round1/probs.zarr" if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
+
+
+def branch_temperature(wc):
+    return COMPARE["temperature"] if parse_variant(wc.v).tempered else 1.0
+
+
+def compare_inputs(name):
+    """One file of the final round of every table row, for every seed."""
+    return [
+        f"{CMP}/{v}/seed{k}/round{r}/{name}"
+        for v, r in CMP_ROWS
+        for k in COMPARE["seeds"]
+    ]
+
+
+CMP_TEMPERED = any(parse_variant(v).tempered for v, _ in CMP_ROWS)
+# What the report shows of the comparison, with the caption of each file.
+CMP_REPORTED = {
+    "tables.html": "compare_tables.rst",
+    "class_distribution.png": "compare_distribution.rst",
+    "iou.png": "compare_iou.rst",
+    "confidence.png": "compare_confidence.rst",
+}

@@ -3,30 +3,8 @@
 # probabilities: trained and inferred once, whatever the number of methods), then trains its
 # own student per seed under results/<run>/compare/<method>/seed<k>/round1/. Methods of
 # `compare.progressive` go on for every configured round, inferring with their own students.
-# The branch rules reuse the main rules' commands (`use rule`), only their paths differ.
-
-from dars.compare import COMPARE_FILES, branches, parse_variant
-
-COMPARE = config["compare"]
-CMP = f"{RESULTS}/compare"
-BRANCH = f"{CMP}/{{v}}/seed{{k}}"
-CMP_LOGS = f"{LOGS}/compare/{{v}}/seed{{k}}"
-CMP_ROWS = branches(COMPARE["methods"], COMPARE["progressive"], len(STUDENT_ROUNDS))
-
-
-def branch_round(wc, r):
-    """Folder of round r of branch (v, k); round 0 is the run's shared baseline."""
-    return f"{RESULTS}/round0" if int(r) == 0 else f"{CMP}/{wc.v}/seed{wc.k}/round{r}"
-
-
-def branch_store(wc):
-    """Round 1 thresholds the run's shared store; later rounds the branch's own."""
-    return f"{RESULTS}/round1/probs.zarr" if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
-
-
-def branch_temperature(wc):
-    return COMPARE["temperature"] if parse_variant(wc.v).tempered else 1.0
-
+# The branch rules reuse the main rules' commands (`use rule`), only their paths differ;
+# the paths and helpers are in common.smk.
 
 rule compare_pseudo_label:
     input:
@@ -118,25 +96,6 @@ use rule calibrate as compare_calibrate with:
         f"{CMP_LOGS}/round{{r}}/calibrate.benchmark.tsv"
 
 
-def compare_inputs(name):
-    """One file of the final round of every table row, for every seed."""
-    return [
-        f"{CMP}/{v}/seed{k}/round{r}/{name}"
-        for v, r in CMP_ROWS
-        for k in COMPARE["seeds"]
-    ]
-
-
-CMP_TEMPERED = any(parse_variant(v).tempered for v, _ in CMP_ROWS)
-# What the report shows of the comparison, with the caption of each file.
-CMP_REPORTED = {
-    "tables.html": "compare_tables.rst",
-    "class_distribution.png": "compare_distribution.rst",
-    "iou.png": "compare_iou.rst",
-    "confidence.png": "compare_confidence.rst",
-}
-
-
 rule compare_tables:
     input:
         baseline=f"{RESULTS}/round0/metrics.json",
@@ -170,7 +129,9 @@ rule compare_tables:
         progressive=COMPARE["progressive"],
         seeds=COMPARE["seeds"],
         rounds=len(STUDENT_ROUNDS),
-        # T of the "+ts" methods, for the confidence plot (the tables read each summary's)
+        run_dir=lambda wc, input: os.path.dirname(input.histogram),
+        out_dir=lambda wc, output: os.path.dirname(output.table4_csv),
+        # T of the tempered methods, for the confidence plot (the tables read each summary)
         temperature=lambda wc, input: (
             f"--temperature {input.temperature or COMPARE['temperature']}"
             if CMP_TEMPERED
@@ -182,9 +143,9 @@ rule compare_tables:
     conda:
         ENV
     shell:
-        "dars compare --run-dir {RESULTS} --methods {params.methods} --progressive"
+        "dars compare --run-dir {params.run_dir} --methods {params.methods} --progressive"
         " {params.progressive} --seeds {params.seeds} --rounds {params.rounds}"
-        " {params.temperature} --threads {threads} --out-dir {CMP} > {log} 2>&1"
+        " {params.temperature} --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule compare:

@@ -117,28 +117,6 @@ if SHARDS > 1:
             + " --finalize > {log} 2>&1"
 
 
-def pseudo_params(method, temperature, seed):
-    """params: of a thresholding job: everything its pseudo labels depend on.
-
-    Each argument is a value or a function of the wildcards. A temperature of "auto" reads
-    the teacher's calibration json, which the job then has as input `temperature`.
-    """
-    return dict(
-        alpha=lambda wc: round_cfg(wc.s)["alpha"],
-        method=method,
-        sampling=config["pseudo_label"]["sampling"],
-        temperature=lambda wc, input: input.temperature or as_function(temperature)(wc),
-        seed=seed,
-        threshold=(
-            f"--threshold {config['pseudo_label']['threshold']}"
-            if config["pseudo_label"]["threshold"] is not None
-            else ""
-        ),
-        # The demo's unlabeled images keep their true masks: report pseudo-label precision.
-        true_masks=f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else "",
-    )
-
-
 # The main run's thresholding of round s (the same in sharded and unsharded runs).
 PSEUDO_PARAMS = pseudo_params(
     config["pseudo_label"]["method"], config["pseudo_label"]["temperature"],

@@ -52,5 +52,6 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: str | os.PathLik
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise DarsError(f"checkpoint {path} does not fit model "
-                        f"{state['model_config'].get('name')!r}: {str(exc).splitlines()[0]}") from exc
+        name = state["model_config"].get("name")
+        raise DarsError(f"checkpoint {path} does not fit model {name!r}: "
+                        f"{str(exc).splitlines()[0]}") from exc

@@ -32,7 +32,7 @@ from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.io import image_size
 from dars.data.splits import Sample
-from dars.engine import checkpoint
+from dars.engine import checkpoint, distributed
 from dars.engine.predict import PredictOptions, predict_probs, size_batches
 from dars.probstore import ProbStoreWriter
 from dars.shards import shard_range
@@ -78,11 +78,27 @@ def _load_teacher(config: Config, model_path: Path) -> nn.Module:
 
 
 def infer(config: Config, model_path: Path, out: Path) -> None:
-    """Predict every unlabeled image with the teacher and store confidences/probabilities."""
-    model = _load_teacher(config, model_path)  # a bad checkpoint fails before any store exists
-    writer, samples = _open_store(config, model_path, out, create=True)
-    _predict_into(writer, model, samples, range(len(samples)), config["infer"])
-    writer.finalize()
+    """Predict every unlabeled image with the teacher and store confidences/probabilities.
+
+    Under ``torchrun`` (a rule with ``gpus: N > 1``) each of the N processes is one shard on
+    its own GPU: rank 0 creates the store, every rank writes its range, rank 0 finalizes --
+    the same three steps as ``shards: N``, inside one job.
+    """
+    world = distributed.setup()
+    try:
+        model = _load_teacher(config, model_path)  # a bad checkpoint fails before any store
+        if world.is_main:
+            writer, samples = _open_store(config, model_path, out, create=True)
+        distributed.barrier(world)
+        if not world.is_main:
+            writer, samples = _open_store(config, model_path, out, create=False)
+        own = shard_range(world.rank, world.size, len(samples))
+        _predict_into(writer, model, samples, own, config["infer"])
+        distributed.barrier(world)
+        if world.is_main:
+            writer.finalize()
+    finally:
+        distributed.teardown(world)
 
 
 def init_store(config: Config, model_path: Path, out: Path) -> None:
