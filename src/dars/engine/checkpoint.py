@@ -7,7 +7,6 @@ Saved atomically (a killed job never leaves a truncated file) and loaded with
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 from dars.atomic import atomic_path
 from dars.errors import DarsError
 from dars.models import build_model
+from dars.torch_files import load_weights_only
 
 
 def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -24,15 +24,9 @@ def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise DarsError(f"checkpoint not found: {p}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise DarsError(f"cannot load checkpoint {p}: {exc}") from exc
+    state = load_weights_only(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise DarsError(f"{p} is not a dars checkpoint (no model/model_config)")
+        raise DarsError(f"{path} is not a dars checkpoint (no model/model_config)")
     return state
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from dars.errors import DarsError
+from dars.torch_files import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,7 @@ class ResNetBackbone(nn.Module):
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     """The backbone tensors of a pretrained file, unwrapped and without the classifier."""
-    if not path.is_file():
-        raise DarsError(f"model.pretrained: file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise DarsError(f"model.pretrained: cannot load {path}: {exc}") from exc
+    obj = load_weights_only(path, "model.pretrained")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
