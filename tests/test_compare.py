@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -222,6 +223,14 @@ def test_compare_on_a_finished_run_reuses_its_baseline_and_writes_tables(
     for name in ("class_distribution.png", "iou.png", "confidence.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "Table 5" in (out / "tables.html").read_text()
+    # the report of the compare target has the comparison section with every figure embedded
+    snakemake(run, "--report", str(tmp_path / "report.html"), "compare", *config)
+    text = (tmp_path / "report.html").read_text()
+    categories = json.loads(re.search(r"^\s*var categories = (\{.*\});\s*$", text,
+                                      re.M).group(1))
+    shown = {Path(f).name for files in categories["5. Method comparison"].values() for f in files}
+    assert shown == {"tables.html", "class_distribution.png", "iou.png", "confidence.png"}
+    assert all(f"results/tiny/compare/{name}" in text for name in shown)
     # a second call has nothing to do
     assert job_counts(run, "compare", *config) == {}
     shutil.rmtree(run)
