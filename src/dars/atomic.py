@@ -96,10 +96,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         remove_path(tmp)
 
 
-def write_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write a data frame as csv atomically."""
+def write_csv(df: pd.DataFrame, path: str | os.PathLike[str],
+              float_format: str | None = None) -> None:
+    """Write a data frame as csv atomically (``float_format`` as in ``DataFrame.to_csv``)."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        df.to_csv(tmp, index=False, float_format=float_format)
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dars.atomic import atomic_path
+from dars.atomic import write_csv
 from dars.errors import DarsError
 from dars.report import (
     class_distribution_plot,
@@ -53,18 +53,17 @@ COMPARE_FILES = ("table4.csv", "table4.md", "table5.csv", "table5.md", "pseudo_p
 class Variant:
     """One compared method: a thresholding method, optionally after temperature scaling."""
 
-    name: str
     method: str
     tempered: bool
 
 
 def parse_variant(name: str) -> Variant:
-    """``"cbst+ts"`` -> Variant("cbst+ts", "cbst", tempered=True)."""
+    """``"cbst+ts"`` -> Variant("cbst", tempered=True)."""
     match = VARIANT.fullmatch(name)
     if not match:
         raise DarsError(f"unknown comparison method {name!r}: expected st, cbst, da or dars, "
                         "optionally with +ts")
-    return Variant(name, match[1], match[2] is not None)
+    return Variant(match[1], match[2] is not None)
 
 
 def branches(methods: Sequence[str], progressive: Sequence[str], rounds: int
@@ -84,8 +83,9 @@ def row_label(method: str, rounds: int) -> str:
     return method if rounds == 1 else f"{method} + IT ({rounds} rounds)"
 
 
-def branch_dir(run_dir: Path, method: str, seed: int) -> Path:
-    return run_dir / "compare" / method / f"seed{seed}"
+def branch_dir(run_dir: str | Path, method: str, seed: int | str) -> Path:
+    """Where one method's branch keeps its rounds (the workflow's rules write there too)."""
+    return Path(run_dir) / "compare" / method / f"seed{seed}"
 
 
 # --------------------------------------------------------------------------- tables
@@ -232,11 +232,6 @@ def confidence_plot(hists: dict[str, np.ndarray], names: Sequence[str], classes:
 # --------------------------------------------------------------------------- the stage
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
-
-
 def build_comparison(run_dir: str | Path, methods: Sequence[str], progressive: Sequence[str],
                      seeds: Sequence[int], rounds: int, out_dir: str | Path,
                      temperature: float | None = None, threads: int | None = None
@@ -257,9 +252,8 @@ def build_comparison(run_dir: str | Path, methods: Sequence[str], progressive: S
     t4 = table4(run_dir, rows, seeds)
     per_class = pseudo_per_class(run_dir, rows, seeds)
     t5 = table5(run_dir, rows, seeds, per_class)
-    _write_csv(t4, out["table4.csv"])
-    _write_csv(t5, out["table5.csv"])
-    _write_csv(per_class, out["pseudo_per_class.csv"])
+    for df, name in ((t4, "table4.csv"), (t5, "table5.csv"), (per_class, "pseudo_per_class.csv")):
+        write_csv(df, out[name], float_format="%.6g")
     iou_cols = [c for c in t4.columns if c not in ("method", "seeds", "tail mIoU", "mIoU",
                                                    "mIoU std", "gain")]
     pct = {c: "{:.1f}" for c in [*iou_cols, "tail mIoU", "mIoU", "mIoU std", "gain"]}

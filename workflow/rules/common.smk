@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from dars.compare import COMPARE_FILES, branches, parse_variant
+from dars.compare import COMPARE_FILES, branch_dir, branches, parse_variant
 from dars.config import scale_range
 from dars.report import PER_ROUND_REPORTS, report_files
 
@@ -151,14 +151,14 @@ def pseudo_params(method, temperature, seed):
 
 COMPARE = config["compare"]
 CMP = f"{RESULTS}/compare"
-BRANCH = f"{CMP}/{{v}}/seed{{k}}"
+BRANCH = str(branch_dir(RESULTS, "{v}", "{k}"))
 CMP_LOGS = f"{LOGS}/compare/{{v}}/seed{{k}}"
 CMP_ROWS = branches(COMPARE["methods"], COMPARE["progressive"], len(STUDENT_ROUNDS))
 
 
 def branch_round(wc, r):
     """Folder of round r of branch (v, k); round 0 is the run's shared baseline."""
-    return f"{RESULTS}/round0" if int(r) == 0 else f"{CMP}/{wc.v}/seed{wc.k}/round{r}"
+    return f"{RESULTS}/round0" if int(r) == 0 else f"{branch_dir(RESULTS, wc.v, wc.k)}/round{r}"
 
 
 def branch_store(wc):
@@ -173,7 +173,7 @@ def branch_temperature(wc):
 def compare_inputs(name):
     """One file of the final round of every table row, for every seed."""
     return [
-        f"{CMP}/{v}/seed{k}/round{r}/{name}"
+        f"{branch_dir(RESULTS, v, k)}/round{r}/{name}"
         for v, r in CMP_ROWS
         for k in COMPARE["seeds"]
     ]

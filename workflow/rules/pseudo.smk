@@ -8,6 +8,7 @@
 
 INFER_INPUT = dict(
     data=DATA,
+    splits=split_files("unlabeled"),
     teacher=lambda wc: f"{RESULTS}/round{int(wc.s) - 1}/model.pt",
 )
 
