@@ -74,7 +74,7 @@ def measure(device: torch.device, fast: bool, batch: int, crop: int, steps: int,
 
     def train_step() -> None:
         with precision():
-            loss = seg_loss(model(x), y, 255)
+            loss = seg_loss(model(x), y, 255, aux_weight=0.4)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -4,36 +4,32 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tqdm import tqdm
 
 from dars.engine import checkpoint
 from dars.engine.evaluate import confusion_matrix, evaluate, iou_from_confusion
 from dars.engine.infer import infer
-from dars.engine.train import Trainer, plan_schedule, poly_lr
+from dars.engine.train import Trainer, plan_schedule
 from dars.errors import DarsError
 from dars.probstore import ProbStore, partial_path
 
-TRAIN = {"batch_size": 4, "schedule": "continue"}
-
-
-def test_schedule_continue_spans_all_rounds() -> None:
-    # 10 labeled -> 2 it/epoch; 20 unlabeled with half-batch 2 -> 10 it/epoch
-    plans = [plan_schedule(TRAIN, [3, 2, 1], r, 10, 20) for r in range(3)]
-    assert [(p.epochs, p.iters_per_epoch, p.start_iter) for p in plans] == [
-        (3, 2, 0), (2, 10, 6), (1, 10, 26)]
-    assert {p.total_iters for p in plans} == {36}
-
-
-def test_schedule_restart_is_per_round() -> None:
-    p = plan_schedule({**TRAIN, "schedule": "restart"}, [3, 2], 1, 10, 20)
-    assert (p.start_iter, p.total_iters) == (0, 20)
+def test_schedule_places_each_round_after_the_previous_ones() -> None:
+    """continue: round k starts at epoch sum(epochs before k) of a schedule ending with k."""
+    plans = [plan_schedule("continue", 0.9, [3, 2, 1], r, ipe) for r, ipe in
+             enumerate((2, 10, 10))]
+    assert [(p.start_epoch, p.start_iter, p.total_iters) for p in plans] == [
+        (0, 0, 6), (3, 30, 50), (5, 50, 60)]
+    restart = plan_schedule("restart", 0.9, [3, 2], 1, 10)
+    assert (restart.start_iter, restart.total_iters) == (0, 20)
     with pytest.raises(DarsError, match="round 2 is not configured"):
-        plan_schedule(TRAIN, [3, 2], 2, 10, 20)
+        plan_schedule("continue", 0.9, [3, 2], 2, 10)
 
 
-def test_poly_lr() -> None:
-    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
-    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
-    assert poly_lr(0.01, 100, 100, 0.9) == 0.0
+def test_schedule_factor_is_the_released_formula() -> None:
+    # tool/train_func.py: current_iter = epoch * len(loader) + i + 1, max_iter = epochs * len
+    p = plan_schedule("continue", 0.9, [4, 4], 1, 5)
+    assert p.factor(0) == pytest.approx((1 - (4 * 5 + 1) / 40) ** 0.9)
+    assert p.factor(19) == 0.0 and p.factor(25) == 0.0  # the last step, and past the end
 
 
 def test_confusion_and_iou_match_a_loop() -> None:
@@ -90,18 +86,21 @@ def test_full_round_trip_learns(folder_config: dict, tmp_path: Path) -> None:
 def test_resume_continues_identically(folder_config: dict, tmp_path: Path) -> None:
     folder_config["train"]["epochs"] = 4
     full = checkpoint.load(_train(folder_config, tmp_path / "a"))
-    # an interrupted job: the same job's state after 2 of 4 epochs, then a rerun
-    folder_config_2 = {**folder_config, "train": {**folder_config["train"]}}
-    Trainer(folder_config_2, 0, tmp_path / "b" / "r0" / "state", epochs_per_round=[4, 1])
+    # an interrupted job: 2 of its 4 epochs done (each saves last.pt), then a rerun
     trainer = Trainer(folder_config, 0, tmp_path / "b" / "r0" / "state")
-    trainer.schedule = trainer.schedule.__class__(2, *list(trainer.schedule.__dict__.values())[1:])
-    trainer.run(tmp_path / "b" / "partial.pt", tmp_path / "b" / "log.csv")
+    with tqdm(disable=True) as bar:
+        trainer._epoch(bar)
+        trainer._epoch(bar)
     resumed = Trainer(folder_config, 0, tmp_path / "b" / "r0" / "state")
     assert resumed.epoch == 2
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(
+        folder_config["train"]["lr"] * resumed.schedule.factor(2 * resumed.schedule.iters_per_epoch))
     resumed.run(tmp_path / "b" / "model.pt", tmp_path / "b" / "log.csv")
     final = checkpoint.load(tmp_path / "b" / "model.pt")
     for k, v in full["model"].items():
         assert torch.equal(v, final["model"][k]), k
+    steps = 4 * resumed.schedule.iters_per_epoch
+    assert final["scheduler"]["last_epoch"] == full["scheduler"]["last_epoch"] == steps
 
 
 def test_nan_loss_stops_with_hint(folder_config: dict, tmp_path: Path) -> None:

@@ -34,8 +34,8 @@ from dars.shards import merge_tables
 # Only the pseudo-label rules may run: the copied round-2 store stays what it was even though
 # round 1's labels are rewritten (they are identical, but a directory has no checksum).
 SHARD_RULES = ("--allowed-rules", "confidence_histogram", "pseudo_label_shard", "pseudo_label")
-ROUND2_ALPHA = ("rounds=[{alpha: 0.2, epochs: 1},"
-                " {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 1}]")
+ROUND2_ALPHA = ("rounds=[{alpha: 0.2, epochs: 4},"
+                " {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 4}]")
 # The shards keep the unsharded job's threads: float sums over another thread count round
 # differently, and the store must be bit-identical.
 INFER_RULES = ("--allowed-rules", "infer_init", "infer_probabilities_shard", "infer_finalize")

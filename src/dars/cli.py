@@ -56,7 +56,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                       init=args.init and Path(args.init),
                       pseudo_dir=args.pseudo and Path(args.pseudo),
                       epochs_per_round=args.epochs_per_round,
-                      scale=tuple(args.scale) if args.scale else None)
+                      scale=tuple(args.scale) if args.scale else None,
+                      num_workers=args.workers)
     trainer.run(Path(args.out), Path(args.log_csv))
 
 
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of round 0, 1, ... (default: from the config)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="random-scale range of this round (default: from the config)")
+    p.add_argument("--workers", type=int,
+                   help="DataLoader worker processes (default: train.num_workers)")
 
     p = add("infer", cmd_infer, "teacher probabilities on the unlabeled pool → zarr",
             threads=True)

@@ -113,6 +113,26 @@ def load(path: str | Path | None = None, json_text: str | None = None) -> Config
     return validate(config)
 
 
+#: Keys that change how a stage runs (speed, where `dars split` looks), never what it computes.
+#: They are left out of rule params and job signatures, so changing them reruns nothing.
+RUNTIME_KEYS: dict[str, tuple[str, ...]] = {
+    "dataset": ("image_pattern", "mask_pattern"),
+    "train": ("num_workers",),
+}
+
+
+def stage_config(config: Config, *sections: str) -> Config:
+    """The named top-level sections of ``config`` without their :data:`RUNTIME_KEYS`: what a
+    stage's outputs depend on (a rule's params, a training job's identity)."""
+    out: Config = {}
+    for name in sections:
+        value = config[name]
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in RUNTIME_KEYS.get(name, ())}
+        out[name] = value
+    return out
+
+
 def epochs_per_round(config: Config) -> list[int]:
     """Epochs of round 0 (baseline) followed by each self-training round's."""
     return [config["train"]["epochs"]] + [r["epochs"] for r in config["rounds"]]

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from dars.compare import COMPARE_FILES, branch_dir, branches, parse_variant
-from dars.config import scale_range
+from dars.config import epochs_per_round as epochs_per_round_from
+from dars.config import scale_range, stage_config
 from dars.report import PER_ROUND_REPORTS, report_files
 
 RUN = config["run"]
@@ -30,11 +31,13 @@ GPU_RULES = (
     "calibrate",
 )
 SINGLE_GPU_RULES = ("evaluate", "calibrate")  # one process: at most one GPU
+TRAIN_RULES = ("train_baseline", "train_student")
 
 
 def subset(*sections, **extra):
-    """JSON of the named top-level config sections (plus extras) for a rule's --config-json."""
-    return json.dumps({**{k: config[k] for k in sections}, **extra}, sort_keys=True)
+    """JSON of the named top-level config sections (plus extras) for a rule's --config-json,
+    without the keys that only change how fast a stage runs (dars.config.RUNTIME_KEYS)."""
+    return json.dumps({**stage_config(config, *sections), **extra}, sort_keys=True)
 
 
 def round_cfg(r):
@@ -43,11 +46,9 @@ def round_cfg(r):
 
 
 def epochs_per_round(r):
-    """Epochs the lr schedule of round r depends on (all rounds with a shared schedule)."""
-    epochs = [config["train"]["epochs"]] + [x["epochs"] for x in config["rounds"]]
-    if config["train"]["schedule"] == "restart":
-        return " ".join(map(str, epochs[: int(r) + 1]))
-    return " ".join(map(str, epochs))
+    """Epochs of rounds 0..r: all the lr schedule of round r depends on (a later round never
+    changes an earlier one's schedule)."""
+    return " ".join(map(str, epochs_per_round_from(config)[: int(r) + 1]))
 
 
 def scale(r):
@@ -69,6 +70,8 @@ def job_resources(name):
     res = {**config["resources"][kind], **config["resources"]["rules"].get(name, {})}
     if name in GPU_RULES:
         res["gpu"] = min(GPUS, 1) if name in SINGLE_GPU_RULES else GPUS
+    if name in TRAIN_RULES:  # a resource, not a param: it changes speed, not the weights
+        res["workers"] = config["train"]["num_workers"]
     return res
 
 

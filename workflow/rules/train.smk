@@ -5,7 +5,11 @@
 rule train_baseline:
     input:
         data=DATA,
-        splits=split_files("labeled"),
+        # match_unlabeled makes a round-0 epoch as long as the unlabeled pool
+        splits=split_files(
+            "labeled",
+            *(["unlabeled"] if config["train"]["baseline_list"] == "match_unlabeled" else []),
+        ),
     output:
         model=f"{RESULTS}/round0/model.pt",
         log_csv=f"{RESULTS}/round0/train_log.csv",
@@ -27,7 +31,8 @@ rule train_baseline:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round 0 --config-json {params.cfg:q} --epochs-per-round {params.epochs}"
         " --scale {params.scale} --state-dir {params.state} --out {output.model}"
-        " --log-csv {output.log_csv} --threads {threads} > {log} 2>&1"
+        " --log-csv {output.log_csv} --threads {threads} --workers {resources.workers}"
+        " > {log} 2>&1"
 
 
 rule train_student:
@@ -58,4 +63,5 @@ rule train_student:
         " dars train --round {wildcards.s} --config-json {params.cfg:q}"
         " --init {input.teacher} --pseudo {input.pseudo}"
         " --epochs-per-round {params.epochs} --scale {params.scale} --state-dir {params.state}"
-        " --out {output.model} --log-csv {output.log_csv} --threads {threads} > {log} 2>&1"
+        " --out {output.model} --log-csv {output.log_csv} --threads {threads}"
+        " --workers {resources.workers} > {log} 2>&1"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dars.constants import IGNORE
 from dars.data.definitions import DatasetDefinition, get_definition
 from dars.data.io import read_image, read_mask
 from dars.data.splits import Sample, read_split
@@ -126,7 +127,9 @@ class SegmentationDataset(Dataset):
         s = self.samples[index]
         image = read_image(s.image)
         path = self.mask_path(index)
-        mask = read_mask(path, self.spec.num_classes, self.spec.ignore_index)
+        # pseudo labels are written by the pipeline, with its own IGNORE
+        ignore = IGNORE if self.mask_dir is not None else self.spec.ignore_index
+        mask = read_mask(path, self.spec.num_classes, ignore)
         if mask.shape != image.shape[:2]:
             raise DarsError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but image "
                             f"{s.image} is {image.shape[1]}x{image.shape[0]}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dars.constants import IGNORE
 from dars.data.definitions import label_map_for
 from dars.errors import DarsError
 
@@ -31,7 +32,10 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
-    """Index mask (H, W) uint8 with values in [0, num_classes) or ``ignore_index``.
+    """Index mask (H, W) uint8 with values in [0, num_classes) or :data:`IGNORE`.
+
+    The file's ``ignore_index`` (the dataset's "no label" value) becomes IGNORE here, so no
+    later stage needs to know which value a dataset uses.
 
     Palette ("P") PNGs are read as indices, as VOC stores them. An RGB mask is refused: its
     colours are not class indices and reading them as such silently corrupts training. A file
@@ -57,7 +61,7 @@ def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
         values = sorted(int(v) for v in np.unique(mask[bad]))[:5]
         raise DarsError(f"mask {path} has values {values} outside [0, {num_classes}) and "
                         f"ignore {ignore_index} (class count in config does not match the data?)")
-    return mask.astype(np.uint8)
+    return np.where(mask == ignore_index, IGNORE, mask).astype(np.uint8)
 
 
 def write_mask(path: Path, mask: np.ndarray) -> None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from dars.atomic import write_json
 from dars.config import Config
+from dars.constants import IGNORE
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
@@ -72,7 +73,7 @@ def calibrate(config: Config, model_path: Path, out: Path, split: str = "val",
     for index, probs in predict_probs(model, samples, range(len(samples)),
                                       config["infer"]["batch_size"], options):
         mask = read_mask(samples[index].mask, spec.num_classes, spec.ignore_index).reshape(-1)
-        valid = np.flatnonzero(mask != spec.ignore_index)
+        valid = np.flatnonzero(mask != IGNORE)
         pick = rng.choice(valid, size=min(per_image, valid.size), replace=False)
         flat = probs.reshape(spec.num_classes, -1)[:, torch.from_numpy(pick)]
         logits.append(flat.T.clamp_min(MIN_PROB).log())

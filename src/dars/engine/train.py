@@ -3,8 +3,11 @@
 Round 0 trains on labeled batches. A student round k starts from round k-1's last state and
 forwards a labeled half-batch and a pseudo-labeled half-batch separately, summing the two
 cross-entropy losses (the authors' recipe); one epoch is one pass over the unlabeled pool.
-With ``train.schedule: continue`` one poly schedule spans all rounds and the optimizer state is
-carried over, as in the released code; ``restart`` begins a fresh schedule per round.
+The lr follows the released poly schedule (:class:`RoundSchedule`, a ``LambdaLR`` saved in every
+checkpoint): with ``train.schedule: continue`` round k resumes the previous round's optimizer
+(momentum included) at epoch ``sum(epochs of rounds < k)`` of a schedule that ends with round k,
+over round k's own loader, so each round anneals to 0 -- as in the authors' code; ``restart``
+begins a fresh schedule and optimizer per round.
 
 State is checkpointed atomically after every epoch into ``state_dir/last.pt`` (the log so far
 into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The
@@ -16,7 +19,7 @@ rank's RNG state, and exits with status 143; the rerun replays the epoch's data 
 without training on it, restores the RNG and continues bit for bit (see docs/RELIABILITY.md).
 
 Models with a pretrained backbone train their head at ``train.head_lr_mult`` x the lr (one
-optimizer param group each; poly decay scales every group's base lr). On CUDA, steps run under
+optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run under
 bf16 autocast in channels_last layout (``train.bf16``/``train.channels_last``).
 """
 
@@ -38,13 +41,16 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dars.atomic import write_csv
-from dars.config import Config, scale_range
+from dars.config import Config, scale_range, stage_config
 from dars.config import epochs_per_round as epochs_per_round_from
+from dars.constants import IGNORE
 from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec
+from dars.data.splits import Sample
 from dars.data.transforms import train_transform
 from dars.engine import checkpoint, distributed
 from dars.engine.predict import bf16_autocast
@@ -54,42 +60,52 @@ from dars.models.backbone import load_pretrained, lr_groups
 
 log = logging.getLogger(__name__)
 
-AUX_WEIGHT = 0.4
 EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's status for "terminated by SIGTERM"
 
 
 @dataclass(frozen=True)
 class RoundSchedule:
-    """Where a round sits in the lr schedule (iterations are optimizer steps)."""
+    """Where a round sits in the released poly schedule (iterations are optimizer steps).
+
+    The authors' tool/train_func.py sets, before every step, ``lr = base * (1 - current_iter /
+    max_iter) ** power`` with ``max_iter = epochs * len(loader)`` and ``current_iter = epoch *
+    len(loader) + i + 1`` over *that round's own* loader. A student of round k resumes at
+    ``start_epoch`` = the epochs of the rounds before it and runs to ``start_epoch`` + its own
+    epochs, so every round anneals to 0 (``continue``); ``restart`` starts each round at 0.
+    """
 
     epochs: int
     iters_per_epoch: int
-    start_iter: int
-    total_iters: int
+    start_epoch: int
+    power: float
+
+    @property
+    def total_iters(self) -> int:
+        """``max_iter`` of the released code: the schedule's length in this round's steps."""
+        return (self.start_epoch + self.epochs) * self.iters_per_epoch
+
+    @property
+    def start_iter(self) -> int:
+        return self.start_epoch * self.iters_per_epoch
+
+    def factor(self, step: int) -> float:
+        """lr / base lr of this round's ``step``-th optimizer step (0-based); 0 after the end."""
+        current = self.start_iter + step + 1
+        return max(0.0, 1 - current / self.total_iters) ** self.power
 
 
-def plan_schedule(train_config: Config, epochs_per_round: list[int], round_index: int,
-                  num_labeled: int, num_unlabeled: int) -> RoundSchedule:
-    """Compute the round's iterations and its offset in a shared (continue) or own schedule.
+def plan_schedule(schedule: str, power: float, epochs_per_round: list[int], round_index: int,
+                  iters_per_epoch: int) -> RoundSchedule:
+    """The round's place in the schedule from the epochs of rounds 0..``round_index``.
 
-    ``epochs_per_round`` lists round 0's epochs, then each student round's; with ``restart``
-    only the entry of ``round_index`` matters (so a prefix up to it suffices).
+    ``epochs_per_round`` lists round 0's epochs, then each student round's (a prefix up to
+    ``round_index`` suffices: later rounds never change an earlier one).
     """
     if round_index >= len(epochs_per_round):
         raise DarsError(f"round {round_index} is not configured (epochs given for rounds "
                         f"0..{len(epochs_per_round) - 1})")
-    bs = train_config["batch_size"]
-    iters = [max(num_labeled // bs, 1)] + [max(num_unlabeled // (bs // 2), 1)] * (
-        len(epochs_per_round) - 1)
-    epochs, ipe = epochs_per_round[round_index], iters[round_index]
-    if train_config["schedule"] == "restart":
-        return RoundSchedule(epochs, ipe, 0, epochs * ipe)
-    lengths = [e * i for e, i in zip(epochs_per_round, iters, strict=True)]
-    return RoundSchedule(epochs, ipe, sum(lengths[:round_index]), sum(lengths))
-
-
-def poly_lr(base: float, it: int, total: int, power: float) -> float:
-    return base * (1 - min(it, total) / total) ** power
+    start = sum(epochs_per_round[:round_index]) if schedule == "continue" else 0
+    return RoundSchedule(epochs_per_round[round_index], iters_per_epoch, start, power)
 
 
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
@@ -103,12 +119,20 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> t
     return total / (target != ignore).sum().clamp_min(1)
 
 
-def seg_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, ignore: int) -> torch.Tensor:
-    """CE on the main output plus 0.4 x CE on an auxiliary head when the model has one."""
+def seg_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, ignore: int,
+             aux_weight: float) -> torch.Tensor:
+    """CE on the main output plus ``aux_weight`` x CE on an auxiliary head (PSPNet's, on
+    layer3: 0.4 as released) when the model has one."""
     loss = _cross_entropy(outputs["out"], target, ignore)
-    if "aux" in outputs:
-        loss = loss + AUX_WEIGHT * _cross_entropy(outputs["aux"], target, ignore)
+    if "aux" in outputs and aux_weight:
+        loss = loss + aux_weight * _cross_entropy(outputs["aux"], target, ignore)
     return loss
+
+
+def match_length(samples: list[Sample], length: int) -> list[Sample]:
+    """``samples`` repeated (in order) and cut to ``length``: the released ``*_match_len``
+    lists, which make a round-0 epoch as long as a pass over the unlabeled pool."""
+    return (samples * math.ceil(length / len(samples)))[:length] if samples else []
 
 
 def _loader(dataset: SegmentationDataset, batch: int, workers: int,
@@ -142,7 +166,7 @@ def _epoch_seed(*parts: int) -> int:
 
 def _signature(config: Config, *job: object) -> str:
     """Identity of a training job, so a stale last.pt of a different job is never resumed."""
-    keys = {k: config[k] for k in ("dataset", "model", "train", "seed")}
+    keys = stage_config(config, "dataset", "model", "train", "seed")
     blob = json.dumps([keys, job], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -153,9 +177,11 @@ class Trainer:
     def __init__(self, config: Config, round_index: int, state_dir: Path,
                  init: Path | None = None, pseudo_dir: Path | None = None,
                  epochs_per_round: list[int] | None = None,
-                 scale: tuple[float, float] | None = None) -> None:
+                 scale: tuple[float, float] | None = None,
+                 num_workers: int | None = None) -> None:
         """``epochs_per_round`` and ``scale`` default to what ``config`` says; the workflow
-        passes them explicitly so a rule depends on exactly the values it uses."""
+        passes them explicitly so a rule depends on exactly the values it uses.
+        ``num_workers`` (default ``train.num_workers``) changes speed, never the result."""
         if round_index > 0 and (init is None or pseudo_dir is None):
             raise DarsError("a student round needs --init (teacher checkpoint) and --pseudo")
         self.config, self.round = config, round_index
@@ -175,24 +201,31 @@ class Trainer:
         scale = scale or scale_range(config, round_index)
         epochs_per_round = epochs_per_round or epochs_per_round_from(config)
         transform = train_transform(scale, self.tcfg["crop_size"], self.tcfg["flip"],
-                                    self.spec.ignore_index, self.tcfg["rotate"],
+                                    IGNORE, self.tcfg["rotate"],
                                     self.tcfg["blur"])
-        labeled = SegmentationDataset(self.spec, self.spec.samples("labeled"), transform)
-        unlabeled = self.spec.samples("unlabeled", require_masks=False)
-        half = self.tcfg["batch_size"] // 2 if round_index else self.tcfg["batch_size"]
+        labeled_samples = self.spec.samples("labeled")
+        unlabeled = (self.spec.samples("unlabeled", require_masks=False)
+                     if round_index or self.tcfg["baseline_list"] == "match_unlabeled" else [])
+        if not round_index and unlabeled:
+            labeled_samples = match_length(labeled_samples, len(unlabeled))
+        labeled = SegmentationDataset(self.spec, labeled_samples, transform)
+        batch = self.tcfg["student_batch_size"] or self.tcfg["batch_size"]
+        half = batch // 2 if round_index else self.tcfg["batch_size"]
         if half % self.world.size:
-            raise DarsError(f"train.batch_size {self.tcfg['batch_size']} does not split evenly "
+            key = "train.student_batch_size" if round_index else "train.batch_size"
+            raise DarsError(f"{key} {batch if round_index else half} does not split evenly "
                             f"over {self.world.size} GPUs"
                             + (" (students: half labeled, half pseudo-labeled)" if round_index
                                else ""))
-        workers = self.tcfg["num_workers"]
+        workers = self.tcfg["num_workers"] if num_workers is None else num_workers
         self.labeled = _loader(labeled, half, workers, self.world, self.seed)
         self.pseudo = None
         if round_index:
             pseudo = SegmentationDataset(self.spec, unlabeled, transform, mask_dir=pseudo_dir)
             self.pseudo = _loader(pseudo, half, workers, self.world, self.seed)
-        self.schedule = plan_schedule(self.tcfg, epochs_per_round, round_index, len(labeled),
-                                      len(unlabeled))
+        self.schedule = plan_schedule(self.tcfg["schedule"], self.tcfg["poly_power"],
+                                      epochs_per_round, round_index,
+                                      len(self.pseudo or self.labeled))
         self.signature = _signature(config, round_index, epochs_per_round, scale)
 
         model = build_model(config["model"], self.spec.num_classes).to(self.device)
@@ -201,9 +234,10 @@ class Trainer:
         self.net = distributed.wrap(model, self.world)  # what the step calls
         self.model = distributed.unwrap(self.net)  # what checkpoints hold
         groups = lr_groups(self.model, self.tcfg["head_lr_mult"])
-        self.lr_mults = [mult for _, mult in groups]
+        self.base_lrs = [self.tcfg["lr"] * mult for _, mult in groups]
         self.optimizer = torch.optim.SGD(
-            [{"params": params, "lr": self.tcfg["lr"] * mult} for params, mult in groups],
+            [{"params": params, "lr": lr} for (params, _), lr in zip(groups, self.base_lrs,
+                                                                     strict=True)],
             lr=self.tcfg["lr"], momentum=self.tcfg["momentum"],
             weight_decay=self.tcfg["weight_decay"])
         self.epoch = 0
@@ -212,17 +246,35 @@ class Trainer:
         self._partial: dict[str, Any] = {}
         self._rng: list[dict[str, torch.Tensor]] | None = None
         self._stop: int | None = None
-        if not self._resume():
+        resumed = self._resume()
+        if not resumed:
             if init is not None:
                 self._start_from_teacher(init)
             else:
                 load_pretrained(self.model, config["model"])
+        self.scheduler = self._scheduler(resumed.get("scheduler") if resumed else None)
+
+    def _scheduler(self, saved: dict[str, Any] | None) -> LambdaLR:
+        """The released poly schedule as a LambdaLR placed after the steps already done.
+
+        Built after any optimizer state was loaded (the teacher's or last.pt's), whose groups
+        carry the lr where *that* run stopped: every group restarts from its own base lr
+        (head layers at ``head_lr_mult`` x), and the schedule sets the lr of the next step.
+        """
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["initial_lr"] = base
+        done = self.epoch * self.schedule.iters_per_epoch + self.step
+        scheduler = LambdaLR(self.optimizer, self.schedule.factor, last_epoch=done - 1)
+        if saved is not None:
+            scheduler.load_state_dict(saved)
+        return scheduler
 
     # -- state -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "model_config": self.config["model"],
             "num_classes": self.spec.num_classes,
             "class_names": self.spec.classes,
@@ -237,14 +289,15 @@ class Trainer:
             "rng": self._rng,  # every rank's RNG after `step` steps of an interrupted epoch
         }
 
-    def _resume(self) -> bool:
+    def _resume(self) -> dict[str, Any]:
+        """Load ``last.pt`` of this job if there is one; its state, or {} to start afresh."""
         last = self.state_dir / "last.pt"
         if not last.is_file():
-            return False
+            return {}
         state = checkpoint.load(last)
         if state.get("signature") != self.signature:
             log.info("ignoring %s: it belongs to a different configuration", last)
-            return False
+            return {}
         checkpoint.load_weights(self.model, state, last)
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.history = state["epoch"], list(state["history"])
@@ -254,9 +307,10 @@ class Trainer:
             log.info("%s stopped inside epoch %d on another number of processes: repeating "
                      "that epoch", last, self.epoch + 1)
             self.step, self._partial, self._rng = 0, {}, None
+            state.pop("scheduler", None)  # its position is derived from the epoch again
         log.info("resuming round %d from %s at epoch %d, step %d", self.round, last,
                  self.epoch, self.step)
-        return True
+        return state
 
     def _start_from_teacher(self, init: Path) -> None:
         state = checkpoint.load(init)
@@ -298,17 +352,16 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
 
-    def _step(self, batch: tuple[torch.Tensor, ...], lr: float, it: int) -> list[float]:
-        """One optimizer step; the labeled and pseudo-labeled halves are forwarded separately
-        (BatchNorm statistics per half, as the authors do) and their losses summed."""
-        for group, mult in zip(self.optimizer.param_groups, self.lr_mults, strict=True):
-            group["lr"] = lr * mult
-        ignore = self.spec.ignore_index
+    def _step(self, batch: tuple[torch.Tensor, ...], it: int) -> list[float]:
+        """One optimizer step at the scheduler's lr, then the scheduler's step; the labeled
+        and pseudo-labeled halves are forwarded separately (BatchNorm statistics per half, as
+        the authors do) and their losses summed."""
+        ignore = IGNORE
         losses = []
         with bf16_autocast(self.device, self.bf16):
             for x, y in zip(batch[::2], batch[1::2], strict=True):
                 x, y = self._to_device(x, y)
-                losses.append(seg_loss(self.net(x), y, ignore))
+                losses.append(seg_loss(self.net(x), y, ignore, self.tcfg["aux_weight"]))
         total = sum(losses)
         if not torch.isfinite(distributed.mean(total, self.world)):
             raise DarsError(f"loss became {total.item()} at iteration {it} (round {self.round}); "
@@ -317,6 +370,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        self.scheduler.step()
         return [distributed.mean(v, self.world).item() for v in losses]
 
     def run(self, out: Path, log_csv: Path) -> None:
@@ -398,14 +452,14 @@ class Trainer:
         seen, sums, n = p.get("seen", 0), list(p.get("sums", [0.0, 0.0])), p.get("n", 0)
         t0 = time.perf_counter() - p.get("seconds", 0.0)
         it = sched.start_iter + self.epoch * sched.iters_per_epoch + skip
-        lr = poly_lr(self.tcfg["lr"], it, sched.total_iters, self.tcfg["poly_power"])
+        lr = math.nan  # the base-group lr of the epoch's last step (as the released log shows)
         for done, batch in enumerate(self._batches(), start=1):
             if done <= skip:  # replay the data order up to the interruption, no training
                 if done == skip:
                     self._restore_rng()
                 continue
-            lr = poly_lr(self.tcfg["lr"], it, sched.total_iters, self.tcfg["poly_power"])
-            for i, v in enumerate(self._step(batch, lr, it)):
+            lr = self.optimizer.param_groups[0]["lr"]  # group 0 is the 1x group
+            for i, v in enumerate(self._step(batch, it)):
                 sums[i] += v
             seen += sum(len(x) for x in batch[::2]) * self.world.size
             it, n = it + 1, n + 1

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from dars.atomic import write_csv
 from dars.config import Config
+from dars.constants import IGNORE
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.errors import DarsError
@@ -25,7 +26,7 @@ def label_histogram(config: Config, out: Path, split: str = "labeled") -> pd.Dat
     counts = np.zeros(spec.num_classes, dtype=np.int64)
     for sample in tqdm(spec.samples(split), desc="histogram", mininterval=2, unit="img"):
         mask = read_mask(sample.mask, spec.num_classes, spec.ignore_index)
-        counts += np.bincount(mask[mask != spec.ignore_index], minlength=spec.num_classes)
+        counts += np.bincount(mask[mask != IGNORE], minlength=spec.num_classes)
     total = int(counts.sum())
     if total == 0:
         raise DarsError(f"the {split} masks contain no labeled pixel")
