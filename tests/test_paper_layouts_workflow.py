@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ import pytest
 import yaml
 from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split, write_voc
 from PIL import Image
-from workflow_helpers import REPO, snakemake
+from workflow_helpers import REPO, planned_jobs, snakemake
 
 from dars import config
 from dars.data import cityscapes, voc
@@ -204,3 +205,45 @@ def test_dataset_classes_and_tail_metric(paper_runs: dict[str, PaperRun], name: 
     else:
         assert run.spec.classes == list(voc.CLASSES)
         assert summary["tail_miou"].isna().all()
+
+
+def _jobs(run: PaperRun, *args: str) -> set[str]:
+    """Rules a dry run of the finished paper run would execute with ``args``."""
+    return {job.split(":")[0] for job in planned_jobs(run.workdir, *args,
+                                                      configfile=run.workdir.parent / "config.yaml")}
+
+
+@pytest.mark.slow
+def test_runtime_keys_rerun_nothing(paper_runs: dict[str, PaperRun]) -> None:
+    """What changes only how a stage runs -- DataLoader workers, the patterns `dars split`
+    uses, cores/memory/time, GPU count -- reruns no job of a finished run."""
+    run = paper_runs["cityscapes_1-8_crop361"]
+    for change in ("train={num_workers: 3}",
+                   "dataset={image_pattern: 'leftImg8bit/{split}/{city}/{name}.png'}",
+                   "resources={gpu_rules: {cpus_per_task: 3, runtime: 99}}", "gpus=1"):
+        assert _jobs(run, "--config", change) == set(), change
+
+
+@pytest.mark.slow
+def test_unlabeled_split_reruns_its_readers_only(paper_runs: dict[str, PaperRun]) -> None:
+    """Under the released schedule the teacher never reads the unlabeled split (a round-0 epoch
+    is a pass over the labeled set), so editing it reruns inference and the students but not
+    the baseline; with `baseline_list: match_unlabeled` (the released DeepLabv2 round 0) the
+    baseline declares it as an input."""
+    run = paper_runs["cityscapes_1-8_crop361"]
+    split = Path(run.cfg["dataset"]["splits"]["unlabeled"])
+    original, stat = split.read_text(), split.stat()
+    try:
+        split.write_text("\n".join(reversed(original.splitlines())) + "\n")
+        jobs = _jobs(run)
+        assert "train_baseline" not in jobs
+        assert {"infer_probabilities", "train_student"} <= jobs
+    finally:
+        split.write_text(original)
+        os.utime(split, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    proc = snakemake(run.workdir, "--detailed-summary", "--config",
+                     "train={baseline_list: match_unlabeled}",
+                     configfile=run.workdir.parent / "config.yaml")
+    teacher = next(line for line in proc.stdout.splitlines()
+                   if line.split("\t")[0].endswith("round0/model.pt"))
+    assert str(split) in teacher
