@@ -1,0 +1,35 @@
+"""docs/PAPER_SETTINGS.md is generated, current, and shows no unlisted difference."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():  # noqa: ANN202 -- the module of scripts/paper_settings.py
+    spec = importlib.util.spec_from_file_location("paper_settings",
+                                                  REPO / "scripts" / "paper_settings.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_settings_doc_is_current_and_every_difference_intended(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert _script().main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_a_changed_setting_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _script()
+    released = tmp_path / "released.yaml"
+    text = script.RELEASED.read_text().replace("base_lr: 0.002", "base_lr: 0.003")
+    released.write_text(text)
+    monkeypatch.setattr(script, "RELEASED", released)
+    _, problems = script.build()
+    assert problems == ["cityscapes_1-8_crop361_deeplabv2: base_lr: released 0.003, ours 0.002"]
