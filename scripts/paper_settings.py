@@ -6,7 +6,7 @@ defaults, plus the official split files' sizes and two behaviours of the thresho
 A value that differs is an error unless INTENDED lists it with the reason.
 
     python scripts/paper_settings.py                # rewrite docs/PAPER_SETTINGS.md
-    python scripts/paper_settings.py --check        # exit 1 on an unlisted difference or a stale file
+    python scripts/paper_settings.py --check   # exit 1: an unlisted difference, a stale file
 """
 
 from __future__ import annotations

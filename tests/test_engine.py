@@ -13,6 +13,7 @@ from dars.engine.train import Trainer, plan_schedule
 from dars.errors import DarsError
 from dars.probstore import ProbStore, partial_path
 
+
 def test_schedule_places_each_round_after_the_previous_ones() -> None:
     """continue: round k starts at epoch sum(epochs before k) of a schedule ending with k."""
     plans = [plan_schedule("continue", 0.9, [3, 2, 1], r, ipe) for r, ipe in
@@ -93,8 +94,9 @@ def test_resume_continues_identically(folder_config: dict, tmp_path: Path) -> No
         trainer._epoch(bar)
     resumed = Trainer(folder_config, 0, tmp_path / "b" / "r0" / "state")
     assert resumed.epoch == 2
+    next_step = 2 * resumed.schedule.iters_per_epoch
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(
-        folder_config["train"]["lr"] * resumed.schedule.factor(2 * resumed.schedule.iters_per_epoch))
+        folder_config["train"]["lr"] * resumed.schedule.factor(next_step))
     resumed.run(tmp_path / "b" / "model.pt", tmp_path / "b" / "log.csv")
     final = checkpoint.load(tmp_path / "b" / "model.pt")
     for k, v in full["model"].items():

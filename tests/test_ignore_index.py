@@ -66,7 +66,8 @@ def test_ignore_9_through_a_student_round(tmp_path: Path) -> None:
     run("train", "--round", "1", "--init", str(out / "r0.pt"), "--pseudo", str(out / "pseudo"),
         "--out", str(out / "r1.pt"), "--log-csv", str(out / "r1.csv"),
         "--state-dir", str(out / "s1"))
-    assert np.isfinite(pd.read_csv(out / "r1.csv")[["loss_labeled", "loss_pseudo"]].to_numpy()).all()
+    losses = pd.read_csv(out / "r1.csv")[["loss_labeled", "loss_pseudo"]].to_numpy()
+    assert np.isfinite(losses).all()
     run("evaluate", "--model", str(out / "r1.pt"), "--round", "1", "--metrics",
         str(out / "m.csv"), "--summary", str(out / "m.json"))
     metrics = pd.read_csv(out / "m.csv")

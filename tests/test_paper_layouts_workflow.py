@@ -209,19 +209,20 @@ def test_dataset_classes_and_tail_metric(paper_runs: dict[str, PaperRun], name: 
 
 def _jobs(run: PaperRun, *args: str) -> set[str]:
     """Rules a dry run of the finished paper run would execute with ``args``."""
-    return {job.split(":")[0] for job in planned_jobs(run.workdir, *args,
-                                                      configfile=run.workdir.parent / "config.yaml")}
+    jobs = planned_jobs(run.workdir, *args, configfile=run.workdir.parent / "config.yaml")
+    return {job.split(":")[0] for job in jobs}
 
 
 @pytest.mark.slow
 def test_runtime_keys_rerun_nothing(paper_runs: dict[str, PaperRun]) -> None:
     """What changes only how a stage runs -- DataLoader workers, the patterns `dars split`
-    uses, cores/memory/time, GPU count -- reruns no job of a finished run."""
+    uses, cores/memory/time, GPU count -- reruns no stage of a finished run. Only the report
+    is redrawn: its first section shows the resolved configuration, runtime keys included."""
     run = paper_runs["cityscapes_1-8_crop361"]
     for change in ("train={num_workers: 3}",
                    "dataset={image_pattern: 'leftImg8bit/{split}/{city}/{name}.png'}",
                    "resources={gpu_rules: {cpus_per_task: 3, runtime: 99}}", "gpus=1"):
-        assert _jobs(run, "--config", change) == set(), change
+        assert _jobs(run, "--config", change) <= {"report", "all"}, change
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dars.data.definitions import DatasetDefinition, register_dataset
+from dars.constants import IGNORE
+from dars.data.definitions import DatasetDefinition
 
 CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -26,9 +27,6 @@ CLASSES = (
 # labelId of each training id 0..18 (cityscapesScripts labels.py, column "id")
 LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 
-IGNORE = 255
-
-
 def label_id_to_train_id() -> np.ndarray:
     """uint8[256] table: raw Cityscapes label id → training id (255 where none)."""
     lut = np.full(256, IGNORE, np.uint8)
@@ -36,7 +34,7 @@ def label_id_to_train_id() -> np.ndarray:
     return lut
 
 
-CITYSCAPES = register_dataset(DatasetDefinition(
+CITYSCAPES = DatasetDefinition(
     name="cityscapes",
     classes=CLASSES,
     ignore_index=IGNORE,
@@ -44,4 +42,4 @@ CITYSCAPES = register_dataset(DatasetDefinition(
     mask_pattern="gtFine/train/{city}/{frame}_gtFine_labelTrainIds.png",
     label_maps={"_gtFine_labelIds.png": label_id_to_train_id()},
     mask_fallbacks=(("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png"),),
-))
+)

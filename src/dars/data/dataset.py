@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dars.constants import IGNORE
-from dars.data.definitions import DatasetDefinition, get_definition
+from dars.data.definitions import DatasetDefinition
 from dars.data.io import read_image, read_mask
+from dars.data.registry import get_definition
 from dars.data.splits import Sample, read_split
 from dars.errors import DarsError
 

@@ -3,7 +3,8 @@
 A definition is the one place where a dataset's facts live -- class names, the mask value that
 means "no label", how raw label files map to training ids, where split discovery looks for
 files. Stages ask the definition (via :class:`dars.data.dataset.DatasetSpec`) instead of
-branching on ``dataset.name``, so adding a dataset is adding one definition.
+branching on ``dataset.name``, so adding a dataset is adding one definition (to
+:mod:`dars.data.registry`).
 
 ``label_maps`` are keyed by mask-file suffix because in the datasets we support the file name
 states which id space the file is in (Cityscapes' ``*_gtFine_labelIds.png`` always holds the 34
@@ -18,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from dars.errors import DarsError
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +42,11 @@ class DatasetDefinition:
     mask_fallbacks: tuple[tuple[str, str], ...] = ()
     """(listed suffix, substitute suffix): read the substitute when the listed mask is absent."""
 
+    def __post_init__(self) -> None:
+        for suffix, lut in self.label_maps.items():  # masks are 8-bit PNGs
+            if lut.shape != (256,) or lut.dtype != np.uint8:
+                raise ValueError(f"label map {suffix!r} of {self.name} must be uint8[256]")
+
     def resolve_mask(self, path: Path) -> Path:
         """The file to read for a listed mask: itself, or a substitute in another id space.
 
@@ -58,42 +62,3 @@ class DatasetDefinition:
                 if alt.is_file():
                     return alt
         return path
-
-
-_REGISTRY: dict[str, DatasetDefinition] = {}
-
-
-def register_dataset(definition: DatasetDefinition) -> DatasetDefinition:
-    """Add a definition; label maps must be 256-entry uint8 tables (masks are 8-bit PNGs)."""
-    for suffix, lut in definition.label_maps.items():
-        if lut.shape != (256,) or lut.dtype != np.uint8:
-            raise ValueError(f"label map {suffix!r} of {definition.name} must be uint8[256]")
-    _REGISTRY[definition.name] = definition
-    return definition
-
-
-def dataset_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_definition(name: str) -> DatasetDefinition:
-    """The registered definition; an unknown name lists the known ones."""
-    if name not in _REGISTRY:
-        raise DarsError(f"dataset.name {name!r} is not defined; known: {dataset_names()}")
-    return _REGISTRY[name]
-
-
-def label_map_for(path: Path) -> np.ndarray | None:
-    """The look-up table for a mask file whose name marks a raw id space, else None."""
-    for definition in _REGISTRY.values():
-        for suffix, lut in definition.label_maps.items():
-            if path.name.endswith(suffix):
-                return lut
-    return None
-
-
-register_dataset(DatasetDefinition(name="demo"))
-register_dataset(DatasetDefinition(name="folder"))
-
-from dars.data import cityscapes as _cityscapes  # noqa: E402,F401  (registers cityscapes)
-from dars.data import voc as _voc  # noqa: E402,F401  (registers voc)

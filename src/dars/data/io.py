@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dars.constants import IGNORE
-from dars.data.definitions import label_map_for
+from dars.data.registry import label_map_for
 from dars.errors import DarsError
 
 

@@ -13,7 +13,8 @@ vary (about 500x375); every stage handles that (see :mod:`dars.engine.predict`).
 
 from __future__ import annotations
 
-from dars.data.definitions import DatasetDefinition, register_dataset
+from dars.constants import IGNORE
+from dars.data.definitions import DatasetDefinition
 
 CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -21,10 +22,10 @@ CLASSES = (
     "train", "tvmonitor",
 )
 
-VOC = register_dataset(DatasetDefinition(
+VOC = DatasetDefinition(
     name="voc",
     classes=CLASSES,
-    ignore_index=255,
+    ignore_index=IGNORE,
     image_pattern="JPEGImages/{id}.jpg",
     mask_pattern="SegmentationClassAug/{id}.png",
-))
+)
