@@ -15,14 +15,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dars.data.io import write_mask
-
 # raw Cityscapes ids drawn in fixtures: mapped ones and some without a train id (0, 4, 9, 30)
 RAW_IDS = np.array([7, 8, 11, 21, 23, 24, 26, 33, 0, 4, 9, 30], np.uint8)
 
 VOC_PALETTE = [v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)]
 VOC_SIZES = [(37, 45), (45, 37), (29, 41), (37, 45), (41, 29), (33, 33), (45, 37), (29, 41),
              (37, 45), (41, 29)]
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """Write a uint8 index mask as a single-channel PNG (as the datasets store theirs)."""
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(path)
 
 
 def blocks(rng: np.random.Generator, values: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split, write_voc
+from fake_datasets import (
+    cityscapes_split_lines,
+    write_cityscapes,
+    write_mask,
+    write_split,
+    write_voc,
+)
 from PIL import Image
 
 from dars import config
@@ -18,7 +24,7 @@ from dars.cli import main
 from dars.constants import IGNORE
 from dars.data import cityscapes, voc
 from dars.data.dataset import SegmentationDataset, dataset_spec
-from dars.data.io import read_mask, write_mask
+from dars.data.io import read_mask
 from dars.data.registry import dataset_names
 from dars.errors import DarsError
 from dars.probstore import ProbStore

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fake_datasets import write_mask
 from tqdm import tqdm
 
 from dars.engine import checkpoint
@@ -75,7 +76,6 @@ def test_full_round_trip_learns(folder_config: dict, tmp_path: Path) -> None:
     pseudo.mkdir()
     for b in s.blocks():
         for i, pred in zip(b.indices, b.prediction, strict=True):
-            from dars.data.io import write_mask
             write_mask(pseudo / f"{s.image_ids[i]}.png", pred)
     student = _train(folder_config, tmp_path, 1, init=teacher, pseudo_dir=pseudo)
     state = checkpoint.load(student)

@@ -1,14 +1,10 @@
-"""One summary line per stage: wall time, images/s and peak memory, at the end of its log.
+"""One summary line per stage: wall time and peak memory, at the end of its log.
 
-``dars.cli.main`` wraps every subcommand in :func:`stage_summary`; a stage that processes
-images reports how many with :func:`count_images` (any number of calls, summed), e.g.::
-
-    from dars import stage_log
-    stage_log.count_images(len(todo))
-
-and the line reads ``stage infer: 12.3 s, 480 images, 39.0 images/s, peak RSS 812 MiB, peak
-GPU 1.2 GiB``. Without a count the images part is left out. Only rank 0 of a torchrun job
-prints (the others would repeat it).
+``dars.cli.main`` wraps every subcommand in :func:`stage_summary`; the line reads ``stage
+infer: 12.3 s, peak RSS 812 MiB, peak GPU 1.2 GiB``. Under Snakemake the rule's ``benchmark:``
+file records the time and RSS too; the line is for stages run by hand and for the GPU peak,
+which the benchmark files do not measure. Only rank 0 of a torchrun job prints (the others
+would repeat it).
 """
 
 from __future__ import annotations
@@ -22,15 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger("dars.stage")
-
-_images = 0
-
-
-def count_images(n: int) -> None:
-    """Add ``n`` images to the running stage's count (for its images/s)."""
-    global _images
-    _images += int(n)
-
 
 def _mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
@@ -57,11 +44,9 @@ def peak_gpu_bytes() -> int | None:
         return None
 
 
-def summary_line(stage: str, seconds: float, images: int, rss: int, gpu: int | None) -> str:
+def summary_line(stage: str, seconds: float, rss: int, gpu: int | None) -> str:
     """The text of the line (pure, for tests)."""
     parts = [f"stage {stage}: {seconds:.1f} s"]
-    if images:
-        parts.append(f"{images} images, {images / max(seconds, 1e-9):.1f} images/s")
     parts.append(f"peak RSS {_mib(rss)}")
     if gpu is not None:
         parts.append(f"peak GPU {_mib(gpu)}")
@@ -71,8 +56,6 @@ def summary_line(stage: str, seconds: float, images: int, rss: int, gpu: int | N
 @contextmanager
 def stage_summary(stage: str) -> Iterator[None]:
     """Log the summary line when the block ends, failed or not (with ``failed`` then)."""
-    global _images
-    _images = 0
     start = time.perf_counter()
     ok = False
     try:
@@ -80,6 +63,6 @@ def stage_summary(stage: str) -> Iterator[None]:
         ok = True
     finally:
         if int(os.environ.get("RANK", "0")) == 0:
-            line = summary_line(stage, time.perf_counter() - start, _images, peak_rss_bytes(),
+            line = summary_line(stage, time.perf_counter() - start, peak_rss_bytes(),
                                 peak_gpu_bytes())
             log.info(line if ok else f"{line} (failed)")

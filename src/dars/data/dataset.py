@@ -142,16 +142,3 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             x, y = self.transform(x, y)
         return x, y, index
-
-
-class ImageDataset(Dataset):
-    """Images only (inference on the unlabeled pool); items are ``(image, index)``."""
-
-    def __init__(self, samples: list[Sample]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return to_tensor(read_image(self.samples[index].image)), index

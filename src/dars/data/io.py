@@ -62,8 +62,3 @@ def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
         raise DarsError(f"mask {path} has values {values} outside [0, {num_classes}) and "
                         f"ignore {ignore_index} (class count in config does not match the data?)")
     return np.where(mask == ignore_index, IGNORE, mask).astype(np.uint8)
-
-
-def write_mask(path: Path, mask: np.ndarray) -> None:
-    """Write a uint8 index mask as a single-channel PNG."""
-    Image.fromarray(mask.astype(np.uint8), mode="L").save(path)

@@ -4,8 +4,9 @@ Each transform takes and returns ``(image (3,H,W) float, mask (H,W) int64)`` so 
 freely (the torchvision references convention). Randomness comes from torch's global generator,
 which the training loop seeds, so a run is reproducible on CPU.
 
-torchvision is imported only by the transforms that use it: importing it costs 1-7 s on a busy
-2-core machine, and every ``dars`` stage imports this module.
+torchvision is imported only by the transforms that use it (rotation, blur): importing it costs
+1-7 s on a busy 2-core machine, and every training job imports this module, also those that
+augment with neither.
 """
 
 from __future__ import annotations

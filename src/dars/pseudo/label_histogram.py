@@ -1,4 +1,5 @@
-"""compute-label-histogram: class pixel counts and ratios r_j of the labeled masks.
+"""The label_histogram rule (`dars histogram`): class pixel counts and ratios r_j of the
+labeled masks.
 
 DARS aligns pseudo labels to this distribution (n_j = α·P·r_j). It is computed from the data,
 never hard-coded per dataset as in the released code.
