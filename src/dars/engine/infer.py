@@ -5,10 +5,10 @@ The stored probabilities are softmax(logits / T) of the released protocol
 resized back to the full image, divided by ``temperature`` (1 = no temperature scaling).
 
 Resumable: images already marked written in a leftover ``.partial`` store of the same job (same
-teacher file, same ``infer`` options and temperature) are skipped, and the store only appears at its final path
-once every image is in it. A batch that was only partly written is predicted again whole: CPU
-and GPU kernels may round differently for another batch size, and the resumed store must equal
-an uninterrupted one bit for bit.
+teacher file, same ``infer`` options and temperature) are skipped, and the store only appears
+at its final path once every image is in it. A batch that was only partly written is predicted
+again whole: CPU and GPU kernels may round differently for another batch size, and the resumed
+store must equal an uninterrupted one bit for bit.
 
 Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
 the partial store, N :func:`infer_shard` jobs each write one contiguous range of images

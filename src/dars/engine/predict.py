@@ -16,7 +16,8 @@ ever reaches the network. The released protocol (CVMI-Lab/DARS ``tool/gen_pseudo
 4. temperature scaling divides those logits by T, then the softmax gives the confidences and
    the argmax (``prediction_tensor / args.diagram_T`` then ``torch.softmax``).
 
-The released code takes that softmax in float16; ours is float32.
+The released code takes that softmax in float16 (more confidences tie at exactly 1.0); ours
+is float32, and the store keeps float16 confidences of it.
 """
 
 from __future__ import annotations
@@ -99,10 +100,9 @@ def bf16_autocast(dev: torch.device, bf16: bool) -> contextlib.AbstractContextMa
 def to_probs(scores: Tensor, average: str, temperature: float = 1.0) -> Tensor:
     """Softmax of averaged logits divided by ``temperature``; for averaged probabilities
     (``average: probs``) the same temperature scaling, p^(1/T) renormalised."""
-    if average == "probs":
-        return scores if temperature == 1.0 else to_logits(scores, average).div(
-            temperature).softmax(dim=1)
-    return scores.div(temperature).softmax(dim=1)
+    if average == "probs" and temperature == 1.0:
+        return scores  # already the softmax (no log/exp round trip)
+    return to_logits(scores, average).div(temperature).softmax(dim=1)
 
 
 def to_logits(scores: Tensor, average: str) -> Tensor:

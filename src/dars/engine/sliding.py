@@ -28,8 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-AVERAGES = ("logits", "probs")
-
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:
     """Window offsets along one side of length ``size >= crop``: every ``stride``, the last one
