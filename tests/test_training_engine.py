@@ -17,7 +17,6 @@ from dars.data.transforms import RandomGaussianBlur, RandomRotate, train_transfo
 from dars.engine import checkpoint
 from dars.engine.evaluate import evaluate
 from dars.engine.predict import size_batches
-from dars.engine.sliding import forward_probs, sliding_probs, window_starts
 from dars.engine.train import Trainer
 
 
@@ -102,42 +101,6 @@ def test_ddp_world_of_one_trains_like_a_single_process(folder_config: dict, fold
 
 
 # -- sliding window --------------------------------------------------------------------------
-@pytest.mark.parametrize(("size", "crop", "stride"), [(10, 4, 3), (9, 4, 3), (4, 4, 3),
-                                                      (3, 4, 3), (100, 33, 22)])
-def test_windows_cover_the_image_and_stay_inside(size: int, crop: int, stride: int) -> None:
-    starts = window_starts(size, crop, stride)
-    covered = np.zeros(size, bool)
-    for s in starts:
-        assert s >= 0 and s + min(crop, size) <= size
-        covered[s:s + crop] = True
-    assert covered.all() and starts == sorted(set(starts))
-
-
-class _Pointwise(nn.Module):
-    """A 1x1 convolution: each pixel's prediction ignores context, so any windowing agrees."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"out": self.conv(x)}
-
-
-@torch.no_grad()
-def test_sliding_window_agrees_with_whole_image() -> None:
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 20, 28)
-    point = _Pointwise()
-    whole = forward_probs(point, x, flip=True)
-    for crop in (5, 8, 13):
-        assert torch.allclose(sliding_probs(point, x, crop, 2 / 3, True), whole, atol=1e-6)
-    from dars.models import build_model
-    tiny = build_model({"name": "tiny", "width": 8}, 4).eval()
-    assert torch.equal(sliding_probs(tiny, x, 28, 2 / 3, False), forward_probs(tiny, x, False))
-    assert torch.equal(sliding_probs(tiny, x, 64, 2 / 3, True), forward_probs(tiny, x, True))
-
-
 def test_sliding_evaluation_equals_whole_when_the_crop_covers_the_image(
         folder_config: dict, tmp_path: Path) -> None:
     folder_config["train"]["epochs"] = 3

@@ -1,8 +1,9 @@
 """calibrate: fit the temperature T of temperature scaling by minimising NLL on labeled pixels.
 
-The paper (§4.3) fits T = 1.27 on held-out data and applies p^(1/T), renormalised, before
-thresholding. Scaling log-probabilities by 1/T is the same as scaling logits (the log-sum-exp
-shift cancels in the softmax), so T can be fitted from the stored or predicted probabilities.
+The paper (§4.3) fits T = 1.27 on held-out data; the released pseudo-labelling divides the
+averaged, full-size logits by T before the softmax. T is fitted here on exactly those logits:
+the ones inference produces with the ``infer`` options (:func:`dars.engine.predict.predict_logits`:
+base size, sliding window, flip, logit averaging, resized back to the full mask).
 A bounded random sample of pixels keeps memory flat however large the split is.
 """
 
@@ -22,17 +23,19 @@ from dars.constants import IGNORE
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
-from dars.engine.predict import PredictOptions, predict_probs
+from dars.engine.predict import PredictOptions, predict_logits
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
 
-MIN_PROB = 1e-12  # float32 probabilities underflow to 0; log(0) would make the NLL infinite
 T_RANGE = (0.05, 20.0)
 
 
-def fit_temperature(log_probs: torch.Tensor, target: torch.Tensor) -> float:
-    """argmin_T mean NLL(softmax(log_probs / T), target) by golden-section search on log T.
+def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """argmin_T mean NLL(softmax(logits / T), target) by golden-section search on log T.
+
+    ``logits`` (N, C) may be shifted per row by any constant (log-probabilities work as well):
+    the shift cancels in the softmax.
 
     The NLL of temperature scaling is unimodal in T, so a bracketing search is exact to the
     tolerance and needs no learning rate.
@@ -41,7 +44,7 @@ def fit_temperature(log_probs: torch.Tensor, target: torch.Tensor) -> float:
         raise DarsError("no labeled pixel to calibrate the temperature on")
 
     def nll(log_t: float) -> float:
-        return F.cross_entropy(log_probs / math.exp(log_t), target).item()
+        return F.cross_entropy(logits / math.exp(log_t), target).item()
 
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
     g = (math.sqrt(5) - 1) / 2
@@ -67,21 +70,20 @@ def calibrate(config: Config, model_path: Path, out: Path, split: str = "val",
     model = checkpoint.load_model(model_path, spec.num_classes)
     rng = np.random.default_rng(seed)
     per_image = max(1, max_pixels // len(samples))
-    logits, targets = [], []
-    # applied as inference applies it, so T is fitted to the probabilities DARS will threshold
+    picked, targets = [], []
+    # predicted as inference predicts, so T is fitted to the logits inference divides by T
     options = PredictOptions.from_config(config["infer"])
-    for index, probs in predict_probs(model, samples, range(len(samples)),
-                                      config["infer"]["batch_size"], options):
+    for index, image_logits in predict_logits(model, samples, range(len(samples)),
+                                              config["infer"]["batch_size"], options):
         mask = read_mask(samples[index].mask, spec.num_classes, spec.ignore_index).reshape(-1)
         valid = np.flatnonzero(mask != IGNORE)
         pick = rng.choice(valid, size=min(per_image, valid.size), replace=False)
-        flat = probs.reshape(spec.num_classes, -1)[:, torch.from_numpy(pick)]
-        logits.append(flat.T.clamp_min(MIN_PROB).log())
+        picked.append(image_logits.reshape(spec.num_classes, -1)[:, torch.from_numpy(pick)].T)
         targets.append(torch.from_numpy(mask[pick].astype(np.int64)))
-    log_probs, target = torch.cat(logits), torch.cat(targets)
-    t = fit_temperature(log_probs, target)
-    before = F.cross_entropy(log_probs, target).item()
-    after = F.cross_entropy(log_probs / t, target).item()
+    logits, target = torch.cat(picked), torch.cat(targets)
+    t = fit_temperature(logits, target)
+    before = F.cross_entropy(logits, target).item()
+    after = F.cross_entropy(logits / t, target).item()
     write_json({"temperature": t, "split": split, "pixels": int(target.numel()),
                 "nll_before": before, "nll_after": after}, out)
     log.info("temperature %.3f fitted on %d %s pixels (NLL %.4f -> %.4f)", t, target.numel(),

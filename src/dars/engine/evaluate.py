@@ -1,7 +1,10 @@
 """evaluate: confusion matrix on the val split → per-class IoU, mIoU, tail mIoU.
 
-Full-size images, whole or sliding window with optional flip (``evaluate.mode``/``flip``; the
-paper: sliding, crop size, stride 2/3, flip).
+The prediction of :mod:`dars.engine.predict` (``evaluate.*``: base size, whole or sliding
+window, flip, logit or probability averaging) is compared with the full-size mask. The released
+validation (CVMI-Lab/DARS ``util/validate_full_size.py``) slides the training crop at stride
+2/3 with flip at the base size, averages softmax probabilities and resizes them back to the
+full mask before the argmax.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
-from dars.engine.predict import PredictOptions, predict_probs
+from dars.engine.predict import PredictOptions, predict_scores
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
@@ -54,13 +57,13 @@ def evaluate(config: Config, model_path: Path, metrics_csv: Path, summary_json: 
     c = spec.num_classes
     cm = torch.zeros(c, c, dtype=torch.int64)
     options = PredictOptions.from_config(config["evaluate"])
-    for index, probs in tqdm(predict_probs(model, samples, range(len(samples)),
-                                           config["evaluate"]["batch_size"], options),
-                             total=len(samples), desc="evaluate", mininterval=2, unit="img"):
+    for index, scores in tqdm(predict_scores(model, samples, range(len(samples)),
+                                             config["evaluate"]["batch_size"], options),
+                              total=len(samples), desc="evaluate", mininterval=2, unit="img"):
         target = torch.from_numpy(read_mask(samples[index].mask, c, spec.ignore_index))
-        if target.shape != probs.shape[1:]:
+        if target.shape != scores.shape[1:]:
             raise DarsError(f"mask {samples[index].mask} size differs from its image")
-        cm += confusion_matrix(target, probs.argmax(0), c)
+        cm += confusion_matrix(target, scores.argmax(0), c)
     cm_np = cm.numpy()
     iou = iou_from_confusion(cm_np)
     summary = {

@@ -1,10 +1,14 @@
 """infer-probabilities: the teacher's softmax on the unlabeled pool into a zarr store.
 
+The stored probabilities are softmax(logits / T) of the released protocol
+(:mod:`dars.engine.predict`): the logits averaged over windows and flip at the base size,
+resized back to the full image, divided by ``temperature`` (1 = no temperature scaling).
+
 Resumable: images already marked written in a leftover ``.partial`` store of the same job (same
-teacher file, same ``infer`` options) are skipped, and the store only appears at its final path
-once every image is in it. A batch that was only partly written is predicted again whole: CPU
-and GPU kernels may round differently for another batch size, and the resumed store must equal
-an uninterrupted one bit for bit.
+teacher file, same ``infer`` options and temperature) are skipped, and the store only appears
+at its final path once every image is in it. A batch that was only partly written is predicted
+again whole: CPU and GPU kernels may round differently for another batch size, and the resumed
+store must equal an uninterrupted one bit for bit.
 
 Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
 the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
@@ -40,9 +44,11 @@ from dars.shards import shard_range
 log = logging.getLogger(__name__)
 
 
-def job_fingerprint(model_path: Path, infer_config: dict) -> str:
-    """Hash of the teacher file and the inference options: what the stored values depend on."""
-    digest = hashlib.sha256(json.dumps(infer_config, sort_keys=True).encode())
+def job_fingerprint(model_path: Path, infer_config: dict, temperature: float = 1.0) -> str:
+    """Hash of the teacher file, the inference options and the temperature: what the stored
+    values depend on."""
+    options = {**infer_config, "temperature": temperature}
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     with open(model_path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -58,9 +64,10 @@ def batches_to_redo(samples: Sequence[Sample], pending: Sequence[int], batch: in
                   if todo.intersection(b) for i in b)
 
 
-def _open_store(config: Config, model_path: Path, out: Path, create: bool
+def _open_store(config: Config, model_path: Path, out: Path, create: bool, temperature: float
                 ) -> tuple[ProbStoreWriter, list[Sample]]:
-    """The partial store of this job (teacher file + infer options) and the unlabeled samples.
+    """The partial store of this job (teacher file + infer options + temperature) and the
+    unlabeled samples.
 
     ``create``: create or resume it (one job only); else open the one :func:`init_store` made.
     """
@@ -69,7 +76,7 @@ def _open_store(config: Config, model_path: Path, out: Path, create: bool
     writer = ProbStoreWriter(out, [s.id for s in samples],
                              [image_size(s.image) for s in samples] if create else None,
                              spec.classes, store_probs=config["infer"]["store_probs"],
-                             job=job_fingerprint(model_path, config["infer"]))
+                             job=job_fingerprint(model_path, config["infer"], temperature))
     return writer, samples
 
 
@@ -77,8 +84,9 @@ def _load_teacher(config: Config, model_path: Path) -> nn.Module:
     return checkpoint.load_model(model_path, dataset_spec(config).num_classes)
 
 
-def infer(config: Config, model_path: Path, out: Path) -> None:
-    """Predict every unlabeled image with the teacher and store confidences/probabilities.
+def infer(config: Config, model_path: Path, out: Path, temperature: float = 1.0) -> None:
+    """Predict every unlabeled image with the teacher and store confidences/probabilities of
+    softmax(logits / ``temperature``).
 
     Under ``torchrun`` (a rule with ``gpus: N > 1``) each of the N processes is one shard on
     its own GPU: rank 0 creates the store, every rank writes its range, rank 0 finalizes --
@@ -88,12 +96,12 @@ def infer(config: Config, model_path: Path, out: Path) -> None:
     try:
         model = _load_teacher(config, model_path)  # a bad checkpoint fails before any store
         if world.is_main:
-            writer, samples = _open_store(config, model_path, out, create=True)
+            writer, samples = _open_store(config, model_path, out, True, temperature)
         distributed.barrier(world)
         if not world.is_main:
-            writer, samples = _open_store(config, model_path, out, create=False)
+            writer, samples = _open_store(config, model_path, out, False, temperature)
         own = shard_range(world.rank, world.size, len(samples))
-        _predict_into(writer, model, samples, own, config["infer"])
+        _predict_into(writer, model, samples, own, config["infer"], temperature)
         distributed.barrier(world)
         if world.is_main:
             writer.finalize()
@@ -101,30 +109,34 @@ def infer(config: Config, model_path: Path, out: Path) -> None:
         distributed.teardown(world)
 
 
-def init_store(config: Config, model_path: Path, out: Path) -> None:
-    """Sharded step 1: create (or keep, to resume) the partial store the shards write into."""
-    writer, samples = _open_store(config, model_path, out, create=True)
+def init_store(config: Config, model_path: Path, out: Path, temperature: float = 1.0) -> None:
+    """Sharded step 1: create (or keep, to resume) the partial store the shards write into
+    (every step of one job passes the same ``temperature``: it is part of the job)."""
+    writer, samples = _open_store(config, model_path, out, True, temperature)
     log.info("%s ready: %d images, %d already written", writer.path, len(samples),
              len(samples) - len(writer.pending()))
 
 
-def infer_shard(config: Config, model_path: Path, out: Path, shard: tuple[int, int]) -> None:
+def infer_shard(config: Config, model_path: Path, out: Path, shard: tuple[int, int],
+                temperature: float = 1.0) -> None:
     """Sharded step 2: predict the images of shard (i, N) into the store :func:`init_store`
     created (resuming: images already written are skipped)."""
     model = _load_teacher(config, model_path)
-    writer, samples = _open_store(config, model_path, out, create=False)
-    _predict_into(writer, model, samples, shard_range(*shard, len(samples)), config["infer"])
+    writer, samples = _open_store(config, model_path, out, False, temperature)
+    _predict_into(writer, model, samples, shard_range(*shard, len(samples)), config["infer"],
+                  temperature)
 
 
-def finalize_store(config: Config, model_path: Path, out: Path) -> None:
+def finalize_store(config: Config, model_path: Path, out: Path, temperature: float = 1.0
+                   ) -> None:
     """Sharded step 3: check every shard's images are in, move the store to ``out``."""
-    writer, samples = _open_store(config, model_path, out, create=False)
+    writer, samples = _open_store(config, model_path, out, False, temperature)
     writer.finalize()
     log.info("%s complete: %d images", out, len(samples))
 
 
 def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[Sample],
-                  own: range, infer_config: dict) -> None:
+                  own: range, infer_config: dict, temperature: float) -> None:
     """Write the pending images of ``own`` into ``writer``, predicting them in the batches an
     unsharded, uninterrupted run forms (whatever else those batches hold is discarded)."""
     pending = writer.pending(own)
@@ -142,7 +154,7 @@ def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[S
                  neighbours)
     t0 = time.perf_counter()
     options = PredictOptions.from_config(infer_config)
-    for index, probs in tqdm(predict_probs(model, samples, todo, batch, options),
+    for index, probs in tqdm(predict_probs(model, samples, todo, batch, options, temperature),
                              total=len(todo), desc="infer", mininterval=2, unit="img"):
         if index in own:
             writer.write(index, probs.numpy())

@@ -1,28 +1,45 @@
-"""Batched softmax prediction over a list of images, shared by inference and evaluation.
+"""Batched prediction over a list of images, shared by inference, calibration and evaluation.
 
 Images are grouped by size (read from the file headers) and batched within a group, so
-variable-size datasets (VOC) batch as well as fixed-size ones and no padding ever reaches the
-network. Each batch is predicted whole or by sliding window (:mod:`dars.engine.sliding`).
+variable-size datasets (VOC) batch as well as fixed-size ones and no padding between images
+ever reaches the network. The released protocol (CVMI-Lab/DARS ``tool/gen_pseudo_label_utils.py``
+``first_forward`` and ``util/validate_full_size.py`` ``test``, single scale 1.0):
+
+1. resize the image so its long side is ``base_size`` (``cv2.resize(..., INTER_LINEAR)``, new
+   short side ``round(base_size * short / long)``); a bilinear resize commutes with the
+   per-channel normalisation, so resizing the normalised tensor is the same;
+2. average scores over sliding windows (or one whole-image pass) and the flip
+   (:mod:`dars.engine.sliding`);
+3. resize the averaged scores back to the full image (``cv2.resize(..., INTER_LINEAR)`` =
+   bilinear with half-pixel centres, ``align_corners=False``), so stores and metrics are full
+   size whatever scale the network saw;
+4. temperature scaling divides those logits by T, then the softmax gives the confidences and
+   the argmax (``prediction_tensor / args.diagram_T`` then ``torch.softmax``).
+
+The released code takes that softmax in float16 (more confidences tie at exactly 1.0); ours
+is float32, and the store keeps float16 confidences of it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from dars.data.dataset import to_tensor
 from dars.data.io import image_size, read_image
 from dars.data.splits import Sample
-from dars.engine.sliding import forward_probs, sliding_probs
+from dars.engine.sliding import forward_scores, sliding_scores
 
 LOAD_THREADS = 4  # image decoding (PIL releases the GIL) overlaps across a batch
+MIN_PROB = 1e-12  # float32 probabilities underflow to 0; log(0) would make an NLL infinite
 
 
 @dataclass(frozen=True)
@@ -34,11 +51,27 @@ class PredictOptions:
     stride_ratio: float = 2 / 3
     flip: bool = False
     bf16: bool = False
+    base_size: int | tuple[int, int] | None = None
+    average: str = "logits"
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> PredictOptions:
+        base = section["base_size"]
         return cls(section["mode"], section["crop_size"], section["stride_ratio"],
-                   section["flip"], section["bf16"])
+                   section["flip"], section["bf16"],
+                   tuple(base) if isinstance(base, list) else base, section["average"])
+
+
+def scaled_size(h: int, w: int, base_size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """The size the network sees: native (None), (H, W) as given, or the long side scaled to
+    ``base_size`` and the short side rounded as released (Python ``round``: half to even)."""
+    if base_size is None:
+        return h, w
+    if isinstance(base_size, tuple):
+        return base_size
+    if h > w:
+        return base_size, round(base_size / h * w)
+    return round(base_size / w * h), base_size
 
 
 def device() -> torch.device:
@@ -64,12 +97,45 @@ def bf16_autocast(dev: torch.device, bf16: bool) -> contextlib.AbstractContextMa
     return contextlib.nullcontext()
 
 
+def to_probs(scores: Tensor, average: str, temperature: float = 1.0) -> Tensor:
+    """Softmax of averaged logits divided by ``temperature``; for averaged probabilities
+    (``average: probs``) the same temperature scaling, p^(1/T) renormalised."""
+    if average == "probs" and temperature == 1.0:
+        return scores  # already the softmax (no log/exp round trip)
+    return to_logits(scores, average).div(temperature).softmax(dim=1)
+
+
+def to_logits(scores: Tensor, average: str) -> Tensor:
+    """Logits whose softmax is the prediction: the averaged logits, or the log of the averaged
+    probabilities (softmax(log p) = p)."""
+    return scores.clamp_min(MIN_PROB).log() if average == "probs" else scores
+
+
+def _scores(model: nn.Module, x: Tensor, options: PredictOptions) -> Tensor:
+    """Averaged scores of a batch at the size of ``x``: resized to ``base_size`` for the
+    network, the averaged scores bilinearly resized back."""
+    h, w = x.shape[-2:]
+    size = scaled_size(h, w, options.base_size)
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    with bf16_autocast(x.device, options.bf16):
+        if options.mode == "sliding":
+            scores = sliding_scores(model, x, options.crop_size, options.stride_ratio,
+                                    options.flip, options.average)
+        else:
+            scores = forward_scores(model, x, options.flip, options.average)
+    if size != (h, w):
+        scores = F.interpolate(scores.float(), size=(h, w), mode="bilinear", align_corners=False)
+    return scores.float()
+
+
 @torch.inference_mode()
-def predict_probs(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
-                  batch: int, options: PredictOptions = PredictOptions()
-                  ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(index, probs (C, H, W) float32 on CPU)`` for each requested sample, grouped by
-    image size (callers address results by index, not by order)."""
+def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
+             options: PredictOptions, finish: Callable[[Tensor], Tensor]
+             ) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(index, finish(scores) (C, H, W) float32 on CPU)`` at each image's full size,
+    grouped by image size (callers address results by index, not by order); ``finish`` runs
+    on the device, before the copy."""
     dev = device()
     model = model.to(dev).eval()
     channels_last = options.bf16 and dev.type == "cuda"
@@ -81,10 +147,29 @@ def predict_probs(model: nn.Module, samples: Sequence[Sample], indices: Sequence
                                           idx))).to(dev)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with bf16_autocast(dev, options.bf16):
-                if options.mode == "sliding":
-                    probs = sliding_probs(model, x, options.crop_size, options.stride_ratio,
-                                          options.flip)
-                else:
-                    probs = forward_probs(model, x, options.flip)
-            yield from zip(idx, probs.float().cpu(), strict=True)
+            yield from zip(idx, finish(_scores(model, x, options)).cpu(), strict=True)
+
+
+def predict_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
+                   batch: int, options: PredictOptions = PredictOptions()
+                   ) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(index, averaged logits or probabilities (C, H, W))`` (``options.average``);
+    their argmax is the prediction either way, with no softmax to pay for."""
+    return _predict(model, samples, indices, batch, options, lambda s: s)
+
+
+def predict_probs(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
+                  batch: int, options: PredictOptions = PredictOptions(),
+                  temperature: float = 1.0) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(index, softmax(logits / temperature) (C, H, W))`` at full image size."""
+    return _predict(model, samples, indices, batch, options,
+                    lambda s: to_probs(s, options.average, temperature))
+
+
+def predict_logits(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
+                   batch: int, options: PredictOptions = PredictOptions()
+                   ) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(index, logits (C, H, W))`` whose softmax :func:`predict_probs` yields at T = 1:
+    what temperature scaling divides by T, hence what calibration fits T on."""
+    return _predict(model, samples, indices, batch, options,
+                    lambda s: to_logits(s, options.average))

@@ -1,13 +1,23 @@
-"""Whole-image and sliding-window softmax, with optional horizontal-flip averaging.
+"""Whole-image and sliding-window scores with optional horizontal-flip averaging, as released.
 
-The paper evaluates at full resolution with windows of the training crop size at stride 2/3,
-averaging the softmax where windows overlap (the authors' semseg ``scale_process``). A network
-trained on 361x361 crops sees the same context size at test time that way, and a 1024x2048
-Cityscapes image never has to fit in one forward pass.
+The authors' released code (CVMI-Lab/DARS, the semseg ``scale_process``/``net_process``) fixes
+every detail reproduced here:
 
-Windows never exceed the image: a side shorter than the crop is covered by one window of that
-side's length (no padding), so when the crop covers the image, sliding mode is exactly
-whole-image mode.
+- ``scale_process``: an image shorter than the crop in a side is first padded to the crop with
+  the mean colour (``cv2.copyMakeBorder(..., BORDER_CONSTANT, value=mean)``), ``pad // 2``
+  before and the rest after; our inputs are normalised, so the mean colour is 0. Windows are
+  exactly crop x crop at stride ``ceil(crop * stride_rate)``, ``ceil((size - crop) / stride) + 1``
+  of them per side, the last one flush with the end; the sum over windows is divided by the
+  per-pixel window count, and the padding is cut off again.
+- ``net_process``: a window and its mirror are predicted and the mirrored output is flipped
+  back and averaged with the direct one. Pseudo-label generation
+  (``tool/gen_pseudo_label_utils.py``) averages the **logits** there (its softmax line is
+  commented out, the softmax comes after the averaging and the temperature); validation
+  (``util/validate_full_size.py``, ``tool/test.py``) applies the softmax first and averages
+  **probabilities**. ``average`` selects which (see the ``infer``/``evaluate`` config keys).
+
+A network trained on 361x361 crops sees the same context size at test time that way, and a
+large image never has to fit in one forward pass.
 """
 
 from __future__ import annotations
@@ -15,40 +25,64 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """Window offsets along one side: every ``stride``, the last one flush with the end."""
-    if size <= crop:
-        return [0]
+    """Window offsets along one side of length ``size >= crop``: every ``stride``, the last one
+    flush with the end (released: ``s = min(i * stride + crop, size) - crop``)."""
     count = math.ceil((size - crop) / stride) + 1
     return [min(i * stride, size - crop) for i in range(count)]
 
 
-def forward_probs(model: nn.Module, x: Tensor, flip: bool) -> Tensor:
-    """Softmax (B, C, h, w) in float32; with ``flip``, averaged with the mirrored prediction."""
-    probs = model(x)["out"].float().softmax(dim=1)
+def window_stride(crop: int, stride_ratio: float) -> int:
+    """``ceil(crop * stride_ratio)`` as released (``int(np.ceil(crop_h * stride_rate))`` with
+    ``stride_rate = 2/3``). The product is rounded to 4 decimals first so that the config's
+    0.6666667 gives what 2/3 gives: 321 x 2/3 = 214 exactly, 321 x 0.6666667 = 214.00001."""
+    return max(1, math.ceil(round(crop * stride_ratio, 4)))
+
+
+def pad_to_crop(x: Tensor, crop: int) -> tuple[Tensor, int, int]:
+    """``x`` padded with 0 (the mean colour of a normalised image) to at least ``crop`` per side,
+    ``pad // 2`` before and the rest after; returns the padded batch and the (top, left) pad."""
+    h, w = x.shape[-2:]
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    top, left = ph // 2, pw // 2
+    if ph or pw:
+        x = F.pad(x, (left, pw - left, top, ph - top), value=0.0)
+    return x, top, left
+
+
+def forward_scores(model: nn.Module, x: Tensor, flip: bool, average: str = "logits") -> Tensor:
+    """Logits (``average: logits``) or softmax (``probs``) of ``x`` (B, C, h, w) in float32;
+    with ``flip``, averaged with those of the mirrored image flipped back."""
+    def scores(batch: Tensor) -> Tensor:
+        out = model(batch)["out"].float()
+        return out.softmax(dim=1) if average == "probs" else out
+
+    result = scores(x)
     if flip:
-        probs = (probs + model(x.flip(-1))["out"].float().softmax(dim=1).flip(-1)) / 2
-    return probs
+        result = (result + scores(x.flip(-1)).flip(-1)) / 2
+    return result
 
 
-def sliding_probs(model: nn.Module, x: Tensor, crop: int, stride_ratio: float,
-                  flip: bool) -> Tensor:
-    """Softmax of a batch of equally sized images from overlapping ``crop`` windows."""
+def sliding_scores(model: nn.Module, x: Tensor, crop: int, stride_ratio: float, flip: bool,
+                   average: str = "logits") -> Tensor:
+    """Scores of a batch of equally sized images averaged over overlapping ``crop`` windows."""
     b, _, h, w = x.shape
-    stride = max(1, math.ceil(crop * stride_ratio))
-    ch, cw = min(crop, h), min(crop, w)
+    x, top, left = pad_to_crop(x, crop)
+    ph, pw = x.shape[-2:]
+    stride = window_stride(crop, stride_ratio)
     total: Tensor | None = None
-    count = torch.zeros(1, 1, h, w, device=x.device)
-    for top in window_starts(h, crop, stride):
-        for left in window_starts(w, crop, stride):
-            window = (..., slice(top, top + ch), slice(left, left + cw))
-            probs = forward_probs(model, x[window], flip)
+    count = torch.zeros(1, 1, ph, pw, device=x.device)
+    for y in window_starts(ph, crop, stride):
+        for x0 in window_starts(pw, crop, stride):
+            window = (..., slice(y, y + crop), slice(x0, x0 + crop))
+            scores = forward_scores(model, x[window], flip, average)
             if total is None:
-                total = torch.zeros(b, probs.shape[1], h, w, device=x.device)
-            total[window] += probs
+                total = torch.zeros(b, scores.shape[1], ph, pw, device=x.device)
+            total[window] += scores
             count[window] += 1
     assert total is not None  # at least one window always exists
-    return total / count
+    return (total / count)[..., top:top + h, left:left + w]
