@@ -22,6 +22,7 @@ import yaml
 
 from dars import config as config_mod
 from dars.config import epochs_per_round, scale_range
+from dars.engine.sliding import window_stride
 from dars.pseudo.thresholds import round_half_up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,8 @@ INTENDED = {
            "drops up to one pixel per class and changes nothing else",
     "never_predicted": "a class the teacher never predicts gets no pseudo label and is "
                        "reported as a 100 % shortfall instead of stopping the run",
+    "softmax": "the softmax in float32 is at least as exact; the stored confidence is float16 "
+               "either way, so thresholds compare the same kind of value",
 }
 
 
@@ -107,8 +110,10 @@ def our_settings(cfg: dict) -> dict[str, Any]:
         "poly_schedule": train["schedule"],
         "train_flip": train["flip"],
         "blur": train["blur"],
-        "stride": [math.ceil(s["stride_ratio"] * s["crop_size"]) for s in (infer, evaluate)],
+        "stride": [window_stride(s["crop_size"], s["stride_ratio"]) for s in (infer, evaluate)],
         "infer_flip": [infer["flip"], evaluate["flip"]],
+        "average": [infer["average"], evaluate["average"]],
+        "softmax": "float32 logits / T, then softmax (confidence stored as float16)",
         "n_j": "round(alpha P r_j), halves up" if int(round_half_up(2.5)) == 3 else "?",
         "never_predicted": "no labels for that class (shortfall reported)",
     }

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split, write_voc
 from PIL import Image
 from torch import nn
 
@@ -26,7 +27,6 @@ from dars.engine.predict import PredictOptions, predict_probs, predict_scores
 from dars.engine.sliding import forward_scores, sliding_scores, window_starts, window_stride
 from dars.models import build_model
 from dars.probstore import ProbStore
-from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split, write_voc
 
 SCHEMA_STRIDE = config.validate({})["infer"]["stride_ratio"]  # the default the configs use
 
