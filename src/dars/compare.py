@@ -482,18 +482,21 @@ def _nan(v: object) -> bool:
     return v is None or (isinstance(v, float | np.floating) and math.isnan(v))
 
 
-def _with_interval(mean: float, lo: float, hi: float, n: int, fmt: str) -> str:
+def _with_interval(mean: float, lo: float, hi: float, n: int, fmt: str,
+                   bounds: str | None = None) -> str:
+    """"mean [lo, hi]", or the mean and "(n=1, no interval)"; ``bounds`` formats lo and hi."""
     if _nan(mean):
         return "–"
     if n < 2:
         return f"{fmt.format(mean)} (n=1, no interval)"
-    return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+    bounds = bounds or fmt
+    return f"{fmt.format(mean)} [{bounds.format(lo)}, {bounds.format(hi)}]"
 
 
 def _difference_cell(d: pd.Series) -> str:
     """"+1.2 [0.3, 2.1] better", in IoU points."""
     cell = _with_interval(100 * d["difference"], 100 * d["lo"], 100 * d["hi"], int(d["n"]),
-                          "{:+.1f}")
+                          "{:+.1f}", "{:.1f}")
     return cell if int(d["n"]) < 2 or cell == "–" else f"{cell} {d['verdict']}"
 
 
@@ -540,7 +543,7 @@ def table5_markdown(t5: pd.DataFrame) -> str:
             "alpha": _fmt(r["alpha"], "{:g}"), "T": _fmt(r["temperature"], "{:.3g}"),
             "kept fraction": _fmt(r["kept fraction"], "{:.3f}"),
             "KL(labeled‖pseudo) [95% CI]": _with_interval(
-                r["KL(labeled||pseudo)"], r["KL lo"], r["KL hi"], int(r["runs"]), "{:.2g}"),
+                r["KL(labeled||pseudo)"], r["KL lo"], r["KL hi"], int(r["runs"]), "{:.3g}"),
             "pixel precision": _fmt(r["pixel precision"], "{:.3f}"),
             **{c: _fmt(r[c], "{:+.1%}") for c in t5.columns if c.startswith("short ")}})
     return markdown_table(pd.DataFrame(rows))
