@@ -24,6 +24,7 @@ from dars.compare import (
     LABELED_ONLY,
     VARIANT,
     Comparison,
+    Variant,
     branch_dir,
     branches,
     collect_runs,
@@ -50,9 +51,9 @@ from dars.pseudo.thresholds import METHODS
 
 def test_parse_variant() -> None:
     v = parse_variant("cbst+ts")
-    assert (v.method, v.tempered, v.control) == ("cbst", True, False)
+    assert (v.method, v.tempered) == ("cbst", True)
     assert parse_variant("dars").tempered is False
-    assert parse_variant("labeled-only").control
+    assert parse_variant("labeled-only") == Variant(LABELED_ONLY, tempered=False)
     for bad in ("dars+TS", "ts", "st+ts+ts", "focal", "labeled-only+ts", "labeled"):
         with pytest.raises(DarsError, match="unknown comparison method"):
             parse_variant(bad)
@@ -137,27 +138,26 @@ DARS = {key: v + (0.02 if key[1] == 0 else 0.03) for key, v in ST.items()}  # +0
 
 
 def _run_record(row: str, method: str, t: int, k: int | None, miou: float, **pseudo) -> dict:
-    rec = {"row": row, "method": method, "rounds": 0 if k is None else 1, "teacher": t,
-           "seed": k, "miou": miou, "tail_miou": miou / 2,
-           **{f"iou:{n}": miou * f for n, f in zip(NAMES, (2.0, 1.0, 0.5), strict=True)}}
-    if pseudo:
-        rec.update(pseudo)
-    return rec
+    return {"row": row, "method": method, "rounds": 0 if k is None else 1, "teacher": t,
+            "seed": k, "miou": miou, "tail_miou": miou / 2,
+            **{f"iou:{n}": miou * f for n, f in zip(NAMES, (2.0, 1.0, 0.5), strict=True)},
+            **pseudo}
 
 
 @pytest.fixture
 def runs() -> pd.DataFrame:
     """Synthetic runs.csv rows: 3 teachers x 2 student seeds of labeled-only, st and dars."""
     recs = [_run_record(BASELINE, "baseline", t, None, BASE[t]) for t in TEACHERS]
-    for method, values, kept, kl in ((LABELED_ONLY, LO, 0.0, math.nan), ("st", ST, 0.2, 0.9),
-                                     ("dars", DARS, 0.18, 0.02)):
+    control = dict(kept_fraction=0.0, kl=math.nan, temperature=math.nan, precision=math.nan,
+                   **{f"short:{n}": 1.0 for n in NAMES})
+    recs += [_run_record(LABELED_ONLY, LABELED_ONLY, t, k, v, alpha=0.2, **control)
+             for (t, k), v in LO.items()]
+    for method, values, kept, kl in (("st", ST, 0.2, 0.9), ("dars", DARS, 0.18, 0.02)):
         for (t, k), v in values.items():
-            recs.append(_run_record(method, method, t, k, v, alpha=0.2,
-                                    temperature=math.nan if kept == 0 else 1.0,
-                                    kept_fraction=kept, kl=kl + 0.01 * k if kl == kl else kl,
-                                    precision=math.nan if kept == 0 else 0.9,
-                                    **{f"short:{n}": 1.0 if kept == 0 else s
-                                       for n, s in zip(NAMES, (-0.5, 0.2, 0.5), strict=True)}))
+            recs.append(_run_record(method, method, t, k, v, alpha=0.2, temperature=1.0,
+                                    kept_fraction=kept, kl=kl + 0.01 * k, precision=0.9,
+                                    **{f"short:{n}": x for n, x in
+                                       zip(NAMES, (-0.5, 0.2, 0.5), strict=True)}))
     df = pd.DataFrame(recs)
     df["seed"] = df["seed"].astype("Int64")
     return df
@@ -223,7 +223,7 @@ def test_single_run_says_so(runs: pd.DataFrame) -> None:
 
 def test_markdown_tables_show_intervals_verdicts_and_the_control(runs: pd.DataFrame) -> None:
     md = table4_markdown(table4(runs), differences(runs))
-    head, rule, *body = md.strip().splitlines()
+    head, _, *body = md.strip().splitlines()
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "method", "runs", *NAMES, "tail mIoU", "mIoU [95% CI]", "gain vs baseline", "vs ST",
         "vs labeled-only"]

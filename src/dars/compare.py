@@ -33,7 +33,6 @@ row: the raw numbers) and derives everything else from it:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -71,7 +70,7 @@ log = logging.getLogger(__name__)
 # against it and against VARIANT); "+ts" = temperature scaling first; labeled-only = the control.
 TEMPERED = "+ts"
 LABELED_ONLY = "labeled-only"
-THRESHOLDED = re.compile(rf"({'|'.join(METHODS)})(\+ts)?")
+THRESHOLDED = re.compile(rf"({'|'.join(METHODS)})({re.escape(TEMPERED)})?")
 VARIANT = re.compile(rf"{THRESHOLDED.pattern}|{LABELED_ONLY}")
 BASELINE = "baseline (round 0)"
 REFERENCES = ("st", LABELED_ONLY)  # the paired differences of every row against these
@@ -88,10 +87,6 @@ class Variant:
 
     method: str
     tempered: bool
-
-    @property
-    def control(self) -> bool:
-        return self.method == LABELED_ONLY
 
 
 def parse_variant(name: str) -> Variant:
