@@ -482,6 +482,7 @@ def _with_interval(mean: float, lo: float, hi: float, n: int, fmt: str,
     """"mean [lo, hi]", or the mean and "(n=1, no interval)"; ``bounds`` formats lo and hi."""
     if _nan(mean):
         return "–"
+    mean, lo, hi = (round(v, 9) + 0.0 for v in (mean, lo, hi))  # no "-0.0" from rounding
     if n < 2:
         return f"{fmt.format(mean)} (n=1, no interval)"
     bounds = bounds or fmt
