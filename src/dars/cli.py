@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     from dars.pseudo.cli import add_subcommands
 
     add_subcommands(sub)
-    from dars import compare, gpu_slots, report, shards  # report, compare, gpu-run, merge
+    # report; compare, blank-labels; gpu-run; merge-pseudo-shards
+    from dars import compare, gpu_slots, report, shards
 
     for module in (gpu_slots, report, compare, shards):
         module.add_subcommands(sub)

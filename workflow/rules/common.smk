@@ -7,7 +7,17 @@ import json
 import os
 from pathlib import Path
 
-from dars.compare import COMPARE_FILES, branch_dir, branches, parse_variant
+from dars.compare import (
+    COMPARE_FILES,
+    LABELED_ONLY,
+    THRESHOLDED,
+    branch_dir,
+    branches,
+    parse_variant,
+    resolve_teacher_seeds,
+    separate_teacher_dir,
+    teacher_dir,
+)
 from dars.config import epochs_per_round as epochs_per_round_from
 from dars.config import scale_range, stage_config
 from dars.report import PER_ROUND_REPORTS, report_files
@@ -154,19 +164,41 @@ def pseudo_params(method, temperature, seed):
 
 COMPARE = config["compare"]
 CMP = f"{RESULTS}/compare"
-BRANCH = str(branch_dir(RESULTS, "{v}", "{k}"))
-CMP_LOGS = f"{LOGS}/compare/{{v}}/seed{{k}}"
+SEED = config["seed"]
+TEACHER_SEEDS = resolve_teacher_seeds(COMPARE["teacher_seeds"], SEED)
+# A teacher other than the run's seed: its own baseline, store and calibration live here
+# (the teacher of the run's seed is the run's round0/ and round1/probs.zarr, never retrained).
+TEACHER = str(separate_teacher_dir(RESULTS, "{t}"))
+TEACHER_LOGS = f"{LOGS}/compare/teacher{{t}}"
+BRANCH = str(branch_dir(RESULTS, "{t}", "{v}", "{k}"))
+CMP_LOGS = f"{LOGS}/compare/teacher{{t}}/{{v}}/seed{{k}}"
 CMP_ROWS = branches(COMPARE["methods"], COMPARE["progressive"], len(STUDENT_ROUNDS))
 
 
+def teacher_root(t):
+    """Folder of teacher t (round0/model.pt, round1/probs.zarr): the run's own for its seed."""
+    return str(teacher_dir(RESULTS, t, SEED))
+
+
 def branch_round(wc, r):
-    """Folder of round r of branch (v, k); round 0 is the run's shared baseline."""
-    return f"{RESULTS}/round0" if int(r) == 0 else f"{branch_dir(RESULTS, wc.v, wc.k)}/round{r}"
+    """Folder of round r of branch (t, v, k); round 0 is the branch's teacher."""
+    if int(r) == 0:
+        return f"{teacher_root(wc.t)}/round0"
+    return f"{branch_dir(RESULTS, wc.t, wc.v, wc.k)}/round{r}"
+
+
+def teacher_store(wc):
+    """The round-1 store of teacher wc.t that branch (t, v, k) thresholds.
+
+    The one place that picks it: a store per temperature (branch_temperature(wc)) would be
+    chosen here.
+    """
+    return f"{teacher_root(wc.t)}/round1/probs.zarr"
 
 
 def branch_store(wc):
-    """Round 1 thresholds the run's shared store; later rounds the branch's own."""
-    return f"{RESULTS}/round1/probs.zarr" if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
+    """Round 1 thresholds its teacher's store; later rounds the branch's own."""
+    return teacher_store(wc) if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
 
 
 def branch_temperature(wc):
@@ -174,10 +206,11 @@ def branch_temperature(wc):
 
 
 def compare_inputs(name):
-    """One file of the final round of every table row, for every seed."""
+    """One file of the final round of every table row, for every teacher and seed."""
     return [
-        f"{branch_dir(RESULTS, v, k)}/round{r}/{name}"
+        f"{branch_dir(RESULTS, t, v, k)}/round{r}/{name}"
         for v, r in CMP_ROWS
+        for t in TEACHER_SEEDS
         for k in COMPARE["seeds"]
     ]
 

@@ -1,12 +1,83 @@
 # The paper's ablation (Tables 4 and 5): `snakemake --cores all compare`.
-# Every method of `compare.methods` thresholds the run's one round-1 store (the baseline's
-# probabilities: trained and inferred once, whatever the number of methods), then trains its
-# own student per seed under results/<run>/compare/<method>/seed<k>/round1/. Methods of
-# `compare.progressive` go on for every configured round, inferring with their own students.
-# The branch rules reuse the main rules' commands (`use rule`), only their paths differ;
-# the paths and helpers are in common.smk.
+# One teacher per seed of `compare.teacher_seeds` (default: the run's seed). The teacher whose
+# seed is the run's `seed` is the run's own baseline and round-1 store (the same training:
+# reused, never redone); any other is trained, inferred and (for +ts) calibrated under
+# results/<run>/compare/teacher<t>/. Every method of `compare.methods` thresholds its
+# teacher's round-1 store, then trains its own student per student seed under
+# results/<run>/compare/teacher<t>/<method>/seed<k>/round1/; `labeled-only` (the control)
+# writes all-ignore labels instead (`dars blank-labels`). Methods of `compare.progressive` go
+# on for every configured round, inferring with their own students. The rules reuse the main
+# rules' commands (`use rule`), only their paths differ; paths and helpers are in common.smk.
+
+
+wildcard_constraints:
+    t=r"\d+",
+
+
+# ---- the teachers of the other seeds
+
+
+use rule train_baseline as compare_train_baseline with:
+    output:
+        model=f"{TEACHER}/round0/model.pt",
+        log_csv=f"{TEACHER}/round0/train_log.csv",
+    log:
+        f"{TEACHER_LOGS}/round0/train.log",
+    benchmark:
+        f"{TEACHER_LOGS}/round0/train.benchmark.tsv"
+    params:
+        cfg=lambda wc: subset("dataset", "model", "train", seed=int(wc.t)),
+        epochs=epochs_per_round(0),
+        scale=scale(0),
+        state=f"{TEACHER}/round0/state",
+
+
+use rule infer_probabilities as compare_teacher_infer with:
+    input:
+        data=DATA,
+        splits=split_files("unlabeled"),
+        teacher=f"{TEACHER}/round0/model.pt",
+    output:
+        directory(f"{TEACHER}/round1/probs.zarr"),
+    log:
+        f"{TEACHER_LOGS}/round1/infer.log",
+    benchmark:
+        f"{TEACHER_LOGS}/round1/infer.benchmark.tsv"
+
+
+use rule evaluate as compare_teacher_evaluate with:
+    output:
+        metrics=f"{TEACHER}/round{{r}}/metrics.csv",
+        summary=f"{TEACHER}/round{{r}}/metrics.json",
+    input:
+        data=DATA,
+        splits=split_files("val"),
+        model=f"{TEACHER}/round{{r}}/model.pt",
+    log:
+        f"{TEACHER_LOGS}/round{{r}}/evaluate.log",
+    benchmark:
+        f"{TEACHER_LOGS}/round{{r}}/evaluate.benchmark.tsv"
+
+
+use rule calibrate as compare_teacher_calibrate with:
+    input:
+        data=DATA,
+        splits=split_files(config["pseudo_label"]["calibration_split"]),
+        model=f"{TEACHER}/round{{r}}/model.pt",
+    output:
+        f"{TEACHER}/round{{r}}/temperature.json",
+    log:
+        f"{TEACHER_LOGS}/round{{r}}/calibrate.log",
+    benchmark:
+        f"{TEACHER_LOGS}/round{{r}}/calibrate.benchmark.tsv"
+
+
+# ---- the branches: pseudo labels (or none), student, and what progressive rounds need
+
 
 rule compare_pseudo_label:
+    wildcard_constraints:
+        v=THRESHOLDED.pattern,
     input:
         store=branch_store,
         histogram=f"{RESULTS}/label_histogram.csv",
@@ -35,6 +106,35 @@ rule compare_pseudo_label:
         PSEUDO_LABEL_SHELL
 
 
+rule compare_blank_labels:
+    # the labeled-only control: the student round runs as every other, its pseudo half all
+    # ignore (zero loss); the teacher's store only gives the unlabeled images and their sizes
+    wildcard_constraints:
+        v=LABELED_ONLY,
+    input:
+        store=teacher_store,
+        histogram=f"{RESULTS}/label_histogram.csv",
+    output:
+        labels=directory(f"{BRANCH}/round{{s}}/pseudo_labels"),
+        stats=f"{BRANCH}/round{{s}}/pseudo_stats.csv",
+        summary=f"{BRANCH}/round{{s}}/pseudo_summary.json",
+    log:
+        f"{CMP_LOGS}/round{{s}}/blank_labels.log",
+    benchmark:
+        f"{CMP_LOGS}/round{{s}}/blank_labels.benchmark.tsv"
+    params:
+        alpha=lambda wc: round_cfg(wc.s)["alpha"],
+    threads: threads_of("pseudo_label")
+    resources:
+        **job_resources("pseudo_label"),
+    conda:
+        ENV
+    shell:
+        "dars blank-labels --store {input.store} --label-hist {input.histogram}"
+        " --alpha {params.alpha} --labels-out {output.labels} --stats-out {output.stats}"
+        " --summary-out {output.summary} > {log} 2>&1"
+
+
 use rule train_student as compare_train_student with:
     input:
         data=DATA,
@@ -49,7 +149,7 @@ use rule train_student as compare_train_student with:
     benchmark:
         f"{CMP_LOGS}/round{{s}}/train.benchmark.tsv"
     params:
-        # seed k of the comparison seeds the student (and, above, the sampling)
+        # student seed k seeds the student (and, above, the sampling); teacher t its init
         cfg=lambda wc: subset("dataset", "model", "train", seed=int(wc.k)),
         epochs=lambda wc: epochs_per_round(wc.s),
         scale=lambda wc: scale(wc.s),
@@ -98,13 +198,15 @@ use rule calibrate as compare_calibrate with:
 
 rule compare_tables:
     input:
-        baseline=f"{RESULTS}/round0/metrics.json",
+        baselines=[f"{teacher_root(t)}/round0/metrics.json" for t in TEACHER_SEEDS],
         histogram=f"{RESULTS}/label_histogram.csv",
-        store=f"{RESULTS}/round1/probs.zarr",
+        # Fig. 3 shows the first teacher's confidences
+        store=f"{teacher_root(TEACHER_SEEDS[0])}/round1/probs.zarr",
         metrics=compare_inputs("metrics.json"),
         summaries=compare_inputs("pseudo_summary.json"),
         temperature=calibration_file(
-            COMPARE["temperature"] if CMP_TEMPERED else 1.0, f"{RESULTS}/round0"
+            COMPARE["temperature"] if CMP_TEMPERED else 1.0,
+            f"{teacher_root(TEACHER_SEEDS[0])}/round0",
         ),
     output:
         **{
@@ -128,6 +230,8 @@ rule compare_tables:
         methods=COMPARE["methods"],
         progressive=COMPARE["progressive"],
         seeds=COMPARE["seeds"],
+        teacher_seeds=TEACHER_SEEDS,
+        run_seed=SEED,
         rounds=len(STUDENT_ROUNDS),
         run_dir=lambda wc, input: os.path.dirname(input.histogram),
         out_dir=lambda wc, output: os.path.dirname(output.table4_csv),
@@ -144,7 +248,8 @@ rule compare_tables:
         ENV
     shell:
         "dars compare --run-dir {params.run_dir} --methods {params.methods} --progressive"
-        " {params.progressive} --seeds {params.seeds} --rounds {params.rounds}"
+        " {params.progressive} --seeds {params.seeds} --teacher-seeds {params.teacher_seeds}"
+        " --run-seed {params.run_seed} --rounds {params.rounds}"
         " {params.temperature} --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
 
 
