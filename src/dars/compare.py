@@ -51,14 +51,13 @@ import pandas as pd
 from dars.atomic import atomic_path, write_csv, write_json
 from dars.errors import DarsError
 from dars.pseudo.thresholds import METHODS, check_alpha, round_half_up
-from dars.report import (
+from dars.readers import read_csv, read_json
+from dars.render import (
     class_distribution_plot,
     html_page,
     html_table,
     iou_plot,
     pyplot,
-    read_csv,
-    read_json,
     save_figure,
     write_text,
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,26 +20,27 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from dars.atomic import atomic_path
+from dars.constants import IGNORE
 from dars.errors import DarsError
+from dars.readers import read_csv, read_json
+from dars.render import (
+    class_distribution_plot,
+    html_page,
+    html_table,
+    iou_plot,
+    pyplot,
+    save_figure,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
-IGNORE = 255
 IGNORE_RGB = (255, 255, 255)  # ignore pixels are white in the examples
 EXAMPLES = 4
 _PER_ROUND_FILES = {"distribution": "class_distribution.svg", "thresholds": "thresholds.html",
                     "examples": "examples.png"}
 PER_ROUND_REPORTS = tuple(_PER_ROUND_FILES)  # kinds with one file per student round
 
-_CSS = """<style>
-body{font-family:system-ui,sans-serif;font-size:14px;margin:8px}
-table{border-collapse:collapse;margin:0 0 16px 0}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f2f2f2} td.l,th.l{text-align:left}
-caption{text-align:left;font-weight:bold;padding:4px 0}
-pre{background:#f7f7f7;padding:8px}
-</style>"""
 
 
 def report_files(rounds: int) -> dict[str, list[str]]:
@@ -56,20 +56,6 @@ def report_files(rounds: int) -> dict[str, list[str]]:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise DarsError(f"cannot read {path}: {exc}") from exc
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DarsError(f"cannot read {path}: {exc}") from exc
 
 
 def metrics_tables(run_dir: Path, rounds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -109,40 +95,6 @@ def training_log(run_dir: Path, rounds: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------- tables
 
 
-def _fmt(v: object) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "–"
-    if isinstance(v, (float, np.floating)):
-        if np.isinf(v):
-            return "∞" if v > 0 else "-∞"
-        return f"{v:.4g}"
-    return html.escape(str(v))
-
-
-def html_table(df: pd.DataFrame, caption: str, index: bool = False) -> str:
-    """A plain HTML table (text left, numbers right); floats to 4 significant digits."""
-    def cell(tag: str, v: object) -> str:
-        left = ' class="l"' if isinstance(v, str) else ""
-        return f"<{tag}{left}>{_fmt(v)}</{tag}>"
-
-    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
-    head = "".join(cell("th", c) for c in cols)
-    body = "".join("<tr>" + "".join(cell("td", v) for v in row) + "</tr>"
-                   for row in df.itertuples(index=index, name=None))
-    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>")
-
-
-def html_page(title: str, *parts: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title>{_CSS}</head><body>{''.join(parts)}</body></html>\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
     """Round s's thresholds joined with the labeled/pseudo class ratios and precision."""
     t = read_csv(run_dir / f"round{s}" / "thresholds.csv")
@@ -154,72 +106,6 @@ def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- plots
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # text stays text in SVG (searchable, smaller); fixed ids keep reruns byte-identical
-    plt.rcParams.update({"svg.hashsalt": "dars", "svg.fonttype": "none", "font.size": 9})
-    return plt
-
-
-def save_figure(fig, path: Path) -> None:  # noqa: ANN001
-    suffix = path.suffix
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=suffix.lstrip("."), bbox_inches="tight", dpi=110,
-                    metadata={"Date": None} if suffix == ".svg" else None)
-    pyplot().close(fig)
-
-
-def class_distribution_plot(names: Sequence[str], series: dict[str, np.ndarray], title: str,
-                            out: Path) -> None:
-    """Class shares of several label sets side by side, log scale (zeros drawn at the floor).
-
-    ``series`` maps a legend label (the labeled set, each method's pseudo labels) to the
-    per-class fractions; a class a set does not contain gets a "0" over its floor-height bar,
-    so a missing class is visible on the log axis.
-    """
-    plt = pyplot()
-    positive = np.concatenate([v[v > 0] for v in series.values()])
-    floor = 10 ** np.floor(np.log10(positive.min() / 2)) if positive.size else 1e-6
-    x = np.arange(len(names))
-    k = len(series)
-    w = 0.8 / k
-    fig, ax = plt.subplots(figsize=(max(5.0, (0.3 + 0.15 * k) * len(names) + 2), 3.4))
-    for i, (label, values) in enumerate(series.items()):
-        xs = x - 0.4 + w * (i + 0.5)
-        ax.bar(xs, np.maximum(values, floor), w, label=label)
-        for xi, v in zip(xs, values, strict=True):
-            if v == 0:
-                ax.text(xi, floor * 1.3, "0", ha="center", va="bottom", fontsize=7,
-                        color="#a04000")
-    ax.set_yscale("log")
-    ax.set_ylim(floor, 1.5)
-    ax.set_xticks(x, names, rotation=45, ha="right")
-    ax.set_ylabel("fraction of labeled pixels")
-    ax.set_title(title)
-    ax.legend(frameon=False, fontsize=7, ncol=min(k, 4))
-    save_figure(fig, out)
-
-
-def iou_plot(iou: pd.DataFrame, out: Path) -> None:
-    """Per-class IoU, one bar per round."""
-    plt = pyplot()
-    x = np.arange(len(iou))
-    k = len(iou.columns)
-    w = 0.8 / max(k, 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(iou) + 2), 3.4))
-    for i, col in enumerate(iou.columns):
-        ax.bar(x - 0.4 + w * (i + 0.5), np.nan_to_num(iou[col].to_numpy(float)), w, label=col)
-    ax.set_xticks(x, iou.index.astype(str), rotation=45, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("IoU (val)")
-    ax.legend(frameon=False, ncol=min(k, 4))
-    save_figure(fig, out)
 
 
 def training_plot(log_df: pd.DataFrame, out: Path) -> None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from dars.atomic import write_csv
-
-
-def _read(path: str) -> dict:
-    return json.loads(Path(path).read_text())
+from dars.readers import read_json
 
 
 def summarise(metrics: Sequence[str], pseudo_summaries: Sequence[str], out: Path) -> str:
@@ -22,12 +18,12 @@ def summarise(metrics: Sequence[str], pseudo_summaries: Sequence[str], out: Path
     """
     rows = []
     for m in metrics:
-        s = _read(m)
+        s = read_json(m)
         rows.append({"round": s["round"], "miou": s["miou"], "tail_miou": s.get("tail_miou"),
                      "pixel_accuracy": s["pixel_accuracy"]})
     df = pd.DataFrame(rows).set_index("round")
     for r, p in enumerate(pseudo_summaries, start=1):
-        s = _read(p)
+        s = read_json(p)
         for key in ("alpha", "kept_fraction", "kl_labeled_pseudo", "mean_precision"):
             df.loc[r, key] = s.get(key)
     df = df.sort_index().reset_index()
