@@ -133,9 +133,10 @@ def test_three_shards_give_byte_identical_pseudo_labels(tiny_run: Path, tmp_path
 # ------------------------------------------------------------------------ sharded inference
 def _store_arrays(path: Path) -> dict:
     group = zarr.open_group(str(path), mode="r")
-    arrays = {name: group[name][:] for name in ("confidence", "prediction", "probs", "shapes")}
+    arrays = {name: group[name][:] for name in group.array_keys()}
     attrs = group.attrs.asdict()
-    return {**arrays, **{k: attrs[k] for k in ("image_ids", "class_names", "job", "complete")}}
+    return {**arrays, **{k: attrs[k] for k in ("image_ids", "class_names", "job", "complete", "temperature",
+                                      "images_per_chunk")}}
 
 
 def _assert_same_store(a: Path, b: Path) -> None:
@@ -156,11 +157,14 @@ def untrained_teacher(folder_config: dict, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("per_chunk", [1, 2])
 def test_infer_shards_fill_one_store_identical_to_one_job(
         folder_config: dict, untrained_teacher: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # 4 unlabeled images in batches [0 1 2] [3]; shard 0/2 = [0 1], shard 1/2 = [2 3]
+        monkeypatch: pytest.MonkeyPatch, per_chunk: int) -> None:
+    # 4 unlabeled images in batches [0 1 2] [3]; shard 0/2 = [0 1], shard 1/2 = [2 3]: with 1
+    # or 2 images per chunk file the shards' files are disjoint
     folder_config["infer"]["batch_size"] = 3
+    folder_config["infer"]["images_per_chunk"] = per_chunk
     cfg, teacher = folder_config, untrained_teacher
     infer_mod.infer(cfg, teacher, tmp_path / "ref.zarr")
     store = tmp_path / "probs.zarr"
@@ -188,7 +192,9 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
     predicted.clear()
     infer_mod.init_store(cfg, teacher, store)  # a rerun of the init step keeps what is written
     infer_mod.infer_shard(cfg, teacher, store, (1, 2))
-    assert predicted == [3]  # resumed: image 2 is not predicted again
+    # resumed: image 2's chunk was written before the kill and is not predicted again; with
+    # 2 images a chunk, image 2 waited for image 3 and its whole batch is redone
+    assert predicted == ([3] if per_chunk == 1 else [0, 1, 2, 3])
     # shard 0 has not run: finalize names its images and leaves the store unfinished
     with pytest.raises(DarsError, match=r"2 of 4 images not written: img004, img005 \(an "
                                         r"inference job or shard has not finished"):

@@ -6,9 +6,13 @@ once every image is in it. A batch that was only partly written is predicted aga
 and GPU kernels may round differently for another batch size, and the resumed store must equal
 an uninterrupted one bit for bit.
 
+``temperature`` T: the stored confidences are softmax(logits / T) (temperature scaling, fitted
+by ``dars calibrate`` on the teacher), so thresholding needs no full probabilities.
+
 Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
 the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
-(:func:`dars.shards.shard_range`, the ranges the thresholding shards use) and
+(:func:`dars.shards.shard_range` cut at the store's chunk boundaries, the ranges the
+thresholding shards use, so no two shards write one file) and
 :func:`finalize_store` checks every image is in and moves the store into place. A shard
 predicts the batches an unsharded run forms, so a batch straddling two ranges is predicted by
 both shards and each keeps its own images: a few extra images per shard buy values
@@ -21,11 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from dars.config import Config
@@ -34,6 +39,7 @@ from dars.data.io import image_size
 from dars.data.splits import Sample
 from dars.engine import checkpoint, distributed
 from dars.engine.predict import PredictOptions, predict_probs, size_batches
+from dars.errors import DarsError
 from dars.probstore import ProbStoreWriter
 from dars.shards import shard_range
 
@@ -58,27 +64,46 @@ def batches_to_redo(samples: Sequence[Sample], pending: Sequence[int], batch: in
                   if todo.intersection(b) for i in b)
 
 
-def _open_store(config: Config, model_path: Path, out: Path, create: bool
-                ) -> tuple[ProbStoreWriter, list[Sample]]:
-    """The partial store of this job (teacher file + infer options) and the unlabeled samples.
+class Tempered(nn.Module):
+    """The teacher with its logits divided by T, so every softmax downstream (whole image,
+    sliding windows, flip averaging) is softmax(logits / T)."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, float(temperature)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        out = self.model(x)
+        return {**out, "out": out["out"].float() / self.temperature}
+
+
+def _open_store(config: Config, model_path: Path, out: Path, create: bool,
+                temperature: float) -> tuple[ProbStoreWriter, list[Sample]]:
+    """The partial store of this job (teacher file + infer options + T) and the unlabeled
+    samples.
 
     ``create``: create or resume it (one job only); else open the one :func:`init_store` made.
     """
     spec = dataset_spec(config)
     samples = spec.samples("unlabeled", require_masks=False)
+    job = job_fingerprint(model_path, {**config["infer"], "temperature": float(temperature)})
     writer = ProbStoreWriter(out, [s.id for s in samples],
                              [image_size(s.image) for s in samples] if create else None,
                              spec.classes, store_probs=config["infer"]["store_probs"],
-                             job=job_fingerprint(model_path, config["infer"]))
+                             job=job, temperature=temperature,
+                             images_per_chunk=config["infer"]["images_per_chunk"])
     return writer, samples
 
 
-def _load_teacher(config: Config, model_path: Path) -> nn.Module:
-    return checkpoint.load_model(model_path, dataset_spec(config).num_classes)
+def _load_teacher(config: Config, model_path: Path, temperature: float) -> nn.Module:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise DarsError(f"temperature must be a positive number, got {temperature}")
+    model = checkpoint.load_model(model_path, dataset_spec(config).num_classes)
+    return model if temperature == 1.0 else Tempered(model, temperature).eval()
 
 
-def infer(config: Config, model_path: Path, out: Path) -> None:
-    """Predict every unlabeled image with the teacher and store confidences/probabilities.
+def infer(config: Config, model_path: Path, out: Path, temperature: float = 1.0) -> None:
+    """Predict every unlabeled image with the teacher and store its confidences at T.
 
     Under ``torchrun`` (a rule with ``gpus: N > 1``) each of the N processes is one shard on
     its own GPU: rank 0 creates the store, every rank writes its range, rank 0 finalizes --
@@ -86,13 +111,14 @@ def infer(config: Config, model_path: Path, out: Path) -> None:
     """
     world = distributed.setup()
     try:
-        model = _load_teacher(config, model_path)  # a bad checkpoint fails before any store
+        # a bad checkpoint fails before any store
+        model = _load_teacher(config, model_path, temperature)
         if world.is_main:
-            writer, samples = _open_store(config, model_path, out, create=True)
+            writer, samples = _open_store(config, model_path, out, True, temperature)
         distributed.barrier(world)
         if not world.is_main:
-            writer, samples = _open_store(config, model_path, out, create=False)
-        own = shard_range(world.rank, world.size, len(samples))
+            writer, samples = _open_store(config, model_path, out, False, temperature)
+        own = shard_range(world.rank, world.size, len(samples), writer.per_chunk)
         _predict_into(writer, model, samples, own, config["infer"])
         distributed.barrier(world)
         if world.is_main:
@@ -101,24 +127,27 @@ def infer(config: Config, model_path: Path, out: Path) -> None:
         distributed.teardown(world)
 
 
-def init_store(config: Config, model_path: Path, out: Path) -> None:
+def init_store(config: Config, model_path: Path, out: Path, temperature: float = 1.0) -> None:
     """Sharded step 1: create (or keep, to resume) the partial store the shards write into."""
-    writer, samples = _open_store(config, model_path, out, create=True)
+    writer, samples = _open_store(config, model_path, out, True, temperature)
     log.info("%s ready: %d images, %d already written", writer.path, len(samples),
              len(samples) - len(writer.pending()))
 
 
-def infer_shard(config: Config, model_path: Path, out: Path, shard: tuple[int, int]) -> None:
+def infer_shard(config: Config, model_path: Path, out: Path, shard: tuple[int, int],
+                temperature: float = 1.0) -> None:
     """Sharded step 2: predict the images of shard (i, N) into the store :func:`init_store`
     created (resuming: images already written are skipped)."""
-    model = _load_teacher(config, model_path)
-    writer, samples = _open_store(config, model_path, out, create=False)
-    _predict_into(writer, model, samples, shard_range(*shard, len(samples)), config["infer"])
+    model = _load_teacher(config, model_path, temperature)
+    writer, samples = _open_store(config, model_path, out, False, temperature)
+    _predict_into(writer, model, samples, shard_range(*shard, len(samples), writer.per_chunk),
+                  config["infer"])
 
 
-def finalize_store(config: Config, model_path: Path, out: Path) -> None:
+def finalize_store(config: Config, model_path: Path, out: Path,
+                   temperature: float = 1.0) -> None:
     """Sharded step 3: check every shard's images are in, move the store to ``out``."""
-    writer, samples = _open_store(config, model_path, out, create=False)
+    writer, samples = _open_store(config, model_path, out, False, temperature)
     writer.finalize()
     log.info("%s complete: %d images", out, len(samples))
 
@@ -146,6 +175,7 @@ def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[S
                              total=len(todo), desc="infer", mininterval=2, unit="img"):
         if index in own:
             writer.write(index, probs.numpy())
+    writer.close(own)
     seconds = time.perf_counter() - t0
     log.info("inferred %d images in %.1f s (%.1f img/s)", len(todo), seconds,
              len(todo) / max(seconds, 1e-9))

@@ -3,7 +3,8 @@
 Order of work, so that a failed check leaves nothing behind: validate the options, the store
 and the label histogram; build (pass 1) or load the confidence histograms; compute thresholds;
 write every label PNG into a temporary directory renamed onto ``labels_out`` only when all
-images succeeded (pass 2); then write the csv and json diagnostics.
+images succeeded (pass 2), with a manifest of every PNG's size and digest (the student checks
+it before training); then write the csv and json diagnostics.
 
 With ``shard=(i, n)`` pass 2 labels only that shard's images (into its own directory) and the
 diagnostics cover those images; thresholds always come from the whole store, either from a
@@ -12,25 +13,25 @@ pass 1 over all images or from the shard histograms of ``confidence-histogram --
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dars.atomic import atomic_path, write_csv, write_json
+from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.errors import DarsError
 from dars.probstore import ProbStore
 from dars.pseudo.assign import IGNORE, assign_labels, image_rng
 from dars.pseudo.confidence_hist import (
     available_threads,
-    block_predictions,
     check_temperature,
     images_per_block,
     load_partials,
@@ -55,13 +56,14 @@ class PseudoLabelOptions:
     alpha: float
     method: str = "dars"
     sampling: str = "paper"
-    temperature: float = 1.0
+    temperature: float | None = None  # the T the store must be at (None: whatever it is)
     seed: int = 0
     fixed_threshold: float | None = None
 
     def check(self) -> None:
         check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
-        check_temperature(self.temperature)
+        if self.temperature is not None:
+            check_temperature(self.temperature)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -75,6 +77,7 @@ class _Pass2Counts:
     evaluated: np.ndarray
     pixels: int = 0
     images: int = 0
+    files: dict[str, dict] = field(default_factory=dict)  # manifest entries of the PNGs
 
     def add(self, other: _Pass2Counts) -> None:
         self.kept += other.kept
@@ -82,6 +85,7 @@ class _Pass2Counts:
         self.evaluated += other.evaluated
         self.pixels += other.pixels
         self.images += other.images
+        self.files.update(other.files)
 
 
 def read_label_histogram(path: str | os.PathLike[str], num_classes: int
@@ -151,17 +155,22 @@ def _indices(store: ProbStore, shard: tuple[int, int] | None) -> list[int]:
 def compute_confidence_histogram(store_path: str | os.PathLike[str],
                                  out: str | os.PathLike[str],
                                  shard: tuple[int, int] | None = None,
-                                 temperature: float = 1.0,
+                                 temperature: float | None = None,
                                  threads: int | None = None) -> np.ndarray:
-    """Pass 1 over one shard (or the whole store) saved as .npz for ``pseudo-label``."""
-    check_temperature(temperature)
+    """Pass 1 over one shard (or the whole store) saved as .npz for ``pseudo-label``.
+
+    ``temperature``: the T the store must have been written at (None: any).
+    """
+    if temperature is not None:
+        check_temperature(temperature)
     store = ProbStore(store_path)
+    store.check_temperature(temperature)
     shard = shard or (0, 1)
     indices = store.shard(*shard)
     start = time.perf_counter()
-    hist = store_histogram(store, indices, temperature, threads)
+    hist = store_histogram(store, indices, threads=threads)
     seconds = time.perf_counter() - start
-    save_partial(out, hist, store, shard, temperature)
+    save_partial(out, hist, store, shard)
     log.info("confidence histogram of shard %d/%d: %d images, %d pixels, %.1f Mpx/s",
              shard[0], shard[1], len(indices), int(hist.sum()),
              hist.sum() / 1e6 / max(seconds, 1e-9))
@@ -189,19 +198,22 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
             raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from exc
         path = _label_path(root, image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(labels).save(path, format="PNG", compress_level=1)
+        png = io.BytesIO()
+        Image.fromarray(labels).save(png, format="PNG", compress_level=1)
+        data = png.getbuffer()
+        path.write_bytes(data)
         kept = np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c]
-        one = _Pass2Counts(kept, np.zeros(c, np.int64), np.zeros(c, np.int64), h * w, 1)
+        one = _Pass2Counts(kept, np.zeros(c, np.int64), np.zeros(c, np.int64), h * w, 1,
+                           {path.relative_to(root).as_posix(): {"size": len(data),
+                                                                "blake2b": digest(data)}})
         if true_mask is not None:
             _tally_precision(one, labels, true_mask(image_id), image_id, c)
         return one
 
-    per_block = images_per_block(store, options.temperature)
     with ThreadPoolExecutor(threads or available_threads()) as pool:
-        blocks = store.blocks(indices, block=per_block, probs=options.temperature != 1.0)
-        for block in read_ahead(blocks):
-            pred, conf = block_predictions(block, options.temperature)
-            for one in pool.map(label_one, block.indices.tolist(), pred, conf):
+        for block in read_ahead(store.blocks(indices, block=images_per_block(store))):
+            for one in pool.map(label_one, block.indices.tolist(), block.prediction,
+                                block.confidence):
                 counts.add(one)
     return counts
 
@@ -275,21 +287,19 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     """Run the whole stage and return the summary (also written to ``summary_out``)."""
     options.check()
     store = ProbStore(store_path)
+    store.check_temperature(options.temperature)  # inference applied T, not this stage
     names, ratios = read_label_histogram(label_hist, store.num_classes)
-    if options.temperature != 1.0 and not store.has_probs:
-        raise DarsError(f"{store.path}: temperature {options.temperature} needs the stored "
-                        "probabilities (infer.store_probs: false)")
     indices = _indices(store, shard)
     for index in indices:
         _label_path(Path(labels_out), store.image_ids[index])
 
     start = time.perf_counter()
     if conf_hists:
-        hist = load_partials(conf_hists, store, options.temperature)
+        hist = load_partials(conf_hists, store)
     else:
         if shard is not None:
             log.info("shard %d/%d without --conf-hist: pass 1 reads the whole store", *shard)
-        hist = store_histogram(store, None, options.temperature, threads)
+        hist = store_histogram(store, threads=threads)
     pass1 = time.perf_counter() - start
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
                                     num_pixels=store.num_pixels, sampling=options.sampling,
@@ -302,6 +312,7 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     with atomic_path(labels_out) as tmp:
         tmp.mkdir()
         counts = _write_labels(store, indices, thresholds, options, tmp, true_mask, threads)
+        write_manifest(tmp, counts.files)  # what the student checks before training
     pass2 = time.perf_counter() - start
     log.info("wrote %d pseudo-label images (%d pixels) in %.2f s", counts.images, counts.pixels,
              pass2)
@@ -339,7 +350,7 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "method": options.method,
         "sampling": options.sampling,
         "alpha": options.alpha,
-        "temperature": options.temperature,
+        "temperature": store.temperature,
         "seed": options.seed,
         "fixed_threshold": options.fixed_threshold,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
