@@ -128,8 +128,9 @@ def split_files(*splits):
 def pseudo_params(method, temperature, seed):
     """params: of a thresholding job: everything its pseudo labels depend on.
 
-    Each argument is a value or a function of the wildcards. A temperature of "auto" reads
-    the teacher's calibration json, which the job then has as input `temperature`.
+    Each argument is a value or a function of the wildcards. The temperature is the T the
+    store must have been inferred at (inference applies it; thresholding checks it): "auto"
+    reads the teacher's calibration json, which the job then has as input `temperature`.
     """
     return dict(
         alpha=lambda wc: round_cfg(wc.s)["alpha"],
