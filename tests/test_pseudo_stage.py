@@ -190,6 +190,54 @@ def test_single_image_and_image_ids_with_folders(tmp_path: Path) -> None:
     assert summary["num_images"] == 1 and summary["num_pixels"] == 63
 
 
+# ----------------------------------------------------------------------------- store layout
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    store = ProbStore(path)  # verifies the manifest
+    block = next(store.blocks(block=len(store)))
+    return {"confidence": block.confidence, "prediction": block.prediction,
+            "shapes": store.shapes}
+
+
+def test_chunks_hold_several_images_and_out_of_order_writes_change_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dars import probstore
+
+    ref, _ = write_store(tmp_path / "ref.zarr", SHAPES)
+    rng = np.random.default_rng(0)
+    probs = []
+    for h, w in SHAPES:
+        p = rng.random((C, h, w)).astype(np.float32)
+        probs.append((p / p.sum(axis=0)).astype(np.float16))
+    stores = []
+    for name, order, buffer in (("in_order", range(7), 1 << 30),
+                                ("shuffled", [6, 0, 3, 1, 5, 2, 4], 1)):
+        monkeypatch.setattr(probstore, "_BUFFER_BYTES", buffer)  # 1: write chunks early
+        writer = ProbStoreWriter(tmp_path / f"{name}.zarr", [f"i{i}" for i in range(7)],
+                                 SHAPES, NAMES, images_per_chunk=3)
+        for i in order:
+            writer.write(i, probs[i])
+        writer.close(range(7))
+        writer.finalize()
+        stores.append(_arrays(tmp_path / f"{name}.zarr"))
+    for key in stores[0]:
+        np.testing.assert_array_equal(stores[0][key], stores[1][key], key)
+    files = sorted(p.relative_to(tmp_path / "shuffled.zarr").as_posix()
+                   for p in (tmp_path / "shuffled.zarr").rglob("*") if p.is_file())
+    # 3 chunk files (3 + 3 + 1 images) per per-image array, no probabilities by default
+    assert [f for f in files if f.startswith("confidence/c/")] == [
+        f"confidence/c/{k}/0/0" for k in range(3)]
+    assert not any(f.startswith("probs") for f in files) and "manifest.json" in files
+    assert ProbStore(ref).per_chunk == 64  # small images: up to 64 a file
+
+
+def test_a_writer_must_finish_the_chunks_it_starts(tmp_path: Path) -> None:
+    writer = ProbStoreWriter(tmp_path / "p.zarr", ["a", "b", "c"], [(2, 2)] * 3, NAMES[:2],
+                             images_per_chunk=2)
+    writer.write(0, np.full((2, 2, 2), 0.5, np.float16))
+    with pytest.raises(DarsError, match=r"chunk\(s\) \[0\] were never predicted"):
+        writer.close(range(0, 1))
+
+
 # ----------------------------------------------------------------------------- temperature
 def test_temperature_scaling(tmp_path: Path) -> None:
     store = ProbStore(write_store(tmp_path / "p.zarr", SHAPES, store_probs=True)[0])

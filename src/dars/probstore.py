@@ -210,25 +210,35 @@ class ProbStoreWriter:
         return [indices.start + int(i) for i in np.flatnonzero(written == 0)]
 
     def write(self, index: int, probs: np.ndarray) -> None:
-        """Take the (C, h, w) probabilities of image ``index``; its chunk is written (and its
-        images marked) once every image of the chunk is in. An image of a chunk written
-        before (a resumed batch) is ignored: it holds these very values already."""
-        c, h, w = probs.shape
+        """Take the (C, h, w) probabilities of image ``index`` (see :meth:`write_prediction`)."""
+        c = probs.shape[0]
         if c != self.num_classes:
             raise DarsError(f"model predicts {c} classes but the store expects {self.num_classes}")
-        if (h, w) != tuple(self.shapes[index]):
+        self.write_prediction(index, probs.argmax(axis=0), probs.max(axis=0),
+                              probs if self.store_probs else None)
+
+    def write_prediction(self, index: int, prediction: np.ndarray, confidence: np.ndarray,
+                         probs: np.ndarray | None = None) -> None:
+        """Take image ``index``'s (h, w) argmax and max probability (and, for a store with
+        probabilities, its (C, h, w) ``probs``); its chunk is written (and its images marked)
+        once every image of the chunk is in. An image of a chunk written before (a resumed
+        batch) is ignored: it holds these very values already."""
+        h, w = prediction.shape
+        if (h, w) != tuple(self.shapes[index]) or confidence.shape != (h, w):
             raise DarsError(f"image {index}: prediction {h}x{w} != recorded size "
                             f"{self.shapes[index]}")
+        if self.store_probs and probs is None:
+            raise DarsError(f"{self.path} keeps probabilities: image {index} needs them")
         chunk = index // self.per_chunk
         if self._written[index]:
             return
         H, W = self.group["confidence"].shape[1:]
         conf = np.zeros((H, W), np.float16)
         pred = np.full((H, W), PAD, np.uint8)
-        conf[:h, :w] = probs.max(axis=0)
-        pred[:h, :w] = probs.argmax(axis=0)
+        conf[:h, :w] = confidence
+        pred[:h, :w] = prediction
         if self.store_probs:
-            full = np.zeros((c, H, W), np.float16)
+            full = np.zeros((self.num_classes, H, W), np.float16)
             full[:, :h, :w] = probs
             self.group["probs"][index] = full
         self._pending.setdefault(chunk, {})[index] = (conf, pred)

@@ -13,7 +13,6 @@ pass 1 over all images or from the shard histograms of ``confidence-histogram --
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,8 @@ from PIL import Image
 
 from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.errors import DarsError
-from dars.probstore import ProbStore
-from dars.pseudo.assign import IGNORE, assign_labels, image_rng
+from dars.probstore import Block, ProbStore
+from dars.pseudo.assign import IGNORE, assign_block, assign_labels, image_rng
 from dars.pseudo.confidence_hist import (
     available_threads,
     check_temperature,
@@ -39,6 +39,7 @@ from dars.pseudo.confidence_hist import (
     save_partial,
     store_histogram,
 )
+from dars.pseudo.png import encode_png
 from dars.pseudo.thresholds import Thresholds, check_options, compute_thresholds
 
 log = logging.getLogger(__name__)
@@ -182,40 +183,62 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
                   threads: int | None) -> _Pass2Counts:
     """Pass 2: one PNG per image under ``root``, returning per-class tallies.
 
-    Images are independent (their randomness comes from their id), so a block's images are
-    labelled and PNG-encoded on a thread pool; numpy and zlib release the GIL.
+    Each block read from the store is cut into one contiguous slice per thread; a slice is
+    labelled by one vectorised :func:`assign_block` call, then its PNGs are encoded and
+    written (numpy on large arrays, zlib and file writes release the GIL). Images are
+    independent (their randomness comes from their id), so the split changes no label.
     """
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
+    workers = threads or available_threads()
+    for folder in {_label_path(root, store.image_ids[i]).parent for i in indices}:
+        folder.mkdir(parents=True, exist_ok=True)
 
-    def label_one(index: int, pred: np.ndarray, conf: np.ndarray) -> _Pass2Counts:
-        image_id = store.image_ids[index]
-        h, w = (int(v) for v in store.shapes[index])
+    def label_slice(block: Block, part: slice) -> _Pass2Counts:
+        index = block.indices[part]
+        shapes = store.shapes[index].astype(np.int64)
+        ids = [store.image_ids[i] for i in index]
+        pred, conf = block.prediction[part], block.confidence[part]
         try:
-            labels = assign_labels(pred[:h, :w], conf[:h, :w], thresholds,
-                                   image_rng(options.seed, image_id))
-        except DarsError as exc:
-            raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from exc
-        path = _label_path(root, image_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        png = io.BytesIO()
-        Image.fromarray(labels).save(png, format="PNG", compress_level=1)
-        data = png.getbuffer()
-        path.write_bytes(data)
-        kept = np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c]
-        one = _Pass2Counts(kept, np.zeros(c, np.int64), np.zeros(c, np.int64), h * w, 1,
-                           {path.relative_to(root).as_posix(): {"size": len(data),
-                                                                "blake2b": digest(data)}})
-        if true_mask is not None:
-            _tally_precision(one, labels, true_mask(image_id), image_id, c)
+            labels = assign_block(pred, conf, thresholds,
+                                  [image_rng(options.seed, i) for i in ids], shapes)
+        except DarsError:
+            _raise_first_bad_image(store, ids, pred, conf, shapes, thresholds)
+        one = _Pass2Counts(np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c],
+                           np.zeros(c, np.int64), np.zeros(c, np.int64),
+                           int(np.prod(shapes, axis=1).sum()), len(ids))
+        for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
+            image = image[:h, :w]
+            data = encode_png(image)
+            with open(root / f"{image_id}.png", "wb") as f:  # _label_path checked the id
+                f.write(data)
+            one.files[f"{image_id}.png"] = {"size": len(data), "blake2b": digest(data)}
+            if true_mask is not None:
+                _tally_precision(one, image, true_mask(image_id), image_id, c)
         return one
 
-    with ThreadPoolExecutor(threads or available_threads()) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         for block in read_ahead(store.blocks(indices, block=images_per_block(store))):
-            for one in pool.map(label_one, block.indices.tolist(), block.prediction,
-                                block.confidence):
+            n = len(block.indices)
+            bounds = np.linspace(0, n, min(workers, n) + 1).round().astype(int)
+            parts = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:],
+                                                           strict=True)]
+            for one in pool.map(lambda part, b=block: label_slice(b, part), parts):
                 counts.add(one)
     return counts
+
+
+def _raise_first_bad_image(store: ProbStore, ids: list[str], pred: np.ndarray,
+                           conf: np.ndarray, shapes: np.ndarray, thresholds: Thresholds
+                           ) -> NoReturn:
+    """Name the image of a slice that :func:`assign_block` refused."""
+    for j, image_id in enumerate(ids):
+        h, w = shapes[j]
+        try:
+            assign_labels(pred[j, :h, :w], conf[j, :h, :w], thresholds, image_rng(0, image_id))
+        except DarsError as exc:
+            raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from None
+    raise DarsError(f"{store.path}: invalid predictions in images {ids}")
 
 
 def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray,
