@@ -290,9 +290,10 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
         for d in (tmp / f"{name}_ours", tmp / f"{name}_ref"):
             shutil.rmtree(d, ignore_errors=True)
         start = time.perf_counter()
-        summary = pseudo_label(store, hist, tmp / f"{name}_ours", PseudoLabelOptions(alpha=ALPHA),
-                               thresholds_out=tmp / f"{name}_thresholds.csv")
-        t_ours = min(t_ours, time.perf_counter() - start)
+        result = pseudo_label(store, hist, tmp / f"{name}_ours", PseudoLabelOptions(alpha=ALPHA),
+                              thresholds_out=tmp / f"{name}_thresholds.csv")
+        if time.perf_counter() - start < t_ours:
+            t_ours, summary = time.perf_counter() - start, result
         dt, ref_pixels, ref_t = authors_stage(store, ratios, ALPHA, tmp / f"{name}_ref",
                                               ref_images)
         t_ref = min(t_ref, dt)
@@ -303,6 +304,7 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
             raise SystemExit(f"{name}: thresholds differ from the authors' logic: {ours} "
                              f"vs {ref_t}")
     ours_rate, ref_rate = pixels / t_ours / 1e6, ref_pixels / t_ref / 1e6
+    floor = file_creation_seconds(tmp / f"{name}_files", len(ProbStore(store)))
     files = sum(1 for p in store.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     print(f"{name}: store {size / 2**20:.1f} MiB = {size / pixels:.2f} B/px in {files} files; "
@@ -310,10 +312,27 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
           f"threads) {ours_rate:.1f} Mpx/s ({t_ours:.2f} s for {pixels / 1e6:.1f} Mpx; pass 1 "
           f"{summary['timings_s']['pass1']:.2f} s, pass 2 {summary['timings_s']['pass2']:.2f} s);"
           f" authors' logic {ref_rate:.2f} Mpx/s on {ref_pixels / 1e6:.1f} Mpx; "
-          f"ratio {ours_rate / ref_rate:.1f}x")
+          f"ratio {ours_rate / ref_rate:.1f}x; creating {len(ProbStore(store))} empty files "
+          f"there takes {floor:.2f} s")
     return {f"{name}_mpx_s": round(ours_rate, 1), f"{name}_authors_mpx_s": round(ref_rate, 3),
             f"{name}_ratio": round(ours_rate / ref_rate, 1),
-            f"{name}_bytes_per_px": round(size / pixels, 3), f"{name}_files": files}
+            f"{name}_bytes_per_px": round(size / pixels, 3), f"{name}_files": files,
+            f"{name}_seconds": round(t_ours, 3), f"{name}_file_creation_s": round(floor, 3)}
+
+
+def file_creation_seconds(folder: Path, count: int) -> float:
+    """Time to create ``count`` empty files in ``folder``: the floor of writing one PNG per
+    image on this file system, whatever the labelling costs."""
+    import shutil
+
+    folder.mkdir()
+    start = time.perf_counter()
+    for i in range(count):
+        with open(folder / f"{i}.png", "wb"):
+            pass
+    seconds = time.perf_counter() - start
+    shutil.rmtree(folder)
+    return seconds
 
 
 def main() -> None:

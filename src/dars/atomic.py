@@ -138,8 +138,10 @@ def write_manifest(root: Path, files: dict[str, dict[str, Any]]) -> None:
     Written last, so readers can tell a whole artifact from one that lost or cut a file later
     (a full disk, a failed copy, a file system that lost a block).
     """
-    write_json({"version": MANIFEST_VERSION, "files": dict(sorted(files.items()))},
-               root / MANIFEST)
+    with atomic_path(root / MANIFEST) as tmp:  # compact: it lists thousands of files
+        tmp.write_text(json.dumps({"version": MANIFEST_VERSION,
+                                   "files": dict(sorted(files.items()))},
+                                  separators=(",", ":")) + "\n")
 
 
 def read_manifest(root: Path, remedy: str) -> dict[str, dict[str, Any]]:

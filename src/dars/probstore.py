@@ -357,6 +357,7 @@ class ProbStore:
         self.temperature: float = float(attrs["temperature"])
         self.per_chunk: int = int(attrs["images_per_chunk"])
         self._verify()
+        self._last: tuple[tuple[int, int, bool], Block] | None = None  # see blocks()
         self.shapes: np.ndarray = (self._read("shapes", 0, len(self)) if self.image_ids
                                    else np.zeros((0, 2)))
 
@@ -445,7 +446,9 @@ class ProbStore:
         """Yield consecutive runs of images (at most ``block`` each) from ``indices``.
 
         Reading contiguous slices lets zarr fetch and decode many chunks concurrently, which is
-        what keeps the streaming passes fast.
+        what keeps the streaming passes fast. The last block read is kept: a second pass over a
+        store (or shard) of one block, as the pseudo-label stage makes, reads nothing again.
+        Blocks are shared, read-only arrays.
         """
         if probs and not self.has_probs:
             raise DarsError(f"{self.path}: store was written without probabilities "
@@ -457,12 +460,14 @@ class ProbStore:
             while stop < len(idx) and stop - start < block and idx[stop] == idx[stop - 1] + 1:
                 stop += 1
             lo, hi = int(idx[start]), int(idx[stop - 1]) + 1
-            yield Block(
-                indices=idx[start:stop],
-                confidence=self._read("confidence", lo, hi),
-                prediction=self._read("prediction", lo, hi),
-                probs=self._read("probs", lo, hi) if probs else None,
-            )
+            if self._last is None or self._last[0] != (lo, hi, probs):
+                self._last = (lo, hi, probs), Block(
+                    indices=idx[start:stop],
+                    confidence=self._read("confidence", lo, hi),
+                    prediction=self._read("prediction", lo, hi),
+                    probs=self._read("probs", lo, hi) if probs else None,
+                )
+            yield self._last[1]
             start = stop
 
     def shard(self, index: int, count: int) -> list[int]:

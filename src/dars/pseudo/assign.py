@@ -96,6 +96,18 @@ def assign_block(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thr
     return out
 
 
+def label_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels per class 0..C-1 of a label array (IGNORE and padding not counted).
+
+    Counted in cache-sized pieces: ``np.bincount`` widens uint8 to intp, 8 bytes a pixel.
+    """
+    flat = labels.reshape(-1)
+    total = np.zeros(IGNORE + 1, np.int64)
+    for s in range(0, flat.size, _CHUNK):
+        total += np.bincount(flat[s:s + _CHUNK], minlength=IGNORE + 1)
+    return total[:num_classes]
+
+
 def _lut(values: np.ndarray, fill: float, dtype: type) -> np.ndarray:
     """A 256-entry table indexed by predicted class (np.take on uint8 beats fancy indexing)."""
     table = np.full(PAD + 1, fill, dtype)

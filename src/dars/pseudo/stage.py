@@ -29,7 +29,7 @@ from PIL import Image
 from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
-from dars.pseudo.assign import IGNORE, assign_block, assign_labels, image_rng
+from dars.pseudo.assign import IGNORE, assign_block, assign_labels, image_rng, label_counts
 from dars.pseudo.confidence_hist import (
     available_threads,
     check_temperature,
@@ -143,6 +143,8 @@ def mask_reader(directory: str | os.PathLike[str]) -> TrueMask:
 
 def _label_path(root: Path, image_id: str) -> Path:
     """Where an image's label PNG goes; ids may contain '/' (e.g. city/frame) but not escape."""
+    if image_id and "/" not in image_id:  # the common case, without PurePosixPath's cost
+        return root / f"{image_id}.png"
     rel = PurePosixPath(f"{image_id}.png")
     if not image_id or rel.is_absolute() or ".." in rel.parts:
         raise DarsError(f"image id {image_id!r} cannot be used as a file name")
@@ -191,7 +193,8 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
     workers = threads or available_threads()
-    for folder in {_label_path(root, store.image_ids[i]).parent for i in indices}:
+    for folder in {_label_path(root, store.image_ids[i]).parent for i in indices
+                   if "/" in store.image_ids[i]}:  # ids like city/frame
         folder.mkdir(parents=True, exist_ok=True)
 
     def label_slice(block: Block, part: slice) -> _Pass2Counts:
@@ -204,13 +207,13 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
                                   [image_rng(options.seed, i) for i in ids], shapes)
         except DarsError:
             _raise_first_bad_image(store, ids, pred, conf, shapes, thresholds)
-        one = _Pass2Counts(np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c],
+        one = _Pass2Counts(label_counts(labels, c),
                            np.zeros(c, np.int64), np.zeros(c, np.int64),
                            int(np.prod(shapes, axis=1).sum()), len(ids))
         for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
             image = image[:h, :w]
             data = encode_png(image)
-            with open(root / f"{image_id}.png", "wb") as f:  # _label_path checked the id
+            with open(os.path.join(root, f"{image_id}.png"), "wb") as f:  # id checked
                 f.write(data)
             one.files[f"{image_id}.png"] = {"size": len(data), "blake2b": digest(data)}
             if true_mask is not None:
