@@ -157,8 +157,8 @@ def _store_arrays(path: Path) -> dict:
     group = zarr.open_group(str(path), mode="r")
     arrays = {name: group[name][:] for name in group.array_keys()}
     attrs = group.attrs.asdict()
-    return {**arrays, **{k: attrs[k] for k in ("image_ids", "class_names", "job", "complete", "temperature",
-                                      "images_per_chunk")}}
+    keys = ("image_ids", "class_names", "job", "complete", "temperature", "images_per_chunk")
+    return {**arrays, **{k: attrs[k] for k in keys}}
 
 
 def _assert_same_store(a: Path, b: Path) -> None:

@@ -125,6 +125,17 @@ def split_files(*splits):
     return files
 
 
+def infer_temperature(wc, input):
+    """--temperature of inference: the teacher's calibration json (auto) or the configured T.
+
+    Rules derived with `use rule` whose inputs have no `temperature` (the comparison's own
+    inference) infer at T = 1.
+    """
+    if "temperature" not in input.keys():
+        return 1.0
+    return input.temperature or config["pseudo_label"]["temperature"]
+
+
 def pseudo_params(method, temperature, seed):
     """params: of a thresholding job: everything its pseudo labels depend on.
 

@@ -20,17 +20,6 @@ INFER_INPUT = dict(
 )
 
 
-def infer_temperature(wc, input):
-    """--temperature of inference: the teacher's calibration json (auto) or the configured T.
-
-    Rules derived with `use rule` and inputs without `temperature` (the comparison's own
-    inference) infer at T = 1.
-    """
-    if "temperature" not in input.keys():
-        return 1.0
-    return input.temperature or config["pseudo_label"]["temperature"]
-
-
 rule infer_probabilities:
     input:
         **INFER_INPUT,
