@@ -29,8 +29,8 @@ padding compresses to almost nothing. The store is built at ``<path>.partial`` a
 
 Sharded inference (``shards: N``) fills one partial store from N jobs in three steps: one job
 creates the layout (:class:`ProbStoreWriter` with ``shapes``), N jobs open it (``shapes=None``)
-and each writes only its own images -- :meth:`ProbStore.shard` / :func:`shard_range` cut the
-images at chunk boundaries, so the writers never touch the same file -- and one job finalizes
+and each writes only its own images -- :func:`shard_range` with ``align=images_per_chunk`` cuts
+the images at chunk boundaries, so the writers never touch the same file -- and one job finalizes
 it. Only the first step ever creates or deletes the store, so the N writers need no lock
 (which cluster file systems do not always provide).
 """
@@ -471,5 +471,9 @@ class ProbStore:
             start = stop
 
     def shard(self, index: int, count: int) -> list[int]:
-        """Image indices of shard ``index`` of ``count`` (contiguous, balanced, whole chunks)."""
-        return list(shard_range(index, count, len(self), self.per_chunk))
+        """Image indices of shard ``index`` of ``count`` (contiguous, balanced).
+
+        Readers need not cut at chunk boundaries (only concurrent writers must), so reading
+        shards stay balanced on stores of few chunks.
+        """
+        return list(shard_range(index, count, len(self)))
