@@ -35,7 +35,7 @@ dataset: {name: demo, root: data/kill}
 demo: {num_train: 48, num_val: 8, size: 32, labeled_fraction: 0.5, seed: 3}
 model: {name: tiny, width: 4}
 train: {epochs: 4, batch_size: 8, lr: 0.05, crop_size: 32}
-infer: {batch_size: 2}
+infer: {batch_size: 2, images_per_chunk: 4}  # 6 chunk files: the kill lands between two
 evaluate: {batch_size: 1}
 rounds:
   - {alpha: 0.5, epochs: 3}

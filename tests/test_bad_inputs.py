@@ -32,6 +32,7 @@ from PIL import Image
 
 from dars import cli
 from dars import config as config_mod
+from dars.atomic import remove_path
 from dars.engine import checkpoint
 from dars.models import build_model
 from dars.probstore import ProbStoreWriter, partial_path
@@ -61,7 +62,8 @@ def _save_checkpoint(path: Path, model_config: dict, num_classes: int = 3,
     """A dars checkpoint (untrained weights): what ``checkpoint.load_model`` reads."""
     torch.manual_seed(0)
     model = build_model(weights_config or model_config, num_classes)
-    checkpoint.save(path, {"model": model.state_dict(), "optimizer": {},
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)  # what a student may continue
+    checkpoint.save(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                            "model_config": model_config, "num_classes": num_classes,
                            "class_names": CLASSES[:num_classes], "round": 0, "epoch": 1,
                            "iteration": 1, "signature": "test", "history": []})
@@ -176,6 +178,10 @@ class Run:
     outputs: list[Path]
     culprits: list[str]
     check: Callable[[], None] | None = None  # extra assertions after the failed run
+    # a damaged artifact: the path the error says to delete, then the commands that must
+    # succeed after deleting it (regenerating it, then the failed stage again)
+    delete: Path | None = None
+    heal: list[list[str]] = field(default_factory=list)
 
 
 CASES: dict[str, Callable[[W, pytest.MonkeyPatch], Run]] = {}
@@ -405,11 +411,11 @@ def _(w, mp):
     return Run(*w.pseudo(store, None), [str(store), "image 'img005'", "NaN"])
 
 
-@case("store-probabilities-nan-with-temperature")
+@case("store-of-another-temperature")
 def _(w, mp):
-    store = _write_store(w.tmp / "nan.zarr", UNLABELED, corrupt=float("nan"))
-    return Run(*w.pseudo(store, None, "0.5", "--temperature", "1.5"),
-               [str(store), "image 'img005'", "NaN"])
+    return Run(*w.pseudo(None, None, "0.5", "--temperature", "1.5"),
+               [str(w.shared["store"]), "written at temperature 1, this stage asks for 1.5",
+                "dars infer --temperature 1.5"])
 
 
 @case("store-incomplete")
@@ -517,6 +523,100 @@ def _(w, mp):
 def _(w, mp):
     return Run(*w.evaluate(w.cfg(evaluate={"tail_classes": ["a", "bicycle"]})),
                ["evaluate.tail_classes", "bicycle"])
+
+
+# ------------------------------------------------------------------------------ damaged artifacts
+# An artifact damaged after it was written (a lost file, a cut one, a flipped bit): the reader
+# stops before using it, names the file and what to delete, and deleting that heals the run.
+def _inferred_store(w: W) -> tuple[Path, list[str]]:
+    """A store written by `dars infer` (2 images a chunk file: img004-005, img006-007)."""
+    argv, (store,) = w.infer(w.cfg(infer={"images_per_chunk": 2}))
+    assert cli.main(argv) == 0
+    return store, argv
+
+
+def _damaged_store(w: W, damage: Callable[[Path], None], culprits: list[str]) -> Run:
+    store, infer = _inferred_store(w)
+    damage(store)
+    argv, outs = w.pseudo(store)
+    return Run(argv, outs, [str(store), *culprits, f"delete {store} and rerun inference"],
+               delete=store, heal=[infer, argv])
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@case("store-chunk-missing")
+def _(w, mp):
+    # zarr alone would read the images of a lost chunk as the fill value (confidence 0)
+    return _damaged_store(w, lambda s: (s / "confidence" / "c" / "1" / "0" / "0").unlink(),
+                          ["array 'confidence'", "confidence/c/1/0/0",
+                           "images 'img006'..'img007'", "is missing"])
+
+
+@case("store-chunk-truncated")
+def _(w, mp):
+    return _damaged_store(w, lambda s: _truncate(s / "prediction" / "c" / "0" / "0" / "0"),
+                          ["array 'prediction'", "images 'img004'..'img005'", "truncated"])
+
+
+@case("store-chunk-byte-flipped")
+def _(w, mp):
+    # same size, so only the chunk's checksum can tell (zstd alone: a traceback from a
+    # worker thread, or silently wrong values)
+    return _damaged_store(w, lambda s: _flip_byte(s / "prediction" / "c" / "1" / "0" / "0"),
+                          ["array 'prediction'", "images 'img006'..'img007'", "corrupt",
+                           "checksum"])
+
+
+def _damaged_pseudo_labels(w: W, damage: Callable[[Path], None], name: str,
+                           culprits: list[str]) -> Run:
+    pseudo, _ = w.pseudo()
+    assert cli.main(pseudo) == 0
+    labels = w.out / "pseudo_labels"
+    damage(labels / name)
+    argv, outs = w.train(round_=1, pseudo=labels)
+    return Run(argv, outs, [str(labels / name), *culprits, f"delete {labels} and rerun the "
+                            "pseudo-label stage"], delete=labels, heal=[pseudo, argv])
+
+
+@case("pseudo-label-png-missing")
+def _(w, mp):
+    return _damaged_pseudo_labels(w, Path.unlink, "img005.png", ["is missing"])
+
+
+@case("pseudo-label-png-truncated")
+def _(w, mp):
+    return _damaged_pseudo_labels(w, _truncate, "img006.png", ["truncated"])
+
+
+@case("checkpoint-model-truncated")
+def _(w, mp):
+    train, (model, _) = w.train()
+    assert cli.main(train) == 0
+    _truncate(model)
+    argv, outs = w.infer(model=model)
+    return Run(argv, outs, ["cannot load checkpoint", str(model), f"delete {model} and rerun "
+                            "the job that wrote it"], delete=model, heal=[train, argv])
+
+
+@case("checkpoint-last-truncated")
+def _(w, mp):
+    # a round stopped after an epoch (model.pt not written yet), then its last.pt was cut
+    argv, (model, _) = w.train()
+    assert cli.main(argv) == 0
+    model.unlink()
+    last = w.out / "state" / "last.pt"
+    _truncate(last)
+    return Run(argv, [model], ["cannot load checkpoint", str(last), f"delete {last} to "
+                               "restart round 0"], delete=last, heal=[argv])
 
 
 # ------------------------------------------------------------------------------ faults
@@ -644,6 +744,12 @@ def test_bad_input(name: str, tmp_path: Path, shared: dict, capsys: pytest.Captu
     assert _leftovers(tmp_path / "out") == []
     if run.check is not None:
         run.check()
+    if run.delete is not None:  # the error's remedy works: delete, rerun, succeed
+        assert str(run.delete) in errors[0]
+        remove_path(run.delete)
+        for argv in run.heal:
+            assert cli.main(argv) == 0, capsys.readouterr().err
+        assert all(out.exists() for out in run.outputs)
 
 
 def test_there_are_at_least_twenty_cases() -> None:

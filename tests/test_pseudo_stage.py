@@ -34,16 +34,19 @@ C = len(NAMES)
 # ----------------------------------------------------------------------------- fixtures
 def write_store(path: Path, shapes: list[tuple[int, int]], seed: int = 0,
                 names: list[str] = NAMES, corrupt: dict[int, float] | None = None,
-                ids: list[str] | None = None) -> tuple[Path, dict[str, np.ndarray]]:
+                ids: list[str] | None = None, temperature: float = 1.0,
+                store_probs: bool = False) -> tuple[Path, dict[str, np.ndarray]]:
     """A store of over-confident softmax outputs + true masks.
 
     Half of the pixels are near one-hot (others 1e-5): confidence exactly 1.0 in float16, as
     real over-confident teachers produce, yet still lowered by temperature scaling.
+    ``temperature`` is only recorded (inference is what applies T).
     """
     rng = np.random.default_rng(seed)
     c = len(names)
     ids = ids or [f"img{i:02d}" for i in range(len(shapes))]
-    writer = ProbStoreWriter(path, ids, shapes, names)
+    writer = ProbStoreWriter(path, ids, shapes, names, store_probs=store_probs,
+                             temperature=temperature)
     truth = {}
     for i, (h, w) in enumerate(shapes):
         true = rng.choice(c, size=(h, w), p=np.geomspace(1, 0.1, c) / np.geomspace(1, 0.1, c).sum())
@@ -187,9 +190,57 @@ def test_single_image_and_image_ids_with_folders(tmp_path: Path) -> None:
     assert summary["num_images"] == 1 and summary["num_pixels"] == 63
 
 
+# ----------------------------------------------------------------------------- store layout
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    store = ProbStore(path)  # verifies the manifest
+    block = next(store.blocks(block=len(store)))
+    return {"confidence": block.confidence, "prediction": block.prediction,
+            "shapes": store.shapes}
+
+
+def test_chunks_hold_several_images_and_out_of_order_writes_change_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dars import probstore
+
+    ref, _ = write_store(tmp_path / "ref.zarr", SHAPES)
+    rng = np.random.default_rng(0)
+    probs = []
+    for h, w in SHAPES:
+        p = rng.random((C, h, w)).astype(np.float32)
+        probs.append((p / p.sum(axis=0)).astype(np.float16))
+    stores = []
+    for name, order, buffer in (("in_order", range(7), 1 << 30),
+                                ("shuffled", [6, 0, 3, 1, 5, 2, 4], 1)):
+        monkeypatch.setattr(probstore, "_BUFFER_BYTES", buffer)  # 1: write chunks early
+        writer = ProbStoreWriter(tmp_path / f"{name}.zarr", [f"i{i}" for i in range(7)],
+                                 SHAPES, NAMES, images_per_chunk=3)
+        for i in order:
+            writer.write(i, probs[i])
+        writer.close(range(7))
+        writer.finalize()
+        stores.append(_arrays(tmp_path / f"{name}.zarr"))
+    for key in stores[0]:
+        np.testing.assert_array_equal(stores[0][key], stores[1][key], key)
+    files = sorted(p.relative_to(tmp_path / "shuffled.zarr").as_posix()
+                   for p in (tmp_path / "shuffled.zarr").rglob("*") if p.is_file())
+    # 3 chunk files (3 + 3 + 1 images) per per-image array, no probabilities by default
+    assert [f for f in files if f.startswith("confidence/c/")] == [
+        f"confidence/c/{k}/0/0" for k in range(3)]
+    assert not any(f.startswith("probs") for f in files) and "manifest.json" in files
+    assert ProbStore(ref).per_chunk == 64  # small images: up to 64 a file
+
+
+def test_a_writer_must_finish_the_chunks_it_starts(tmp_path: Path) -> None:
+    writer = ProbStoreWriter(tmp_path / "p.zarr", ["a", "b", "c"], [(2, 2)] * 3, NAMES[:2],
+                             images_per_chunk=2)
+    writer.write(0, np.full((2, 2, 2), 0.5, np.float16))
+    with pytest.raises(DarsError, match=r"chunk\(s\) \[0\] were never predicted"):
+        writer.close(range(0, 1))
+
+
 # ----------------------------------------------------------------------------- temperature
-def test_temperature_scaling(setup: dict) -> None:
-    store = ProbStore(setup["store"])
+def test_temperature_scaling(tmp_path: Path) -> None:
+    store = ProbStore(write_store(tmp_path / "p.zarr", SHAPES, store_probs=True)[0])
     block = next(store.blocks(probs=True))
     pad = block.prediction == PAD
     p1, c1 = temper(block.probs, pad, 1.0)
@@ -207,20 +258,27 @@ def test_temperature_scaling(setup: dict) -> None:
     assert np.all(p2[pad] == PAD) and np.all(c2[pad] == 0)
 
 
-def test_temperature_one_equals_no_scaling_and_passes_agree(setup: dict, tmp_path: Path) -> None:
+def test_the_stage_uses_the_stores_temperature_and_refuses_another(setup: dict,
+                                                                   tmp_path: Path) -> None:
     plain = pseudo_label(setup["store"], setup["hist"], tmp_path / "plain",
                          PseudoLabelOptions(alpha=0.3, method="cbst"))
     one = pseudo_label(setup["store"], setup["hist"], tmp_path / "one",
                        PseudoLabelOptions(alpha=0.3, method="cbst", temperature=1.0))
     assert read_labels(tmp_path / "plain") == read_labels(tmp_path / "one")
-    assert plain["kept_pixels"] == one["kept_pixels"]
-    # With T != 1, pass 2 must see exactly the confidences counted in pass 1: the
-    # deterministic DA keeps exactly the selected counts of the tempered histogram.
-    pseudo_label(setup["store"], setup["hist"], tmp_path / "t", PseudoLabelOptions(
+    assert plain["kept_pixels"] == one["kept_pixels"] and one["temperature"] == 1.0
+    with pytest.raises(DarsError, match=r"written at temperature 1, this stage asks for "
+                                        r"1.27; infer again with `dars infer --temperature"):
+        pseudo_label(setup["store"], setup["hist"], tmp_path / "t",
+                     PseudoLabelOptions(alpha=0.3, method="da", temperature=1.27))
+    assert not (tmp_path / "t").exists()
+    warm, _ = write_store(tmp_path / "warm.zarr", SHAPES, temperature=1.27)
+    summary = pseudo_label(warm, setup["hist"], tmp_path / "t", PseudoLabelOptions(
         alpha=0.3, method="da", temperature=1.27), thresholds_out=tmp_path / "t.csv")
+    assert summary["temperature"] == 1.27
+    # pass 2 sees exactly the confidences counted in pass 1: the deterministic DA keeps
+    # exactly the selected counts
     t = pd.read_csv(tmp_path / "t.csv")
     np.testing.assert_array_equal(t["kept"], t["selected"])
-    assert (t["threshold"] < 1).any()  # ties at 1.0 are broken by the temperature
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -296,7 +354,8 @@ def test_histogram_missing_a_class(setup: dict, inputs: Path) -> None:
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("temperature", [1.0, 1.5])
 def test_non_finite_probabilities(inputs: Path, bad: float, temperature: float) -> None:
-    store, _ = write_store(inputs / "in" / "p.zarr", SHAPES[:3], corrupt={1: bad})
+    store, _ = write_store(inputs / "in" / "p.zarr", SHAPES[:3], corrupt={1: bad},
+                           temperature=temperature)
     hist = write_label_hist(inputs / "in" / "h.csv", [1, 1, 1, 1])
     with pytest.raises(DarsError, match=r"image 'img01'.*NaN, infinite"):
         pseudo_label(store, hist, inputs / "labels",
@@ -307,7 +366,7 @@ def test_non_finite_probabilities(inputs: Path, bad: float, temperature: float) 
 def test_mismatched_partial_histograms(setup: dict, inputs: Path) -> None:
     store = ProbStore(setup["store"])
     part = inputs / "in" / "a.npz"
-    save_partial(part, store_histogram(store, store.shard(0, 2)), store, (0, 2), 1.0)
+    save_partial(part, store_histogram(store, store.shard(0, 2)), store, (0, 2))
     options = PseudoLabelOptions(alpha=0.2)
     with pytest.raises(DarsError, match=r"shards \[0\] of \[2\]"):
         pseudo_label(setup["store"], setup["hist"], inputs / "labels", options,
@@ -315,9 +374,9 @@ def test_mismatched_partial_histograms(setup: dict, inputs: Path) -> None:
     with pytest.raises(DarsError, match=r"shard 0/2 also given"):
         pseudo_label(setup["store"], setup["hist"], inputs / "labels", options,
                      conf_hists=[part, part])
-    with pytest.raises(DarsError, match="temperature 1.0, this run uses 2.0"):
-        pseudo_label(setup["store"], setup["hist"], inputs / "labels",
-                     PseudoLabelOptions(alpha=0.2, temperature=2.0), conf_hists=[part])
+    warm, _ = write_store(inputs / "in" / "warm.zarr", SHAPES, temperature=2.0)
+    with pytest.raises(DarsError, match="another probability store"):  # same images, other T
+        pseudo_label(warm, setup["hist"], inputs / "labels", options, conf_hists=[part])
     other, _ = write_store(inputs / "in" / "other.zarr", SHAPES[:2], seed=3)
     with pytest.raises(DarsError, match="another probability store"):
         pseudo_label(other, setup["hist"], inputs / "labels", options, conf_hists=[part])

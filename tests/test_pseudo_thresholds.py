@@ -307,6 +307,61 @@ def test_sampling_depends_on_seed_only_through_rng() -> None:
                                                    image_rng(1, "a")))
 
 
+def _keep_rule(pred: np.ndarray, conf: np.ndarray, th, uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """DARS.md's rule restated pixel by pixel: selected if conf >= t_j; kept with keep_above
+    (keep_at when tied at t_j) against the image's raster-order uniforms."""
+    out = np.full(pred.shape, IGNORE, np.uint8)
+    t = th.threshold_bits
+    for (y, x), j in np.ndenumerate(pred):
+        b = int(np.asarray(conf[y, x]).view(np.uint16))
+        if b >= t[j]:
+            p = th.keep_at[j] if b == t[j] else th.keep_above[j]
+            if not th.samples or uniform[y, x] < p:
+                out[y, x] = j
+    return out
+
+
+def test_a_block_of_padded_images_labels_each_as_alone() -> None:
+    """Labels of an image never depend on the block it is processed in (nor its padding)."""
+    from dars.pseudo.assign import assign_block
+
+    shapes = np.array([(5, 7), (9, 3), (1, 1), (9, 7)])
+    pred, conf = make_data(5, 3, int(np.prod(shapes, axis=1).sum()), 7, 0.5)
+    th = compute_thresholds(confidence_histogram(pred, conf, 3), np.full(3, 1 / 3), 0.3, "dars")
+    assert th.samples
+    H, W = shapes.max(axis=0)
+    bp = np.full((len(shapes), H, W), PAD, np.uint8)
+    bc = np.zeros((len(shapes), H, W), np.float16)
+    start, images = 0, []
+    for j, (h, w) in enumerate(shapes):
+        p, c = pred[start:start + h * w].reshape(h, w), conf[start:start + h * w].reshape(h, w)
+        bp[j, :h, :w], bc[j, :h, :w] = p, c
+        images.append((p, c))
+        start += h * w
+    ids = [f"im{j}" for j in range(len(shapes))]
+    block = assign_block(bp, bc, th, [image_rng(4, i) for i in ids], shapes)
+    for j, ((p, c), (h, w)) in enumerate(zip(images, shapes, strict=True)):
+        alone = assign_labels(p, c, th, image_rng(4, ids[j]))
+        np.testing.assert_array_equal(block[j, :h, :w], alone)
+        assert (block[j][bp[j] == PAD] == IGNORE).all()
+        uniform = image_rng(4, ids[j]).random((h, w), dtype=np.float32)
+        np.testing.assert_array_equal(alone, _keep_rule(p, c, th, uniform))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 64), (17, 300)])
+def test_png_encoder_round_trips_through_pil(shape: tuple[int, int], tmp_path) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    from dars.pseudo.png import encode_png
+
+    rng = np.random.default_rng(0)
+    labels = np.where(rng.random(shape) < 0.6, IGNORE, rng.integers(0, 19, shape)).astype(np.uint8)
+    (tmp_path / "x.png").write_bytes(encode_png(labels))
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.mode == "L" and im.size == shape[::-1]
+        np.testing.assert_array_equal(np.asarray(im), labels)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("alpha", [0.0, -0.1, 1.0001, float("nan"), float("inf")])
 def test_alpha_outside_unit_interval_is_refused(alpha: float) -> None:

@@ -70,6 +70,28 @@ def test_sharded_dag_maps_and_reduces_every_round(tmp_path: Path) -> None:
     assert unsharded["infer_probabilities"] == 2
 
 
+@pytest.mark.parametrize("shards", [1, 2])
+def test_temperature_auto_calibrates_the_teacher_before_inference(tmp_path: Path,
+                                                                  shards: int) -> None:
+    """T is applied by inference: every inference step (one job or init/shards/finalize) gets
+    the teacher's temperature.json, so the store depends on T; thresholding only checks it."""
+    demo = REPO / "config" / "config.yaml"
+    auto = "pseudo_label={method: dars, sampling: paper, temperature: auto, seed: 0}"
+    proc = snakemake(tmp_path, "-n", "-p", "results/demo/round1/pseudo_labels", "--config",
+                     auto, f"shards={shards}", configfile=demo)
+    text = proc.stdout + proc.stderr
+    json_file = "results/demo/round0/temperature.json"
+    infer = re.findall(r"dars infer [^\n]*", text)
+    assert len(infer) == (1 if shards == 1 else 4)  # init + 2 shards + finalize
+    assert all(f"--temperature {json_file}" in cmd for cmd in infer)
+    assert text.index("rule calibrate:") < text.index("dars infer")
+    pseudo = re.findall(r"dars (?:pseudo-label|confidence-histogram) [^\n]*", text)
+    assert pseudo and all(f"--temperature {json_file}" in cmd for cmd in pseudo)
+    fixed = snakemake(tmp_path, "-n", "-p", "results/demo/round1/probs.zarr", "--config",
+                      auto.replace("auto", "1.27"), configfile=demo)
+    assert "--temperature 1.27" in fixed.stdout and "rule calibrate:" not in fixed.stdout
+
+
 def _stats(kept: list[int], precision: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"class": [0, 1], "name": ["a", "b"], "labeled_ratio": [0.5, 0.5],
                          "pseudo_ratio": 0.0, "target": [10, 10], "threshold": [0.5, 0.9],
@@ -133,9 +155,10 @@ def test_three_shards_give_byte_identical_pseudo_labels(tiny_run: Path, tmp_path
 # ------------------------------------------------------------------------ sharded inference
 def _store_arrays(path: Path) -> dict:
     group = zarr.open_group(str(path), mode="r")
-    arrays = {name: group[name][:] for name in ("confidence", "prediction", "probs", "shapes")}
+    arrays = {name: group[name][:] for name in group.array_keys()}
     attrs = group.attrs.asdict()
-    return {**arrays, **{k: attrs[k] for k in ("image_ids", "class_names", "job", "complete")}}
+    keys = ("image_ids", "class_names", "job", "complete", "temperature", "images_per_chunk")
+    return {**arrays, **{k: attrs[k] for k in keys}}
 
 
 def _assert_same_store(a: Path, b: Path) -> None:
@@ -156,11 +179,14 @@ def untrained_teacher(folder_config: dict, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("per_chunk", [1, 2])
 def test_infer_shards_fill_one_store_identical_to_one_job(
         folder_config: dict, untrained_teacher: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # 4 unlabeled images in batches [0 1 2] [3]; shard 0/2 = [0 1], shard 1/2 = [2 3]
+        monkeypatch: pytest.MonkeyPatch, per_chunk: int) -> None:
+    # 4 unlabeled images in batches [0 1 2] [3]; shard 0/2 = [0 1], shard 1/2 = [2 3]: with 1
+    # or 2 images per chunk file the shards' files are disjoint
     folder_config["infer"]["batch_size"] = 3
+    folder_config["infer"]["images_per_chunk"] = per_chunk
     cfg, teacher = folder_config, untrained_teacher
     infer_mod.infer(cfg, teacher, tmp_path / "ref.zarr")
     store = tmp_path / "probs.zarr"
@@ -188,7 +214,9 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
     predicted.clear()
     infer_mod.init_store(cfg, teacher, store)  # a rerun of the init step keeps what is written
     infer_mod.infer_shard(cfg, teacher, store, (1, 2))
-    assert predicted == [3]  # resumed: image 2 is not predicted again
+    # resumed: image 2's chunk was written before the kill and is not predicted again; with
+    # 2 images a chunk, image 2 waited for image 3 and its whole batch is redone
+    assert predicted == ([3] if per_chunk == 1 else [0, 1, 2, 3])
     # shard 0 has not run: finalize names its images and leaves the store unfinished
     with pytest.raises(DarsError, match=r"2 of 4 images not written: img004, img005 \(an "
                                         r"inference job or shard has not finished"):
@@ -205,6 +233,35 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
     _assert_same_store(tmp_path / "ref.zarr", store)
     with pytest.raises(SystemExit):  # one step at a time
         cli.build_parser().parse_args([*args, "--finalize", "--shard", "0/2"])
+
+
+def test_inference_stores_the_confidence_at_its_temperature(
+        folder_config: dict, untrained_teacher: Path, tmp_path: Path) -> None:
+    """confidence = max_c softmax(logits / T)_c, prediction = argmax (independent of T),
+    written by inference; the store records T and keeps no probabilities by default."""
+    from dars.data.dataset import dataset_spec, to_tensor
+    from dars.data.io import read_image
+    from dars.probstore import ProbStore
+
+    cfg, t = folder_config, 2.5
+    infer_mod.infer(cfg, untrained_teacher, tmp_path / "t.zarr", temperature=t)
+    store = ProbStore(tmp_path / "t.zarr")
+    assert store.temperature == t and not store.has_probs and "probs" not in store.group
+    model = checkpoint.load_model(untrained_teacher, 3)
+    samples = dataset_spec(cfg).samples("unlabeled", require_masks=False)
+    block = next(store.blocks())
+    for j, sample in enumerate(samples):
+        with torch.no_grad():
+            logits = model(to_tensor(read_image(sample.image))[None])["out"][0].double()
+        expected = torch.softmax(logits / t, dim=0)
+        np.testing.assert_array_equal(block.prediction[j], expected.argmax(0).numpy())
+        np.testing.assert_allclose(block.confidence[j].astype(np.float64),
+                                   expected.max(0).values.numpy(), rtol=1e-3)  # float16
+    infer_mod.infer(cfg, untrained_teacher, tmp_path / "plain.zarr")
+    plain = ProbStore(tmp_path / "plain.zarr")
+    assert plain.temperature == 1.0
+    np.testing.assert_array_equal(next(plain.blocks()).prediction, block.prediction)
+    assert (next(plain.blocks()).confidence >= block.confidence).all()  # T > 1 softens
 
 
 @pytest.mark.slow

@@ -1,19 +1,24 @@
-"""Atomic artifact writes: build under a temporary name, then rename.
+"""Atomic artifact writes (build under a temporary name, then rename) and manifests.
 
 Snakemake (and the user) treat an output that exists as complete. A job killed mid-write must
 therefore never leave a file or directory at the final path, so every writer goes through these
 helpers: the temporary sibling lives on the same filesystem, making ``os.replace`` atomic.
+
+Renaming cannot protect an artifact that is damaged later (a lost or cut file), so directory
+artifacts (probability stores, pseudo-label folders) also carry a manifest of their files'
+sizes (and digests) that readers check before they use any of it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +112,65 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write an object as indented json atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------------------ manifests
+MANIFEST = "manifest.json"  # never an ``<id>.png`` label nor a zarr key
+MANIFEST_VERSION = 1
+
+
+def digest(data: bytes) -> str:
+    """Content digest of a file recorded in a manifest (fast, 128 bits)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_entry(path: Path, with_digest: bool) -> dict[str, Any]:
+    """Manifest entry of one file: its size, and its digest when asked."""
+    if with_digest:
+        data = path.read_bytes()
+        return {"size": len(data), "blake2b": digest(data)}
+    return {"size": path.stat().st_size}
+
+
+def write_manifest(root: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Record what the directory artifact ``root`` must hold (``relative path -> entry``).
+
+    Written last, so readers can tell a whole artifact from one that lost or cut a file later
+    (a full disk, a failed copy, a file system that lost a block).
+    """
+    with atomic_path(root / MANIFEST) as tmp:  # compact: it lists thousands of files
+        tmp.write_text(json.dumps({"version": MANIFEST_VERSION,
+                                   "files": dict(sorted(files.items()))},
+                                  separators=(",", ":")) + "\n")
+
+
+def read_manifest(root: Path, remedy: str) -> dict[str, dict[str, Any]]:
+    """The ``files`` of ``root``'s manifest; a missing or unreadable one is a DarsError."""
+    try:
+        files = json.loads((root / MANIFEST).read_text())["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not a mapping")
+        return files
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DarsError(f"{root}: manifest {MANIFEST} missing or unreadable ({exc}); "
+                        f"{remedy}") from exc
+
+
+def check_files(root: Path, files: dict[str, dict[str, Any]], remedy: str,
+                describe: Callable[[str], str] = lambda rel: f"file {rel}") -> None:
+    """Every file of a manifest is there with its size (and digest when recorded).
+
+    ``describe`` names a file in the error (e.g. the images a store chunk holds); ``remedy``
+    says what to delete to regenerate the artifact.
+    """
+    for rel, entry in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise DarsError(f"{root}: {describe(rel)} is missing; {remedy}")
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            raise DarsError(f"{root}: {describe(rel)} has {size} bytes, the manifest says "
+                            f"{entry.get('size')} (truncated or replaced); {remedy}")
+        if "blake2b" in entry and digest(path.read_bytes()) != entry["blake2b"]:
+            raise DarsError(f"{root}: {describe(rel)} changed after it was written (digest "
+                            f"mismatch); {remedy}")

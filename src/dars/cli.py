@@ -66,14 +66,15 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
     _threads(args.threads)
     config, model, out = _config(args), Path(args.model), Path(args.out)
+    t = args.temperature
     if args.init_store:
-        infer.init_store(config, model, out)
+        infer.init_store(config, model, out, temperature=t)
     elif args.shard:
-        infer.infer_shard(config, model, out, args.shard)
+        infer.infer_shard(config, model, out, args.shard, temperature=t)
     elif args.finalize:
-        infer.finalize_store(config, model, out)
+        infer.finalize_store(config, model, out, temperature=t)
     else:
-        infer.infer(config, model, out)
+        infer.infer(config, model, out, temperature=t)
 
 
 def cmd_histogram(args: argparse.Namespace) -> None:
@@ -147,10 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int,
                    help="DataLoader worker processes (default: train.num_workers)")
 
+    from dars.pseudo.cli import temperature_arg
+
     p = add("infer", cmd_infer, "teacher probabilities on the unlabeled pool → zarr",
             threads=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="probs.zarr to create")
+    p.add_argument("--temperature", type=temperature_arg, default=1.0, metavar="T|FILE",
+                   help="temperature scaling: store softmax(logits / T); a number (1: none) or "
+                        "the temperature.json `dars calibrate` wrote for this teacher")
     sharded = p.add_mutually_exclusive_group()  # the three steps of sharded inference
     sharded.add_argument("--init-store", action="store_true",
                          help="only create the unfinished store (<out>.partial) for the shards")

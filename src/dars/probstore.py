@@ -1,14 +1,26 @@
-"""The teacher's predictions on the unlabeled pool, as one chunked zarr v3 store.
+"""The teacher's predictions on the unlabeled pool, as one chunked, checksummed zarr v3 store.
 
-Layout (one chunk per image, so shards and resumed jobs write disjoint chunks)::
+Layout (format 2)::
 
     probs.zarr/
-      confidence  (N, H, W)    float16  max softmax probability
+      confidence  (N, H, W)    float16  max softmax probability at the store's temperature
       prediction  (N, H, W)    uint8    argmax class; PAD (255) outside the image
-      probs       (N, C, H, W) float16  full class probabilities (optional, needed for TS)
+      probs       (N, C, H, W) float16  full class probabilities (opt-in: infer.store_probs)
       shapes      (N, 2)       int32    real (h, w) of each image
-      written     (N,)         uint8    1 once image i is fully written (resume marker)
-      attrs: image_ids, class_names, num_classes, complete, format_version, job
+      written     (N,)         uint8    1 once the chunk holding image i is written (resume)
+      manifest.json                     every file of the store with its size (finalize)
+      attrs: image_ids, class_names, num_classes, temperature, images_per_chunk, complete,
+             format_version, job
+
+What thresholding needs is 3 bytes a pixel before compression (confidence + prediction); the
+temperature T is applied by inference (softmax(logits / T)), so full probabilities are only
+kept when asked for. ``confidence``, ``prediction`` and ``written`` hold ``images_per_chunk``
+images per chunk file (a multiple of a small image, a few of a large one: about
+:data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N); ``probs`` keeps one
+chunk per image (it is ~C times bigger). Every chunk is zstd-compressed and carries a crc32c
+of its bytes, so a flipped or truncated chunk fails to decode instead of being read as data;
+the manifest catches a chunk that is missing altogether (zarr would read it as the fill
+value) or truncated before any value is used.
 
 Images of different sizes are padded to the largest (H, W); padded pixels carry prediction
 PAD, so every consumer that skips ``prediction == PAD`` handles variable sizes for free, and the
@@ -17,10 +29,10 @@ padding compresses to almost nothing. The store is built at ``<path>.partial`` a
 
 Sharded inference (``shards: N``) fills one partial store from N jobs in three steps: one job
 creates the layout (:class:`ProbStoreWriter` with ``shapes``), N jobs open it (``shapes=None``)
-and each writes only its own images -- their chunks, ``written`` markers included, are separate
-files, so concurrent writers never touch the same file -- and one job finalizes it. Only the
-first step ever creates or deletes the store, so the N writers need no lock (which cluster file
-systems do not always provide).
+and each writes only its own images -- :func:`shard_range` with ``align=images_per_chunk`` cuts
+the images at chunk boundaries, so the writers never touch the same file -- and one job finalizes
+it. Only the first step ever creates or deletes the store, so the N writers need no lock
+(which cluster file systems do not always provide).
 """
 
 from __future__ import annotations
@@ -32,19 +44,43 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
-from dars.atomic import remove_path
+from dars.atomic import (
+    MANIFEST,
+    check_files,
+    file_entry,
+    read_manifest,
+    remove_path,
+    write_manifest,
+)
 from dars.errors import DarsError
 from dars.shards import shard_range
 
 PAD = 255
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file
+MAX_IMAGES_PER_CHUNK = 64  # bounds the work a killed job loses and a resume redoes
+_BUFFER_BYTES = 1 << 30  # pending images held for incomplete chunks before writing them early
+ARRAYS = ("confidence", "prediction", "probs", "shapes", "written")
+_CHUNKED = ("confidence", "prediction", "written")  # arrays of images_per_chunk images a chunk
+_ZSTD_LEVEL = 3
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:
     """Where an unfinished store lives until it is complete."""
     p = Path(path)
     return p.with_name(p.name + ".partial")
+
+
+def images_per_chunk(height: int, width: int) -> int:
+    """Images per chunk file for (H, W) images: about CHUNK_BYTES, 1..MAX_IMAGES_PER_CHUNK."""
+    return int(max(1, min(MAX_IMAGES_PER_CHUNK, CHUNK_BYTES // max(1, 3 * height * width))))
+
+
+def _regenerate(store: Path) -> str:
+    return (f"delete {store} and rerun inference (`snakemake` regenerates it, "
+            "or `dars infer`)")
 
 
 @dataclass(frozen=True)
@@ -58,7 +94,11 @@ class Block:
 
 
 class ProbStoreWriter:
-    """Creates (or resumes) the partial store and writes one image at a time."""
+    """Creates (or resumes) the partial store and writes one image at a time.
+
+    Images are collected per chunk and a chunk is written (then marked in ``written``) once
+    all its images are in, so each chunk file is written once, by one job.
+    """
 
     def __init__(
         self,
@@ -66,11 +106,15 @@ class ProbStoreWriter:
         image_ids: Sequence[str],
         shapes: Sequence[tuple[int, int]] | None,
         class_names: Sequence[str],
-        store_probs: bool = True,
+        store_probs: bool = False,
         job: str = "",
+        temperature: float = 1.0,
+        images_per_chunk: int | None = None,
     ) -> None:
-        """``job`` identifies what produces the probabilities (e.g. a hash of the teacher and
-        the inference options): a leftover partial store of another job is never resumed.
+        """``job`` identifies what produces the probabilities (e.g. a hash of the teacher, the
+        infer options and T): a leftover partial store of another job is never resumed.
+        ``temperature`` is the T the probabilities were computed at (recorded, not applied).
+        ``images_per_chunk`` (None: :func:`images_per_chunk`) sets the chunk files' size.
 
         With ``shapes`` (the real (h, w) of every image) a missing or foreign partial store is
         (re)created. Without (``None``) the partial store of this job must exist already: the
@@ -84,16 +128,22 @@ class ProbStoreWriter:
         if self.path.exists() and self._matches(ids, class_names, store_probs, job):
             self.group = zarr.open_group(str(self.path), mode="r+")
         elif shapes is None:
-            raise DarsError(f"{self.path}: no unfinished store of this inference job (teacher "
-                            "and infer options) to add to; create it first (`dars infer "
-                            "--init-store`, the infer_init rule)")
+            raise DarsError(f"{self.path}: no unfinished store of this inference job (teacher, "
+                            "infer options and temperature) to add to; create it first "
+                            "(`dars infer --init-store`, the infer_init rule)")
         else:
             remove_path(self.path)
             self.group = self._create(ids, np.asarray(shapes, dtype=np.int32).reshape(-1, 2),
-                                      list(class_names), store_probs, job)
+                                      list(class_names), store_probs, job, temperature,
+                                      images_per_chunk)
         self.image_ids = ids
         self.store_probs = store_probs
         self.shapes: np.ndarray = self.group["shapes"][:]
+        self.per_chunk = int(self.group.attrs["images_per_chunk"])
+        self._written: np.ndarray = self.group["written"][:]  # this job's view; own chunks
+        self._pending: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        self._early: dict[int, set[int]] = {}  # images of a chunk already written early
+        self._buffered = 0
 
     def _matches(self, ids: list[str], class_names: Sequence[str], store_probs: bool,
                  job: str) -> bool:
@@ -104,43 +154,53 @@ class ProbStoreWriter:
         except Exception:  # noqa: BLE001 - any unreadable leftover is simply rebuilt
             return False
         return (
-            attrs.get("image_ids") == ids
+            attrs.get("format_version") == FORMAT_VERSION
+            and attrs.get("image_ids") == ids
             and attrs.get("class_names") == list(class_names)
             and attrs.get("store_probs") == store_probs
             and attrs.get("job", "") == job
         )
 
-    def _create(
-        self, ids: list[str], shapes: np.ndarray, names: list[str], store_probs: bool,
-        job: str = "",
-    ) -> zarr.Group:
+    def _create(self, ids: list[str], shapes: np.ndarray, names: list[str], store_probs: bool,
+                job: str, temperature: float, per_chunk: int | None) -> zarr.Group:
         n = len(ids)
         h, w = (int(v) for v in shapes.max(axis=0)) if n else (1, 1)
+        per = per_chunk or images_per_chunk(h, w)
         group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
-        group.create_array("confidence", shape=(n, h, w), chunks=(1, h, w), dtype="float16",
-                           fill_value=0)
-        group.create_array("prediction", shape=(n, h, w), chunks=(1, h, w), dtype="uint8",
-                           fill_value=PAD)
+
+        def array(name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
+                  fill: int | None = 0) -> None:
+            group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                               serializer=BytesCodec(),
+                               compressors=[ZstdCodec(level=_ZSTD_LEVEL), Crc32cCodec()],
+                               config={"write_empty_chunks": True})
+
+        array("confidence", (n, h, w), (per, h, w), "float16")
+        array("prediction", (n, h, w), (per, h, w), "uint8", PAD)
         if store_probs:
             c = len(names)
-            group.create_array("probs", shape=(n, c, h, w), chunks=(1, c, h, w),
-                               dtype="float16", fill_value=0)
-        group.create_array("shapes", shape=(n, 2), chunks=(max(n, 1), 2), dtype="int32")
-        group.create_array("written", shape=(n,), chunks=(1,), dtype="uint8", fill_value=0)
+            array("probs", (n, c, h, w), (1, c, h, w), "float16")
+        array("shapes", (n, 2), (max(n, 1), 2), "int32")
+        array("written", (n,), (per,), "uint8")
         if n:
             group["shapes"][:] = shapes
-        group.attrs.update(
-            {
-                "image_ids": ids,
-                "class_names": names,
-                "num_classes": len(names),
-                "store_probs": store_probs,
-                "complete": False,
-                "format_version": FORMAT_VERSION,
-                "job": job,
-            }
-        )
+        group.attrs.update({
+            "image_ids": ids,
+            "class_names": names,
+            "num_classes": len(names),
+            "store_probs": store_probs,
+            "temperature": float(temperature),
+            "images_per_chunk": per,
+            "complete": False,
+            "format_version": FORMAT_VERSION,
+            "job": job,
+        })
         return group
+
+    def chunk_range(self, chunk: int) -> range:
+        """Image indices of chunk ``chunk`` of the per-chunk arrays."""
+        return range(chunk * self.per_chunk,
+                     min((chunk + 1) * self.per_chunk, len(self.image_ids)))
 
     def pending(self, indices: range | None = None) -> list[int]:
         """Indices of images not yet written (all of them for a fresh store), among all images
@@ -150,28 +210,80 @@ class ProbStoreWriter:
         return [indices.start + int(i) for i in np.flatnonzero(written == 0)]
 
     def write(self, index: int, probs: np.ndarray) -> None:
-        """Store the (C, h, w) probabilities of image ``index``; marks it written last."""
-        c, h, w = probs.shape
+        """Take the (C, h, w) probabilities of image ``index`` (see :meth:`write_prediction`)."""
+        c = probs.shape[0]
         if c != self.num_classes:
             raise DarsError(f"model predicts {c} classes but the store expects {self.num_classes}")
-        if (h, w) != tuple(self.shapes[index]):
+        self.write_prediction(index, probs.argmax(axis=0), probs.max(axis=0),
+                              probs if self.store_probs else None)
+
+    def write_prediction(self, index: int, prediction: np.ndarray, confidence: np.ndarray,
+                         probs: np.ndarray | None = None) -> None:
+        """Take image ``index``'s (h, w) argmax and max probability (and, for a store with
+        probabilities, its (C, h, w) ``probs``); its chunk is written (and its images marked)
+        once every image of the chunk is in. An image of a chunk written before (a resumed
+        batch) is ignored: it holds these very values already."""
+        h, w = prediction.shape
+        if (h, w) != tuple(self.shapes[index]) or confidence.shape != (h, w):
             raise DarsError(f"image {index}: prediction {h}x{w} != recorded size "
                             f"{self.shapes[index]}")
+        if self.store_probs and probs is None:
+            raise DarsError(f"{self.path} keeps probabilities: image {index} needs them")
+        chunk = index // self.per_chunk
+        if self._written[index]:
+            return
         H, W = self.group["confidence"].shape[1:]
         conf = np.zeros((H, W), np.float16)
         pred = np.full((H, W), PAD, np.uint8)
-        conf[:h, :w] = probs.max(axis=0)
-        pred[:h, :w] = probs.argmax(axis=0)
-        self.group["confidence"][index] = conf
-        self.group["prediction"][index] = pred
+        conf[:h, :w] = confidence
+        pred[:h, :w] = prediction
         if self.store_probs:
-            full = np.zeros((c, H, W), np.float16)
+            full = np.zeros((self.num_classes, H, W), np.float16)
             full[:, :h, :w] = probs
             self.group["probs"][index] = full
-        self.group["written"][index] = 1
+        self._pending.setdefault(chunk, {})[index] = (conf, pred)
+        self._buffered += conf.nbytes + pred.nbytes
+        if len(self._pending[chunk]) + len(self._early.get(chunk, ())) == \
+                len(self.chunk_range(chunk)):
+            self._write_chunk(chunk)
+        elif self._buffered > _BUFFER_BYTES:  # images come out of order (VOC: by size)
+            self._write_early(max(self._pending, key=lambda k: len(self._pending[k])))
+
+    def _write_chunk(self, chunk: int) -> None:
+        images, rows = self.chunk_range(chunk), self._pending.pop(chunk)
+        if self._early.pop(chunk, None):  # some images are in the file already: merge
+            for index, (conf, pred) in rows.items():
+                self.group["confidence"][index] = conf
+                self.group["prediction"][index] = pred
+        else:
+            self.group["confidence"][images.start:images.stop] = np.stack(
+                [rows[i][0] for i in images])
+            self.group["prediction"][images.start:images.stop] = np.stack(
+                [rows[i][1] for i in images])
+        self._buffered -= sum(a.nbytes + b.nbytes for a, b in rows.values())
+        self.group["written"][images.start:images.stop] = 1  # last: the resume marker
+        self._written[images.start:images.stop] = 1
+
+    def _write_early(self, chunk: int) -> None:
+        """Write the images collected for an incomplete chunk (re-encoding the chunk file)."""
+        rows = self._pending.pop(chunk)
+        for index, (conf, pred) in rows.items():
+            self.group["confidence"][index] = conf
+            self.group["prediction"][index] = pred
+        self._early.setdefault(chunk, set()).update(rows)
+        self._buffered -= sum(a.nbytes + b.nbytes for a, b in rows.values())
+
+    def close(self, own: range) -> None:
+        """After a job's images of ``own``: every chunk it started must be complete."""
+        left = sorted(set(self._pending) | set(self._early))
+        if left:
+            raise DarsError(f"{self.path}: images of chunk(s) {left} were never predicted "
+                            f"(the job's range {own.start}..{own.stop - 1} must start and end "
+                            "at chunk boundaries)")
 
     def finalize(self) -> None:
-        """Check every image was written, mark complete and move to the final path."""
+        """Check every image was written, mark complete, write the manifest and move to the
+        final path."""
         missing = self.pending()
         if missing:
             names = ", ".join(self.image_ids[i] for i in missing[:5])
@@ -179,13 +291,47 @@ class ProbStoreWriter:
             raise DarsError(f"{self.path}: {len(missing)} of {len(self.image_ids)} images not "
                             f"written: {names}{more} (an inference job or shard has not "
                             "finished: run it, then finalize again)")
+        expected = expected_chunks(self.group)
+        absent = [f for f in expected if not (self.path / f).is_file()]
+        if absent:
+            raise DarsError(f"{self.path}: chunk files {absent[:3]} are missing although their "
+                            f"images are marked written; {_regenerate(self.final)}")
         self.group.attrs["complete"] = True
+        write_manifest(self.path, manifest(self.path))
         remove_path(self.final)
         os.replace(self.path, self.final)
 
 
+def expected_chunks(group: zarr.Group) -> list[str]:
+    """Relative paths of every chunk file the store's arrays must have (default v3 keys)."""
+    files = []
+    for name in ARRAYS:
+        if name not in group:  # probs is optional
+            continue
+        arr = group[name]
+        grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True)]
+        for key in np.ndindex(*grid):
+            files.append("/".join([name, "c", *map(str, key)]))
+    return sorted(files)
+
+
+def manifest(root: Path) -> dict[str, dict]:
+    """What a whole store holds: every file's size, and a digest of each metadata file.
+
+    Chunks carry their own crc32c (checked as they are decoded); sizes find a missing or
+    truncated one before any value is used, without reading the data twice.
+    """
+    return {p.relative_to(root).as_posix(): file_entry(p, p.name == "zarr.json")
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
 class ProbStore:
-    """Read access to a complete store; refuses partial or foreign stores."""
+    """Read access to a complete store; refuses partial, foreign or damaged stores.
+
+    Opening checks the manifest (every file there, at its size, metadata unchanged); reading
+    turns a chunk that fails its checksum or does not decode into one DarsError naming the
+    array, the images and what to delete.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -197,19 +343,81 @@ class ProbStore:
             self.group = zarr.open_group(str(self.path), mode="r")
             attrs = self.group.attrs.asdict()
         except Exception as exc:  # noqa: BLE001
-            raise DarsError(f"{self.path} is not a readable zarr store: {exc}") from exc
+            raise DarsError(f"{self.path} is not a readable zarr store: {exc}; "
+                            f"{_regenerate(self.path)}") from exc
         if attrs.get("format_version") != FORMAT_VERSION:
-            raise DarsError(f"{self.path}: not a dars probability store (format_version missing)")
+            raise DarsError(f"{self.path}: not a dars probability store of format "
+                            f"{FORMAT_VERSION}; {_regenerate(self.path)}")
         if not attrs.get("complete"):
             raise DarsError(f"{self.path}: store is incomplete (inference was interrupted)")
         self.image_ids: list[str] = list(attrs["image_ids"])
         self.class_names: list[str] = list(attrs["class_names"])
         self.num_classes: int = int(attrs["num_classes"])
         self.has_probs: bool = bool(attrs["store_probs"])
-        self.shapes: np.ndarray = self.group["shapes"][:] if self.image_ids else np.zeros((0, 2))
+        self.temperature: float = float(attrs["temperature"])
+        self.per_chunk: int = int(attrs["images_per_chunk"])
+        self._verify()
+        self._last: tuple[tuple[int, int, bool], Block] | None = None  # see blocks()
+        self.shapes: np.ndarray = (self._read("shapes", 0, len(self)) if self.image_ids
+                                   else np.zeros((0, 2)))
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def _images(self, array: str, rel: str) -> str:
+        """Which images a file of ``array`` holds, for error messages."""
+        parts = rel.split("/")
+        if array not in _CHUNKED + ("probs",) or len(parts) < 3 or not parts[2].isdigit():
+            return "all images"
+        per = 1 if array == "probs" else self.per_chunk
+        lo = int(parts[2]) * per
+        hi = min(lo + per, len(self)) - 1
+        if lo >= len(self):
+            return "no image"
+        ids = self.image_ids
+        return f"image {ids[lo]!r}" if lo == hi else f"images {ids[lo]!r}..{ids[hi]!r}"
+
+    def _describe(self, rel: str) -> str:
+        array = rel.split("/")[0]
+        return f"array {array!r}, file {rel} ({self._images(array, rel)})"
+
+    def _verify(self) -> None:
+        """Every file the manifest lists is there, whole; metadata files are unchanged; no
+        chunk file of the arrays' grids is missing from the manifest either."""
+        remedy = _regenerate(self.path)
+        files = read_manifest(self.path, remedy)
+        absent = sorted(set(expected_chunks(self.group)) - set(files))
+        if absent:
+            raise DarsError(f"{self.path}: {self._describe(absent[0])} is not in the manifest; "
+                            f"{remedy}")
+        check_files(self.path, files, remedy, self._describe)
+
+    def _read(self, array: str, lo: int, hi: int) -> np.ndarray:
+        """``array[lo:hi]``, a chunk that fails its checksum or decoding as one DarsError."""
+        try:
+            return self.group[array][lo:hi]
+        except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types
+            per = 1 if array == "probs" else self.per_chunk
+            if array == "shapes":
+                per = max(len(self), 1)
+            bad = lo // per
+            for chunk in range(lo // per, (hi - 1) // per + 1):  # find the damaged chunk
+                try:
+                    self.group[array][chunk * per:min((chunk + 1) * per, len(self))]
+                except Exception:  # noqa: BLE001
+                    bad = chunk
+                    break
+            rel = "/".join([array, "c", str(bad)] + ["0"] * (self.group[array].ndim - 1))
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if "checksum" in reason.lower():
+                reason = "its crc32c checksum does not match its bytes"
+            raise DarsError(f"{self.path}: array {array!r}, file {rel} "
+                            f"({self._images(array, rel)}) is corrupt ({reason}); "
+                            f"{_regenerate(self.path)}") from None
+
+    def prediction(self, index: int) -> np.ndarray:
+        """The (padded) prediction of one image, checked like every read."""
+        return self._read("prediction", index, index + 1)[0]
 
     @property
     def num_pixels(self) -> int:
@@ -224,17 +432,27 @@ class ProbStore:
                 f"has {num_classes}"
             )
 
+    def check_temperature(self, temperature: float | None) -> None:
+        """A stage asked for T must get a store written at T (inference applies it)."""
+        if temperature is not None and float(temperature) != self.temperature:
+            raise DarsError(f"{self.path} was written at temperature {self.temperature:g}, "
+                            f"this stage asks for {float(temperature):g}; infer again with "
+                            f"`dars infer --temperature {float(temperature):g}` (the workflow "
+                            "passes pseudo_label.temperature to inference)")
+
     def blocks(
         self, indices: Sequence[int] | None = None, block: int = 64, probs: bool = False
     ) -> Iterator[Block]:
         """Yield consecutive runs of images (at most ``block`` each) from ``indices``.
 
         Reading contiguous slices lets zarr fetch and decode many chunks concurrently, which is
-        what keeps the streaming passes fast on stores of small images.
+        what keeps the streaming passes fast. The last block read is kept: a second pass over a
+        store (or shard) of one block, as the pseudo-label stage makes, reads nothing again.
+        Blocks are shared, read-only arrays.
         """
         if probs and not self.has_probs:
             raise DarsError(f"{self.path}: store was written without probabilities "
-                            "(infer.store_probs: false); temperature scaling needs them")
+                            "(infer.store_probs: false)")
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         start = 0
         while start < len(idx):
@@ -242,14 +460,20 @@ class ProbStore:
             while stop < len(idx) and stop - start < block and idx[stop] == idx[stop - 1] + 1:
                 stop += 1
             lo, hi = int(idx[start]), int(idx[stop - 1]) + 1
-            yield Block(
-                indices=idx[start:stop],
-                confidence=self.group["confidence"][lo:hi],
-                prediction=self.group["prediction"][lo:hi],
-                probs=self.group["probs"][lo:hi] if probs else None,
-            )
+            if self._last is None or self._last[0] != (lo, hi, probs):
+                self._last = (lo, hi, probs), Block(
+                    indices=idx[start:stop],
+                    confidence=self._read("confidence", lo, hi),
+                    prediction=self._read("prediction", lo, hi),
+                    probs=self._read("probs", lo, hi) if probs else None,
+                )
+            yield self._last[1]
             start = stop
 
     def shard(self, index: int, count: int) -> list[int]:
-        """Image indices of shard ``index`` of ``count`` (contiguous, balanced)."""
+        """Image indices of shard ``index`` of ``count`` (contiguous, balanced).
+
+        Readers need not cut at chunk boundaries (only concurrent writers must), so reading
+        shards stay balanced on stores of few chunks.
+        """
         return list(shard_range(index, count, len(self)))

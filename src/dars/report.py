@@ -180,7 +180,7 @@ def example_rows(config: dict, run_dir: Path, s: int, count: int = EXAMPLES
     rows = []
     for index, image_id in enumerate(store.image_ids[:count]):
         h, w = (int(v) for v in store.shapes[index])
-        pred = np.asarray(store.group["prediction"][index])[:h, :w]
+        pred = store.prediction(index)[:h, :w]  # checksum-checked read
         with Image.open(run_dir / f"round{s}" / "pseudo_labels" / f"{image_id}.png") as im:
             label = np.asarray(im)
         if image_id not in images:

@@ -27,7 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dars.atomic import atomic_path, write_csv, write_json
+from dars.atomic import (
+    MANIFEST,
+    atomic_path,
+    check_files,
+    read_manifest,
+    write_csv,
+    write_json,
+    write_manifest,
+)
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
@@ -46,15 +54,22 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def shard_range(index: int, count: int, num_images: int) -> range:
-    """Image indices of shard ``index`` of ``count``: contiguous and balanced.
+def shard_range(index: int, count: int, num_images: int, align: int = 1) -> range:
+    """Image indices of shard ``index`` of ``count``: contiguous, balanced, cut at multiples
+    of ``align``.
 
-    Contiguous ranges keep each shard's reads and writes to neighbouring chunks of the store.
+    Contiguous ranges keep each shard's reads and writes to neighbouring chunks of the store;
+    ``align`` (the store's images per chunk file) makes every chunk file belong to one shard,
+    so concurrent inference shards never write the same file. With fewer chunks than shards
+    some shards are empty.
     """
     if not 0 <= index < count:
         raise DarsError(f"shard {index}/{count}: index must be in [0, {count})")
-    bounds = np.linspace(0, num_images, count + 1).round().astype(int)
-    return range(int(bounds[index]), int(bounds[index + 1]))
+    if align < 1:
+        raise DarsError(f"shard alignment must be >= 1, got {align}")
+    chunks = -(-num_images // align)
+    bounds = np.linspace(0, chunks, count + 1).round().astype(int) * align
+    return range(min(int(bounds[index]), num_images), min(int(bounds[index + 1]), num_images))
 
 
 def _read_csvs(paths: Sequence[str | os.PathLike[str]]) -> list[pd.DataFrame]:
@@ -73,17 +88,22 @@ def _check_shared(frames: list[pd.DataFrame], columns: Sequence[str], what: str)
                             "were not computed from the same confidence histograms")
 
 
-def link_or_copy_tree(sources: Sequence[Path], out: Path) -> int:
-    """Hard-link (or copy) every file of the ``sources`` trees into ``out``; return the count.
+def link_or_copy_tree(sources: Sequence[Path], out: Path) -> dict[str, dict]:
+    """Hard-link (or copy) every label file of the ``sources`` trees into ``out``, each
+    shard checked against its manifest first; return the merged manifest entries.
 
     Refuses two shards writing the same file (the shard ranges must be disjoint).
     """
-    n = 0
+    merged: dict[str, dict] = {}
     for src in sources:
         if not src.is_dir():
             raise DarsError(f"shard label directory not found: {src}")
+        remedy = f"delete {src} and rerun its pseudo_label_shard job"
+        files = read_manifest(src, remedy)
+        check_files(src, files, remedy)
+        merged.update(files)
         for path in sorted(src.rglob("*")):
-            if path.is_dir() or path.name.startswith(".snakemake"):
+            if path.is_dir() or path.name.startswith(".snakemake") or path.name == MANIFEST:
                 continue  # Snakemake's .snakemake_timestamp marker of directory outputs
             dest = out / path.relative_to(src)
             if dest.exists():
@@ -93,8 +113,7 @@ def link_or_copy_tree(sources: Sequence[Path], out: Path) -> int:
                 os.link(path, dest)
             except OSError:
                 shutil.copy2(path, dest)
-            n += 1
-    return n
+    return merged
 
 
 def merge_tables(thresholds: list[pd.DataFrame], stats: list[pd.DataFrame]
@@ -186,10 +205,12 @@ def merge_pseudo_shards(labels: Sequence[str | os.PathLike[str]],
     summary = merge_summaries(shard_summaries, merged_stats, correct, evaluated)
     with atomic_path(labels_out) as tmp:
         tmp.mkdir()
-        files = link_or_copy_tree([Path(p) for p in labels], tmp)
-    if files != summary["num_images"]:
-        raise DarsError(f"shards hold {files} label files but report {summary['num_images']} "
-                        "images")
+        manifest = link_or_copy_tree([Path(p) for p in labels], tmp)
+        files = len(manifest)
+        if files != summary["num_images"]:
+            raise DarsError(f"shards hold {files} label files but report "
+                            f"{summary['num_images']} images")
+        write_manifest(tmp, manifest)
     write_csv(merged_thresholds, thresholds_out)
     write_csv(merged_stats, stats_out)
     write_json(summary, summary_out)

@@ -8,6 +8,8 @@ truncated or foreign files become one :class:`DarsError` naming the file.
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,22 @@ import torch
 from dars.errors import DarsError
 
 
-def load_weights_only(path: str | os.PathLike[str], what: str) -> Any:
-    """``torch.load(path)`` on CPU, weights only; ``what`` names the file in errors."""
+def load_weights_only(path: str | os.PathLike[str], what: str, remedy: str = "") -> Any:
+    """``torch.load(path)`` on CPU, weights only; ``what`` names the file in errors and
+    ``remedy`` (e.g. which file to delete to regenerate it) ends the error line.
+
+    A truncated or damaged file (a job killed by the file system, a failed copy) fails inside
+    torch's zip reader; only the first line of torch's message is kept, so the remedy stays
+    on the one error line.
+    """
     p = Path(path)
     if not p.is_file():
         raise DarsError(f"{what}: file not found: {p}")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise DarsError(f"cannot load {what} {p}: {exc}") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not isinstance(exc, pickle.UnpicklingError) and not zipfile.is_zipfile(p):
+            reason = f"not a whole torch file, truncated or damaged ({reason})"
+        tail = f"; {remedy}" if remedy else ""
+        raise DarsError(f"cannot load {what} {p}: {reason}{tail}") from exc

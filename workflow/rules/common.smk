@@ -138,11 +138,23 @@ def split_files(*splits):
     return files
 
 
+def infer_temperature(wc, input):
+    """--temperature of inference: the teacher's calibration json (auto) or the configured T.
+
+    Rules derived with `use rule` whose inputs have no `temperature` (the comparison's own
+    inference) infer at T = 1.
+    """
+    if "temperature" not in input.keys():
+        return 1.0
+    return input.temperature or config["pseudo_label"]["temperature"]
+
+
 def pseudo_params(method, temperature, seed):
     """params: of a thresholding job: everything its pseudo labels depend on.
 
-    Each argument is a value or a function of the wildcards. A temperature of "auto" reads
-    the teacher's calibration json, which the job then has as input `temperature`.
+    Each argument is a value or a function of the wildcards. The temperature is the T the
+    store must have been inferred at (inference applies it; thresholding checks it): "auto"
+    reads the teacher's calibration json, which the job then has as input `temperature`.
     """
     return dict(
         alpha=lambda wc: round_cfg(wc.s)["alpha"],

@@ -1,4 +1,7 @@
 # Per round: the teacher's probabilities on the unlabeled pool, then DARS thresholding.
+# Temperature scaling happens in inference: with `pseudo_label.temperature: auto` the teacher is
+# calibrated first (rule calibrate) and its temperature.json is an input of inference, so the
+# store (confidence = max softmax(logits / T)) depends on T; thresholding only checks it.
 # With `shards: N > 1` both are spread over N contiguous image ranges. Inference: infer_init
 # creates the (unfinished) store, N infer_probabilities_shard jobs each write their range's
 # images into it, and infer_finalize checks that it is whole and moves it to probs.zarr -- the
@@ -6,10 +9,14 @@
 # confidence_histogram jobs (pass 1), N pseudo_label_shard jobs that each sum all N histograms
 # into the same thresholds and write their range's labels (pass 2), and pseudo_label merging them.
 
+PSEUDO_TEMPERATURE = calibration_file(
+    config["pseudo_label"]["temperature"], lambda wc: f"{RESULTS}/round{int(wc.s) - 1}"
+)
 INFER_INPUT = dict(
     data=DATA,
     splits=split_files("unlabeled"),
     teacher=lambda wc: f"{RESULTS}/round{int(wc.s) - 1}/model.pt",
+    temperature=PSEUDO_TEMPERATURE,
 )
 
 
@@ -24,6 +31,7 @@ rule infer_probabilities:
         f"{LOGS}/round{{s}}/infer.benchmark.tsv"
     params:
         cfg=subset("dataset", "infer"),
+        temperature=infer_temperature,
     threads: threads_of("infer_probabilities")
     resources:
         **job_resources("infer_probabilities"),
@@ -32,7 +40,7 @@ rule infer_probabilities:
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars infer --config-json {params.cfg:q} --model {input.teacher} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --temperature {params.temperature} --threads {threads} > {log} 2>&1"
 
 
 if SHARDS > 1:
@@ -46,10 +54,11 @@ if SHARDS > 1:
     # `dars infer` with what all three steps share; they build probs.zarr.partial next to it.
     INFER_SHELL = (
         "dars infer --config-json {params.cfg:q} --model {input.teacher}"
-        " --out {params.store} --threads {threads}"
+        " --out {params.store} --temperature {params.temperature} --threads {threads}"
     )
     INFER_STORE_PARAMS = dict(
         cfg=subset("dataset", "infer"),
+        temperature=infer_temperature,
         store=lambda wc: f"{RESULTS}/round{wc.s}/probs.zarr",
     )
 
@@ -122,9 +131,6 @@ if SHARDS > 1:
 PSEUDO_PARAMS = pseudo_params(
     config["pseudo_label"]["method"], config["pseudo_label"]["temperature"],
     config["pseudo_label"]["seed"],
-)
-PSEUDO_TEMPERATURE = calibration_file(
-    config["pseudo_label"]["temperature"], lambda wc: f"{RESULTS}/round{int(wc.s) - 1}"
 )
 PSEUDO_OPTIONS = (
     " --alpha {params.alpha} --method {params.method} --sampling {params.sampling}"

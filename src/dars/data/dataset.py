@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dars.atomic import MANIFEST, check_files, read_manifest
 from dars.constants import IGNORE
 from dars.data.definitions import DatasetDefinition
 from dars.data.io import read_image, read_mask
@@ -88,6 +89,16 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def check_label_dir(directory: Path) -> None:
+    """A pseudo-label directory holds every PNG its manifest lists, whole, before training
+    starts (not epochs later in a loader worker). Folders made by hand have no manifest."""
+    if (directory / MANIFEST).is_file():
+        remedy = (f"delete {directory} and rerun the pseudo-label stage (`snakemake` "
+                  "regenerates it)")
+        check_files(directory, read_manifest(directory, remedy), remedy,
+                    lambda rel: f"pseudo label {directory / rel}")
+
+
 class SegmentationDataset(Dataset):
     """Images of one split with masks from the split file or from a pseudo-label directory.
 
@@ -107,6 +118,7 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.mask_dir = mask_dir
         if mask_dir is not None:
+            check_label_dir(mask_dir)
             missing = [s.id for s in samples if not (mask_dir / f"{s.id}.png").is_file()]
             if missing:
                 raise DarsError(f"pseudo labels missing in {mask_dir} for {len(missing)} "

@@ -23,8 +23,12 @@ def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    state = load_weights_only(path, "checkpoint")
+def load(path: str | os.PathLike[str], remedy: str | None = None) -> dict[str, Any]:
+    """A checkpoint's state; a truncated or foreign file is one DarsError ending in ``remedy``
+    (default: delete the file and rerun the job that wrote it)."""
+    if remedy is None:
+        remedy = f"delete {path} and rerun the job that wrote it (`snakemake` regenerates it)"
+    state = load_weights_only(path, "checkpoint", remedy)
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise DarsError(f"{path} is not a dars checkpoint (no model/model_config)")
     return state

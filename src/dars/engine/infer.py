@@ -12,7 +12,8 @@ store must equal an uninterrupted one bit for bit.
 
 Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
 the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
-(:func:`dars.shards.shard_range`, the ranges the thresholding shards use) and
+(:func:`dars.shards.shard_range` cut at the store's chunk boundaries, the ranges the
+thresholding shards use, so no two shards write one file) and
 :func:`finalize_store` checks every image is in and moves the store into place. A shard
 predicts the batches an unsharded run forms, so a batch straddling two ranges is predicted by
 both shards and each keeps its own images: a few extra images per shard buy values
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +40,7 @@ from dars.data.io import image_size
 from dars.data.splits import Sample
 from dars.engine import checkpoint, distributed
 from dars.engine.predict import PredictOptions, predict_probs, size_batches
+from dars.errors import DarsError
 from dars.probstore import ProbStoreWriter
 from dars.shards import shard_range
 
@@ -71,12 +74,16 @@ def _open_store(config: Config, model_path: Path, out: Path, create: bool, tempe
 
     ``create``: create or resume it (one job only); else open the one :func:`init_store` made.
     """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise DarsError(f"temperature must be a positive number, got {temperature}")
     spec = dataset_spec(config)
     samples = spec.samples("unlabeled", require_masks=False)
     writer = ProbStoreWriter(out, [s.id for s in samples],
                              [image_size(s.image) for s in samples] if create else None,
                              spec.classes, store_probs=config["infer"]["store_probs"],
-                             job=job_fingerprint(model_path, config["infer"], temperature))
+                             job=job_fingerprint(model_path, config["infer"], temperature),
+                             temperature=temperature,
+                             images_per_chunk=config["infer"]["images_per_chunk"])
     return writer, samples
 
 
@@ -100,7 +107,7 @@ def infer(config: Config, model_path: Path, out: Path, temperature: float = 1.0)
         distributed.barrier(world)
         if not world.is_main:
             writer, samples = _open_store(config, model_path, out, False, temperature)
-        own = shard_range(world.rank, world.size, len(samples))
+        own = shard_range(world.rank, world.size, len(samples), writer.per_chunk)
         _predict_into(writer, model, samples, own, config["infer"], temperature)
         distributed.barrier(world)
         if world.is_main:
@@ -123,8 +130,8 @@ def infer_shard(config: Config, model_path: Path, out: Path, shard: tuple[int, i
     created (resuming: images already written are skipped)."""
     model = _load_teacher(config, model_path)
     writer, samples = _open_store(config, model_path, out, False, temperature)
-    _predict_into(writer, model, samples, shard_range(*shard, len(samples)), config["infer"],
-                  temperature)
+    _predict_into(writer, model, samples, shard_range(*shard, len(samples), writer.per_chunk),
+                  config["infer"], temperature)
 
 
 def finalize_store(config: Config, model_path: Path, out: Path, temperature: float = 1.0
@@ -158,6 +165,7 @@ def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[S
                              total=len(todo), desc="infer", mininterval=2, unit="img"):
         if index in own:
             writer.write(index, probs.numpy())
+    writer.close(own)
     seconds = time.perf_counter() - t0
     log.info("inferred %d images in %.1f s (%.1f img/s)", len(todo), seconds,
              len(todo) / max(seconds, 1e-9))

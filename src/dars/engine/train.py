@@ -294,7 +294,8 @@ class Trainer:
         last = self.state_dir / "last.pt"
         if not last.is_file():
             return {}
-        state = checkpoint.load(last)
+        state = checkpoint.load(last, remedy=f"delete {last} to restart round {self.round} "
+                                "from its first epoch")
         if state.get("signature") != self.signature:
             log.info("ignoring %s: it belongs to a different configuration", last)
             return {}

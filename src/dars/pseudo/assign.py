@@ -7,6 +7,7 @@ same labels whatever the shard count, processing order or number of workers.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from dars.pseudo.confidence_hist import ONE_BITS
 from dars.pseudo.thresholds import NONE_BITS, Thresholds
 
 IGNORE = 255
+_INVALID_CLASS = 0xFFFF  # threshold-table entry of classes C..254: above every other entry
+_CHUNK = 1 << 18  # pixels per vectorised step: the temporaries stay in cache
 
 
 def image_rng(seed: int, image_id: str) -> np.random.Generator:
@@ -42,25 +45,67 @@ def assign_labels(prediction: np.ndarray, confidence: np.ndarray, thresholds: Th
     draws beat gathering the selected pixels; float32 resolution, 2^-24, biases an expected
     count by less than 1e-7 of it).
     """
-    c = thresholds.num_classes
     if prediction.shape != confidence.shape or prediction.ndim != 2:
         raise DarsError(f"prediction {prediction.shape} and confidence {confidence.shape} "
                         "must be equal 2-D shapes")
+    return assign_block(prediction[None], confidence[None], thresholds, [rng],
+                        np.asarray([prediction.shape]))[0]
+
+
+def assign_block(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thresholds,
+                 rngs: Sequence[np.random.Generator], shapes: np.ndarray) -> np.ndarray:
+    """:func:`assign_labels` of a block of padded images (B, H, W) at once.
+
+    Image j's real pixels are ``[:h_j, :w_j]`` (``shapes[j]``); its uniforms come from
+    ``rngs[j]`` over those pixels in raster order, exactly as :func:`assign_labels` draws
+    them, so labels never depend on how images are grouped. Padding (prediction PAD) gets
+    IGNORE. One vectorised pass over the block replaces a dozen small numpy calls per image,
+    which is what dominates on datasets of small images.
+    """
+    c = thresholds.num_classes
     pred = np.ascontiguousarray(prediction, dtype=np.uint8)
     bits = np.ascontiguousarray(confidence, dtype=np.float16).view(np.uint16)
-    if pred.size and pred.max() >= c:
-        raise DarsError(f"prediction holds class {int(pred.max())}, outside 0..{c - 1}")
     if bits.size and bits.max() > ONE_BITS:
         raise DarsError("confidences are NaN, infinite or outside [0, 1]")
-    limit = np.take(_lut(thresholds.threshold_bits, NONE_BITS, np.uint16), pred)
-    keep = bits >= limit
+    table = _lut(thresholds.threshold_bits, _INVALID_CLASS, np.uint16)
+    table[PAD] = NONE_BITS  # padding: selects nothing
+    above = _lut(thresholds.keep_above, 0, np.float32)
+    at = (_lut(thresholds.keep_at, 0, np.float32)
+          if np.any(thresholds.keep_at != thresholds.keep_above) else None)
+    uniform = None
     if thresholds.samples:
-        prob = np.take(_lut(thresholds.keep_above, 0, np.float32), pred)
-        if np.any(thresholds.keep_at != thresholds.keep_above):
-            prob = np.where(bits == limit, np.take(_lut(thresholds.keep_at, 0, np.float32), pred),
-                            prob)
-        keep &= rng.random(pred.shape, dtype=np.float32) < prob
-    return np.where(keep, pred, np.uint8(IGNORE))
+        uniform = np.ones(pred.shape, np.float32)  # padding: never kept
+        for j, (rng, (h, w)) in enumerate(zip(rngs, shapes, strict=True)):
+            uniform[j, :h, :w] = rng.random((int(h), int(w)), dtype=np.float32)
+    out = np.empty(pred.shape, np.uint8)
+    flat = pred.reshape(-1), bits.reshape(-1), out.reshape(-1)
+    for s in range(0, pred.size, _CHUNK):  # cache-sized pieces: 4x faster than whole blocks
+        p, b, o = (x[s:s + _CHUNK] for x in flat)
+        limit = np.take(table, p)  # one lookup gives the threshold and the validity check
+        if limit.max() == _INVALID_CLASS:
+            bad = int(p[(p >= c) & (p != PAD)].max())
+            raise DarsError(f"prediction holds class {bad}, outside 0..{c - 1}")
+        keep = b >= limit
+        if uniform is not None:
+            prob = np.take(above, p)
+            if at is not None:
+                prob = np.where(b == limit, np.take(at, p), prob)
+            keep &= uniform.reshape(-1)[s:s + _CHUNK] < prob
+        o[...] = p
+        o[~keep] = IGNORE
+    return out
+
+
+def label_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels per class 0..C-1 of a label array (IGNORE and padding not counted).
+
+    Counted in cache-sized pieces: ``np.bincount`` widens uint8 to intp, 8 bytes a pixel.
+    """
+    flat = labels.reshape(-1)
+    total = np.zeros(IGNORE + 1, np.int64)
+    for s in range(0, flat.size, _CHUNK):
+        total += np.bincount(flat[s:s + _CHUNK], minlength=IGNORE + 1)
+    return total[:num_classes]
 
 
 def _lut(values: np.ndarray, fill: float, dtype: type) -> np.ndarray:

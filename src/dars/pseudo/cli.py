@@ -36,9 +36,10 @@ def temperature_arg(text: str) -> float:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, help="probs.zarr of the teacher")
-    parser.add_argument("--temperature", type=temperature_arg, default=1.0, metavar="T|FILE",
-                        help="temperature scaling T applied to the stored probabilities "
-                             "(1: none), or the json `dars calibrate` wrote")
+    parser.add_argument("--temperature", type=temperature_arg, default=None, metavar="T|FILE",
+                        help="the temperature T the store must have been inferred at (a "
+                             "number or the json `dars calibrate` wrote); inference applies "
+                             "T, this stage only checks it (default: the store's)")
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
                         help="process only shard i of N (contiguous image ranges)")
     parser.add_argument("--threads", type=int, default=None,

@@ -131,7 +131,10 @@ def temper(probs: np.ndarray, padding: np.ndarray, temperature: float
            ) -> tuple[np.ndarray, np.ndarray]:
     """Prediction and confidence after temperature scaling, from stored float16 probabilities.
 
+    Thresholding uses the confidences inference stored at its T; this re-scaling is only for
+    analysis (the confidence plot of a comparison) of a store that kept its probabilities.
     ``probs`` is (N, C, H, W), ``padding`` (N, H, W) is True where the store marks padding.
+    ``temperature`` is relative to the store's:
     p_T = p^(1/T) / sum_k p_k^(1/T) = softmax(logit / T), computed in float32 pixel by pixel
     with a fixed class order, so the result of a pixel never depends on how images were
     grouped; both passes call this function, so pass 2 sees exactly the confidences counted
@@ -158,17 +161,17 @@ def temper(probs: np.ndarray, padding: np.ndarray, temperature: float
     return pred.reshape(padding.shape), conf.reshape(padding.shape)
 
 
-def block_predictions(block: Block, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """(prediction, confidence) of a store block, temperature-scaled when T != 1.
+def block_predictions(block: Block, relative: float) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, confidence) of a store block, re-scaled by ``relative`` = T / T_store.
 
-    T = 1 means no scaling: the stored arrays are used as they are (and no probabilities are
-    needed), so a run with T = 1 is identical to one without temperature scaling.
+    1 means no scaling: the stored arrays are used as they are (and no probabilities are
+    needed).
     """
-    if temperature == 1.0:
+    if relative == 1.0:
         return block.prediction, block.confidence
     if block.probs is None:
         raise DarsError("temperature scaling needs the stored probabilities")
-    return temper(block.probs, block.prediction == PAD, temperature)
+    return temper(block.probs, block.prediction == PAD, relative)
 
 
 def read_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
@@ -184,11 +187,12 @@ def read_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
             yield block
 
 
-def images_per_block(store: ProbStore, temperature: float) -> int:
-    """How many images to read at once so that one block stays near _BLOCK_BYTES."""
+def images_per_block(store: ProbStore, probs: bool = False) -> int:
+    """How many images to read at once: whole chunk files, about _BLOCK_BYTES of data."""
     height, width = store.group["confidence"].shape[1:]
-    per_pixel = 3 + (6 * store.num_classes if temperature != 1.0 else 0)
-    return max(1, _BLOCK_BYTES // max(1, height * width * per_pixel))
+    per_pixel = 3 + (6 * store.num_classes if probs else 0)
+    chunks = _BLOCK_BYTES // max(1, height * width * per_pixel * store.per_chunk)
+    return store.per_chunk * max(1, chunks)
 
 
 def check_temperature(temperature: float) -> None:
@@ -225,19 +229,25 @@ def raise_problem(store: ProbStore, block: Block, pred: np.ndarray, conf: np.nda
 
 
 def store_histogram(store: ProbStore, indices: Sequence[int] | None = None,
-                    temperature: float = 1.0, threads: int | None = None) -> np.ndarray:
+                    temperature: float | None = None, threads: int | None = None
+                    ) -> np.ndarray:
     """Pass 1 over a store (or the images ``indices`` of one shard): (C, NUM_BINS) counts.
 
     Reads a block of images at a time, so memory is bounded by the block size, not by the
     dataset. Every image is checked: its histogram must count exactly its real pixels, so a
     real pixel predicted as padding (or padding predicted as a class) is caught too.
+    ``temperature`` None (or the store's T) counts the stored confidences; another T re-scales
+    the stored probabilities (analysis only: thresholding always uses the stored confidences).
     """
-    check_temperature(temperature)
+    relative = 1.0
+    if temperature is not None:
+        check_temperature(temperature)
+        relative = float(temperature) / store.temperature
     c = store.num_classes
     hist = np.zeros((c, NUM_BINS), np.int64)
-    per_block = images_per_block(store, temperature)
-    for block in read_ahead(store.blocks(indices, block=per_block, probs=temperature != 1.0)):
-        pred, conf = block_predictions(block, temperature)
+    per_block = images_per_block(store, relative != 1.0)
+    for block in read_ahead(store.blocks(indices, block=per_block, probs=relative != 1.0)):
+        pred, conf = block_predictions(block, relative)
         try:
             part = confidence_histogram(pred, conf, c, threads)
         except DarsError:
@@ -249,24 +259,25 @@ def store_histogram(store: ProbStore, indices: Sequence[int] | None = None,
 
 
 def store_fingerprint(store: ProbStore) -> str:
-    """Identity of a store's contents layout (image ids, sizes, classes) for partial files."""
+    """Identity of a store's contents layout (image ids, sizes, classes, T) for partial
+    files."""
     ident = {"image_ids": store.image_ids, "shapes": np.asarray(store.shapes).tolist(),
-             "class_names": store.class_names}
+             "class_names": store.class_names, "temperature": store.temperature}
     return hashlib.blake2b(json.dumps(ident).encode(), digest_size=16).hexdigest()
 
 
 def save_partial(path: str | os.PathLike[str], hist: np.ndarray, store: ProbStore,
-                 shard: tuple[int, int], temperature: float) -> None:
+                 shard: tuple[int, int]) -> None:
     """Write one shard's histogram as .npz, atomically, with what it was computed from."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, version=_PARTIAL_VERSION, hist=hist, store=store_fingerprint(store),
-                 num_classes=store.num_classes, temperature=float(temperature),
+                 num_classes=store.num_classes, temperature=store.temperature,
                  shard_index=shard[0], shard_count=shard[1])
 
 
-def load_partials(paths: Sequence[str | os.PathLike[str]], store: ProbStore,
-                  temperature: float) -> np.ndarray:
-    """Sum shard histograms after checking they are the complete set for this store and T.
+def load_partials(paths: Sequence[str | os.PathLike[str]], store: ProbStore) -> np.ndarray:
+    """Sum shard histograms after checking they are the complete set for this store (and its
+    T).
 
     Refuses a part computed from another store, class count or temperature, a duplicate or
     missing shard, and a total that does not cover every pixel of the store.
@@ -291,9 +302,10 @@ def load_partials(paths: Sequence[str | os.PathLike[str]], store: ProbStore,
         if int(meta["num_classes"]) != store.num_classes or part.shape != hist.shape:
             raise DarsError(f"{p}: {int(meta['num_classes'])} classes, the store "
                             f"{store.path} has {store.num_classes}")
-        if float(meta["temperature"]) != float(temperature):
-            raise DarsError(f"{p}: computed with temperature {float(meta['temperature'])}, "
-                            f"this run uses {temperature}")
+        if float(meta["temperature"]) != store.temperature:
+            raise DarsError(f"{p}: computed from a store at temperature "
+                            f"{float(meta['temperature'])}, {store.path} is at "
+                            f"{store.temperature}")
         index, count = int(meta["shard_index"]), int(meta["shard_count"])
         if index in seen:
             raise DarsError(f"{p}: shard {index}/{count} also given as {seen[index]}")

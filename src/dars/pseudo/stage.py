@@ -3,7 +3,8 @@
 Order of work, so that a failed check leaves nothing behind: validate the options, the store
 and the label histogram; build (pass 1) or load the confidence histograms; compute thresholds;
 write every label PNG into a temporary directory renamed onto ``labels_out`` only when all
-images succeeded (pass 2); then write the csv and json diagnostics.
+images succeeded (pass 2), with a manifest of every PNG's size and digest (the student checks
+it before training); then write the csv and json diagnostics.
 
 With ``shard=(i, n)`` pass 2 labels only that shard's images (into its own directory) and the
 diagnostics cover those images; thresholds always come from the whole store, either from a
@@ -17,20 +18,20 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dars.atomic import atomic_path, write_csv, write_json
+from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.errors import DarsError
-from dars.probstore import ProbStore
-from dars.pseudo.assign import IGNORE, assign_labels, image_rng
+from dars.probstore import Block, ProbStore
+from dars.pseudo.assign import IGNORE, assign_block, assign_labels, image_rng, label_counts
 from dars.pseudo.confidence_hist import (
     available_threads,
-    block_predictions,
     check_temperature,
     images_per_block,
     load_partials,
@@ -38,6 +39,7 @@ from dars.pseudo.confidence_hist import (
     save_partial,
     store_histogram,
 )
+from dars.pseudo.png import encode_png
 from dars.pseudo.thresholds import Thresholds, check_options, compute_thresholds
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,14 @@ class PseudoLabelOptions:
     alpha: float
     method: str = "dars"
     sampling: str = "paper"
-    temperature: float = 1.0
+    temperature: float | None = None  # the T the store must be at (None: whatever it is)
     seed: int = 0
     fixed_threshold: float | None = None
 
     def check(self) -> None:
         check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
-        check_temperature(self.temperature)
+        if self.temperature is not None:
+            check_temperature(self.temperature)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -75,6 +78,7 @@ class _Pass2Counts:
     evaluated: np.ndarray
     pixels: int = 0
     images: int = 0
+    files: dict[str, dict] = field(default_factory=dict)  # manifest entries of the PNGs
 
     def add(self, other: _Pass2Counts) -> None:
         self.kept += other.kept
@@ -82,6 +86,7 @@ class _Pass2Counts:
         self.evaluated += other.evaluated
         self.pixels += other.pixels
         self.images += other.images
+        self.files.update(other.files)
 
 
 def read_label_histogram(path: str | os.PathLike[str], num_classes: int
@@ -138,6 +143,8 @@ def mask_reader(directory: str | os.PathLike[str]) -> TrueMask:
 
 def _label_path(root: Path, image_id: str) -> Path:
     """Where an image's label PNG goes; ids may contain '/' (e.g. city/frame) but not escape."""
+    if image_id and "/" not in image_id:  # the common case, without PurePosixPath's cost
+        return root / f"{image_id}.png"
     rel = PurePosixPath(f"{image_id}.png")
     if not image_id or rel.is_absolute() or ".." in rel.parts:
         raise DarsError(f"image id {image_id!r} cannot be used as a file name")
@@ -151,17 +158,22 @@ def _indices(store: ProbStore, shard: tuple[int, int] | None) -> list[int]:
 def compute_confidence_histogram(store_path: str | os.PathLike[str],
                                  out: str | os.PathLike[str],
                                  shard: tuple[int, int] | None = None,
-                                 temperature: float = 1.0,
+                                 temperature: float | None = None,
                                  threads: int | None = None) -> np.ndarray:
-    """Pass 1 over one shard (or the whole store) saved as .npz for ``pseudo-label``."""
-    check_temperature(temperature)
+    """Pass 1 over one shard (or the whole store) saved as .npz for ``pseudo-label``.
+
+    ``temperature``: the T the store must have been written at (None: any).
+    """
+    if temperature is not None:
+        check_temperature(temperature)
     store = ProbStore(store_path)
+    store.check_temperature(temperature)
     shard = shard or (0, 1)
     indices = store.shard(*shard)
     start = time.perf_counter()
-    hist = store_histogram(store, indices, temperature, threads)
+    hist = store_histogram(store, indices, threads=threads)
     seconds = time.perf_counter() - start
-    save_partial(out, hist, store, shard, temperature)
+    save_partial(out, hist, store, shard)
     log.info("confidence histogram of shard %d/%d: %d images, %d pixels, %.1f Mpx/s",
              shard[0], shard[1], len(indices), int(hist.sum()),
              hist.sum() / 1e6 / max(seconds, 1e-9))
@@ -173,37 +185,63 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
                   threads: int | None) -> _Pass2Counts:
     """Pass 2: one PNG per image under ``root``, returning per-class tallies.
 
-    Images are independent (their randomness comes from their id), so a block's images are
-    labelled and PNG-encoded on a thread pool; numpy and zlib release the GIL.
+    Each block read from the store is cut into one contiguous slice per thread; a slice is
+    labelled by one vectorised :func:`assign_block` call, then its PNGs are encoded and
+    written (numpy on large arrays, zlib and file writes release the GIL). Images are
+    independent (their randomness comes from their id), so the split changes no label.
     """
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
+    workers = threads or available_threads()
+    for folder in {_label_path(root, store.image_ids[i]).parent for i in indices
+                   if "/" in store.image_ids[i]}:  # ids like city/frame
+        folder.mkdir(parents=True, exist_ok=True)
 
-    def label_one(index: int, pred: np.ndarray, conf: np.ndarray) -> _Pass2Counts:
-        image_id = store.image_ids[index]
-        h, w = (int(v) for v in store.shapes[index])
+    def label_slice(block: Block, part: slice) -> _Pass2Counts:
+        index = block.indices[part]
+        shapes = store.shapes[index].astype(np.int64)
+        ids = [store.image_ids[i] for i in index]
+        pred, conf = block.prediction[part], block.confidence[part]
         try:
-            labels = assign_labels(pred[:h, :w], conf[:h, :w], thresholds,
-                                   image_rng(options.seed, image_id))
-        except DarsError as exc:
-            raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from exc
-        path = _label_path(root, image_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(labels).save(path, format="PNG", compress_level=1)
-        kept = np.bincount(labels.reshape(-1), minlength=IGNORE + 1)[:c]
-        one = _Pass2Counts(kept, np.zeros(c, np.int64), np.zeros(c, np.int64), h * w, 1)
-        if true_mask is not None:
-            _tally_precision(one, labels, true_mask(image_id), image_id, c)
+            labels = assign_block(pred, conf, thresholds,
+                                  [image_rng(options.seed, i) for i in ids], shapes)
+        except DarsError:
+            _raise_first_bad_image(store, ids, pred, conf, shapes, thresholds)
+        one = _Pass2Counts(label_counts(labels, c),
+                           np.zeros(c, np.int64), np.zeros(c, np.int64),
+                           int(np.prod(shapes, axis=1).sum()), len(ids))
+        for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
+            image = image[:h, :w]
+            data = encode_png(image)
+            with open(os.path.join(root, f"{image_id}.png"), "wb") as f:  # id checked
+                f.write(data)
+            one.files[f"{image_id}.png"] = {"size": len(data), "blake2b": digest(data)}
+            if true_mask is not None:
+                _tally_precision(one, image, true_mask(image_id), image_id, c)
         return one
 
-    per_block = images_per_block(store, options.temperature)
-    with ThreadPoolExecutor(threads or available_threads()) as pool:
-        blocks = store.blocks(indices, block=per_block, probs=options.temperature != 1.0)
-        for block in read_ahead(blocks):
-            pred, conf = block_predictions(block, options.temperature)
-            for one in pool.map(label_one, block.indices.tolist(), pred, conf):
+    with ThreadPoolExecutor(workers) as pool:
+        for block in read_ahead(store.blocks(indices, block=images_per_block(store))):
+            n = len(block.indices)
+            bounds = np.linspace(0, n, min(workers, n) + 1).round().astype(int)
+            parts = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:],
+                                                           strict=True)]
+            for one in pool.map(lambda part, b=block: label_slice(b, part), parts):
                 counts.add(one)
     return counts
+
+
+def _raise_first_bad_image(store: ProbStore, ids: list[str], pred: np.ndarray,
+                           conf: np.ndarray, shapes: np.ndarray, thresholds: Thresholds
+                           ) -> NoReturn:
+    """Name the image of a slice that :func:`assign_block` refused."""
+    for j, image_id in enumerate(ids):
+        h, w = shapes[j]
+        try:
+            assign_labels(pred[j, :h, :w], conf[j, :h, :w], thresholds, image_rng(0, image_id))
+        except DarsError as exc:
+            raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from None
+    raise DarsError(f"{store.path}: invalid predictions in images {ids}")
 
 
 def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray,
@@ -275,21 +313,19 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     """Run the whole stage and return the summary (also written to ``summary_out``)."""
     options.check()
     store = ProbStore(store_path)
+    store.check_temperature(options.temperature)  # inference applied T, not this stage
     names, ratios = read_label_histogram(label_hist, store.num_classes)
-    if options.temperature != 1.0 and not store.has_probs:
-        raise DarsError(f"{store.path}: temperature {options.temperature} needs the stored "
-                        "probabilities (infer.store_probs: false)")
     indices = _indices(store, shard)
     for index in indices:
         _label_path(Path(labels_out), store.image_ids[index])
 
     start = time.perf_counter()
     if conf_hists:
-        hist = load_partials(conf_hists, store, options.temperature)
+        hist = load_partials(conf_hists, store)
     else:
         if shard is not None:
             log.info("shard %d/%d without --conf-hist: pass 1 reads the whole store", *shard)
-        hist = store_histogram(store, None, options.temperature, threads)
+        hist = store_histogram(store, threads=threads)
     pass1 = time.perf_counter() - start
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
                                     num_pixels=store.num_pixels, sampling=options.sampling,
@@ -302,6 +338,7 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     with atomic_path(labels_out) as tmp:
         tmp.mkdir()
         counts = _write_labels(store, indices, thresholds, options, tmp, true_mask, threads)
+        write_manifest(tmp, counts.files)  # what the student checks before training
     pass2 = time.perf_counter() - start
     log.info("wrote %d pseudo-label images (%d pixels) in %.2f s", counts.images, counts.pixels,
              pass2)
@@ -339,7 +376,7 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "method": options.method,
         "sampling": options.sampling,
         "alpha": options.alpha,
-        "temperature": options.temperature,
+        "temperature": store.temperature,
         "seed": options.seed,
         "fixed_threshold": options.fixed_threshold,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
