@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import CLASSES, write_folder_dataset
+
 from dars.data.dataset import to_tensor
 from dars.data.io import read_image
 from dars.data.splits import read_split

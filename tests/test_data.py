@@ -9,8 +9,8 @@ from PIL import Image
 from dars import config
 from dars.data.dataset import SegmentationDataset, dataset_spec
 from dars.data.demo import DEMO_CLASSES, build_demo, class_pixel_fractions
-from dars.data.shapes import SHAPES_CLASSES
 from dars.data.io import read_image, read_mask
+from dars.data.shapes import SHAPES_CLASSES
 from dars.data.splits import read_split
 from dars.data.transforms import RandomCrop, train_transform
 from dars.errors import DarsError
