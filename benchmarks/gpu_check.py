@@ -40,6 +40,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -124,8 +125,10 @@ def peak_gib(dev: torch.device) -> float:
 def machine_info(dev: torch.device) -> dict[str, Any]:
     cuda = dev.type == "cuda"
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True, check=False).stdout.strip() or None
+    commit = None  # the device machine's copy of the tree may have no git or no .git
+    if shutil.which("git"):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=False).stdout.strip() or None
     return {
         "device": str(dev), "gpus": gpus, "gpu_count": len(gpus),
         "gpu_memory_gib": (torch.cuda.get_device_properties(dev).total_memory / 2**30
