@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -5,8 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
+from dars import config
 from dars.data.dataset import SegmentationDataset, dataset_spec
+from dars.data.demo import DEMO_CLASSES, build_demo, class_pixel_fractions
 from dars.data.io import read_image, read_mask
+from dars.data.shapes import SHAPES_CLASSES
 from dars.data.splits import read_split
 from dars.data.transforms import RandomCrop, train_transform
 from dars.errors import DarsError
@@ -100,3 +104,81 @@ def test_train_transform_keeps_labels_valid() -> None:
         x, y = t(torch.randn(3, 20, 24), torch.randint(0, 3, (20, 24)))
         assert x.shape == (3, 16, 16)
         assert set(y.unique().tolist()) <= {0, 1, 2, 255}
+
+
+def _file_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _pixel_digest(root: Path) -> str:
+    """sha256 over the decoded pixels of every PNG (independent of the zlib build)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.png")):
+        h.update(p.relative_to(root).as_posix().encode())
+        h.update(np.asarray(Image.open(p)).tobytes())
+    return h.hexdigest()
+
+
+DEMO_ARGS = {"num_train": 6, "num_val": 2, "size": 48, "labeled_fraction": 0.5, "seed": 3}
+
+
+def test_default_fashion_demo_is_unchanged(tmp_path: Path) -> None:
+    """The digest was taken from the generator before the ``scene`` option existed (commit
+    9d749b9): adding the shapes scene must not change one pixel of the default demo."""
+    build_demo(tmp_path / "default", **DEMO_ARGS)
+    build_demo(tmp_path / "fashion", **DEMO_ARGS, scene="fashion")
+    assert _file_bytes(tmp_path / "default") == _file_bytes(tmp_path / "fashion")
+    assert _pixel_digest(tmp_path / "default") == (
+        "ae0b258e06e931f4b05e9a449f709fd7cf84fd18279b1f1b6006579a06e681a5")
+    assert (tmp_path / "default" / "classes.txt").read_text().split() == DEMO_CLASSES
+
+
+def test_shapes_demo_is_deterministic(tmp_path: Path) -> None:
+    build_demo(tmp_path / "a", **DEMO_ARGS, scene="shapes")
+    build_demo(tmp_path / "b", **DEMO_ARGS, scene="shapes")
+    build_demo(tmp_path / "c", **{**DEMO_ARGS, "seed": 4}, scene="shapes")
+    a = _file_bytes(tmp_path / "a")
+    assert a == _file_bytes(tmp_path / "b")
+    c = _file_bytes(tmp_path / "c")
+    assert a.keys() == c.keys() and a["images/train_00000.png"] != c["images/train_00000.png"]
+    for split in ("labeled", "unlabeled", "val"):
+        lines = a[f"splits/{split}.txt"].decode().splitlines()
+        assert lines and all(line.split()[1].startswith("masks/") for line in lines)
+
+
+@pytest.fixture(scope="module")
+def shapes_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shapes") / "demo"
+    build_demo(root, num_train=400, num_val=20, size=64, labeled_fraction=0.125, seed=0,
+               scene="shapes")
+    return root
+
+
+def test_shapes_demo_has_ten_object_classes(shapes_demo: Path) -> None:
+    classes = (shapes_demo / "classes.txt").read_text().split("\n")[:-1]
+    assert classes == SHAPES_CLASSES and len(classes) == 11 and classes[0] == "background"
+    spec = dataset_spec(config.validate({"dataset": {"name": "demo", "root": str(shapes_demo)}}))
+    assert spec.num_classes == 11
+    seen = set()
+    for sample in spec.samples("labeled"):
+        seen |= set(np.unique(read_mask(sample.mask, 11, 255)).tolist())
+    assert seen == set(range(11))  # every class occurs in the 50 labeled scenes
+
+
+def test_shapes_pixels_are_long_tailed(shapes_demo: Path) -> None:
+    fractions = class_pixel_fractions(shapes_demo, "unlabeled")
+    objects = np.array([fractions[name] for name in SHAPES_CLASSES[1:]])
+    assert 0.45 < fractions["background"] < 0.70  # background dominates
+    assert 0.005 < objects.min() < 0.03  # the rarest class: ~1-2 % of the pixels
+    assert objects.max() > 5 * objects.min()
+    assert objects[:3].sum() > objects[3:].sum()  # three head classes outweigh the seven others
+    assert objects.argmax() == 0 and objects[-3:].max() < objects[:3].min()  # Zipf rank order
+
+
+def test_unknown_scene_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="scene 'cars'"):
+        build_demo(tmp_path / "x", **DEMO_ARGS, scene="cars")
+    with pytest.raises(DarsError, match="scene"):
+        config.validate({"demo": {"scene": "cars"}})
+    assert config.validate({})["demo"]["scene"] == "fashion"

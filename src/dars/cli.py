@@ -45,7 +45,8 @@ def cmd_build_demo(args: argparse.Namespace) -> None:
     cfg = _config(args)
     demo = cfg["demo"]
     build_demo(Path(args.out), num_train=demo["num_train"], num_val=demo["num_val"],
-               size=demo["size"], labeled_fraction=demo["labeled_fraction"], seed=demo["seed"])
+               size=demo["size"], labeled_fraction=demo["labeled_fraction"], seed=demo["seed"],
+               scene=demo["scene"])
 
 
 def cmd_train(args: argparse.Namespace) -> None:

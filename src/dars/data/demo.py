@@ -9,6 +9,10 @@ class still appears often enough for a small teacher to learn to predict it: wit
 prior (exponent 1.25-1.5, rarest class 1.5-2 %) the 2-core teacher under-predicted or missed
 the tail classes in the sizing runs.
 
+``scene="shapes"`` swaps the Fashion objects for the ten procedural classes of
+:mod:`dars.data.shapes` (on the same backgrounds) for experiments that need >= 10 long-tailed
+classes; the default ``"fashion"`` builds exactly the files it always did.
+
 Every scene is rendered from its own random stream ``default_rng([seed, split, index])``: a
 build is byte-identical for the same arguments, and scene ``train_00012`` does not change when
 ``num_train`` does.
@@ -21,13 +25,17 @@ import os
 import shutil
 import struct
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEMO_CLASSES", "build_demo", "class_pixel_fractions", "class_prior"]
+from dars.data import shapes
+from dars.data.shapes import SHAPES_CLASSES
+
+__all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "build_demo", "class_pixel_fractions", "class_prior"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,12 @@ FASHION_IDS: dict[str, int] = {"t-shirt": 0, "trouser": 1, "dress": 3, "sneaker"
 #: sneaker and bag) are left out: in the sizing runs a small CNN never learned to predict them,
 #: and a class the teacher never predicts leaves DARS nothing to align.
 DEMO_CLASSES: list[str] = ["background", "t-shirt", "dress", "bag", "sneaker", "trouser"]
+
+#: Class list of each scene kind (``demo.scene``).
+SCENE_CLASSES: dict[str, list[str]] = {"fashion": DEMO_CLASSES, "shapes": SHAPES_CLASSES}
+
+#: Renders one scene (RGB uint8 image, uint8 mask) from its own random stream.
+Renderer = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 # Scene recipe (see build_demo). Sizes are for a 64 px scene and scale with ``size``: a larger
 # ``size`` renders the same kind of scene at a higher resolution. At 64 px the objects (25-45 px)
@@ -127,6 +141,21 @@ def _uniform_int(u: float, n: int) -> int:
     return min(int(u * n), n - 1)
 
 
+def _background(u: np.ndarray, size: int) -> np.ndarray:
+    """(3, size, size) float32 background from 8 uniforms: a random crop of a random photo at a
+    random zoom, flipped half of the time, with a random brightness and colour balance."""
+    levels = _background_pyramid(size)
+    bg = levels[_uniform_int(u[0], len(levels))]
+    h, w = bg.shape[1:]
+    y, x = _uniform_int(u[1], h - size + 1), _uniform_int(u[2], w - size + 1)
+    crop = bg[:, y : y + size, x : x + size]
+    if u[3] < 0.5:
+        crop = crop[:, :, ::-1]
+    lo, hi = BRIGHTNESS_RANGE
+    gain = (lo + (hi - lo) * u[4]) * (0.85 + 0.3 * u[5:8])
+    return crop * gain.astype(np.float32)[:, None, None]
+
+
 def _render_scene(
     rng: np.random.Generator,
     objects: dict[int, np.ndarray],
@@ -143,16 +172,7 @@ def _render_scene(
     end, which keeps the numpy work channel-major and fast.
     """
     u = rng.random(_SCENE_DRAWS + _OBJECT_DRAWS * MAX_OBJECTS)
-    levels = _background_pyramid(size)
-    bg = levels[_uniform_int(u[0], len(levels))]
-    h, w = bg.shape[1:]
-    y, x = _uniform_int(u[1], h - size + 1), _uniform_int(u[2], w - size + 1)
-    crop = bg[:, y : y + size, x : x + size]
-    if u[3] < 0.5:
-        crop = crop[:, :, ::-1]
-    lo, hi = BRIGHTNESS_RANGE
-    gain = (lo + (hi - lo) * u[4]) * (0.85 + 0.3 * u[5:8])
-    background = crop * gain.astype(np.float32)[:, None, None]
+    background = _background(u[:8], size)
 
     cdf = np.cumsum(class_prior(len(classes) - 1, ZIPF_EXPONENT))
     n = MIN_OBJECTS + _uniform_int(u[8], MAX_OBJECTS - MIN_OBJECTS + 1)
@@ -227,16 +247,27 @@ def _png_bytes(array: np.ndarray, level: int) -> bytes:
     )
 
 
+def _scene_renderer(scene: str, part: str, size: int) -> Renderer:
+    """The function rendering one scene of kind ``scene`` from its random stream.
+
+    ``part`` ("train"/"test") picks the Fashion-MNIST items of the fashion scene; procedural
+    shapes have no items to keep apart, their splits differ by their random streams only.
+    """
+    if scene == "fashion":
+        objects = _load_objects()[part]
+        return lambda rng: _render_scene(rng, objects, DEMO_CLASSES, size)
+    prior = class_prior(len(SHAPES_CLASSES) - 1, shapes.ZIPF_EXPONENT)
+    return lambda rng: shapes.render_objects(rng, _background(rng.random(8), size), prior)
+
+
 def _write_split(
-    root: Path, prefix: str, count: int, objects: dict[int, np.ndarray], size: int, seed: int
+    root: Path, prefix: str, count: int, render: Renderer, num_classes: int, seed: int
 ) -> tuple[list[str], np.ndarray]:
     """Render ``count`` scenes to images/ and masks/; return split lines and class pixel counts."""
-    counts = np.zeros(len(DEMO_CLASSES), dtype=np.int64)
+    counts = np.zeros(num_classes, dtype=np.int64)
     lines = []
     for i in range(count):
-        image, mask = _render_scene(
-            np.random.default_rng([seed, _SPLIT_CODE[prefix], i]), objects, DEMO_CLASSES, size
-        )
+        image, mask = render(np.random.default_rng([seed, _SPLIT_CODE[prefix], i]))
         name = f"{prefix}_{i:05d}.png"
         (root / "images" / name).write_bytes(_png_bytes(image, 0))
         (root / "masks" / name).write_bytes(_png_bytes(mask, 1))
@@ -245,9 +276,9 @@ def _write_split(
     return lines, counts
 
 
-def _fractions(counts: np.ndarray) -> dict[str, float]:
+def _fractions(counts: np.ndarray, classes: list[str]) -> dict[str, float]:
     total = max(int(counts.sum()), 1)
-    return {name: float(c) / total for name, c in zip(DEMO_CLASSES, counts, strict=True)}
+    return {name: float(c) / total for name, c in zip(classes, counts, strict=True)}
 
 
 def build_demo(
@@ -258,6 +289,7 @@ def build_demo(
     size: int,
     labeled_fraction: float,
     seed: int,
+    scene: str = "fashion",
 ) -> None:
     """Build the demo dataset: images/, masks/, splits/{labeled,unlabeled,val}.txt, classes.txt.
 
@@ -267,22 +299,31 @@ def build_demo(
     unlabeled pool. Split lines are ``images/<id>.png masks/<id>.png``. The directory is built in
     the sibling ``<root>.tmp`` and renamed onto ``root`` so an interrupted build never leaves a
     half-written dataset behind; class pixel fractions are logged.
+
+    ``scene`` is "fashion" (the 5 Fashion-MNIST classes above) or "shapes" (the 10 procedural
+    classes of :mod:`dars.data.shapes` on the same photo backgrounds).
     """
     if num_train < 2 or num_val < 1 or size < 32 or not 0.0 < labeled_fraction < 1.0:
         raise ValueError(
             "build_demo needs num_train >= 2, num_val >= 1, size >= 32, 0 < labeled_fraction < 1; "
             f"got {num_train=}, {num_val=}, {size=}, {labeled_fraction=}"
         )
+    if scene not in SCENE_CLASSES:
+        raise ValueError(f"demo scene {scene!r} is not one of {sorted(SCENE_CLASSES)}")
     root = Path(root)
-    objects = _load_objects()
+    classes = SCENE_CLASSES[scene]
     tmp = root.with_name(root.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     for sub in ("images", "masks", "splits"):
         (tmp / sub).mkdir(parents=True)
 
-    train, train_counts = _write_split(tmp, "train", num_train, objects["train"], size, seed)
-    val, val_counts = _write_split(tmp, "val", num_val, objects["test"], size, seed)
+    train, train_counts = _write_split(
+        tmp, "train", num_train, _scene_renderer(scene, "train", size), len(classes), seed
+    )
+    val, val_counts = _write_split(
+        tmp, "val", num_val, _scene_renderer(scene, "test", size), len(classes), seed
+    )
 
     num_labeled = min(num_train - 1, max(1, round(num_train * labeled_fraction)))
     order = np.random.default_rng([seed, _SPLIT_CODE["labeled"]]).permutation(num_train)
@@ -295,13 +336,14 @@ def build_demo(
     }
     for name, lines in splits.items():
         (tmp / "splits" / f"{name}.txt").write_text("\n".join(lines) + "\n")
-    (tmp / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
+    (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
 
     if root.exists():
         shutil.rmtree(root)
     os.replace(tmp, root)
     log.info(
-        "demo dataset at %s: %d labeled, %d unlabeled, %d val scenes of %dx%d px",
+        "demo dataset (%s scene) at %s: %d labeled, %d unlabeled, %d val scenes of %dx%d px",
+        scene,
         root,
         num_labeled,
         num_train - num_labeled,
@@ -310,15 +352,17 @@ def build_demo(
         size,
     )
     for split, counts in (("train", train_counts), ("val", val_counts)):
-        fractions = ", ".join(f"{k}={v:.4f}" for k, v in _fractions(counts).items())
+        fractions = ", ".join(f"{k}={v:.4f}" for k, v in _fractions(counts, classes).items())
         log.info("%s class pixel fractions: %s", split, fractions)
 
 
 def class_pixel_fractions(root: Path, split: str) -> dict[str, float]:
-    """Fraction of mask pixels per class in one split of a built demo (for reports and tests)."""
+    """Fraction of mask pixels per class in one split of a built demo (for reports and tests);
+    the classes come from the demo's classes.txt, so every scene kind is counted right."""
     root = Path(root)
-    counts = np.zeros(len(DEMO_CLASSES), dtype=np.int64)
+    classes = (root / "classes.txt").read_text().split("\n")[:-1]
+    counts = np.zeros(len(classes), dtype=np.int64)
     for line in (root / "splits" / f"{split}.txt").read_text().splitlines():
         mask = np.asarray(Image.open(root / line.split()[1]))
         counts += np.bincount(mask.ravel(), minlength=len(counts))
-    return _fractions(counts)
+    return _fractions(counts, classes)
