@@ -8,7 +8,7 @@ On a CUDA machine, in about 5 minutes (budget: 8 on one H200), this
    initial weights; warm-up steps untimed; ``torch.cuda.synchronize`` around the timing);
 3. times sliding-window inference on 1024x2048 random images through the workflow's own
    ``predict_probs`` (PNG decode, windows of 713 at stride 2/3, probabilities back on the CPU)
-   and through ``sliding_probs`` on GPU-resident images (the network alone), fp32 and bf16;
+   and through ``sliding_scores`` on GPU-resident images (the network alone), fp32 and bf16;
 4. records peak GPU memory (``torch.cuda.max_memory_allocated``) of every measurement;
 5. with two or more GPUs, times 2-GPU DDP training (NCCL, SyncBN, via
    ``dars.engine.distributed`` as ``torchrun`` would), else records why it was skipped;
@@ -60,7 +60,7 @@ from dars.atomic import write_json
 from dars.data.splits import Sample
 from dars.engine import distributed
 from dars.engine.predict import PredictOptions, bf16_autocast, predict_probs
-from dars.engine.sliding import sliding_probs
+from dars.engine.sliding import sliding_scores
 from dars.models import build_model
 from dars.models.backbone import lr_groups
 
@@ -85,7 +85,7 @@ class Sizes:
     image_hw: tuple[int, int]  # inference image size
     images: int  # inference images (predict_probs)
     infer_batch: int
-    repeats: int  # sliding_probs repetitions on GPU-resident images
+    repeats: int  # sliding_scores repetitions on GPU-resident images
     step_cap_s: float  # timed seconds per training measurement before it stops early
     tests_timeout_s: float
 
@@ -259,7 +259,7 @@ def write_random_images(folder: Path, sizes: Sizes) -> list[Sample]:
 def measure_inference(dev: torch.device, sizes: Sizes, samples: list[Sample], fast: bool
                       ) -> dict[str, Any]:
     """Mpx/s of the workflow's ``predict_probs`` (sliding window, no flip) over the image
-    files, and of ``sliding_probs`` alone on GPU-resident images."""
+    files, and of ``sliding_scores`` alone on GPU-resident images."""
     model = fresh_model(dev, sizes, fast).eval()
     options = PredictOptions(mode="sliding", crop_size=sizes.crop, stride_ratio=STRIDE_RATIO,
                              flip=False, bf16=fast)
@@ -286,7 +286,7 @@ def measure_inference(dev: torch.device, sizes: Sizes, samples: list[Sample], fa
     @torch.inference_mode()
     def windows() -> None:
         with bf16_autocast(dev, fast):
-            sliding_probs(model, x, sizes.crop, STRIDE_RATIO, False)
+            sliding_scores(model, x, sizes.crop, STRIDE_RATIO, False)
 
     reset_peak(dev)
     reps, sliding_s = timed(windows, 1, sizes.repeats, sizes.step_cap_s, dev)
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"inference {key}: {len(samples)} images of {sizes.image_hw} ...")
             inference[key] = measure_inference(dev, sizes, samples, fast)
             say(f"inference {key}: predict_probs {inference[key]['predict_probs_mpx_per_s']:.2f}"
-                f" Mpx/s, sliding_probs {inference[key]['sliding_mpx_per_s']:.2f} Mpx/s")
+                f" Mpx/s, sliding_scores {inference[key]['sliding_mpx_per_s']:.2f} Mpx/s")
     inference["speedup"] = (inference["bf16"]["predict_probs_mpx_per_s"]
                             / inference["fp32"]["predict_probs_mpx_per_s"])
     report["inference"] = inference

@@ -18,7 +18,7 @@ from dars.data.dataset import to_tensor
 from dars.data.io import read_image
 from dars.data.splits import read_split
 from dars.engine.predict import PredictOptions, bf16_autocast, predict_probs
-from dars.engine.sliding import sliding_probs
+from dars.engine.sliding import sliding_scores
 from dars.models import build_model
 
 pytestmark = [pytest.mark.cuda,
@@ -35,8 +35,8 @@ def test_predict_probs_on_cuda_matches_the_cpu(tmp_path: Path, bf16: bool, atol:
     torch.manual_seed(0)
     model = build_model({"name": "tiny", "width": 8}, len(CLASSES)).eval()
     with torch.inference_mode():
-        expected = {i: sliding_probs(model, to_tensor(read_image(s.image))[None], 24, 2 / 3,
-                                     True)[0] for i, s in enumerate(samples)}
+        expected = {i: sliding_scores(model, to_tensor(read_image(s.image))[None], 24, 2 / 3,
+                                      True)[0].softmax(0) for i, s in enumerate(samples)}
     options = PredictOptions(mode="sliding", crop_size=24, stride_ratio=2 / 3, flip=True,
                              bf16=bf16)
     got = dict(predict_probs(model, samples, range(len(samples)), 2, options))
