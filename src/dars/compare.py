@@ -133,6 +133,23 @@ def teacher_dir(run_dir: str | Path, teacher: int, run_seed: int) -> Path:
                                                                                   teacher)
 
 
+#: A teacher's round-1 stores, one per temperature (inference applies T): at T = 1 the
+#: teacher's ``round1/probs.zarr`` (for the run's own teacher only while the run itself is at
+#: T = 1, else ``round1/probs_t1.zarr``); the "+ts" methods of every teacher share
+#: ``compare/teacher<t>/round1/probs_ts.zarr``, inferred at compare.temperature.
+UNTEMPERED_STORE, RUN_T1_STORE, TEMPERED_STORE = "probs.zarr", "probs_t1.zarr", "probs_ts.zarr"
+
+
+def round1_store(run_dir: str | Path, teacher: int, run_seed: int, tempered: bool,
+                 run_at_t1: bool = True) -> Path:
+    """The round-1 store of ``teacher`` that a branch thresholds (see :data:`TEMPERED_STORE`)."""
+    if tempered:
+        return separate_teacher_dir(run_dir, teacher) / "round1" / TEMPERED_STORE
+    own = teacher_dir(run_dir, teacher, run_seed) / "round1"
+    return own / (UNTEMPERED_STORE if run_at_t1 or int(teacher) != int(run_seed)
+                  else RUN_T1_STORE)
+
+
 def branch_dir(run_dir: str | Path, teacher: int | str, method: str, seed: int | str) -> Path:
     """Where one (teacher, method, student seed) branch keeps its rounds (the rules write there)."""
     return Path(run_dir) / "compare" / f"teacher{teacher}" / method / f"seed{seed}"
@@ -702,12 +719,14 @@ def build_comparison(run_dir: str | Path, comparison: Comparison, out_dir: str |
                             out["class_distribution.png"])
     iou_plot(t4.set_index("method")[names].T.rename_axis("class"), out["iou.png"])
 
-    first = teacher_dir(run_dir, comparison.teacher_seeds[0], comparison.run_seed)
-    store = ProbStore(first / "round1" / "probs.zarr")
-    hists = {"T = 1": store_histogram(store, threads=threads)}
-    if temperature is not None and temperature != 1.0 and store.has_probs:
-        hists[f"T = {temperature:.3g}"] = store_histogram(store, temperature=temperature,
-                                                          threads=threads)
+    first, seed = comparison.teacher_seeds[0], comparison.run_seed
+    untempered = round1_store(run_dir, first, seed, tempered=False)
+    if (untempered.parent / RUN_T1_STORE).exists():  # the run itself is at another T
+        untempered = untempered.parent / RUN_T1_STORE
+    hists = {"T = 1": store_histogram(ProbStore(untempered), threads=threads)}
+    if temperature is not None and temperature != 1.0:  # the "+ts" methods' own store
+        tempered = ProbStore(round1_store(run_dir, first, seed, tempered=True))
+        hists[f"T = {temperature:.3g}"] = store_histogram(tempered, threads=threads)
     order = np.argsort(-labeled["ratio"].to_numpy(float), kind="stable")
     confidence_plot(hists, names, [int(order[0]), int(order[-1])], out["confidence.png"])
     log.info("comparison of %d rows x %d teachers x %d seeds written to %s",

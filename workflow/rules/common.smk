@@ -10,11 +10,14 @@ from pathlib import Path
 from dars.compare import (
     COMPARE_FILES,
     LABELED_ONLY,
+    RUN_T1_STORE,
+    TEMPERED_STORE,
     THRESHOLDED,
     branch_dir,
     branches,
     parse_variant,
     resolve_teacher_seeds,
+    round1_store,
     separate_teacher_dir,
     teacher_dir,
 )
@@ -138,6 +141,12 @@ def split_files(*splits):
     return files
 
 
+def temperature_param(temperature):
+    """params: --temperature of a job whose input `temperature` is the calibration json when
+    `temperature` (a value or a function of the wildcards) is "auto"."""
+    return lambda wc, input: input.temperature or as_function(temperature)(wc)
+
+
 def infer_temperature(wc, input):
     """--temperature of inference: the teacher's calibration json (auto) or the configured T.
 
@@ -199,13 +208,14 @@ def branch_round(wc, r):
     return f"{branch_dir(RESULTS, wc.t, wc.v, wc.k)}/round{r}"
 
 
-def teacher_store(wc):
-    """The round-1 store of teacher wc.t that branch (t, v, k) thresholds.
+# The run's own round-1 store is at T = 1 unless the run itself scales temperature.
+RUN_AT_T1 = config["pseudo_label"]["temperature"] == 1.0
 
-    The one place that picks it: a store per temperature (branch_temperature(wc)) would be
-    chosen here.
-    """
-    return f"{teacher_root(wc.t)}/round1/probs.zarr"
+
+def teacher_store(wc):
+    """The round-1 store of teacher wc.t that branch (t, v, k) thresholds: the one inferred at
+    the branch's temperature (inference applies T; dars.compare.round1_store)."""
+    return str(round1_store(RESULTS, wc.t, SEED, parse_variant(wc.v).tempered, RUN_AT_T1))
 
 
 def branch_store(wc):

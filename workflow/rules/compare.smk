@@ -45,6 +45,45 @@ use rule infer_probabilities as compare_teacher_infer with:
         f"{TEACHER_LOGS}/round1/infer.benchmark.tsv"
 
 
+# ---- a teacher's round-1 stores at the other temperatures (inference applies T)
+
+TEMPERED_T = COMPARE["temperature"]
+
+
+use rule infer_probabilities as compare_infer_tempered with:
+    input:
+        data=DATA,
+        splits=split_files("unlabeled"),
+        teacher=lambda wc: f"{teacher_root(wc.t)}/round0/model.pt",
+        temperature=calibration_file(TEMPERED_T, lambda wc: f"{teacher_root(wc.t)}/round0"),
+    output:
+        directory(f"{TEACHER}/round1/{TEMPERED_STORE}"),
+    log:
+        f"{TEACHER_LOGS}/round1/infer_ts.log",
+    benchmark:
+        f"{TEACHER_LOGS}/round1/infer_ts.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "infer"),
+        temperature=temperature_param(TEMPERED_T),
+
+
+use rule infer_probabilities as compare_infer_run_t1 with:
+    # only when the run itself scales temperature: its untempered rows need a store at T = 1
+    input:
+        data=DATA,
+        splits=split_files("unlabeled"),
+        teacher=f"{RESULTS}/round0/model.pt",
+    output:
+        directory(f"{RESULTS}/round1/{RUN_T1_STORE}"),
+    log:
+        f"{LOGS}/compare/round1/infer_t1.log",
+    benchmark:
+        f"{LOGS}/compare/round1/infer_t1.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "infer"),
+        temperature=1.0,
+
+
 use rule evaluate as compare_teacher_evaluate with:
     output:
         metrics=f"{TEACHER}/round{{r}}/metrics.csv",
@@ -157,10 +196,17 @@ use rule train_student as compare_train_student with:
 
 
 use rule infer_probabilities as compare_infer_probabilities with:
+    # a progressive branch's later round, at the branch's temperature
     input:
         data=DATA,
         splits=split_files("unlabeled"),
         teacher=lambda wc: f"{branch_round(wc, int(wc.s) - 1)}/model.pt",
+        temperature=calibration_file(
+            branch_temperature, lambda wc: branch_round(wc, int(wc.s) - 1)
+        ),
+    params:
+        cfg=subset("dataset", "infer"),
+        temperature=temperature_param(branch_temperature),
     output:
         directory(f"{BRANCH}/round{{s}}/probs.zarr"),
     log:
@@ -200,8 +246,11 @@ rule compare_tables:
     input:
         baselines=[f"{teacher_root(t)}/round0/metrics.json" for t in TEACHER_SEEDS],
         histogram=f"{RESULTS}/label_histogram.csv",
-        # Fig. 3 shows the first teacher's confidences
-        store=f"{teacher_root(TEACHER_SEEDS[0])}/round1/probs.zarr",
+        # Fig. 3 shows the first teacher's confidences, at T = 1 and (+ts) at its T
+        store=str(round1_store(RESULTS, TEACHER_SEEDS[0], SEED, False, RUN_AT_T1)),
+        tempered_store=(
+            [str(round1_store(RESULTS, TEACHER_SEEDS[0], SEED, True))] if CMP_TEMPERED else []
+        ),
         metrics=compare_inputs("metrics.json"),
         summaries=compare_inputs("pseudo_summary.json"),
         temperature=calibration_file(
