@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dars.constants import PAD
 from dars.errors import DarsError
-from dars.probstore import PAD, ProbStore, ProbStoreWriter
+from dars.probstore import ProbStore, ProbStoreWriter
 from dars.pseudo.cli import add_subcommands, parse_shard
 from dars.pseudo.confidence_hist import (
     confidence_histogram,

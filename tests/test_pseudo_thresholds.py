@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dars.constants import IGNORE, NUM_BINS, PAD
 from dars.errors import DarsError
-from dars.probstore import PAD
-from dars.pseudo.assign import IGNORE, assign_labels, image_rng
-from dars.pseudo.confidence_hist import NUM_BINS, confidence_histogram
+from dars.pseudo.assign import assign_labels, image_rng
+from dars.pseudo.confidence_hist import confidence_histogram
 from dars.pseudo.stage import kl_divergence
 from dars.pseudo.thresholds import METHODS, NONE_BITS, compute_thresholds
 

@@ -29,7 +29,7 @@ from dars.engine import infer as infer_mod
 from dars.errors import DarsError
 from dars.models import build_model
 from dars.probstore import ProbStoreWriter, partial_path
-from dars.shards import merge_tables
+from dars.pseudo.merge import merge_tables
 
 # Only the pseudo-label rules may run: the copied round-2 store stays what it was even though
 # round 1's labels are rewritten (they are identical, but a directory has no checksum).

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dars import config as config_mod
 from dars.errors import DarsError
-from dars.shards import parse_shard
+from dars.sharding import parse_shard
 from dars.stage_log import stage_summary
 
 log = logging.getLogger("dars")
@@ -200,9 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_subcommands(sub)
     # report; compare, blank-labels; gpu-run; merge-pseudo-shards
-    from dars import compare, gpu_slots, report, shards
+    from dars import compare, gpu_slots, report
+    from dars.pseudo import merge
 
-    for module in (gpu_slots, report, compare, shards):
+    for module in (gpu_slots, report, compare, merge):
         module.add_subcommands(sub)
     return parser
 

@@ -191,8 +191,8 @@ def write_blank_labels(store_path: str | os.PathLike[str], label_hist: str | os.
     """
     from PIL import Image
 
+    from dars.constants import IGNORE
     from dars.probstore import ProbStore
-    from dars.pseudo.assign import IGNORE
     from dars.pseudo.stage import read_label_histogram
 
     check_alpha(alpha)
@@ -639,7 +639,7 @@ def confidence_plot(hists: dict[str, np.ndarray], names: Sequence[str], classes:
     histogram; bins are merged to 40 on [0, 1) and the count at exactly 1.0 is a marker with
     its share of the class's pixels written next to it.
     """
-    from dars.pseudo.confidence_hist import NUM_BINS, ONE_BITS
+    from dars.constants import NUM_BINS, ONE_BITS
 
     plt = pyplot()
     values = np.arange(NUM_BINS, dtype=np.uint16).view(np.float16).astype(float)

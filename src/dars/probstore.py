@@ -54,10 +54,10 @@ from dars.atomic import (
     remove_path,
     write_manifest,
 )
+from dars.constants import PAD
 from dars.errors import DarsError
-from dars.shards import shard_range
+from dars.sharding import shard_range
 
-PAD = 255
 FORMAT_VERSION = 2
 CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file
 MAX_IMAGES_PER_CHUNK = 64  # bounds the work a killed job loses and a resume redoes

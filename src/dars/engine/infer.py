@@ -12,7 +12,7 @@ store must equal an uninterrupted one bit for bit.
 
 Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
 the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
-(:func:`dars.shards.shard_range` cut at the store's chunk boundaries, the ranges the
+(:func:`dars.sharding.shard_range` cut at the store's chunk boundaries, the ranges the
 thresholding shards use, so no two shards write one file) and
 :func:`finalize_store` checks every image is in and moves the store into place. A shard
 predicts the batches an unsharded run forms, so a batch straddling two ranges is predicted by
@@ -42,7 +42,7 @@ from dars.engine import checkpoint, distributed
 from dars.engine.predict import PredictOptions, predict_probs, size_batches
 from dars.errors import DarsError
 from dars.probstore import ProbStoreWriter
-from dars.shards import shard_range
+from dars.sharding import shard_range
 
 log = logging.getLogger(__name__)
 

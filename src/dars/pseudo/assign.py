@@ -11,12 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dars.constants import IGNORE, ONE_BITS, PAD
 from dars.errors import DarsError
-from dars.probstore import PAD
-from dars.pseudo.confidence_hist import ONE_BITS
 from dars.pseudo.thresholds import NONE_BITS, Thresholds
 
-IGNORE = 255
 _INVALID_CLASS = 0xFFFF  # threshold-table entry of classes C..254: above every other entry
 _CHUNK = 1 << 18  # pixels per vectorised step: the temporaries stay in cache
 

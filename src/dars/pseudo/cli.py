@@ -17,7 +17,7 @@ from dars.pseudo.stage import (
     pseudo_label,
 )
 from dars.pseudo.thresholds import METHODS, SAMPLINGS
-from dars.shards import parse_shard
+from dars.sharding import parse_shard
 
 
 def temperature_arg(text: str) -> float:

@@ -29,13 +29,12 @@ from typing import NoReturn
 import numpy as np
 
 from dars.atomic import atomic_path
+from dars.constants import NUM_BINS, ONE_BITS, PAD
 from dars.errors import DarsError
-from dars.probstore import PAD, Block, ProbStore
+from dars.probstore import Block, ProbStore
 
 log = logging.getLogger(__name__)
 
-ONE_BITS = 0x3C00  # float16 bit pattern of 1.0, the largest valid confidence
-NUM_BINS = ONE_BITS + 1  # histogram columns: bit patterns 0 .. 0x3C00
 _INVALID = NUM_BINS  # working column collecting NaN, inf, negative and > 1 confidences
 _CHUNK = 1 << 18  # pixels per bincount call: the int64 keys (2 MiB) stay in cache
 _BLOCK_BYTES = 1 << 26  # bytes of store data read per block in the streaming passes

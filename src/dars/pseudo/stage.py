@@ -27,9 +27,10 @@ import pandas as pd
 from PIL import Image
 
 from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
+from dars.constants import IGNORE
 from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
-from dars.pseudo.assign import IGNORE, assign_block, assign_labels, image_rng, label_counts
+from dars.pseudo.assign import assign_block, assign_labels, image_rng, label_counts
 from dars.pseudo.confidence_hist import (
     available_threads,
     check_temperature,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dars.constants import NUM_BINS, ONE_BITS
 from dars.errors import DarsError
-from dars.pseudo.confidence_hist import NUM_BINS, ONE_BITS
 
 METHODS = ("dars", "da", "st", "cbst")
 SAMPLINGS = ("paper", "ties")
