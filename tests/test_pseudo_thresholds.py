@@ -349,14 +349,14 @@ def test_a_block_of_padded_images_labels_each_as_alone() -> None:
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 64), (17, 300)])
-def test_png_encoder_round_trips_through_pil(shape: tuple[int, int], tmp_path) -> None:  # noqa: ANN001
+def test_label_png_round_trips_through_pil(shape: tuple[int, int], tmp_path) -> None:  # noqa: ANN001
     from PIL import Image
 
-    from dars.pseudo.png import encode_png
+    from dars.data.io import png_bytes
 
     rng = np.random.default_rng(0)
     labels = np.where(rng.random(shape) < 0.6, IGNORE, rng.integers(0, 19, shape)).astype(np.uint8)
-    (tmp_path / "x.png").write_bytes(encode_png(labels))
+    (tmp_path / "x.png").write_bytes(png_bytes(labels))
     with Image.open(tmp_path / "x.png") as im:
         assert im.mode == "L" and im.size == shape[::-1]
         np.testing.assert_array_equal(np.asarray(im), labels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,16 @@ def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
         raise DarsError(f"mask {path} has values {values} outside [0, {num_classes}) and "
                         f"ignore {ignore_index} (class count in config does not match the data?)")
     return np.where(mask == ignore_index, IGNORE, mask).astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray, level: int = 1) -> bytes:
+    """PNG of a uint8 (H, W) index mask or (H, W, 3) RGB image, encoded by Pillow.
+
+    Level 0 stores photos uncompressed (fast deflate barely shrinks them); masks -- long runs of
+    one class or of ignore -- take level 1 with zlib's run-length strategy, which compresses
+    them well at a fraction of the default strategy's cost.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=level,
+                                compress_type=zlib.Z_RLE)
+    return buffer.getvalue()

@@ -28,6 +28,7 @@ from PIL import Image
 
 from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.constants import IGNORE
+from dars.data.io import png_bytes
 from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
 from dars.pseudo.assign import assign_block, assign_labels, image_rng, label_counts
@@ -40,7 +41,6 @@ from dars.pseudo.confidence_hist import (
     save_partial,
     store_histogram,
 )
-from dars.pseudo.png import encode_png
 from dars.pseudo.thresholds import Thresholds, check_options, compute_thresholds
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
                            int(np.prod(shapes, axis=1).sum()), len(ids))
         for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
             image = image[:h, :w]
-            data = encode_png(image)
+            data = png_bytes(image)
             with open(os.path.join(root, f"{image_id}.png"), "wb") as f:  # id checked
                 f.write(data)
             one.files[f"{image_id}.png"] = {"size": len(data), "blake2b": digest(data)}
