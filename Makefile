@@ -55,9 +55,11 @@ test-slurm: install
 	$(RUN_ENV) python -m pytest -m slurm -s -p no:cacheprovider tests/test_slurm.py; rc=$$?; \
 	echo "test-slurm finished in $$(( $$(date +%s) - start )) s"; exit $$rc
 
+# ruff, snakefmt and snakemake --lint (less the one lint answered by design, see the script)
 lint: install
-	$(RUN_ENV) ruff check src tests benchmarks
-	$(RUN_ENV) snakemake --lint --configfile config/config.yaml
+	$(RUN_ENV) ruff check src tests benchmarks scripts
+	$(RUN_ENV) snakefmt --check workflow
+	$(RUN_ENV) python scripts/lint_workflow.py --configfile config/config.yaml
 
 clean:
 	rm -rf results logs .snakemake data/demo

@@ -34,7 +34,6 @@ STUDENT_ROUNDS = list(range(1, len(config["rounds"]) + 1))
 ALL_ROUNDS = [0] + STUDENT_ROUNDS
 SHARDS = config["shards"]
 GPUS = config["gpus"]
-ENV = "../../envs/dars.yaml"
 GPU_RULES = (
     "train_baseline",
     "train_student",
@@ -49,7 +48,8 @@ TRAIN_RULES = ("train_baseline", "train_student")
 
 def subset(*sections, **extra):
     """JSON of the named top-level config sections (plus extras) for a rule's --config-json,
-    without the keys that only change how fast a stage runs (dars.config.RUNTIME_KEYS)."""
+    without the keys that only change how fast a stage runs (dars.config.RUNTIME_KEYS).
+    """
     return json.dumps({**stage_config(config, *sections), **extra}, sort_keys=True)
 
 
@@ -83,7 +83,9 @@ def job_resources(name):
     res = {**config["resources"][kind], **config["resources"]["rules"].get(name, {})}
     if name in GPU_RULES:
         res["gpu"] = min(GPUS, 1) if name in SINGLE_GPU_RULES else GPUS
-    if name in TRAIN_RULES:  # a resource, not a param: it changes speed, not the weights
+    if (
+        name in TRAIN_RULES
+    ):  # a resource, not a param: it changes speed, not the weights
         res["workers"] = config["train"]["num_workers"]
     return res
 
@@ -101,7 +103,9 @@ def report_outputs(kind, caption, category, subcategory=None, labels=""):
     rounds = STUDENT_ROUNDS if kind in PER_ROUND_REPORTS else [None]
     marked = []
     for name, s in zip(files, rounds, strict=True):
-        labels_ = {"figure": labels} if s is None else {"figure": labels, "round": str(s)}
+        labels_ = (
+            {"figure": labels} if s is None else {"figure": labels, "round": str(s)}
+        )
         sub = subcategory.format(s=s) if subcategory and s is not None else subcategory
         path = f"{REPORT}/{name}"
         marked.append(report(path, caption, category, subcategory=sub, labels=labels_))
@@ -137,7 +141,9 @@ def split_files(*splits):
     for split in splits:
         rel = Path(config["dataset"]["splits"][split])
         found = [c for c in (Path(DATA) / rel, rel) if c.is_file()]
-        files.append(str(found[0] if found else Path(DATA) / rel))  # missing: Snakemake says so
+        files.append(
+            str(found[0] if found else Path(DATA) / rel)
+        )  # missing: Snakemake says so
     return files
 
 
@@ -177,7 +183,9 @@ def pseudo_params(method, temperature, seed):
             else ""
         ),
         # The demo's unlabeled images keep their true masks: report pseudo-label precision.
-        true_masks=f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else "",
+        true_masks=(
+            f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else ""
+        ),
     )
 
 
@@ -215,12 +223,16 @@ RUN_AT_T1 = config["pseudo_label"]["temperature"] == 1.0
 def teacher_store(wc):
     """The round-1 store of teacher wc.t that branch (t, v, k) thresholds: the one inferred at
     the branch's temperature (inference applies T; dars.compare.round1_store)."""
-    return str(round1_store(RESULTS, wc.t, SEED, parse_variant(wc.v).tempered, RUN_AT_T1))
+    return str(
+        round1_store(RESULTS, wc.t, SEED, parse_variant(wc.v).tempered, RUN_AT_T1)
+    )
 
 
 def branch_store(wc):
     """Round 1 thresholds its teacher's store; later rounds the branch's own."""
-    return teacher_store(wc) if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
+    return (
+        teacher_store(wc) if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
+    )
 
 
 def branch_temperature(wc):

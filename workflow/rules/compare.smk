@@ -55,7 +55,9 @@ use rule infer_probabilities as compare_infer_tempered with:
         data=DATA,
         splits=split_files("unlabeled"),
         teacher=lambda wc: f"{teacher_root(wc.t)}/round0/model.pt",
-        temperature=calibration_file(TEMPERED_T, lambda wc: f"{teacher_root(wc.t)}/round0"),
+        temperature=calibration_file(
+            TEMPERED_T, lambda wc: f"{teacher_root(wc.t)}/round0"
+        ),
     output:
         directory(f"{TEACHER}/round1/{TEMPERED_STORE}"),
     log:
@@ -85,13 +87,13 @@ use rule infer_probabilities as compare_infer_run_t1 with:
 
 
 use rule evaluate as compare_teacher_evaluate with:
-    output:
-        metrics=f"{TEACHER}/round{{r}}/metrics.csv",
-        summary=f"{TEACHER}/round{{r}}/metrics.json",
     input:
         data=DATA,
         splits=split_files("val"),
         model=f"{TEACHER}/round{{r}}/model.pt",
+    output:
+        metrics=f"{TEACHER}/round{{r}}/metrics.csv",
+        summary=f"{TEACHER}/round{{r}}/metrics.json",
     log:
         f"{TEACHER_LOGS}/round{{r}}/evaluate.log",
     benchmark:
@@ -115,8 +117,6 @@ use rule calibrate as compare_teacher_calibrate with:
 
 
 rule compare_pseudo_label:
-    wildcard_constraints:
-        v=THRESHOLDED.pattern,
     input:
         store=branch_store,
         histogram=f"{RESULTS}/label_histogram.csv",
@@ -132,24 +132,22 @@ rule compare_pseudo_label:
         f"{CMP_LOGS}/round{{s}}/pseudo_label.log",
     benchmark:
         f"{CMP_LOGS}/round{{s}}/pseudo_label.benchmark.tsv"
-    params:
-        **pseudo_params(
-            lambda wc: parse_variant(wc.v).method, branch_temperature, lambda wc: int(wc.k)
-        ),
+    wildcard_constraints:
+        v=THRESHOLDED.pattern,
     threads: threads_of("pseudo_label")
     resources:
         **job_resources("pseudo_label"),
-    conda:
-        ENV
+    params:
+        **pseudo_params(
+            lambda wc: parse_variant(wc.v).method,
+            branch_temperature,
+            lambda wc: int(wc.k),
+        ),
     shell:
         PSEUDO_LABEL_SHELL
 
 
 rule compare_blank_labels:
-    # the labeled-only control: the student round runs as every other, its pseudo half all
-    # ignore (zero loss); the teacher's store only gives the unlabeled images and their sizes
-    wildcard_constraints:
-        v=LABELED_ONLY,
     input:
         store=teacher_store,
         histogram=f"{RESULTS}/label_histogram.csv",
@@ -161,13 +159,15 @@ rule compare_blank_labels:
         f"{CMP_LOGS}/round{{s}}/blank_labels.log",
     benchmark:
         f"{CMP_LOGS}/round{{s}}/blank_labels.benchmark.tsv"
-    params:
-        alpha=lambda wc: round_cfg(wc.s)["alpha"],
+    # the labeled-only control: the student round runs as every other, its pseudo half all
+    # ignore (zero loss); the teacher's store only gives the unlabeled images and their sizes
+    wildcard_constraints:
+        v=LABELED_ONLY,
     threads: threads_of("pseudo_label")
     resources:
         **job_resources("pseudo_label"),
-    conda:
-        ENV
+    params:
+        alpha=lambda wc: round_cfg(wc.s)["alpha"],
     shell:
         "dars blank-labels --store {input.store} --label-hist {input.histogram}"
         " --alpha {params.alpha} --labels-out {output.labels} --stats-out {output.stats}"
@@ -204,15 +204,15 @@ use rule infer_probabilities as compare_infer_probabilities with:
         temperature=calibration_file(
             branch_temperature, lambda wc: branch_round(wc, int(wc.s) - 1)
         ),
-    params:
-        cfg=subset("dataset", "infer"),
-        temperature=temperature_param(branch_temperature),
     output:
         directory(f"{BRANCH}/round{{s}}/probs.zarr"),
     log:
         f"{CMP_LOGS}/round{{s}}/infer.log",
     benchmark:
         f"{CMP_LOGS}/round{{s}}/infer.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "infer"),
+        temperature=temperature_param(branch_temperature),
 
 
 use rule evaluate as compare_evaluate with:
@@ -249,7 +249,9 @@ rule compare_tables:
         # Fig. 3 shows the first teacher's confidences, at T = 1 and (+ts) at its T
         store=str(round1_store(RESULTS, TEACHER_SEEDS[0], SEED, False, RUN_AT_T1)),
         tempered_store=(
-            [str(round1_store(RESULTS, TEACHER_SEEDS[0], SEED, True))] if CMP_TEMPERED else []
+            [str(round1_store(RESULTS, TEACHER_SEEDS[0], SEED, True))]
+            if CMP_TEMPERED
+            else []
         ),
         metrics=compare_inputs("metrics.json"),
         summaries=compare_inputs("pseudo_summary.json"),
@@ -275,6 +277,9 @@ rule compare_tables:
         f"{LOGS}/compare/tables.log",
     benchmark:
         f"{LOGS}/compare/tables.benchmark.tsv"
+    threads: threads_of("compare_tables")
+    resources:
+        **job_resources("compare_tables"),
     params:
         methods=COMPARE["methods"],
         progressive=COMPARE["progressive"],
@@ -290,11 +295,6 @@ rule compare_tables:
             if CMP_TEMPERED
             else ""
         ),
-    threads: threads_of("compare_tables")
-    resources:
-        **job_resources("compare_tables"),
-    conda:
-        ENV
     shell:
         "dars compare --run-dir {params.run_dir} --methods {params.methods} --progressive"
         " {params.progressive} --seeds {params.seeds} --teacher-seeds {params.teacher_seeds}"
@@ -303,6 +303,6 @@ rule compare_tables:
 
 
 rule compare:
-    localrule: True
     input:
         rules.compare_tables.output,
+    localrule: True

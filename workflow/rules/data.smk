@@ -9,13 +9,11 @@ if config["dataset"]["name"] == "demo":
             f"{LOGS}/build_demo.log",
         benchmark:
             f"{LOGS}/build_demo.benchmark.tsv"
-        params:
-            cfg=subset("demo"),
         threads: threads_of("build_demo")
         resources:
             **job_resources("build_demo"),
-        conda:
-            ENV
+        params:
+            cfg=subset("demo"),
         shell:
             "dars build-demo --config-json {params.cfg:q} --out {output} > {log} 2>&1"
 
@@ -30,12 +28,10 @@ rule label_histogram:
         f"{LOGS}/label_histogram.log",
     benchmark:
         f"{LOGS}/label_histogram.benchmark.tsv"
-    params:
-        cfg=subset("dataset"),
     threads: threads_of("label_histogram")
     resources:
         **job_resources("label_histogram"),
-    conda:
-        ENV
+    params:
+        cfg=subset("dataset"),
     shell:
         "dars histogram --config-json {params.cfg:q} --out {output} > {log} 2>&1"

@@ -13,13 +13,11 @@ rule evaluate:
         f"{LOGS}/round{{r}}/evaluate.log",
     benchmark:
         f"{LOGS}/round{{r}}/evaluate.benchmark.tsv"
-    params:
-        cfg=subset("dataset", "evaluate"),
     threads: threads_of("evaluate")
     resources:
         **job_resources("evaluate"),
-    conda:
-        ENV
+    params:
+        cfg=subset("dataset", "evaluate"),
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --"
         " dars evaluate --config-json {params.cfg:q} --model {input.model} --round {wildcards.r}"
@@ -39,8 +37,6 @@ rule summary:
     threads: threads_of("summary")
     resources:
         **job_resources("summary"),
-    conda:
-        ENV
     shell:
         "dars summary --metrics {input.metrics} --pseudo-summaries {input.pseudo}"
         " --out {output} > {log} 2>&1"
@@ -58,14 +54,12 @@ rule calibrate:
         f"{LOGS}/round{{r}}/calibrate.log",
     benchmark:
         f"{LOGS}/round{{r}}/calibrate.benchmark.tsv"
-    params:
-        cfg=subset("dataset", "infer"),
-        split=config["pseudo_label"]["calibration_split"],
     threads: threads_of("calibrate")
     resources:
         **job_resources("calibrate"),
-    conda:
-        ENV
+    params:
+        cfg=subset("dataset", "infer"),
+        split=config["pseudo_label"]["calibration_split"],
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --"
         " dars calibrate --config-json {params.cfg:q} --model {input.model}"

@@ -29,14 +29,12 @@ rule infer_probabilities:
         f"{LOGS}/round{{s}}/infer.log",
     benchmark:
         f"{LOGS}/round{{s}}/infer.benchmark.tsv"
-    params:
-        cfg=subset("dataset", "infer"),
-        temperature=infer_temperature,
     threads: threads_of("infer_probabilities")
     resources:
         **job_resources("infer_probabilities"),
-    conda:
-        ENV
+    params:
+        cfg=subset("dataset", "infer"),
+        temperature=infer_temperature,
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars infer --config-json {params.cfg:q} --model {input.teacher} --out {output}"
@@ -44,6 +42,7 @@ rule infer_probabilities:
 
 
 if SHARDS > 1:
+
     # infer_probabilities stays defined (other rules derive from it with `use rule`); the
     # main run's store comes from the shards.
     ruleorder: infer_finalize > infer_probabilities
@@ -71,16 +70,13 @@ if SHARDS > 1:
             f"{LOGS}/round{{s}}/infer_init.log",
         benchmark:
             f"{LOGS}/round{{s}}/infer_init.benchmark.tsv"
-        params:
-            **INFER_STORE_PARAMS,
         threads: threads_of("infer_init")
         resources:
             **job_resources("infer_init"),
-        conda:
-            ENV
+        params:
+            **INFER_STORE_PARAMS,
         shell:
-            INFER_SHELL
-            + " --init-store > {log} 2>&1"
+            f"{INFER_SHELL} --init-store > {{log}} 2>&1"
 
     rule infer_probabilities_shard:
         input:
@@ -92,18 +88,15 @@ if SHARDS > 1:
             f"{LOGS}/round{{s}}/infer_{{i}}.log",
         benchmark:
             f"{LOGS}/round{{s}}/infer_{{i}}.benchmark.tsv"
-        params:
-            **INFER_STORE_PARAMS,
-            shards=SHARDS,
         threads: threads_of("infer_probabilities_shard")
         resources:
             **job_resources("infer_probabilities_shard"),
-        conda:
-            ENV
+        params:
+            **INFER_STORE_PARAMS,
+            shards=SHARDS,
         shell:
-            "python -m dars.gpu_slots --gpus {resources.gpu} --ddp -- "
-            + INFER_SHELL
-            + " --shard {wildcards.i}/{params.shards} > {log} 2>&1"
+            f"python -m dars.gpu_slots --gpus {{resources.gpu}} --ddp -- {INFER_SHELL}"
+            " --shard {wildcards.i}/{params.shards} > {log} 2>&1"
 
     rule infer_finalize:
         input:
@@ -115,21 +108,19 @@ if SHARDS > 1:
             f"{LOGS}/round{{s}}/infer_finalize.log",
         benchmark:
             f"{LOGS}/round{{s}}/infer_finalize.benchmark.tsv"
-        params:
-            **INFER_STORE_PARAMS,
         threads: threads_of("infer_finalize")
         resources:
             **job_resources("infer_finalize"),
-        conda:
-            ENV
+        params:
+            **INFER_STORE_PARAMS,
         shell:
-            INFER_SHELL
-            + " --finalize > {log} 2>&1"
+            f"{INFER_SHELL} --finalize > {{log}} 2>&1"
 
 
 # The main run's thresholding of round s (the same in sharded and unsharded runs).
 PSEUDO_PARAMS = pseudo_params(
-    config["pseudo_label"]["method"], config["pseudo_label"]["temperature"],
+    config["pseudo_label"]["method"],
+    config["pseudo_label"]["temperature"],
     config["pseudo_label"]["seed"],
 )
 PSEUDO_OPTIONS = (
@@ -162,13 +153,11 @@ if SHARDS == 1:
             f"{LOGS}/round{{s}}/pseudo_label.log",
         benchmark:
             f"{LOGS}/round{{s}}/pseudo_label.benchmark.tsv"
-        params:
-            **PSEUDO_PARAMS,
         threads: threads_of("pseudo_label")
         resources:
             **job_resources("pseudo_label"),
-        conda:
-            ENV
+        params:
+            **PSEUDO_PARAMS,
         shell:
             PSEUDO_LABEL_SHELL
 
@@ -185,14 +174,12 @@ else:
             f"{LOGS}/round{{s}}/confidence_histogram_{{i}}.log",
         benchmark:
             f"{LOGS}/round{{s}}/confidence_histogram_{{i}}.benchmark.tsv"
-        params:
-            shards=SHARDS,
-            temperature=PSEUDO_PARAMS["temperature"],
         threads: threads_of("confidence_histogram")
         resources:
             **job_resources("confidence_histogram"),
-        conda:
-            ENV
+        params:
+            shards=SHARDS,
+            temperature=PSEUDO_PARAMS["temperature"],
         shell:
             "dars confidence-histogram --store {input.store} --shard {wildcards.i}/{params.shards}"
             " --temperature {params.temperature} --threads {threads} --out {output} > {log} 2>&1"
@@ -212,14 +199,12 @@ else:
             f"{LOGS}/round{{s}}/pseudo_label_shard_{{i}}.log",
         benchmark:
             f"{LOGS}/round{{s}}/pseudo_label_shard_{{i}}.benchmark.tsv"
-        params:
-            **PSEUDO_PARAMS,
-            shards=SHARDS,
         threads: threads_of("pseudo_label_shard")
         resources:
             **job_resources("pseudo_label_shard"),
-        conda:
-            ENV
+        params:
+            **PSEUDO_PARAMS,
+            shards=SHARDS,
         shell:
             "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
             " --conf-hist {input.parts} --shard {wildcards.i}/{params.shards}"
@@ -245,8 +230,6 @@ else:
         threads: threads_of("pseudo_label")
         resources:
             **job_resources("pseudo_label"),
-        conda:
-            ENV
         shell:
             "dars merge-pseudo-shards --labels {input.labels} --thresholds {input.thresholds}"
             " --stats {input.stats} --summaries {input.summaries}"

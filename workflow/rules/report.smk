@@ -18,7 +18,10 @@ rule report:
             "config", "../report/config.rst", "1. Run", labels="configuration"
         ),
         metrics=report_outputs(
-            "metrics", "../report/metrics.rst", "2. Metrics", labels="mIoU and per-class IoU"
+            "metrics",
+            "../report/metrics.rst",
+            "2. Metrics",
+            labels="mIoU and per-class IoU",
         ),
         iou=report_outputs(
             "iou", "../report/iou.rst", "2. Metrics", labels="per-class IoU plot"
@@ -51,16 +54,14 @@ rule report:
         f"{LOGS}/report.log",
     benchmark:
         f"{LOGS}/report.benchmark.tsv"
+    threads: threads_of("report")
+    resources:
+        **job_resources("report"),
     params:
         cfg=json.dumps(config, sort_keys=True),
         rounds=len(STUDENT_ROUNDS),
         run_dir=lambda wc, input: os.path.dirname(input.summary),
         out_dir=lambda wc, output: os.path.dirname(output.config[0]),
-    threads: threads_of("report")
-    resources:
-        **job_resources("report"),
-    conda:
-        ENV
     shell:
         "dars report --config-json {params.cfg:q} --run-dir {params.run_dir}"
         " --rounds {params.rounds} --out-dir {params.out_dir} > {log} 2>&1"

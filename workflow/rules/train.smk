@@ -8,7 +8,11 @@ rule train_baseline:
         # match_unlabeled makes a round-0 epoch as long as the unlabeled pool
         splits=split_files(
             "labeled",
-            *(["unlabeled"] if config["train"]["baseline_list"] == "match_unlabeled" else []),
+            *(
+                ["unlabeled"]
+                if config["train"]["baseline_list"] == "match_unlabeled"
+                else []
+            ),
         ),
     output:
         model=f"{RESULTS}/round0/model.pt",
@@ -17,16 +21,14 @@ rule train_baseline:
         f"{LOGS}/round0/train.log",
     benchmark:
         f"{LOGS}/round0/train.benchmark.tsv"
+    threads: threads_of("train_baseline")
+    resources:
+        **job_resources("train_baseline"),
     params:
         cfg=subset("dataset", "model", "train", "seed"),
         epochs=epochs_per_round(0),
         scale=scale(0),
         state=f"{RESULTS}/round0/state",
-    threads: threads_of("train_baseline")
-    resources:
-        **job_resources("train_baseline"),
-    conda:
-        ENV
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round 0 --config-json {params.cfg:q} --epochs-per-round {params.epochs}"
@@ -48,16 +50,14 @@ rule train_student:
         f"{LOGS}/round{{s}}/train.log",
     benchmark:
         f"{LOGS}/round{{s}}/train.benchmark.tsv"
+    threads: threads_of("train_student")
+    resources:
+        **job_resources("train_student"),
     params:
         cfg=subset("dataset", "model", "train", "seed"),
         epochs=lambda wc: epochs_per_round(wc.s),
         scale=lambda wc: scale(wc.s),
         state=f"{RESULTS}/round{{s}}/state",
-    threads: threads_of("train_student")
-    resources:
-        **job_resources("train_student"),
-    conda:
-        ENV
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round {wildcards.s} --config-json {params.cfg:q}"
