@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dars.atomic import write_json
+from dars.constants import IGNORE
 from dars.data.splits import Sample
 from dars.engine import distributed
 from dars.engine.predict import PredictOptions, bf16_autocast, predict_probs
@@ -67,8 +68,7 @@ from dars.models.backbone import lr_groups
 REPO = Path(__file__).resolve().parents[1]
 PSPNET_R50 = {"name": "pspnet", "backbone": "resnet50", "deep_stem": True}
 NUM_CLASSES = 19
-AUX_WEIGHT = 0.4
-IGNORE = 255
+AUX_WEIGHT = 0.4  # train.aux_weight of the PSPNet configs (dars.engine.train needs jsonschema)
 STRIDE_RATIO = 2 / 3
 FORBIDDEN = ("zarr", "jsonschema", "snakemake", "hypothesis")
 

@@ -8,12 +8,13 @@ from PIL import Image
 
 from dars import config
 from dars.data.dataset import SegmentationDataset, dataset_spec
-from dars.data.demo import DEMO_CLASSES, build_demo, class_pixel_fractions
+from dars.data.demo import DEMO_CLASSES, build_demo
 from dars.data.io import read_image, read_mask
 from dars.data.shapes import SHAPES_CLASSES
 from dars.data.splits import read_split
 from dars.data.transforms import RandomCrop, train_transform
 from dars.errors import DarsError
+from dars.pseudo.label_histogram import label_histogram
 
 
 def test_split_reading_and_ids(folder_dataset: Path) -> None:
@@ -166,8 +167,10 @@ def test_shapes_demo_has_ten_object_classes(shapes_demo: Path) -> None:
     assert seen == set(range(11))  # every class occurs in the 50 labeled scenes
 
 
-def test_shapes_pixels_are_long_tailed(shapes_demo: Path) -> None:
-    fractions = class_pixel_fractions(shapes_demo, "unlabeled")
+def test_shapes_pixels_are_long_tailed(shapes_demo: Path, tmp_path: Path) -> None:
+    cfg = config.validate({"dataset": {"name": "demo", "root": str(shapes_demo)}})
+    hist = label_histogram(cfg, tmp_path / "hist.csv", split="unlabeled")
+    fractions = dict(zip(hist["name"], hist["ratio"], strict=True))
     objects = np.array([fractions[name] for name in SHAPES_CLASSES[1:]])
     assert 0.45 < fractions["background"] < 0.70  # background dominates
     assert 0.005 < objects.min() < 0.03  # the rarest class: ~1-2 % of the pixels

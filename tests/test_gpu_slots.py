@@ -49,8 +49,12 @@ def test_concurrent_jobs_get_disjoint_gpus(tmp_path: Path) -> None:
 
 
 def test_busy_gpu_makes_the_next_job_wait(tmp_path: Path) -> None:
-    first = _run_wrapper("7", tmp_path, 1, "sleep 2; date +%s.%N")
-    time.sleep(0.8)  # let the first one take GPU 7
+    started = tmp_path / "first-holds-gpu-7"
+    first = _run_wrapper("7", tmp_path, 1, f"touch {started}; sleep 2; date +%s.%N")
+    deadline = time.monotonic() + 60
+    while not started.exists():  # the first job runs, so it holds GPU 7's lock
+        assert time.monotonic() < deadline and first.poll() is None, "first job never started"
+        time.sleep(0.01)
     second = _run_wrapper("7", tmp_path, 1, "date +%s.%N")
     end_first = float(first.communicate(timeout=60)[0])
     out, err = second.communicate(timeout=60)

@@ -424,14 +424,6 @@ class ProbStore:
         """Real (unpadded) pixel count P over all images."""
         return int(np.prod(self.shapes, axis=1).sum()) if len(self) else 0
 
-    def check_classes(self, num_classes: int) -> None:
-        """Fail clearly when the store and the configured dataset disagree on C."""
-        if self.num_classes != num_classes:
-            raise DarsError(
-                f"{self.path}: store has {self.num_classes} classes but the config/histogram "
-                f"has {num_classes}"
-            )
-
     def check_temperature(self, temperature: float | None) -> None:
         """A stage asked for T must get a store written at T (inference applies it)."""
         if temperature is not None and float(temperature) != self.temperature:

@@ -34,7 +34,7 @@ from dars.data import shapes
 from dars.data.io import png_bytes
 from dars.data.shapes import SHAPES_CLASSES
 
-__all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "build_demo", "class_pixel_fractions", "class_prior"]
+__all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "build_demo", "class_prior"]
 
 log = logging.getLogger(__name__)
 
@@ -324,15 +324,3 @@ def build_demo(
     for split, counts in (("train", train_counts), ("val", val_counts)):
         fractions = ", ".join(f"{k}={v:.4f}" for k, v in _fractions(counts, classes).items())
         log.info("%s class pixel fractions: %s", split, fractions)
-
-
-def class_pixel_fractions(root: Path, split: str) -> dict[str, float]:
-    """Fraction of mask pixels per class in one split of a built demo (for reports and tests);
-    the classes come from the demo's classes.txt, so every scene kind is counted right."""
-    root = Path(root)
-    classes = (root / "classes.txt").read_text().split("\n")[:-1]
-    counts = np.zeros(len(classes), dtype=np.int64)
-    for line in (root / "splits" / f"{split}.txt").read_text().splitlines():
-        mask = np.asarray(Image.open(root / line.split()[1]))
-        counts += np.bincount(mask.ravel(), minlength=len(counts))
-    return _fractions(counts, classes)
