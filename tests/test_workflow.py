@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -155,3 +156,23 @@ def test_forcerun_one_stage(tiny_run: Path) -> None:
 def test_until_stops_after_the_changed_stage(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, "--config", ROUND2_ALPHA, "--until", "pseudo_label")
     assert jobs == {"pseudo_label:2"}
+
+
+def test_slurm_profile_sends_every_gpu_job_to_the_gpu_partition(tmp_path: Path) -> None:
+    """Every rule that asks for the `gpu` resource -- the main ones, their shard steps and the
+    comparison's copies -- has a set-resources entry in profiles/slurm (else SLURM would queue
+    it on the CPU partition)."""
+    import yaml
+
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    routed = set(profile["set-resources"])
+    gpu_rules = set()
+    for extra in ((), ("--config", "shards=2")):
+        proc = snakemake(tmp_path, "-n", "compare", "all", *extra,
+                         configfile=REPO / "config" / "config.yaml")
+        for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+            rule = re.match(r"(?:local)?rule (\w+):", block)
+            if rule and re.search(r"^\s+resources:.*\bgpu=", block, flags=re.M):
+                gpu_rules.add(rule.group(1))
+    assert {"train_baseline", "compare_train_student", "infer_probabilities_shard"} <= gpu_rules
+    assert gpu_rules - routed == set()
