@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_helpers import REPO, copy_run, planned_jobs, shared_tiny_run, snakemake
+from workflow_helpers import REPO, planned_jobs, shared_tiny_run, snakemake
 
 from dars.data.demo import DEMO_CLASSES
 
@@ -124,25 +124,18 @@ def test_method_change_reruns_thresholding_of_every_round(tiny_run: Path) -> Non
 
 
 @pytest.mark.slow
-def test_every_method_runs_round1_end_to_end_from_the_cached_teacher(tiny_run: Path,
-                                                                     tmp_path: Path) -> None:
-    """st, cbst and da (dars is the default run) threshold the cached round-1 store and train
-    a student; the baseline and its inference are never redone."""
-    run = copy_run(tiny_run, tmp_path / "run")
-    res = run / "results" / "tiny"
-    cached = {p: p.stat().st_mtime_ns for p in (res / "round0" / "model.pt",
-                                                res / "round1" / "probs.zarr" / "zarr.json")}
+def test_every_method_thresholds_the_cached_round1_store(tiny_run: Path) -> None:
+    """st, cbst and da (dars is the default run) rerun round 1 from the cached teacher and
+    store: the dry run plans that round's thresholding with the method and what follows, never
+    the baseline or its inference. (What each method computes is tested on stores directly in
+    test_pseudo_stage.py / test_pseudo_thresholds.py.)"""
     for method in ("st", "cbst", "da"):
-        config = ("--config", f"pseudo_label={{method: {method}}}")
-        snakemake(run, "results/tiny/round1/metrics.json", *config)
-        summary = json.loads((res / "round1" / "pseudo_summary.json").read_text())
-        assert summary["method"] == method
-        if method in ("st", "cbst"):  # alpha of all / of each class, ties at t kept on top
-            assert summary["kept_fraction"] >= 0.2 - 1e-3
-        assert 0 <= json.loads((res / "round1" / "metrics.json").read_text())["miou"] <= 1
-        # the method's round 1 is now current: only round 2 and the tables are left
-        assert "pseudo_label:1" not in planned_jobs(run, *config)
-    assert {p: p.stat().st_mtime_ns for p in cached} == cached
+        proc = snakemake(tiny_run, "-n", "-p", "results/tiny/round1/metrics.json",
+                         "--config", f"pseudo_label={{method: {method}}}")
+        text = proc.stdout + proc.stderr
+        jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", text, flags=re.M)}
+        assert jobs == {"pseudo_label", "train_student", "evaluate"}, method
+        assert f"--method {method} " in text and "results/tiny/round1/probs.zarr" in text
 
 
 @pytest.mark.slow
