@@ -37,6 +37,7 @@ from dars.compare import (
     table4_markdown,
     table5,
     table5_markdown,
+    tail_differences_markdown,
     teacher_dir,
     write_blank_labels,
 )
@@ -199,6 +200,17 @@ def test_paired_differences_on_the_same_teacher_and_seed(runs: pd.DataFrame) -> 
     row = d.loc[(LABELED_ONLY, "baseline")]
     assert row["difference"] == pytest.approx(0.015) and row["verdict"] == "better"
     assert ("st", "st") not in d.index and (LABELED_ONLY, LABELED_ONLY) not in d.index
+
+
+def test_tail_differences_are_paired_like_miou(runs: pd.DataFrame) -> None:
+    """tail mIoU is miou / 2 in the synthetic runs: dars - st = 0.0125, half the mIoU gap."""
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in tail_differences_markdown(runs).splitlines()[2:]]
+    cells = {(r[0], r[1]): r[2] for r in rows}
+    half = 2.571 * math.sqrt(6 * 0.0025 ** 2 / 5) / math.sqrt(6)
+    lo, hi = 100 * (0.0125 - half), 100 * (0.0125 + half)
+    assert cells[("dars", "st")] == f"{1.25:+.1f} [{lo:.1f}, {hi:.1f}] better"
+    assert cells[("st", LABELED_ONLY)].endswith("not distinguishable")
 
 
 def test_progressive_rows_are_paired_with_the_reference_of_the_same_rounds(

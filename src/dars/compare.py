@@ -546,6 +546,14 @@ def table4_markdown(t4: pd.DataFrame, diffs: pd.DataFrame) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
+def tail_differences_markdown(runs: pd.DataFrame) -> str:
+    """Paired differences of tail mIoU (vs the baseline, ST, labeled-only), in IoU points."""
+    rows = [{"method": d["method"], "vs": d["vs"], "tail mIoU difference [95% CI]":
+             _difference_cell(d)} for _, d in differences(runs, "tail_miou").iterrows()]
+    return markdown_table(pd.DataFrame(rows, columns=["method", "vs",
+                                                      "tail mIoU difference [95% CI]"]))
+
+
 def table5_markdown(t5: pd.DataFrame) -> str:
     """Table 5: pseudo labels of each row (KL with its interval, shortfall in %)."""
     rows = []
@@ -620,10 +628,14 @@ def render_markdown(compare_dir: Path, command: str) -> str:
     under the header line, from a finished comparison's runs.csv and provenance.json."""
     runs = read_runs(compare_dir / "runs.csv")
     prov = read_json(compare_dir / "provenance.json")
+    tail = []
+    if runs["tail_miou"].notna().any():
+        tail = ["Paired differences of tail mIoU (same pairing and verdict rule as Table 4).", "",
+                tail_differences_markdown(runs), ""]
     return "\n".join([
         header_line(prov, command), "",
         "Table 4: validation IoU per class, tail mIoU, mIoU, gain and paired differences.", "",
-        table4_markdown(table4(runs), differences(runs)), TABLE4_NOTE, "",
+        table4_markdown(table4(runs), differences(runs)), TABLE4_NOTE, "", *tail,
         "Table 5: the pseudo labels of each method.", "",
         table5_markdown(table5(runs)), TABLE5_NOTE, ""])
 
