@@ -45,7 +45,7 @@ from dars.engine.train import seg_loss
 from dars.errors import DarsError
 from dars.probstore import ProbStoreWriter
 from dars.pseudo.stage import PseudoLabelOptions, pseudo_label
-from dars.pseudo.thresholds import METHODS
+from dars.pseudo.thresholds import METHODS, SAMPLINGS
 
 # ----------------------------------------------------------------------------- names
 
@@ -64,6 +64,8 @@ def test_method_names_have_one_source() -> None:
     """The schema repeats the names (JSON schema cannot import Python): it must agree."""
     schema = dars_config.schema()
     assert schema["properties"]["pseudo_label"]["properties"]["method"]["enum"] == list(METHODS)
+    sampling = schema["properties"]["pseudo_label"]["properties"]["sampling"]
+    assert sampling["enum"] == list(SAMPLINGS)
     assert schema["$defs"]["variant"]["pattern"] == f"^({VARIANT.pattern})$"
     names = ["labeled-only", "labeled-only+ts", "st", "st+ts", "dars+ts", "da", "cbst+ts",
              "focal", "dars+TS", "st+ts+ts", ""]

@@ -169,3 +169,16 @@ def test_slurm_profile_sends_every_gpu_job_to_the_gpu_partition(tmp_path: Path) 
                 gpu_rules.add(rule.group(1))
     assert {"train_baseline", "compare_train_student", "infer_probabilities_shard"} <= gpu_rules
     assert gpu_rules - routed == set()
+
+
+def test_schema_names_every_rule_whose_resources_can_be_set(tmp_path: Path) -> None:
+    """resources.rules is keyed by rule name: the schema's list is the workflow's own rules
+    (sharded steps included); the comparison's copies take their parent rule's resources."""
+    from dars import config
+
+    proc = snakemake(tmp_path, "--list-rules", "--config", "shards=2",
+                     configfile=REPO / "config" / "config.yaml")
+    rules = set(proc.stdout.split()) - {"all", "compare"}
+    own = {r for r in rules if not r.startswith("compare_")} | {"compare_tables"}
+    schema = config.schema()["properties"]["resources"]["properties"]["rules"]
+    assert set(schema["propertyNames"]["enum"]) == own
