@@ -58,7 +58,9 @@ rule report:
     resources:
         **job_resources("report"),
     params:
-        cfg=json.dumps(config, sort_keys=True),
+        # a function: config values such as dataset.image_pattern hold {field} placeholders,
+        # which Snakemake would take for wildcards in a plain params string
+        cfg=lambda wc: json.dumps(config, sort_keys=True),
         rounds=len(STUDENT_ROUNDS),
         run_dir=lambda wc, input: os.path.dirname(input.summary),
         out_dir=lambda wc, output: os.path.dirname(output.config[0]),
