@@ -153,15 +153,8 @@ def temperature_param(temperature):
     return lambda wc, input: input.temperature or as_function(temperature)(wc)
 
 
-def infer_temperature(wc, input):
-    """--temperature of inference: the teacher's calibration json (auto) or the configured T.
-
-    Rules derived with `use rule` whose inputs have no `temperature` (the comparison's own
-    inference) infer at T = 1.
-    """
-    if "temperature" not in input.keys():
-        return 1.0
-    return input.temperature or config["pseudo_label"]["temperature"]
+# --temperature of the main run's inference: the teacher's calibration json (auto) or the T.
+infer_temperature = temperature_param(config["pseudo_label"]["temperature"])
 
 
 def pseudo_params(method, temperature, seed):
@@ -175,7 +168,7 @@ def pseudo_params(method, temperature, seed):
         alpha=lambda wc: round_cfg(wc.s)["alpha"],
         method=method,
         sampling=config["pseudo_label"]["sampling"],
-        temperature=lambda wc, input: input.temperature or as_function(temperature)(wc),
+        temperature=temperature_param(temperature),
         seed=seed,
         threshold=(
             f"--threshold {config['pseudo_label']['threshold']}"

@@ -43,6 +43,9 @@ use rule infer_probabilities as compare_teacher_infer with:
         f"{TEACHER_LOGS}/round1/infer.log",
     benchmark:
         f"{TEACHER_LOGS}/round1/infer.benchmark.tsv"
+    params:
+        cfg=subset("dataset", "infer"),
+        temperature=1.0,  # the untempered store (tempered rows read compare_infer_tempered)
 
 
 # ---- a teacher's round-1 stores at the other temperatures (inference applies T)
