@@ -45,7 +45,7 @@ import pandas as pd
 
 from dars.constants import IGNORE, NUM_BINS
 from dars.probstore import ProbStore, ProbStoreWriter
-from dars.pseudo.assign import assign_labels, image_rng
+from dars.pseudo.assign import assign_labels, image_key
 from dars.pseudo.confidence_hist import available_threads, confidence_histogram
 from dars.pseudo.stage import PseudoLabelOptions, pseudo_label
 from dars.pseudo.thresholds import Thresholds, compute_thresholds, round_half_up
@@ -122,7 +122,7 @@ def child_stream(pixels: int, block: int) -> None:
     kept = 0
     for i, n in zip(seeds, sizes, strict=True):
         pred, conf = synth(1000 + i, n)
-        labels = assign_labels(pred[None], conf[None], th, image_rng(0, str(i)))
+        labels = assign_labels(pred[None], conf[None], th, image_key(0, str(i)))
         kept += int(np.count_nonzero(labels != IGNORE))
     print(json.dumps({"pixels": pixels, "kept_fraction": kept / pixels,
                       "peak_rss_mb": peak_rss_mb()}))
@@ -188,7 +188,7 @@ def bench_memory(n_img: int, rounds: int) -> dict:
 
     def assign_all() -> int:
         return sum(int(np.count_nonzero(assign_labels(pred[i], conf[i], th,
-                                                      image_rng(0, str(i))) != IGNORE))
+                                                      image_key(0, str(i))) != IGNORE))
                    for i in range(n_img))
 
     t_assign, kept = min(timed(assign_all) for _ in range(rounds))

@@ -569,7 +569,7 @@ def _(w, mp):
 
 @case("store-chunk-byte-flipped")
 def _(w, mp):
-    # same size, so only the chunk's checksum can tell (zstd alone: a traceback from a
+    # same size, so only the chunk's checksum can tell (the codec alone: a traceback from a
     # worker thread, or silently wrong values)
     return _damaged_store(w, lambda s: _flip_byte(s / "prediction" / "c" / "1" / "0" / "0"),
                           ["array 'prediction'", "images 'img006'..'img007'", "corrupt",

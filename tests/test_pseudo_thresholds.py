@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dars.constants import IGNORE, NUM_BINS, PAD
 from dars.errors import DarsError
-from dars.pseudo.assign import assign_labels, image_rng
+from dars.pseudo.assign import assign_labels, image_key, image_uniforms
 from dars.pseudo.confidence_hist import confidence_histogram
 from dars.pseudo.stage import kl_divergence
 from dars.pseudo.thresholds import METHODS, NONE_BITS, compute_thresholds
@@ -184,7 +184,7 @@ def test_non_sampling_methods_keep_exactly_the_selected(data: dict, alpha: float
     ratios = make_ratios(data["seed"], c, zeros=True)
     th = compute_thresholds(confidence_histogram(pred, conf, c), ratios, alpha, method)
     real = pred != PAD  # assign_labels sees real (unpadded) pixels only
-    labels = assign_labels(pred[real][None], conf[real][None], th, image_rng(0, "x"))
+    labels = assign_labels(pred[real][None], conf[real][None], th, image_key(0, "x"))
     np.testing.assert_array_equal(kept_counts(labels, c), th.selected)
     assert not th.samples
 
@@ -197,7 +197,7 @@ def test_dars_counts_are_binomial_around_target(data: dict, alpha: float, sampli
     ratios = make_ratios(data["seed"], c, zeros=True)
     th = compute_thresholds(confidence_histogram(pred, conf, c), ratios, alpha, "dars",
                             sampling=sampling)
-    labels = assign_labels(pred[None], conf[None], th, image_rng(data["seed"], "img"))
+    labels = assign_labels(pred[None], conf[None], th, image_key(data["seed"], "img"))
     kept = kept_counts(labels, c)
     over = th.selected > th.target
     # Classes with no more selected pixels than n_j keep them all, deterministically.
@@ -225,7 +225,7 @@ def test_kept_fraction_and_distribution_match_alpha_when_teacher_predicts_enough
     for alpha in (0.05, 0.2, 0.5):
         th = compute_thresholds(hist, ratios, alpha, "dars")
         assert np.all(hist.sum(axis=1) >= th.target)
-        kept = kept_counts(assign_labels(pred[None], conf[None], th, image_rng(1, "a")), c)
+        kept = kept_counts(assign_labels(pred[None], conf[None], th, image_key(1, "a")), c)
         assert abs(kept.sum() / n - alpha) < 0.005
         assert kl_divergence(ratios, kept) < 1e-3
 
@@ -264,7 +264,7 @@ def test_absent_and_never_predicted_classes() -> None:
     np.testing.assert_array_equal(th.target, [0, 20, 20])
     np.testing.assert_array_equal(th.selected, [0, 20, 0])
     assert th.threshold[0] == np.inf and th.threshold[2] == np.inf
-    labels = assign_labels(pred[None], conf[None], th, image_rng(0, "a"))
+    labels = assign_labels(pred[None], conf[None], th, image_key(0, "a"))
     np.testing.assert_array_equal(kept_counts(labels, 3), [0, 20, 0])
 
 
@@ -282,29 +282,67 @@ def test_empty_image_and_empty_histogram() -> None:
     th = compute_thresholds(np.zeros((3, NUM_BINS), np.int64), np.full(3, 1 / 3), 0.5, "dars")
     assert th.selected.sum() == 0 and np.all(np.isinf(th.threshold))
     labels = assign_labels(np.zeros((0, 5), np.uint8), np.zeros((0, 5), np.float16), th,
-                           image_rng(0, "a"))
+                           image_key(0, "a"))
     assert labels.shape == (0, 5)
 
 
 # ----------------------------------------------------------------------------- randomness
-def test_image_rng_is_stable_and_distinct() -> None:
-    a = image_rng(3, "frankfurt/000001").random(4)
-    np.testing.assert_array_equal(a, image_rng(3, "frankfurt/000001").random(4))
-    assert not np.array_equal(a, image_rng(4, "frankfurt/000001").random(4))
-    assert not np.array_equal(a, image_rng(3, "frankfurt/000002").random(4))
-    with pytest.raises(DarsError, match="seed"):
-        image_rng(-1, "a")
+def test_image_key_is_stable_and_distinct() -> None:
+    a = image_key(3, "frankfurt/000001")
+    assert a == image_key(3, "frankfurt/000001")
+    assert a != image_key(4, "frankfurt/000001")
+    assert a != image_key(3, "frankfurt/000002")
+    # blake2b (digest 4, keyed with the seed's 8 little-endian bytes), restated independently
+    import hashlib
+    expected = hashlib.blake2b(b"frankfurt/000001", digest_size=4,
+                               key=(3).to_bytes(8, "little")).digest()
+    assert a == int.from_bytes(expected, "little")
+    for bad in (-1, 2**64, 1.5, True):
+        with pytest.raises(DarsError, match="seed"):
+            image_key(bad, "a")
+
+
+def _reference_uniforms(key: int, n: int) -> np.ndarray:
+    """The uniforms restated in Python integers: MurmurHash3's fmix32 of (i * PHI) ^ key,
+    top 24 bits (PHI = 0x9E3779B9)."""
+    out = []
+    for i in range(n):
+        x = ((i * 0x9E3779B9) & 0xFFFFFFFF) ^ key
+        x ^= x >> 16
+        x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+        x ^= x >> 13
+        x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+        x ^= x >> 16
+        out.append((x >> 8) / 2**24)
+    return np.array(out)
+
+
+def test_image_uniforms_match_the_restated_hash_and_look_uniform() -> None:
+    key = image_key(0, "aachen/000000")
+    u = image_uniforms(key, (7, 9))
+    np.testing.assert_array_equal(u.reshape(-1), _reference_uniforms(key, 63))
+    big = image_uniforms(key, (512, 512)).reshape(-1)
+    assert big.min() >= 0 and big.max() < 1
+    # 16 equal bins: chi-square with 15 degrees of freedom, below its 1e-6 upper quantile (~50)
+    counts = np.bincount((big * 16).astype(int), minlength=16)
+    chi2 = ((counts - big.size / 16) ** 2 / (big.size / 16)).sum()
+    assert chi2 < 50
+    # neighbouring pixels, and the same pixel of another image, are uncorrelated
+    # (|r| < 0.01 is 5 standard errors at 262,144 pairs)
+    assert abs(np.corrcoef(big[:-1], big[1:])[0, 1]) < 0.01
+    other = image_uniforms(image_key(0, "aachen/000001"), (512, 512)).reshape(-1)
+    assert abs(np.corrcoef(big, other)[0, 1]) < 0.01
 
 
 def test_sampling_depends_on_seed_only_through_rng() -> None:
     pred, conf = make_data(11, 3, 4000, 5, 0.9)
     th = compute_thresholds(confidence_histogram(pred, conf, 3), np.full(3, 1 / 3), 0.2, "dars")
     assert th.samples
-    first = assign_labels(pred[None], conf[None], th, image_rng(0, "a"))
+    first = assign_labels(pred[None], conf[None], th, image_key(0, "a"))
     np.testing.assert_array_equal(first, assign_labels(pred[None], conf[None], th,
-                                                       image_rng(0, "a")))
+                                                       image_key(0, "a")))
     assert not np.array_equal(first, assign_labels(pred[None], conf[None], th,
-                                                   image_rng(1, "a")))
+                                                   image_key(1, "a")))
 
 
 def _keep_rule(pred: np.ndarray, conf: np.ndarray, th, uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
@@ -339,12 +377,13 @@ def test_a_block_of_padded_images_labels_each_as_alone() -> None:
         images.append((p, c))
         start += h * w
     ids = [f"im{j}" for j in range(len(shapes))]
-    block = assign_block(bp, bc, th, [image_rng(4, i) for i in ids], shapes)
+    block, kept = assign_block(bp, bc, th, [image_key(4, i) for i in ids], shapes)
+    np.testing.assert_array_equal(kept, kept_counts(block, 3))
     for j, ((p, c), (h, w)) in enumerate(zip(images, shapes, strict=True)):
-        alone = assign_labels(p, c, th, image_rng(4, ids[j]))
+        alone = assign_labels(p, c, th, image_key(4, ids[j]))
         np.testing.assert_array_equal(block[j, :h, :w], alone)
         assert (block[j][bp[j] == PAD] == IGNORE).all()
-        uniform = image_rng(4, ids[j]).random((h, w), dtype=np.float32)
+        uniform = image_uniforms(image_key(4, ids[j]), (h, w))
         np.testing.assert_array_equal(alone, _keep_rule(p, c, th, uniform))
 
 
@@ -390,7 +429,7 @@ def test_assign_rejects_invalid_pixels() -> None:
     th = compute_thresholds(np.ones((2, NUM_BINS), np.int64), np.array([.5, .5]), 0.5, "da")
     with pytest.raises(DarsError, match="class 2"):
         assign_labels(np.array([[2]], np.uint8), np.array([[0.5]], np.float16), th,
-                      image_rng(0, "a"))
+                      image_key(0, "a"))
     with pytest.raises(DarsError, match="NaN"):
         assign_labels(np.array([[1]], np.uint8), np.array([[np.nan]], np.float16), th,
-                      image_rng(0, "a"))
+                      image_key(0, "a"))

@@ -20,10 +20,10 @@ ROUND1_ALPHA = f"rounds=[{{alpha: 0.3, epochs: 4}}, {{alpha: 0.5, {WIDER}}}]"
 def test_demo_dag_has_every_stage_per_round(tmp_path: Path) -> None:
     jobs = planned_jobs(tmp_path, configfile=REPO / "config" / "config.yaml")
     assert jobs == {
-        "build_demo", "label_histogram", "train_baseline",
+        "build_demo", "label_histogram", "train_baseline:0",
         "infer_probabilities:1", "infer_probabilities:2",
         "pseudo_label:1", "pseudo_label:2", "train_student:1", "train_student:2",
-        "evaluate:0", "evaluate:1", "evaluate:2", "summary", "report", "all",
+        "evaluate:0", "evaluate:1", "evaluate:2", "summary", "report",
     }
 
 
@@ -102,7 +102,7 @@ def test_rerun_does_nothing(tiny_run: Path) -> None:
 @pytest.mark.slow
 def test_round2_alpha_change_reruns_only_round2_thresholding_and_after(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, "--config", ROUND2_ALPHA)
-    assert jobs == {"pseudo_label:2", "train_student:2", "evaluate:2", "summary", "report", "all"}
+    assert jobs == {"pseudo_label:2", "train_student:2", "evaluate:2", "summary", "report"}
 
 
 @pytest.mark.slow
@@ -111,14 +111,14 @@ def test_round1_alpha_change_keeps_teacher_inference_and_histogram(tiny_run: Pat
     assert jobs == {
         "pseudo_label:1", "train_student:1", "evaluate:1",
         "infer_probabilities:2", "pseudo_label:2", "train_student:2", "evaluate:2",
-        "summary", "report", "all",
+        "summary", "report",
     }
 
 
 @pytest.mark.slow
 def test_method_change_reruns_thresholding_of_every_round(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, "--config", "pseudo_label={method: cbst}")
-    assert "train_baseline" not in jobs and "infer_probabilities:1" not in jobs
+    assert "train_baseline:0" not in jobs and "infer_probabilities:1" not in jobs
     assert "label_histogram" not in jobs
     assert {"pseudo_label:1", "pseudo_label:2", "train_student:1"} <= jobs
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import subprocess
@@ -26,16 +28,21 @@ def snakemake(workdir: Path, *args: str, configfile: Path = REPO / ".test" / "co
 
 
 def planned_jobs(workdir: Path, *args: str, **kw) -> set[str]:
-    """Dry run; return ``rule`` or ``rule:<round>`` for every job Snakemake would run."""
-    proc = snakemake(workdir, "-n", *args, **kw)
-    text = proc.stdout + proc.stderr
+    """``rule`` or ``rule:<round>`` of every job a run would execute.
+
+    Read from ``--detailed-summary``, Snakemake's table of every output file with the rule
+    that makes it and its plan ("update pending" when its job would run: missing, outdated,
+    changed params or code, forced), not from the dry run's human-readable text. The round is
+    that of the run's ``results/<run>/round<k>/`` folder the output is in. The target rule
+    ``all`` makes no file, so it is not listed.
+    """
+    proc = snakemake(workdir, "--detailed-summary", *args, **kw)
     jobs = set()
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-        m = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if not m:
+    for row in csv.DictReader(io.StringIO(proc.stdout), delimiter="\t"):
+        if row["plan"] != "update pending":
             continue
-        wc = re.search(r"wildcards: (?:r|s)=(\d+)", block)
-        jobs.add(f"{m.group(1)}:{wc.group(1)}" if wc else m.group(1))
+        found = re.match(r"results/[^/]+/round(\d+)/", row["output_file"])
+        jobs.add(f"{row['rule']}:{found.group(1)}" if found else row["rule"])
     return jobs
 
 

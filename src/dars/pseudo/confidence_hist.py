@@ -176,7 +176,7 @@ def block_predictions(block: Block, relative: float) -> tuple[np.ndarray, np.nda
 def read_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
     """Yield ``blocks`` while the next one is read on a background thread.
 
-    Decoding a store block (zstd, GIL released) then overlaps with the numpy work on the
+    Decoding a store block (LZ4, GIL released) then overlaps with the numpy work on the
     previous one, instead of the two alternating on the same cores.
     """
     with ThreadPoolExecutor(1) as reader:
