@@ -387,18 +387,27 @@ def test_a_block_of_padded_images_labels_each_as_alone() -> None:
         np.testing.assert_array_equal(alone, _keep_rule(p, c, th, uniform))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 64), (17, 300)])
-def test_label_png_round_trips_through_pil(shape: tuple[int, int], tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 64), (17, 300), (9, 4, 3)])
+@pytest.mark.parametrize("level", [0, 3])
+def test_png_round_trips_through_pil(shape: tuple[int, ...], level: int, tmp_path) -> None:  # noqa: ANN001
     from PIL import Image
 
-    from dars.data.io import png_bytes
+    from dars.data.png import png_bytes
 
     rng = np.random.default_rng(0)
-    labels = np.where(rng.random(shape) < 0.6, IGNORE, rng.integers(0, 19, shape)).astype(np.uint8)
-    (tmp_path / "x.png").write_bytes(png_bytes(labels))
+    array = np.where(rng.random(shape) < 0.6, IGNORE, rng.integers(0, 19, shape)).astype(np.uint8)
+    (tmp_path / "x.png").write_bytes(png_bytes(array, level))
     with Image.open(tmp_path / "x.png") as im:
-        assert im.mode == "L" and im.size == shape[::-1]
-        np.testing.assert_array_equal(np.asarray(im), labels)
+        assert im.mode == ("L" if len(shape) == 2 else "RGB") and im.size == shape[1::-1]
+        np.testing.assert_array_equal(np.asarray(im), array)
+
+
+def test_png_refuses_what_it_cannot_write() -> None:
+    from dars.data.png import png_bytes
+
+    for bad in (np.zeros((4, 4), np.uint16), np.zeros((4, 4, 4), np.uint8)):
+        with pytest.raises(DarsError, match="PNG"):
+            png_bytes(bad)
 
 
 # ----------------------------------------------------------------------------- bad input

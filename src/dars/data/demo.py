@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from dars.data import shapes
-from dars.data.io import png_bytes
+from dars.data.png import png_bytes
 from dars.data.shapes import SHAPES_CLASSES
 
 __all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "build_demo", "class_prior"]

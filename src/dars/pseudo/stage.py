@@ -28,7 +28,7 @@ from PIL import Image
 
 from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.constants import IGNORE
-from dars.data.io import png_bytes
+from dars.data.png import png_bytes
 from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
 from dars.pseudo.assign import assign_block, assign_labels, image_key
