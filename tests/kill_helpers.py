@@ -1,7 +1,7 @@
 """Run the workflow in a scratch directory, find one stage's process, kill it mid-stage.
 
-Shared by ``test_kill.py`` and ``test_determinism.py``: :func:`reference_run` is computed once
-per test session (both modules compare against it).
+Used by ``test_kill.py``: :func:`reference_run` is the uninterrupted run every killed stage is
+compared with, computed once per test session.
 
 Finding "mid-stage" reliably on a busy 2-core machine: once the stage's process exists it is
 *throttled* -- alternately stopped (SIGSTOP) and let run for a few milliseconds -- and the

@@ -224,6 +224,10 @@ def test_infer_never_resumes_a_partial_store_of_another_teacher(
 # killing that stage mid-way; the next phase's Snakemake call is the rerun that must recover.
 # Everything ends in one full run, compared with an uninterrupted reference run of the same
 # config (kill_helpers.CONFIG). About 2-3 minutes on 2 cores.
+# The killed run is also the determinism check: a second run of the same config and seed, in
+# another directory, whose every artifact (label histogram, both models and train logs, the
+# store's arrays, every pseudo-label PNG, thresholds, stats and summaries, metrics) must equal
+# the reference bit for bit -- interrupted at every stage on top.
 
 import numpy as np  # noqa: E402
 from kill_helpers import (  # noqa: E402
