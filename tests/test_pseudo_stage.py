@@ -13,7 +13,7 @@ from PIL import Image
 
 from dars.constants import PAD
 from dars.errors import DarsError
-from dars.probstore import ProbStore, ProbStoreWriter
+from dars.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
 from dars.pseudo.cli import add_subcommands, parse_shard
 from dars.pseudo.confidence_hist import (
     confidence_histogram,
@@ -228,7 +228,7 @@ def test_chunks_hold_several_images_and_out_of_order_writes_change_nothing(
     assert [f for f in files if f.startswith("confidence/c/")] == [
         f"confidence/c/{k}/0/0" for k in range(3)]
     assert not any(f.startswith("probs") for f in files) and "manifest.json" in files
-    assert ProbStore(ref).per_chunk == 64  # small images: up to 64 a file
+    assert ProbStore(ref).per_chunk == MAX_IMAGES_PER_CHUNK == 256  # small images: 256 a file
 
 
 def test_a_writer_must_finish_the_chunks_it_starts(tmp_path: Path) -> None:

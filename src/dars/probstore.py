@@ -60,7 +60,7 @@ from dars.sharding import shard_range
 
 FORMAT_VERSION = 2
 CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file
-MAX_IMAGES_PER_CHUNK = 64  # bounds the work a killed job loses and a resume redoes
+MAX_IMAGES_PER_CHUNK = 256  # bounds the work a killed job loses and a resume redoes
 _BUFFER_BYTES = 1 << 30  # pending images held for incomplete chunks before writing them early
 ARRAYS = ("confidence", "prediction", "probs", "shapes", "written")
 _CHUNKED = ("confidence", "prediction", "written")  # arrays of images_per_chunk images a chunk
