@@ -307,7 +307,8 @@ def test_sampling_depends_on_seed_only_through_rng() -> None:
                                                    image_rng(1, "a")))
 
 
-def _keep_rule(pred: np.ndarray, conf: np.ndarray, th, uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def _keep_rule(pred: np.ndarray, conf: np.ndarray, th,
+               uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """DARS.md's rule restated pixel by pixel: selected if conf >= t_j; kept with keep_above
     (keep_at when tied at t_j) against the image's raster-order uniforms."""
     out = np.full(pred.shape, IGNORE, np.uint8)
@@ -349,7 +350,8 @@ def test_a_block_of_padded_images_labels_each_as_alone() -> None:
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 64), (17, 300)])
-def test_label_png_round_trips_through_pil(shape: tuple[int, int], tmp_path) -> None:  # noqa: ANN001
+def test_label_png_round_trips_through_pil(shape: tuple[int, int],
+                                           tmp_path) -> None:  # noqa: ANN001
     from PIL import Image
 
     from dars.data.io import png_bytes
