@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-pattern",
                    help="where the images are (default: dataset.image_pattern of --config, "
                         "else the dataset's own)")
-    p.add_argument("--mask-pattern", help="each image's mask (default: as --image-pattern)")
+    p.add_argument("--mask-pattern", help="each image's mask, with the image pattern's fields "
+                   "(default: dataset.mask_pattern of --config, else the dataset's own)")
 
     p = add("calibrate", cmd_calibrate, "fit the temperature T of temperature scaling (NLL)",
             threads=True)
