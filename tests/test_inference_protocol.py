@@ -255,16 +255,16 @@ def test_infer_stores_the_temperature_scaled_softmax(tmp_path: Path,
     monkeypatch.setattr(infer_mod, "_load_teacher", lambda *_: ConstantLogits(z))
     t = 0.5
     expected = math.exp(1.0 / t) / (math.exp(1.0 / t) + math.exp(0.6 / t) + 19)
-    infer_mod.infer(InferOptions.from_config(cfg), teacher, tmp_path / "probs.zarr", temperature=t)
+    options = InferOptions.from_config(cfg)
+    infer_mod.infer(options, teacher, tmp_path / "probs.zarr", temperature=t)
     store = ProbStore(tmp_path / "probs.zarr")
     for block in store.blocks():
         for i, conf, pred in zip(block.indices, block.confidence, block.prediction, strict=True):
             h, w = store.shapes[i]
             assert np.allclose(conf[:h, :w].astype(np.float64), expected, atol=1e-3)
             assert (pred[:h, :w] == 7).all()
-    assert infer_mod.job_fingerprint(teacher, InferOptions.from_config(cfg),
-                                     t) != infer_mod.job_fingerprint(
-        teacher, cfg["infer"], 1.0)
+    assert infer_mod.job_fingerprint(teacher, options, t) != infer_mod.job_fingerprint(
+        teacher, options, 1.0)
 
 
 # -- full size out, resized in ------------------------------------------------------------

@@ -9,7 +9,8 @@ it changes, so a key a stage ignores, or one that only changes how fast it runs
 
 The pieces several stages share are one type each here (:class:`DatasetOptions`,
 :class:`ModelOptions`, :class:`PredictOptions`); this module imports neither torch nor a stage,
-so the Snakefile and the light subcommands load it cheaply.
+so the Snakefile and the light subcommands load it cheaply, nor the config schema's validator
+(jsonschema), which the prediction code that uses :class:`PredictOptions` runs without.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, fields
-from typing import Any, Self, get_type_hints
+from typing import TYPE_CHECKING, Any, Self, get_type_hints
 
-from dars import config as config_mod
-from dars.config import Config
 from dars.errors import DarsError
+
+if TYPE_CHECKING:  # the config module loads jsonschema, which the GPU machine lacks
+    from dars.config import Config
 
 
 def _plain(value: Any) -> Any:
@@ -147,7 +149,9 @@ def add_options_args(p: argparse.ArgumentParser) -> None:
 
 def config_of(args: argparse.Namespace) -> Config:
     """The validated config of ``--config``/``--config-json`` (defaults filled)."""
-    return config_mod.load(args.config, args.config_json)
+    from dars import config  # here: prediction code imports this module, never the schema
+
+    return config.load(args.config, args.config_json)
 
 
 def options_of(args: argparse.Namespace, cls: type[Options], **extra: Any) -> Any:
