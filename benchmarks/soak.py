@@ -92,7 +92,7 @@ def prepare(work: Path, images: int, small: int) -> tuple[Path, Path]:
     """Demo dataset with >= ``images`` unlabeled scenes, split files for both pools, teacher."""
     import torch
 
-    from dars.data.demo import DEMO_CLASSES, build_demo
+    from dars.data.demo import DEMO_CLASSES, DemoOptions, build_demo
     from dars.engine import checkpoint
     from dars.models import build_model
 
@@ -100,8 +100,8 @@ def prepare(work: Path, images: int, small: int) -> tuple[Path, Path]:
     if not (root / "splits" / "unlabeled.txt").is_file():
         num_train = math.ceil(images / (1 - LABELED_FRACTION)) + 2
         t0 = time.perf_counter()
-        build_demo(root, num_train=num_train, num_val=1, size=SIZE,
-                   labeled_fraction=LABELED_FRACTION, seed=0)
+        build_demo(root, DemoOptions(num_train=num_train, num_val=1, size=SIZE,
+                                     labeled_fraction=LABELED_FRACTION, seed=0, scene="fashion"))
         print(f"built {num_train} demo scenes in {time.perf_counter() - t0:.0f} s", flush=True)
     lines = [ln for ln in (root / "splits" / "unlabeled.txt").read_text().splitlines() if ln]
     assert len(lines) >= images, (len(lines), images)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from dars.engine.calibrate import fit_temperature
+from dars.engine.options import TrainOptions
 from dars.errors import DarsError
 
 
@@ -43,7 +44,8 @@ def test_cli_fits_and_writes_json(folder_config: dict, tmp_path) -> None:
 
     folder_config["train"]["epochs"] = 3
     model = tmp_path / "model.pt"
-    Trainer(folder_config, 0, tmp_path / "state").run(model, tmp_path / "log.csv")
+    trainer = Trainer(TrainOptions.from_config(folder_config, 0), tmp_path / "state")
+    trainer.run(model, tmp_path / "log.csv")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(folder_config))
     out = tmp_path / "t.json"

@@ -486,11 +486,11 @@ def planned_outputs(workdir: Path, *args: str) -> dict[str, str]:
 
 
 def train_commands(text: str) -> dict[str, dict]:
-    """{--out of every `dars train`: its --config-json and --init} of a dry run with -p."""
+    """{--out of every `dars train`: its --options-json and --init} of a dry run with -p."""
     found = {}
-    for m in re.finditer(r"dars train --round \d+ --config-json '(\{.*?\})'(?: --init (\S+))?"
+    for m in re.finditer(r"dars train --round \d+ --options-json '(\{.*?\})'(?: --init (\S+))?"
                          r".*? --out (\S+)", text):
-        found[m[3]] = {"config": json.loads(m[1]), "init": m[2]}
+        found[m[3]] = {"options": json.loads(m[1]), "init": m[2]}
     return found
 
 
@@ -535,10 +535,10 @@ def test_compare_dag_trains_one_baseline_per_teacher_seed(tmp_path: Path) -> Non
     text = snakemake(tmp_path, "-n", "-p", "compare", "--config", DONE_WHEN).stdout
     commands = train_commands(text)
     for t, d in teachers.items():  # each teacher trained with its own seed
-        assert commands[f"{d}/round0/model.pt"]["config"]["seed"] == t
+        assert commands[f"{d}/round0/model.pt"]["options"]["seed"] == t
     student = commands[f"{branch_dir(TINY, 2, LABELED_ONLY, 1)}/round1/model.pt"]
     assert student["init"] == f"{teachers[2]}/round0/model.pt"  # teacher 2's baseline
-    assert student["config"]["seed"] == 1  # the student seed
+    assert student["options"]["seed"] == 1  # the student seed
     assert "--teacher-seeds 0 1 2 --run-seed 1" in text
 
 

@@ -8,12 +8,13 @@ from PIL import Image
 
 from dars import config
 from dars.data.dataset import SegmentationDataset, dataset_spec
-from dars.data.demo import DEMO_CLASSES, build_demo
+from dars.data.demo import DEMO_CLASSES, DemoOptions, build_demo
 from dars.data.io import read_image, read_mask
 from dars.data.shapes import SHAPES_CLASSES
 from dars.data.splits import read_split
 from dars.data.transforms import RandomCrop, train_transform
 from dars.errors import DarsError
+from dars.options import DatasetOptions
 from dars.pseudo.label_histogram import label_histogram
 
 
@@ -73,17 +74,17 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
 def test_size_mismatch_is_named(folder_config: dict, folder_dataset: Path) -> None:
     mask = folder_dataset / "masks" / "img001.png"
     Image.fromarray(np.zeros((5, 7), np.uint8), mode="L").save(mask)
-    spec = dataset_spec(folder_config)
+    spec = dataset_spec(DatasetOptions.from_config(folder_config))
     ds = SegmentationDataset(spec, spec.samples("labeled"))
     with pytest.raises(DarsError, match="img001.png is 7x5 but image"):
         ds[1]
 
 
 def test_classes_from_file_and_count_mismatch(folder_config: dict, folder_dataset: Path) -> None:
-    spec = dataset_spec(folder_config)
+    spec = dataset_spec(DatasetOptions.from_config(folder_config))
     assert spec.classes == ["background", "a", "b"]
     folder_config["dataset"]["classes"] = ["background", "a"]
-    spec = dataset_spec(folder_config)
+    spec = dataset_spec(DatasetOptions.from_config(folder_config))
     ds = SegmentationDataset(spec, spec.samples("labeled"))
     with pytest.raises(DarsError, match="class count in config does not match"):
         for i in range(len(ds)):
@@ -126,19 +127,18 @@ DEMO_ARGS = {"num_train": 6, "num_val": 2, "size": 48, "labeled_fraction": 0.5, 
 
 def test_default_fashion_demo_is_unchanged(tmp_path: Path) -> None:
     """The digest was taken from the generator before the ``scene`` option existed (commit
-    9d749b9): adding the shapes scene must not change one pixel of the default demo."""
-    build_demo(tmp_path / "default", **DEMO_ARGS)
-    build_demo(tmp_path / "fashion", **DEMO_ARGS, scene="fashion")
-    assert _file_bytes(tmp_path / "default") == _file_bytes(tmp_path / "fashion")
-    assert _pixel_digest(tmp_path / "default") == (
+    9d749b9): adding the shapes scene must not change one pixel of the default demo (the
+    schema's default scene is fashion: test_unknown_scene_is_rejected)."""
+    build_demo(tmp_path / "fashion", DemoOptions(**DEMO_ARGS, scene="fashion"))
+    assert _pixel_digest(tmp_path / "fashion") == (
         "ae0b258e06e931f4b05e9a449f709fd7cf84fd18279b1f1b6006579a06e681a5")
-    assert (tmp_path / "default" / "classes.txt").read_text().split() == DEMO_CLASSES
+    assert (tmp_path / "fashion" / "classes.txt").read_text().split() == DEMO_CLASSES
 
 
 def test_shapes_demo_is_deterministic(tmp_path: Path) -> None:
-    build_demo(tmp_path / "a", **DEMO_ARGS, scene="shapes")
-    build_demo(tmp_path / "b", **DEMO_ARGS, scene="shapes")
-    build_demo(tmp_path / "c", **{**DEMO_ARGS, "seed": 4}, scene="shapes")
+    build_demo(tmp_path / "a", DemoOptions(**DEMO_ARGS, scene="shapes"))
+    build_demo(tmp_path / "b", DemoOptions(**DEMO_ARGS, scene="shapes"))
+    build_demo(tmp_path / "c", DemoOptions(**{**DEMO_ARGS, "seed": 4}, scene="shapes"))
     a = _file_bytes(tmp_path / "a")
     assert a == _file_bytes(tmp_path / "b")
     c = _file_bytes(tmp_path / "c")
@@ -151,15 +151,16 @@ def test_shapes_demo_is_deterministic(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def shapes_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes") / "demo"
-    build_demo(root, num_train=400, num_val=20, size=64, labeled_fraction=0.125, seed=0,
-               scene="shapes")
+    build_demo(root, DemoOptions(num_train=400, num_val=20, size=64, labeled_fraction=0.125,
+                                 seed=0, scene="shapes"))
     return root
 
 
 def test_shapes_demo_has_ten_object_classes(shapes_demo: Path) -> None:
     classes = (shapes_demo / "classes.txt").read_text().split("\n")[:-1]
     assert classes == SHAPES_CLASSES and len(classes) == 11 and classes[0] == "background"
-    spec = dataset_spec(config.validate({"dataset": {"name": "demo", "root": str(shapes_demo)}}))
+    cfg = config.validate({"dataset": {"name": "demo", "root": str(shapes_demo)}})
+    spec = dataset_spec(DatasetOptions.from_config(cfg))
     assert spec.num_classes == 11
     seen = set()
     for sample in spec.samples("labeled"):
@@ -169,7 +170,8 @@ def test_shapes_demo_has_ten_object_classes(shapes_demo: Path) -> None:
 
 def test_shapes_pixels_are_long_tailed(shapes_demo: Path, tmp_path: Path) -> None:
     cfg = config.validate({"dataset": {"name": "demo", "root": str(shapes_demo)}})
-    hist = label_histogram(cfg, tmp_path / "hist.csv", split="unlabeled")
+    hist = label_histogram(DatasetOptions.from_config(cfg), tmp_path / "hist.csv",
+                           split="unlabeled")
     fractions = dict(zip(hist["name"], hist["ratio"], strict=True))
     objects = np.array([fractions[name] for name in SHAPES_CLASSES[1:]])
     assert 0.45 < fractions["background"] < 0.70  # background dominates
@@ -181,7 +183,7 @@ def test_shapes_pixels_are_long_tailed(shapes_demo: Path, tmp_path: Path) -> Non
 
 def test_unknown_scene_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="scene 'cars'"):
-        build_demo(tmp_path / "x", **DEMO_ARGS, scene="cars")
+        build_demo(tmp_path / "x", DemoOptions(**DEMO_ARGS, scene="cars"))
     with pytest.raises(DarsError, match="scene"):
         config.validate({"demo": {"scene": "cars"}})
     assert config.validate({})["demo"]["scene"] == "fashion"

@@ -27,6 +27,7 @@ from dars.data.dataset import SegmentationDataset, dataset_spec
 from dars.data.io import read_mask
 from dars.data.registry import dataset_names
 from dars.errors import DarsError
+from dars.options import DatasetOptions
 from dars.probstore import ProbStore
 from dars.split import discover_pairs, labeled_count
 
@@ -67,7 +68,7 @@ def test_cityscapes_ready_train_ids_are_read_unchanged(tmp_path: Path) -> None:
 
 
 def test_official_split_falls_back_to_label_ids(cityscapes_root: Path) -> None:
-    spec = dataset_spec(_cs_config(cityscapes_root))
+    spec = dataset_spec(DatasetOptions.from_config(_cs_config(cityscapes_root)))
     val = spec.samples("val")
     assert [s.mask.name for s in val] == ["frankfurt_000000_000019_gtFine_labelIds.png",
                                          "frankfurt_000001_000019_gtFine_labelIds.png"]
@@ -83,7 +84,7 @@ def test_voc_palette_masks_of_odd_sizes(tmp_path: Path) -> None:
     root = write_voc(tmp_path / "voc")
     cfg = config.validate({"dataset": {"name": "voc", "root": str(root), "splits": {
         "labeled": "labeled.txt", "unlabeled": "unlabeled.txt", "val": "val.txt"}}})
-    spec = dataset_spec(cfg)
+    spec = dataset_spec(DatasetOptions.from_config(cfg))
     assert spec.classes == list(voc.CLASSES) and spec.num_classes == 21
     ds = SegmentationDataset(spec, spec.samples("labeled"))
     sizes = set()
@@ -99,11 +100,11 @@ def test_fixed_dataset_facts_cannot_be_contradicted(cityscapes_root: Path) -> No
     cfg = _cs_config(cityscapes_root)
     cfg["dataset"]["ignore_index"] = 250
     with pytest.raises(DarsError, match="dataset.ignore_index: cityscapes masks use 255"):
-        dataset_spec(cfg)
+        dataset_spec(DatasetOptions.from_config(cfg))
     cfg = _cs_config(cityscapes_root)
     cfg["dataset"]["classes"] = ["road", "rest"]
     with pytest.raises(DarsError, match="leave dataset.classes empty"):
-        dataset_spec(cfg)
+        dataset_spec(DatasetOptions.from_config(cfg))
 
 
 def test_folder_dataset_takes_user_classes_and_ignore(folder_dataset: Path) -> None:
@@ -113,7 +114,7 @@ def test_folder_dataset_takes_user_classes_and_ignore(folder_dataset: Path) -> N
         write_mask(folder_dataset / "masks" / f"img{i:03d}.png", m)
     cfg = config.validate({"dataset": {"name": "folder", "root": str(folder_dataset),
                                        "classes": ["bg", "x", "y"], "ignore_index": 9}})
-    spec = dataset_spec(cfg)
+    spec = dataset_spec(DatasetOptions.from_config(cfg))
     assert (spec.classes, spec.ignore_index) == (["bg", "x", "y"], 9)
     _, mask = SegmentationDataset(spec, spec.samples("labeled")).load(0)
     assert (mask[:2] == IGNORE).all()  # the dataset's 9 is the pipeline's IGNORE once read
@@ -159,7 +160,7 @@ def test_split_command_is_seeded_disjoint_and_official(cityscapes_root: Path,
     assert all("/train/" in line for line in a_l + a_u)  # val never drawn
     # the written files are readable splits (masks resolved to the raw labelIds files)
     cfg["dataset"]["splits"].update(labeled=str(tmp_path / "a" / "l.txt"))
-    assert len(dataset_spec(cfg).samples("labeled")) == len(a_l)
+    assert len(dataset_spec(DatasetOptions.from_config(cfg)).samples("labeled")) == len(a_l)
 
 
 def test_split_excludes_val_and_images_without_masks(tmp_path: Path) -> None:
@@ -207,9 +208,9 @@ def test_every_stage_runs_on_the_real_layout(dataset: str, tmp_path: Path) -> No
     res, js = tmp_path / "res", json.dumps(cfg)
     assert main(["histogram", "--config-json", js, "--out", str(res / "hist.csv")]) == 0
     hist = pd.read_csv(res / "hist.csv")
-    assert len(hist) == len(dataset_spec(cfg).classes) and hist["pixels"].sum() > 0
+    spec = dataset_spec(DatasetOptions.from_config(cfg))
+    assert len(hist) == len(spec.classes) and hist["pixels"].sum() > 0
     if dataset == "cityscapes":  # labelIds were mapped: raw ids 0/4/9/30 counted nowhere
-        spec = dataset_spec(cfg)
         raw = np.concatenate([np.array(Image.open(s.mask)).ravel()
                               for s in spec.samples("labeled")])
         assert hist["pixels"].sum() == np.isin(raw, cityscapes.LABEL_IDS).sum()
@@ -219,7 +220,6 @@ def test_every_stage_runs_on_the_real_layout(dataset: str, tmp_path: Path) -> No
     assert main(["infer", "--config-json", js, "--model", str(res / "r0.pt"),
                  "--out", str(res / "probs.zarr"), "--threads", "1"]) == 0
     store = ProbStore(res / "probs.zarr")
-    spec = dataset_spec(cfg)
     expected = [np.array(Image.open(s.image)).shape[:2] for s in spec.samples("unlabeled")]
     assert [tuple(s) for s in store.shapes] == expected  # variable sizes kept exactly
     assert main(["pseudo-label", "--store", str(res / "probs.zarr"), "--label-hist",

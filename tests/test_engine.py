@@ -10,6 +10,7 @@ from tqdm import tqdm
 from dars.engine import checkpoint
 from dars.engine.evaluate import confusion_matrix, evaluate, iou_from_confusion
 from dars.engine.infer import infer
+from dars.engine.options import EvaluateOptions, InferOptions, TrainOptions
 from dars.engine.train import Trainer, plan_schedule
 from dars.errors import DarsError
 from dars.probstore import ProbStore, partial_path
@@ -53,7 +54,8 @@ def test_confusion_and_iou_match_a_loop() -> None:
 
 def _train(cfg: dict, tmp: Path, round_index: int = 0, **kw) -> Path:
     out = tmp / f"r{round_index}" / "model.pt"
-    Trainer(cfg, round_index, tmp / f"r{round_index}" / "state", **kw).run(
+    Trainer(TrainOptions.from_config(cfg, round_index), tmp / f"r{round_index}" / "state",
+            **kw).run(
         out, tmp / f"r{round_index}" / "log.csv")
     return out
 
@@ -63,11 +65,12 @@ def test_full_round_trip_learns(folder_config: dict, tmp_path: Path) -> None:
     teacher = _train(folder_config, tmp_path)
     log = pd.read_csv(tmp_path / "r0" / "log.csv")
     assert len(log) == 40 and log["loss_labeled"].iloc[-1] < 0.5 * log["loss_labeled"].iloc[0]
-    summary = evaluate(folder_config, teacher, tmp_path / "m.csv", tmp_path / "m.json", 0)
+    summary = evaluate(EvaluateOptions.from_config(folder_config), teacher, tmp_path / "m.csv",
+                       tmp_path / "m.json", 0)
     assert summary["miou"] > 0.6  # colour-coded classes: far above chance (1/3)
 
     store = tmp_path / "probs.zarr"
-    infer(folder_config, teacher, store)
+    infer(InferOptions.from_config(folder_config), teacher, store)
     s = ProbStore(store)
     assert s.image_ids == ["img004", "img005", "img006", "img007"] and s.num_classes == 3
     assert not partial_path(store).exists()
@@ -88,11 +91,11 @@ def test_resume_continues_identically(folder_config: dict, tmp_path: Path) -> No
     folder_config["train"]["epochs"] = 4
     full = checkpoint.load(_train(folder_config, tmp_path / "a"))
     # an interrupted job: 2 of its 4 epochs done (each saves last.pt), then a rerun
-    trainer = Trainer(folder_config, 0, tmp_path / "b" / "r0" / "state")
+    trainer = Trainer(TrainOptions.from_config(folder_config, 0), tmp_path / "b" / "r0" / "state")
     with tqdm(disable=True) as bar:
         trainer._epoch(bar)
         trainer._epoch(bar)
-    resumed = Trainer(folder_config, 0, tmp_path / "b" / "r0" / "state")
+    resumed = Trainer(TrainOptions.from_config(folder_config, 0), tmp_path / "b" / "r0" / "state")
     assert resumed.epoch == 2
     next_step = 2 * resumed.schedule.iters_per_epoch
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(

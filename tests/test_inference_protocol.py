@@ -23,6 +23,7 @@ from dars.engine import calibrate as calibrate_mod
 from dars.engine import checkpoint
 from dars.engine import infer as infer_mod
 from dars.engine.evaluate import evaluate
+from dars.engine.options import CalibrateOptions, EvaluateOptions, InferOptions
 from dars.engine.predict import PredictOptions, predict_probs, predict_scores
 from dars.engine.sliding import forward_scores, sliding_scores, window_starts, window_stride
 from dars.models import build_model
@@ -254,15 +255,16 @@ def test_infer_stores_the_temperature_scaled_softmax(tmp_path: Path,
     monkeypatch.setattr(infer_mod, "_load_teacher", lambda *_: ConstantLogits(z))
     t = 0.5
     expected = math.exp(1.0 / t) / (math.exp(1.0 / t) + math.exp(0.6 / t) + 19)
-    infer_mod.infer(cfg, teacher, tmp_path / "probs.zarr", temperature=t)
+    options = InferOptions.from_config(cfg)
+    infer_mod.infer(options, teacher, tmp_path / "probs.zarr", temperature=t)
     store = ProbStore(tmp_path / "probs.zarr")
     for block in store.blocks():
         for i, conf, pred in zip(block.indices, block.confidence, block.prediction, strict=True):
             h, w = store.shapes[i]
             assert np.allclose(conf[:h, :w].astype(np.float64), expected, atol=1e-3)
             assert (pred[:h, :w] == 7).all()
-    assert infer_mod.job_fingerprint(teacher, cfg["infer"], t) != infer_mod.job_fingerprint(
-        teacher, cfg["infer"], 1.0)
+    assert infer_mod.job_fingerprint(teacher, options, t) != infer_mod.job_fingerprint(
+        teacher, options, 1.0)
 
 
 # -- full size out, resized in ------------------------------------------------------------
@@ -293,13 +295,14 @@ def test_store_and_metrics_are_full_size_while_the_model_sees_the_base_size(
     teacher = tmp_path / "teacher.pt"
     teacher.write_bytes(b"fingerprinted, never loaded")
     monkeypatch.setattr(infer_mod, "_load_teacher", lambda *_: model)
-    infer_mod.infer(cfg, teacher, tmp_path / "probs.zarr")
+    infer_mod.infer(InferOptions.from_config(cfg), teacher, tmp_path / "probs.zarr")
     assert {s[-2:] for s in model.shapes} == seen_unlabeled
     assert [tuple(s) for s in ProbStore(tmp_path / "probs.zarr").shapes] == native
 
     model.shapes.clear()
     monkeypatch.setattr(checkpoint, "load_model", lambda *_: model)
-    summary = evaluate(cfg, teacher, tmp_path / "m.csv", tmp_path / "m.json", 0)
+    summary = evaluate(EvaluateOptions.from_config(cfg), teacher, tmp_path / "m.csv",
+                       tmp_path / "m.json", 0)
     val = sorted(root.glob("gtFine/val/*/*_labelIds.png") if dataset == "cityscapes"
                  else [root / "SegmentationClassAug" / f"2007_{i:06d}.png" for i in (8, 9)])
     if dataset == "cityscapes":
@@ -330,6 +333,7 @@ def test_calibrate_fits_t_on_the_full_size_logits(folder_config: dict, tmp_path:
     folder_config["infer"].update(base_size=8, mode="sliding", crop_size=6, flip=True)
     model = tmp_path / "m.pt"
     monkeypatch.setattr(checkpoint, "load_model", lambda *_: ConstantLogits(z))
-    t = calibrate_mod.calibrate(folder_config, model, tmp_path / "t.json")
+    t = calibrate_mod.calibrate(CalibrateOptions.from_config(folder_config), model,
+                                tmp_path / "t.json")
     assert t == pytest.approx(1.5, rel=1e-3)
     assert json.loads((tmp_path / "t.json").read_text())["pixels"] == 4 * 16 * 16

@@ -20,6 +20,7 @@ from conftest import write_folder_dataset
 
 from dars import config as config_mod
 from dars.engine import checkpoint
+from dars.engine.options import InferOptions, TrainOptions
 from dars.engine.train import EXIT_TERMINATED, Trainer
 
 TIMING = ["images_per_s", "seconds"]  # log columns that measure time, not training
@@ -54,7 +55,8 @@ def _train(cfg: dict, work: Path, round_: int, teacher: Path | None, pseudo: Pat
            sigterm_at: int | None = None) -> Trainer:
     """Train one round; the step also draws from the CPU RNG, as dropout on the CPU would (the
     tiny model has none), so resuming must restore the RNG, not only replay the data."""
-    trainer = Trainer(cfg, round_, work / "state", init=teacher, pseudo_dir=pseudo)
+    trainer = Trainer(TrainOptions.from_config(cfg, round_), work / "state", init=teacher,
+                      pseudo_dir=pseudo)
     step, calls = trainer._step, {"n": 0}
 
     def step_with_dropout(batch, it):  # noqa: ANN001, ANN202
@@ -125,7 +127,7 @@ def test_sigterm_state_from_another_process_count_repeats_the_epoch(sigterm_data
     state = checkpoint.load(tmp_path / "state" / "last.pt")
     state["rng"] = state["rng"] * 2  # as if saved by a 2-GPU run
     checkpoint.save(tmp_path / "state" / "last.pt", state)
-    trainer = Trainer(cfg, 0, tmp_path / "state")
+    trainer = Trainer(TrainOptions.from_config(cfg, 0), tmp_path / "state")
     assert (trainer.epoch, trainer.step) == (1, 0)
 
 
@@ -152,7 +154,7 @@ def test_infer_resume_skips_written_images_and_equals_a_full_run(
     cfg["infer"]["images_per_chunk"] = 2  # chunk files [0 1] [2 3] [4 5] [6 7]
     _train(cfg, tmp_path / "teacher", 0, None, None)
     teacher = tmp_path / "teacher" / "model.pt"
-    infer_mod.infer(cfg, teacher, tmp_path / "ref.zarr")
+    infer_mod.infer(InferOptions.from_config(cfg), teacher, tmp_path / "ref.zarr")
 
     store = tmp_path / "probs.zarr"
     real_write, written = ProbStoreWriter.write, []
@@ -165,7 +167,7 @@ def test_infer_resume_skips_written_images_and_equals_a_full_run(
 
     monkeypatch.setattr(ProbStoreWriter, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        infer_mod.infer(cfg, teacher, store)
+        infer_mod.infer(InferOptions.from_config(cfg), teacher, store)
     monkeypatch.setattr(ProbStoreWriter, "write", real_write)
     assert not store.exists() and partial_path(store).exists()
     with pytest.raises(Exception, match="unfinished one exists"):
@@ -180,7 +182,7 @@ def test_infer_resume_skips_written_images_and_equals_a_full_run(
 
     monkeypatch.setattr(infer_mod, "predict_probs", spy)
     with caplog.at_level(logging.INFO, logger="dars.engine.infer"):
-        infer_mod.infer(cfg, teacher, store)
+        infer_mod.infer(InferOptions.from_config(cfg), teacher, store)
     assert "resuming: 4 of 8 images already written; predicting 5 (1 of them again" in caplog.text
     assert sorted(predicted) == [3, 4, 5, 6, 7]  # the partly written batch is redone whole
     ref, out = _store_arrays(tmp_path / "ref.zarr"), _store_arrays(store)
@@ -211,10 +213,11 @@ def test_infer_never_resumes_a_partial_store_of_another_teacher(
 
     monkeypatch.setattr(ProbStoreWriter, "write", die_after_two)
     with pytest.raises(KeyboardInterrupt):  # the old teacher's inference, killed
-        infer_mod.infer(cfg, tmp_path / "old" / "model.pt", store)
+        infer_mod.infer(InferOptions.from_config(cfg), tmp_path / "old" / "model.pt", store)
     monkeypatch.setattr(ProbStoreWriter, "write", real_write)
-    infer_mod.infer(cfg, tmp_path / "new" / "model.pt", store)
-    infer_mod.infer(cfg, tmp_path / "new" / "model.pt", tmp_path / "ref.zarr")
+    infer_mod.infer(InferOptions.from_config(cfg), tmp_path / "new" / "model.pt", store)
+    infer_mod.infer(InferOptions.from_config(cfg), tmp_path / "new" / "model.pt",
+                    tmp_path / "ref.zarr")
     ref, out = _store_arrays(tmp_path / "ref.zarr"), _store_arrays(store)
     assert all(np.array_equal(ref[k], out[k]) for k in ref)
 

@@ -35,6 +35,7 @@ from dars import config
 from dars.data import cityscapes
 from dars.data.dataset import DatasetSpec, dataset_spec
 from dars.data.io import image_size
+from dars.options import DatasetOptions
 from dars.probstore import ProbStore
 
 ROUNDS = (0, 1, 2)
@@ -116,7 +117,7 @@ def run_paper_config(name: str, tmp: Path) -> PaperRun:
     snakemake(workdir, configfile=configfile, timeout=600)
     seconds = time.perf_counter() - start
     cfg = config.load(configfile)
-    return PaperRun(workdir, cfg, dataset_spec(cfg), seconds)
+    return PaperRun(workdir, cfg, dataset_spec(DatasetOptions.from_config(cfg)), seconds)
 
 
 @pytest.fixture(scope="module")

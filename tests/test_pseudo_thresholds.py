@@ -345,7 +345,8 @@ def test_sampling_depends_on_seed_only_through_rng() -> None:
                                                    image_key(1, "a")))
 
 
-def _keep_rule(pred: np.ndarray, conf: np.ndarray, th, uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def _keep_rule(pred: np.ndarray, conf: np.ndarray, th,
+               uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """DARS.md's rule restated pixel by pixel: selected if conf >= t_j; kept with keep_above
     (keep_at when tied at t_j) against the image's raster-order uniforms."""
     out = np.full(pred.shape, IGNORE, np.uint8)

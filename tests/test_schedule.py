@@ -26,6 +26,7 @@ from PIL import Image
 
 from dars import config as config_mod
 from dars.engine import checkpoint
+from dars.engine.options import TrainOptions
 from dars.engine.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +137,8 @@ def test_each_round_follows_the_released_schedule(name: str, tmp_path: Path) -> 
                   21 if name.startswith("voc") else 19)
     teacher = None
     for k in range(3):
-        trainer = Trainer(cfg, k, tmp_path / f"r{k}" / "state", init=teacher,
+        trainer = Trainer(TrainOptions.from_config(cfg, k), tmp_path / f"r{k}" / "state",
+                          init=teacher,
                           pseudo_dir=tmp_path / "data" / "pseudo" if k else None)
         (start, end), length = released_epochs(r, k), loader_len(r, k)
         assert trainer.schedule.iters_per_epoch == length, k

@@ -26,8 +26,10 @@ from workflow_helpers import (
 from dars import cli
 from dars.engine import checkpoint
 from dars.engine import infer as infer_mod
+from dars.engine.options import InferOptions
 from dars.errors import DarsError
 from dars.models import build_model
+from dars.options import DatasetOptions
 from dars.probstore import ProbStoreWriter, partial_path
 from dars.pseudo.merge import merge_tables
 
@@ -188,10 +190,10 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
     folder_config["infer"]["batch_size"] = 3
     folder_config["infer"]["images_per_chunk"] = per_chunk
     cfg, teacher = folder_config, untrained_teacher
-    infer_mod.infer(cfg, teacher, tmp_path / "ref.zarr")
+    infer_mod.infer(InferOptions.from_config(cfg), teacher, tmp_path / "ref.zarr")
     store = tmp_path / "probs.zarr"
     with pytest.raises(DarsError, match="no unfinished store of this inference job.*init-store"):
-        infer_mod.infer_shard(cfg, teacher, store, (0, 2))
+        infer_mod.infer_shard(InferOptions.from_config(cfg), teacher, store, (0, 2))
 
     predicted: list[int] = []
     real_predict, real_write = infer_mod.predict_probs, ProbStoreWriter.write
@@ -206,25 +208,26 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
         real_write(self, index, probs)
 
     monkeypatch.setattr(infer_mod, "predict_probs", spy)
-    infer_mod.init_store(cfg, teacher, store)
+    infer_mod.init_store(InferOptions.from_config(cfg), teacher, store)
     monkeypatch.setattr(ProbStoreWriter, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        infer_mod.infer_shard(cfg, teacher, store, (1, 2))
+        infer_mod.infer_shard(InferOptions.from_config(cfg), teacher, store, (1, 2))
     monkeypatch.setattr(ProbStoreWriter, "write", real_write)
     predicted.clear()
-    infer_mod.init_store(cfg, teacher, store)  # a rerun of the init step keeps what is written
-    infer_mod.infer_shard(cfg, teacher, store, (1, 2))
+    # a rerun of the init step keeps what is written
+    infer_mod.init_store(InferOptions.from_config(cfg), teacher, store)
+    infer_mod.infer_shard(InferOptions.from_config(cfg), teacher, store, (1, 2))
     # resumed: image 2's chunk was written before the kill and is not predicted again; with
     # 2 images a chunk, image 2 waited for image 3 and its whole batch is redone
     assert predicted == ([3] if per_chunk == 1 else [0, 1, 2, 3])
     # shard 0 has not run: finalize names its images and leaves the store unfinished
     with pytest.raises(DarsError, match=r"2 of 4 images not written: img004, img005 \(an "
                                         r"inference job or shard has not finished"):
-        infer_mod.finalize_store(cfg, teacher, store)
+        infer_mod.finalize_store(InferOptions.from_config(cfg), teacher, store)
     assert not store.exists() and partial_path(store).exists()
 
     predicted.clear()
-    infer_mod.infer_shard(cfg, teacher, store, (0, 2))
+    infer_mod.infer_shard(InferOptions.from_config(cfg), teacher, store, (0, 2))
     assert sorted(predicted) == [0, 1, 2]  # image 2 only completes the batch, as unsharded
     args = ["infer", "--config-json", json.dumps(cfg), "--model", str(teacher), "--out",
             str(store), "--threads", "1"]
@@ -244,11 +247,13 @@ def test_inference_stores_the_confidence_at_its_temperature(
     from dars.probstore import ProbStore
 
     cfg, t = folder_config, 2.5
-    infer_mod.infer(cfg, untrained_teacher, tmp_path / "t.zarr", temperature=t)
+    infer_mod.infer(InferOptions.from_config(cfg), untrained_teacher, tmp_path / "t.zarr",
+                    temperature=t)
     store = ProbStore(tmp_path / "t.zarr")
     assert store.temperature == t and not store.has_probs and "probs" not in store.group
     model = checkpoint.load_model(untrained_teacher, 3)
-    samples = dataset_spec(cfg).samples("unlabeled", require_masks=False)
+    samples = dataset_spec(DatasetOptions.from_config(cfg)).samples("unlabeled",
+                                                                    require_masks=False)
     block = next(store.blocks())
     for j, sample in enumerate(samples):
         with torch.no_grad():
@@ -257,7 +262,7 @@ def test_inference_stores_the_confidence_at_its_temperature(
         np.testing.assert_array_equal(block.prediction[j], expected.argmax(0).numpy())
         np.testing.assert_allclose(block.confidence[j].astype(np.float64),
                                    expected.max(0).values.numpy(), rtol=1e-3)  # float16
-    infer_mod.infer(cfg, untrained_teacher, tmp_path / "plain.zarr")
+    infer_mod.infer(InferOptions.from_config(cfg), untrained_teacher, tmp_path / "plain.zarr")
     plain = ProbStore(tmp_path / "plain.zarr")
     assert plain.temperature == 1.0
     np.testing.assert_array_equal(next(plain.blocks()).prediction, block.prediction)
@@ -270,7 +275,8 @@ def test_torchrun_inference_splits_the_images_over_processes(
     """`gpus: 2` runs `dars infer` under torchrun: each process writes its own range of one
     store (here 2 gloo processes on CPU), and the store equals a single process's."""
     folder_config["infer"]["batch_size"] = 3
-    infer_mod.infer(folder_config, untrained_teacher, tmp_path / "ref.zarr")
+    infer_mod.infer(InferOptions.from_config(folder_config), untrained_teacher,
+                    tmp_path / "ref.zarr")
     store = tmp_path / "probs.zarr"
     proc = subprocess.run(
         [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python",

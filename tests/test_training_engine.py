@@ -16,6 +16,7 @@ from dars.data.splits import Sample
 from dars.data.transforms import RandomGaussianBlur, RandomRotate, train_transform
 from dars.engine import checkpoint
 from dars.engine.evaluate import evaluate
+from dars.engine.options import EvaluateOptions, TrainOptions
 from dars.engine.predict import size_batches
 from dars.engine.train import Trainer
 
@@ -51,7 +52,7 @@ def test_pspnet_step_lowers_loss_with_head_at_ten_times_lr(folder_config: dict,
                                                            tmp_path: Path) -> None:
     folder_config["model"] = {**folder_config["model"], "name": "pspnet"}
     folder_config["train"].update(batch_size=2, lr=0.002, epochs=4)  # 2 steps an epoch
-    trainer = Trainer(folder_config, 0, tmp_path / "state")
+    trainer = Trainer(TrainOptions.from_config(folder_config, 0), tmp_path / "state")
     assert not trainer.bf16 and not trainer.channels_last  # CUDA-only speed-ups, off on CPU
     trainer.net.train()
     x, y, _ = next(iter(trainer.labeled))
@@ -85,7 +86,7 @@ def test_ddp_world_of_one_trains_like_a_single_process(folder_config: dict, fold
             if ddp:
                 monkeypatch.setenv("MASTER_PORT", str(_free_port()))
             init = {"init": out / "r0.pt", "pseudo_dir": pseudo} if r else {}
-            trainer = Trainer(folder_config, r, out / f"s{r}", **init)
+            trainer = Trainer(TrainOptions.from_config(folder_config, r), out / f"s{r}", **init)
             assert isinstance(trainer.net, nn.parallel.DistributedDataParallel) == ddp
             trainer.run(out / f"r{r}.pt", out / f"r{r}.csv")
             assert not dist.is_initialized()
@@ -105,10 +106,13 @@ def test_sliding_evaluation_equals_whole_when_the_crop_covers_the_image(
         folder_config: dict, tmp_path: Path) -> None:
     folder_config["train"]["epochs"] = 3
     model = tmp_path / "m.pt"
-    Trainer(folder_config, 0, tmp_path / "s").run(model, tmp_path / "log.csv")
-    whole = evaluate(folder_config, model, tmp_path / "w.csv", tmp_path / "w.json", 0)
+    Trainer(TrainOptions.from_config(folder_config, 0), tmp_path / "s").run(model,
+                                                                            tmp_path / "log.csv")
+    whole = evaluate(EvaluateOptions.from_config(folder_config), model, tmp_path / "w.csv",
+                     tmp_path / "w.json", 0)
     folder_config["evaluate"].update(mode="sliding", crop_size=16)
-    sliding = evaluate(folder_config, model, tmp_path / "s.csv", tmp_path / "s.json", 0)
+    sliding = evaluate(EvaluateOptions.from_config(folder_config), model, tmp_path / "s.csv",
+                       tmp_path / "s.json", 0)
     assert sliding == whole
 
 

@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 from workflow_helpers import REPO, planned_jobs, shared_tiny_run, snakemake
 
-from dars.data.demo import DEMO_CLASSES
+from dars import config
+from dars.data.demo import DEMO_CLASSES, DemoOptions
+from dars.engine.options import EvaluateOptions, InferOptions, TrainOptions
+from dars.options import DatasetOptions
+from dars.report import ReportOptions
 
 WIDER = "beta_min: 0.2, beta_max: 0.5, epochs: 4"  # round 2's other keys, as in .test/
 ROUND2_ALPHA = f"rounds=[{{alpha: 0.2, epochs: 4}}, {{alpha: 0.4, {WIDER}}}]"
@@ -35,6 +39,33 @@ def test_bad_config_stops_before_any_job(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", "--config", "pseudo_labell={}", check=False)
     assert "pseudo_labell (unknown key)" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+# the options type of each rule's --options-json (rule -> type, built with the job's round)
+RULE_OPTIONS = {"build_demo": DemoOptions, "label_histogram": DatasetOptions,
+                "infer_probabilities": InferOptions, "evaluate": EvaluateOptions,
+                "train_baseline": TrainOptions, "train_student": TrainOptions,
+                "report": ReportOptions}
+
+
+def test_rule_params_are_the_stage_options_of_the_config(tmp_path: Path) -> None:
+    """Each job's --options-json is its stage's options built from the validated config, and
+    rebuilds to equal options (what the stage then runs on)."""
+    out = snakemake(tmp_path, "-n", "-p").stdout
+    cfg = config.load(REPO / ".test" / "config.yaml")
+    seen = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if rule is None or rule[1] not in RULE_OPTIONS:
+            continue
+        cls = RULE_OPTIONS[rule[1]]
+        wildcard = re.search(r"^\s+wildcards: (?:r|s)=(\d+)", block, flags=re.M)
+        expected = (cls.from_config(cfg, int(wildcard[1]) if wildcard else 0)
+                    if cls is TrainOptions else cls.from_config(cfg))
+        params = re.search(r"--options-json '(\{.*?\})'", block)[1]
+        assert cls.from_json(params) == expected, rule[1]
+        seen.add(rule[1])
+    assert seen == set(RULE_OPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +134,15 @@ def test_rerun_does_nothing(tiny_run: Path) -> None:
 def test_round2_alpha_change_reruns_only_round2_thresholding_and_after(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, "--config", ROUND2_ALPHA)
     assert jobs == {"pseudo_label:2", "train_student:2", "evaluate:2", "summary", "report"}
+
+
+@pytest.mark.slow
+def test_keys_a_stage_does_not_read_rerun_nothing_of_it(tiny_run: Path) -> None:
+    """An evaluation key reaches the evaluations only (no training, inference or thresholding
+    reads it); DataLoader workers reach no stage (the report redraws: it shows the config)."""
+    jobs = planned_jobs(tiny_run, "--config", "evaluate={batch_size: 7}")
+    assert jobs == {"evaluate:0", "evaluate:1", "evaluate:2", "summary", "report", "all"}
+    assert planned_jobs(tiny_run, "--config", "train={num_workers: 2}") == {"report", "all"}
 
 
 @pytest.mark.slow

@@ -1,9 +1,12 @@
 """The ``dars`` command: one subcommand per pipeline stage.
 
 Each Snakemake rule is a thin shell around one of these, and each works by hand too, so a user
-can debug a stage without Snakemake. Rules pass the config values a stage depends on as JSON
-(``--config-json``); by hand, ``--config config/config.yaml`` is simpler. Either way the same
-schema validates it. A :class:`DarsError` becomes one ``error:`` line and exit status 2.
+can debug a stage without Snakemake. A stage runs on its options (:mod:`dars.options`): rules
+pass exactly those as JSON (``--options-json``, the rule's params); by hand, ``--config
+config/config.yaml`` (or ``--config-json``, a full or partial config) is simpler: the schema
+validates it, fills defaults and the stage's options are taken from it. Values that only change
+how fast a stage runs (``--threads``, ``--workers``) are arguments of their own. A
+:class:`DarsError` becomes one ``error:`` line and exit status 2.
 
 Multi-GPU training: ``torchrun --nproc_per_node=N -m dars.cli train ...`` (DDP + SyncBN; see
 :mod:`dars.engine.distributed`).
@@ -18,17 +21,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dars import config as config_mod
+from dars.data.demo import DemoOptions
+from dars.engine.options import CalibrateOptions, EvaluateOptions, InferOptions, TrainOptions
 from dars.errors import DarsError
+from dars.options import DatasetOptions, add_options_args, config_of, options_of
 from dars.sharding import parse_shard
 from dars.stage_log import stage_summary
 
 log = logging.getLogger("dars")
 Handler = Callable[[argparse.Namespace], None]
-
-
-def _config(args: argparse.Namespace) -> config_mod.Config:
-    return config_mod.load(args.config, args.config_json)
 
 
 def _threads(n: int) -> None:
@@ -42,23 +43,21 @@ def _threads(n: int) -> None:
 def cmd_build_demo(args: argparse.Namespace) -> None:
     from dars.data.demo import build_demo
 
-    cfg = _config(args)
-    demo = cfg["demo"]
-    build_demo(Path(args.out), num_train=demo["num_train"], num_val=demo["num_val"],
-               size=demo["size"], labeled_fraction=demo["labeled_fraction"], seed=demo["seed"],
-               scene=demo["scene"])
+    build_demo(Path(args.out), options_of(args, DemoOptions))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from dars.engine.train import Trainer
 
     _threads(args.threads)
-    trainer = Trainer(_config(args), args.round, Path(args.state_dir),
-                      init=args.init and Path(args.init),
-                      pseudo_dir=args.pseudo and Path(args.pseudo),
-                      epochs_per_round=args.epochs_per_round,
-                      scale=tuple(args.scale) if args.scale else None,
-                      num_workers=args.workers)
+    options = options_of(args, TrainOptions, round_index=args.round)
+    if args.round != options.round:  # --options-json is for one round
+        raise DarsError(f"--round {args.round}, but --options-json is round {options.round}'s")
+    workers = args.workers
+    if workers is None:  # by hand: the config's, if one was given
+        workers = 0 if args.options_json is not None else config_of(args)["train"]["num_workers"]
+    trainer = Trainer(options, Path(args.state_dir), init=args.init and Path(args.init),
+                      pseudo_dir=args.pseudo and Path(args.pseudo), num_workers=workers)
     trainer.run(Path(args.out), Path(args.log_csv))
 
 
@@ -66,43 +65,49 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from dars.engine import infer
 
     _threads(args.threads)
-    config, model, out = _config(args), Path(args.model), Path(args.out)
+    options, model, out = options_of(args, InferOptions), Path(args.model), Path(args.out)
     t = args.temperature
     if args.init_store:
-        infer.init_store(config, model, out, temperature=t)
+        infer.init_store(options, model, out, temperature=t)
     elif args.shard:
-        infer.infer_shard(config, model, out, args.shard, temperature=t)
+        infer.infer_shard(options, model, out, args.shard, temperature=t)
     elif args.finalize:
-        infer.finalize_store(config, model, out, temperature=t)
+        infer.finalize_store(options, model, out, temperature=t)
     else:
-        infer.infer(config, model, out, temperature=t)
+        infer.infer(options, model, out, temperature=t)
 
 
 def cmd_histogram(args: argparse.Namespace) -> None:
     from dars.pseudo.label_histogram import label_histogram
 
-    label_histogram(_config(args), Path(args.out))
+    label_histogram(options_of(args, DatasetOptions), Path(args.out))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from dars.engine.evaluate import evaluate
 
     _threads(args.threads)
-    evaluate(_config(args), Path(args.model), Path(args.metrics), Path(args.summary), args.round)
+    evaluate(options_of(args, EvaluateOptions), Path(args.model), Path(args.metrics),
+             Path(args.summary), args.round)
 
 
 def cmd_split(args: argparse.Namespace) -> None:
     from dars.split import make_split
 
-    make_split(_config(args), args.labeled, args.seed, Path(args.out_labeled),
-               Path(args.out_unlabeled))
+    patterns = [args.image_pattern, args.mask_pattern]
+    if args.options_json is None:  # by hand: the config's patterns unless given
+        ds = config_of(args)["dataset"]
+        patterns = [p or ds[f"{kind}_pattern"] for p, kind in zip(patterns, ("image", "mask"),
+                                                                   strict=True)]
+    make_split(options_of(args, DatasetOptions), args.labeled, args.seed, Path(args.out_labeled),
+               Path(args.out_unlabeled), *patterns)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from dars.engine.calibrate import calibrate
 
     _threads(args.threads)
-    calibrate(_config(args), Path(args.model), Path(args.out), split=args.split,
+    calibrate(options_of(args, CalibrateOptions), Path(args.model), Path(args.out),
               max_pixels=args.max_pixels)
 
 
@@ -110,11 +115,6 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from dars.summary import summarise
 
     print(summarise(args.metrics, args.pseudo_summaries, Path(args.out)))
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (validated with defaults)")
-    p.add_argument("--config-json", help="config (subset) as JSON; overrides --config keys")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
             threads: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         if config:
-            _add_config_args(p)
+            add_options_args(p)
         if threads:
             p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
         p.set_defaults(handler=handler)
@@ -142,12 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="final checkpoint (model.pt)")
     p.add_argument("--log-csv", required=True, help="per-epoch training log")
     p.add_argument("--state-dir", required=True, help="where last.pt is kept for resuming")
-    p.add_argument("--epochs-per-round", type=int, nargs="+",
-                   help="epochs of round 0, 1, ... (default: from the config)")
-    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="random-scale range of this round (default: from the config)")
     p.add_argument("--workers", type=int,
-                   help="DataLoader worker processes (default: train.num_workers)")
+                   help="DataLoader worker processes (default: train.num_workers of --config, "
+                        "else 0)")
 
     from dars.pseudo.cli import temperature_arg
 
@@ -181,12 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True, help="same seed, same split")
     p.add_argument("--out-labeled", required=True, help="labeled split file to write")
     p.add_argument("--out-unlabeled", required=True, help="unlabeled split file to write")
+    p.add_argument("--image-pattern",
+                   help="where the images are (default: dataset.image_pattern of --config, "
+                        "else the dataset's own)")
+    p.add_argument("--mask-pattern", help="each image's mask, with the image pattern's fields "
+                   "(default: dataset.mask_pattern of --config, else the dataset's own)")
 
     p = add("calibrate", cmd_calibrate, "fit the temperature T of temperature scaling (NLL)",
             threads=True)
     p.add_argument("--model", required=True, help="checkpoint to calibrate")
-    p.add_argument("--split", default="val", choices=["labeled", "val"],
-                   help="labeled pixels to fit on (the paper uses held-out val data)")
     p.add_argument("--max-pixels", type=int, default=2_000_000, help="random pixel sample")
     p.add_argument("--out", required=True, help="json with the fitted temperature")
 

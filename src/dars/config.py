@@ -95,7 +95,8 @@ def coerce_cli_strings(value: Any) -> Any:
 
 
 def load(path: str | Path | None = None, json_text: str | None = None) -> Config:
-    """Read a YAML file and/or a JSON string (a rule's resolved subset), validated with defaults."""
+    """Read a YAML file and/or a JSON string (a full or partial config), validated with
+    defaults."""
     config: Config = {}
     if path is not None:
         p = Path(path)
@@ -111,26 +112,6 @@ def load(path: str | Path | None = None, json_text: str | None = None) -> Config
         except json.JSONDecodeError as exc:
             raise DarsError(f"--config-json is not valid JSON: {exc}") from exc
     return validate(config)
-
-
-#: Keys that change how a stage runs (speed, where `dars split` looks), never what it computes.
-#: They are left out of rule params and job signatures, so changing them reruns nothing.
-RUNTIME_KEYS: dict[str, tuple[str, ...]] = {
-    "dataset": ("image_pattern", "mask_pattern"),
-    "train": ("num_workers",),
-}
-
-
-def stage_config(config: Config, *sections: str) -> Config:
-    """The named top-level sections of ``config`` without their :data:`RUNTIME_KEYS`: what a
-    stage's outputs depend on (a rule's params, a training job's identity)."""
-    out: Config = {}
-    for name in sections:
-        value = config[name]
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in RUNTIME_KEYS.get(name, ())}
-        out[name] = value
-    return out
 
 
 def epochs_per_round(config: Config) -> list[int]:

@@ -13,6 +13,7 @@ import html
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,10 @@ import pandas as pd
 import yaml
 from PIL import Image
 
+from dars.config import Config
 from dars.constants import IGNORE
 from dars.errors import DarsError
+from dars.options import DatasetOptions, Options, add_options_args, options_of
 from dars.readers import read_csv, read_json
 from dars.render import (
     class_distribution_plot,
@@ -41,6 +44,23 @@ _PER_ROUND_FILES = {"distribution": "class_distribution.svg", "thresholds": "thr
                     "examples": "examples.png"}
 PER_ROUND_REPORTS = tuple(_PER_ROUND_FILES)  # kinds with one file per student round
 
+
+
+@dataclass(frozen=True)
+class ReportOptions(Options):
+    """What the report depends on besides the run's files: the resolved config, which its first
+    page shows whole (runtime keys included, so changing one redraws only the report), and
+    whose dataset section locates the example images."""
+
+    config_yaml: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> ReportOptions:
+        return cls(yaml.safe_dump(config, sort_keys=True, allow_unicode=True))
+
+    @property
+    def dataset(self) -> DatasetOptions:
+        return DatasetOptions.from_config(yaml.safe_load(self.config_yaml))
 
 
 def report_files(rounds: int) -> dict[str, list[str]]:
@@ -167,7 +187,7 @@ def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
     save_figure(fig, out)
 
 
-def example_rows(config: dict, run_dir: Path, s: int, count: int = EXAMPLES
+def example_rows(dataset: DatasetOptions, run_dir: Path, s: int, count: int = EXAMPLES
                  ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """The first ``count`` unlabeled images of round s: (id, image, prediction, pseudo label)."""
     from dars.data.dataset import dataset_spec
@@ -175,8 +195,8 @@ def example_rows(config: dict, run_dir: Path, s: int, count: int = EXAMPLES
     from dars.probstore import ProbStore
 
     store = ProbStore(run_dir / f"round{s}" / "probs.zarr")
-    images = {x.id: x.image for x in dataset_spec(config).samples("unlabeled",
-                                                                  require_masks=False)}
+    images = {x.id: x.image for x in dataset_spec(dataset).samples("unlabeled",
+                                                                   require_masks=False)}
     rows = []
     for index, image_id in enumerate(store.image_ids[:count]):
         h, w = (int(v) for v in store.shapes[index])
@@ -192,14 +212,13 @@ def example_rows(config: dict, run_dir: Path, s: int, count: int = EXAMPLES
 # --------------------------------------------------------------------------- the stage
 
 
-def build_report(config: dict, run_dir: str | os.PathLike[str], rounds: int,
+def build_report(options: ReportOptions, run_dir: str | os.PathLike[str], rounds: int,
                  out_dir: str | os.PathLike[str], examples: int = EXAMPLES) -> list[Path]:
     """Write every file of :func:`report_files` under ``out_dir``; return their paths."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     files = {k: [out_dir / f for f in v] for k, v in report_files(rounds).items()}
-    cfg_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     write_text(files["config"][0], html_page("Run configuration", "<h3>Resolved configuration "
-                f"(defaults filled in)</h3><pre>{html.escape(cfg_text)}</pre>"))
+                f"(defaults filled in)</h3><pre>{html.escape(options.config_yaml)}</pre>"))
 
     summary, iou = metrics_tables(run_dir, rounds)
     write_text(files["metrics"][0], html_page(
@@ -223,7 +242,7 @@ def build_report(config: dict, run_dir: str | os.PathLike[str], rounds: int,
             f"Round {s} thresholds",
             html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
                        f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
-        rows = example_rows(config, run_dir, s, examples)
+        rows = example_rows(options.dataset, run_dir, s, examples)
         examples_plot(rows, names, f"round {s}: teacher prediction and pseudo labels",
                       files["examples"][k])
     written = [p for v in files.values() for p in v]
@@ -232,10 +251,8 @@ def build_report(config: dict, run_dir: str | os.PathLike[str], rounds: int,
 
 
 def report_command(args: argparse.Namespace) -> None:
-    from dars import config as config_mod
-
-    config = config_mod.load(args.config, args.config_json)
-    build_report(config, args.run_dir, args.rounds, args.out_dir, args.examples)
+    build_report(options_of(args, ReportOptions), args.run_dir, args.rounds, args.out_dir,
+                 args.examples)
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -243,8 +260,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report", help="figures and tables of the HTML report from a finished run directory",
         description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="YAML config file (validated with defaults)")
-    p.add_argument("--config-json", help="config as JSON; overrides --config keys")
+    add_options_args(p)
     p.add_argument("--run-dir", required=True, help="results/<run>")
     p.add_argument("--rounds", type=int, required=True, help="number of student rounds")
     p.add_argument("--out-dir", required=True, help="folder for the report files")

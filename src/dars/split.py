@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from dars.atomic import atomic_path
-from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.splits import locate_split, read_split
 from dars.errors import DarsError
+from dars.options import DatasetOptions
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,19 @@ def write_split(path: Path, pairs: list[Pair]) -> None:
         tmp.write_text("".join(f"{image} {mask}\n" for image, mask in pairs))
 
 
-def make_split(config: Config, labeled: str, seed: int, out_labeled: Path,
-               out_unlabeled: Path) -> tuple[int, int]:
-    """Discover the training pairs of the configured dataset, split and write them."""
-    spec = dataset_spec(config)
-    ds, definition = config["dataset"], spec.definition
-    image_pattern = ds["image_pattern"] or definition.image_pattern
-    mask_pattern = ds["mask_pattern"] or definition.mask_pattern
+def make_split(dataset: DatasetOptions, labeled: str, seed: int, out_labeled: Path,
+               out_unlabeled: Path, image_pattern: str | None = None,
+               mask_pattern: str | None = None) -> tuple[int, int]:
+    """Discover the training pairs of the dataset, split and write them.
+
+    The patterns say where to look (None: the dataset's defaults), not what a split is, so
+    they are arguments rather than options (``dataset.image_pattern``/``mask_pattern``)."""
+    spec = dataset_spec(dataset)
+    definition = spec.definition
+    image_pattern = image_pattern or definition.image_pattern
+    mask_pattern = mask_pattern or definition.mask_pattern
     if not image_pattern or not mask_pattern:
-        raise DarsError(f"dataset {ds['name']!r} has no default file patterns; set "
+        raise DarsError(f"dataset {dataset.name!r} has no default file patterns; set "
                         "dataset.image_pattern and dataset.mask_pattern")
     pairs = discover_pairs(spec.root, image_pattern, mask_pattern,
                            lambda p: definition.resolve_mask(p).is_file())

@@ -1,10 +1,12 @@
-# Paths, round numbers, the exact config subsets each stage depends on, and job resources.
-# Rules pass these subsets through `params:`, which is what makes reruns precise: a change to
-# round k's alpha reaches only round k's pseudo labels and what follows them. Resources, GPU
-# count and shard count are *not* params: moving a run to a bigger machine reruns nothing.
+# Paths, round numbers, each stage's options and job resources.
+# Rules pass a stage's options (dars.options: exactly the config values its outputs depend on,
+# built by `from_config`) as JSON through `params:`, which is what makes reruns precise: a
+# change to round k's alpha reaches only round k's pseudo labels and what follows them, and a
+# key a stage does not read reruns nothing of it. Resources, workers, threads, GPU count and
+# shard count are *not* params: moving a run to a bigger machine reruns nothing.
 
-import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from dars.compare import (
@@ -21,9 +23,15 @@ from dars.compare import (
     separate_teacher_dir,
     teacher_dir,
 )
-from dars.config import epochs_per_round as epochs_per_round_from
-from dars.config import scale_range, stage_config
-from dars.report import PER_ROUND_REPORTS, report_files
+from dars.data.demo import DemoOptions
+from dars.engine.options import (
+    CalibrateOptions,
+    EvaluateOptions,
+    InferOptions,
+    TrainOptions,
+)
+from dars.options import DatasetOptions
+from dars.report import PER_ROUND_REPORTS, ReportOptions, report_files
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
@@ -46,26 +54,24 @@ SINGLE_GPU_RULES = ("evaluate", "calibrate")  # one process: at most one GPU
 TRAIN_RULES = ("train_baseline", "train_student")
 
 
-def subset(*sections, **extra):
-    """JSON of the named top-level config sections (plus extras) for a rule's --config-json,
-    without the keys that only change how fast a stage runs (dars.config.RUNTIME_KEYS).
-    """
-    return json.dumps({**stage_config(config, *sections), **extra}, sort_keys=True)
+# The --options-json of the stages whose options are the same for every job of the run.
+DEMO_OPTIONS = DemoOptions.from_config(config).to_json()
+DATASET_OPTIONS = DatasetOptions.from_config(config).to_json()
+INFER_OPTIONS = InferOptions.from_config(config).to_json()
+EVALUATE_OPTIONS = EvaluateOptions.from_config(config).to_json()
+CALIBRATE_OPTIONS = CalibrateOptions.from_config(config).to_json()
+
+
+def train_options(r, seed=None):
+    """--options-json of training round r, with another `seed` (the comparison's teachers and
+    student seeds) if given."""
+    options = TrainOptions.from_config(config, int(r))
+    return (options if seed is None else replace(options, seed=int(seed))).to_json()
 
 
 def round_cfg(r):
     """Self-training round r (1-based) as configured."""
     return config["rounds"][int(r) - 1]
-
-
-def epochs_per_round(r):
-    """Epochs of rounds 0..r: all the lr schedule of round r depends on (a later round never
-    changes an earlier one's schedule)."""
-    return " ".join(map(str, epochs_per_round_from(config)[: int(r) + 1]))
-
-
-def scale(r):
-    return " ".join(f"{v:g}" for v in scale_range(config, int(r)))
 
 
 def shard_files(pattern):

@@ -26,9 +26,7 @@ use rule train_baseline as compare_train_baseline with:
     benchmark:
         f"{TEACHER_LOGS}/round0/train.benchmark.tsv"
     params:
-        cfg=lambda wc: subset("dataset", "model", "train", seed=int(wc.t)),
-        epochs=epochs_per_round(0),
-        scale=scale(0),
+        opts=lambda wc: train_options(0, seed=wc.t),
         state=f"{TEACHER}/round0/state",
 
 
@@ -44,7 +42,7 @@ use rule infer_probabilities as compare_teacher_infer with:
     benchmark:
         f"{TEACHER_LOGS}/round1/infer.benchmark.tsv"
     params:
-        cfg=subset("dataset", "infer"),
+        opts=INFER_OPTIONS,
         temperature=1.0,  # the untempered store (tempered rows read compare_infer_tempered)
 
 
@@ -68,7 +66,7 @@ use rule infer_probabilities as compare_infer_tempered with:
     benchmark:
         f"{TEACHER_LOGS}/round1/infer_ts.benchmark.tsv"
     params:
-        cfg=subset("dataset", "infer"),
+        opts=INFER_OPTIONS,
         temperature=temperature_param(TEMPERED_T),
 
 
@@ -85,7 +83,7 @@ use rule infer_probabilities as compare_infer_run_t1 with:
     benchmark:
         f"{LOGS}/compare/round1/infer_t1.benchmark.tsv"
     params:
-        cfg=subset("dataset", "infer"),
+        opts=INFER_OPTIONS,
         temperature=1.0,
 
 
@@ -192,9 +190,7 @@ use rule train_student as compare_train_student with:
         f"{CMP_LOGS}/round{{s}}/train.benchmark.tsv"
     params:
         # student seed k seeds the student (and, above, the sampling); teacher t its init
-        cfg=lambda wc: subset("dataset", "model", "train", seed=int(wc.k)),
-        epochs=lambda wc: epochs_per_round(wc.s),
-        scale=lambda wc: scale(wc.s),
+        opts=lambda wc: train_options(wc.s, seed=wc.k),
         state=f"{BRANCH}/round{{s}}/state",
 
 
@@ -214,7 +210,7 @@ use rule infer_probabilities as compare_infer_probabilities with:
     benchmark:
         f"{CMP_LOGS}/round{{s}}/infer.benchmark.tsv"
     params:
-        cfg=subset("dataset", "infer"),
+        opts=INFER_OPTIONS,
         temperature=temperature_param(branch_temperature),
 
 

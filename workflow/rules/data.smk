@@ -13,9 +13,9 @@ if config["dataset"]["name"] == "demo":
         resources:
             **job_resources("build_demo"),
         params:
-            cfg=subset("demo"),
+            opts=DEMO_OPTIONS,
         shell:
-            "dars build-demo --config-json {params.cfg:q} --out {output} > {log} 2>&1"
+            "dars build-demo --options-json {params.opts:q} --out {output} > {log} 2>&1"
 
 
 rule label_histogram:
@@ -32,6 +32,6 @@ rule label_histogram:
     resources:
         **job_resources("label_histogram"),
     params:
-        cfg=subset("dataset"),
+        opts=DATASET_OPTIONS,
     shell:
-        "dars histogram --config-json {params.cfg:q} --out {output} > {log} 2>&1"
+        "dars histogram --options-json {params.opts:q} --out {output} > {log} 2>&1"

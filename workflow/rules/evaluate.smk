@@ -17,10 +17,10 @@ rule evaluate:
     resources:
         **job_resources("evaluate"),
     params:
-        cfg=subset("dataset", "evaluate"),
+        opts=EVALUATE_OPTIONS,
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --"
-        " dars evaluate --config-json {params.cfg:q} --model {input.model} --round {wildcards.r}"
+        " dars evaluate --options-json {params.opts:q} --model {input.model} --round {wildcards.r}"
         " --metrics {output.metrics} --summary {output.summary} --threads {threads} > {log} 2>&1"
 
 
@@ -58,9 +58,8 @@ rule calibrate:
     resources:
         **job_resources("calibrate"),
     params:
-        cfg=subset("dataset", "infer"),
-        split=config["pseudo_label"]["calibration_split"],
+        opts=CALIBRATE_OPTIONS,
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --"
-        " dars calibrate --config-json {params.cfg:q} --model {input.model}"
-        " --split {params.split} --out {output} --threads {threads} > {log} 2>&1"
+        " dars calibrate --options-json {params.opts:q} --model {input.model}"
+        " --out {output} --threads {threads} > {log} 2>&1"

@@ -33,11 +33,11 @@ rule infer_probabilities:
     resources:
         **job_resources("infer_probabilities"),
     params:
-        cfg=subset("dataset", "infer"),
+        opts=INFER_OPTIONS,
         temperature=infer_temperature,
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
-        " dars infer --config-json {params.cfg:q} --model {input.teacher} --out {output}"
+        " dars infer --options-json {params.opts:q} --model {input.teacher} --out {output}"
         " --temperature {params.temperature} --threads {threads} > {log} 2>&1"
 
 
@@ -52,11 +52,11 @@ if SHARDS > 1:
     INFER_DONE = f"{RESULTS}/round{{s}}/shards/infer"
     # `dars infer` with what all three steps share; they build probs.zarr.partial next to it.
     INFER_SHELL = (
-        "dars infer --config-json {params.cfg:q} --model {input.teacher}"
+        "dars infer --options-json {params.opts:q} --model {input.teacher}"
         " --out {params.store} --temperature {params.temperature} --threads {threads}"
     )
     INFER_STORE_PARAMS = dict(
-        cfg=subset("dataset", "infer"),
+        opts=INFER_OPTIONS,
         temperature=infer_temperature,
         store=lambda wc: f"{RESULTS}/round{wc.s}/probs.zarr",
     )

@@ -60,10 +60,10 @@ rule report:
     params:
         # a function: config values such as dataset.image_pattern hold {field} placeholders,
         # which Snakemake would take for wildcards in a plain params string
-        cfg=lambda wc: json.dumps(config, sort_keys=True),
+        opts=lambda wc: ReportOptions.from_config(config).to_json(),
         rounds=len(STUDENT_ROUNDS),
         run_dir=lambda wc, input: os.path.dirname(input.summary),
         out_dir=lambda wc, output: os.path.dirname(output.config[0]),
     shell:
-        "dars report --config-json {params.cfg:q} --run-dir {params.run_dir}"
+        "dars report --options-json {params.opts:q} --run-dir {params.run_dir}"
         " --rounds {params.rounds} --out-dir {params.out_dir} > {log} 2>&1"

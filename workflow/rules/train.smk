@@ -25,16 +25,13 @@ rule train_baseline:
     resources:
         **job_resources("train_baseline"),
     params:
-        cfg=subset("dataset", "model", "train", "seed"),
-        epochs=epochs_per_round(0),
-        scale=scale(0),
+        opts=train_options(0),
         state=f"{RESULTS}/round0/state",
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
-        " dars train --round 0 --config-json {params.cfg:q} --epochs-per-round {params.epochs}"
-        " --scale {params.scale} --state-dir {params.state} --out {output.model}"
-        " --log-csv {output.log_csv} --threads {threads} --workers {resources.workers}"
-        " > {log} 2>&1"
+        " dars train --round 0 --options-json {params.opts:q} --state-dir {params.state}"
+        " --out {output.model} --log-csv {output.log_csv} --threads {threads}"
+        " --workers {resources.workers} > {log} 2>&1"
 
 
 rule train_student:
@@ -54,14 +51,11 @@ rule train_student:
     resources:
         **job_resources("train_student"),
     params:
-        cfg=subset("dataset", "model", "train", "seed"),
-        epochs=lambda wc: epochs_per_round(wc.s),
-        scale=lambda wc: scale(wc.s),
+        opts=lambda wc: train_options(wc.s),
         state=f"{RESULTS}/round{{s}}/state",
     shell:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
-        " dars train --round {wildcards.s} --config-json {params.cfg:q}"
-        " --init {input.teacher} --pseudo {input.pseudo}"
-        " --epochs-per-round {params.epochs} --scale {params.scale} --state-dir {params.state}"
+        " dars train --round {wildcards.s} --options-json {params.opts:q}"
+        " --init {input.teacher} --pseudo {input.pseudo} --state-dir {params.state}"
         " --out {output.model} --log-csv {output.log_csv} --threads {threads}"
         " --workers {resources.workers} > {log} 2>&1"

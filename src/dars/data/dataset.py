@@ -23,6 +23,7 @@ from dars.data.io import read_image, read_mask
 from dars.data.registry import get_definition
 from dars.data.splits import Sample, read_split
 from dars.errors import DarsError
+from dars.options import DatasetOptions
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -32,7 +33,7 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What the stages need to know about a dataset, resolved once from the config."""
+    """What the stages need to know about a dataset, resolved once from its options."""
 
     root: Path
     classes: list[str]
@@ -49,28 +50,27 @@ class DatasetSpec:
                           resolve_mask=self.definition.resolve_mask)
 
 
-def _check_fixed(definition: DatasetDefinition, ds: dict) -> None:
+def _check_fixed(definition: DatasetDefinition, options: DatasetOptions) -> None:
     """A dataset whose files fix classes/ignore value must not be contradicted by the config."""
-    if definition.classes and ds["classes"] and tuple(ds["classes"]) != definition.classes:
+    if definition.classes and options.classes and options.classes != definition.classes:
         raise DarsError(f"dataset.classes: {definition.name} defines its "
                         f"{len(definition.classes)} classes {list(definition.classes)}; "
                         "leave dataset.classes empty")
-    if definition.ignore_index is not None and ds["ignore_index"] != definition.ignore_index:
+    if definition.ignore_index is not None and options.ignore_index != definition.ignore_index:
         raise DarsError(f"dataset.ignore_index: {definition.name} masks use "
                         f"{definition.ignore_index} for 'no label', config says "
-                        f"{ds['ignore_index']}")
+                        f"{options.ignore_index}")
 
 
-def dataset_spec(config: dict) -> DatasetSpec:
-    """Resolve the dataset section: classes from the dataset definition, the config or the
+def dataset_spec(options: DatasetOptions) -> DatasetSpec:
+    """Resolve the dataset options: classes from the dataset definition, the config or the
     root's classes.txt (in that order)."""
-    ds = config["dataset"]
-    definition = get_definition(ds["name"])
-    _check_fixed(definition, ds)
-    root = Path(ds["root"])
+    definition = get_definition(options.name)
+    _check_fixed(definition, options)
+    root = Path(options.root)
     if not root.is_dir():
         raise DarsError(f"dataset root not found: {root} (dataset.root)")
-    classes = list(definition.classes or ds["classes"])
+    classes = list(definition.classes or options.classes)
     if not classes:
         names = root / "classes.txt"
         if not names.is_file():
@@ -78,9 +78,10 @@ def dataset_spec(config: dict) -> DatasetSpec:
         classes = [c.strip() for c in names.read_text().splitlines() if c.strip()]
     if not 1 < len(classes) <= 255:
         raise DarsError(f"dataset needs 2..255 classes, got {len(classes)}")
-    if ds["ignore_index"] < len(classes):
-        raise DarsError(f"dataset.ignore_index {ds['ignore_index']} collides with a class index")
-    return DatasetSpec(root, classes, ds["ignore_index"], dict(ds["splits"]), definition)
+    if options.ignore_index < len(classes):
+        raise DarsError(f"dataset.ignore_index {options.ignore_index} collides with a class "
+                        "index")
+    return DatasetSpec(root, classes, options.ignore_index, options.splits.params(), definition)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -24,17 +24,20 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from dars.config import Config
 from dars.data import shapes
 from dars.data.png import png_bytes
 from dars.data.shapes import SHAPES_CLASSES
+from dars.options import Options
 
-__all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "build_demo", "class_prior"]
+__all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "DemoOptions", "build_demo", "class_prior"]
 
 log = logging.getLogger(__name__)
 
@@ -251,16 +254,23 @@ def _fractions(counts: np.ndarray, classes: list[str]) -> dict[str, float]:
     return {name: float(c) / total for name, c in zip(classes, counts, strict=True)}
 
 
-def build_demo(
-    root: Path,
-    *,
-    num_train: int,
-    num_val: int,
-    size: int,
-    labeled_fraction: float,
-    seed: int,
-    scene: str = "fashion",
-) -> None:
+@dataclass(frozen=True)
+class DemoOptions(Options):
+    """The ``demo`` section: everything the generated files depend on (see :func:`build_demo`)."""
+
+    num_train: int
+    num_val: int
+    size: int
+    labeled_fraction: float
+    seed: int
+    scene: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> DemoOptions:
+        return cls(**config["demo"])
+
+
+def build_demo(root: Path, options: DemoOptions) -> None:
     """Build the demo dataset: images/, masks/, splits/{labeled,unlabeled,val}.txt, classes.txt.
 
     Training scenes use only Fashion-MNIST train items and validation scenes only test items, so
@@ -273,6 +283,8 @@ def build_demo(
     ``scene`` is "fashion" (the 5 Fashion-MNIST classes above) or "shapes" (the 10 procedural
     classes of :mod:`dars.data.shapes` on the same photo backgrounds).
     """
+    num_train, num_val, size = options.num_train, options.num_val, options.size
+    labeled_fraction, seed, scene = options.labeled_fraction, options.seed, options.scene
     if num_train < 2 or num_val < 1 or size < 32 or not 0.0 < labeled_fraction < 1.0:
         raise ValueError(
             "build_demo needs num_train >= 2, num_val >= 1, size >= 32, 0 < labeled_fraction < 1; "

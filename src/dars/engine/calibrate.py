@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from dars.atomic import write_json
-from dars.config import Config
 from dars.constants import IGNORE
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
-from dars.engine.predict import PredictOptions, predict_logits
+from dars.engine.options import CalibrateOptions
+from dars.engine.predict import predict_logits
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
@@ -62,19 +62,20 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def calibrate(config: Config, model_path: Path, out: Path, split: str = "val",
+def calibrate(options: CalibrateOptions, model_path: Path, out: Path,
               max_pixels: int = 2_000_000, seed: int = 0) -> float:
-    """Fit T for ``model_path`` on up to ``max_pixels`` labeled pixels of ``split``; write json."""
-    spec = dataset_spec(config)
+    """Fit T for ``model_path`` on up to ``max_pixels`` labeled pixels of ``options.split``;
+    write json."""
+    spec = dataset_spec(options.dataset)
+    split = options.split
     samples = spec.samples(split)
     model = checkpoint.load_model(model_path, spec.num_classes)
     rng = np.random.default_rng(seed)
     per_image = max(1, max_pixels // len(samples))
     picked, targets = [], []
     # predicted as inference predicts, so T is fitted to the logits inference divides by T
-    options = PredictOptions.from_config(config["infer"])
     for index, image_logits in predict_logits(model, samples, range(len(samples)),
-                                              config["infer"]["batch_size"], options):
+                                              options.batch_size, options.predict):
         mask = read_mask(samples[index].mask, spec.num_classes, spec.ignore_index).reshape(-1)
         valid = np.flatnonzero(mask != IGNORE)
         pick = rng.choice(valid, size=min(per_image, valid.size), replace=False)

@@ -18,11 +18,11 @@ import torch
 from tqdm import tqdm
 
 from dars.atomic import write_csv, write_json
-from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
-from dars.engine.predict import PredictOptions, predict_scores
+from dars.engine.options import EvaluateOptions
+from dars.engine.predict import predict_scores
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
         return np.where(union > 0, tp / union, np.nan)
 
 
-def evaluate(config: Config, model_path: Path, metrics_csv: Path, summary_json: Path,
+def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summary_json: Path,
              round_index: int) -> dict:
     """Evaluate one checkpoint on the val split and write per-class and summary metrics."""
-    spec = dataset_spec(config)
-    tail = config["evaluate"]["tail_classes"]
+    spec = dataset_spec(options.dataset)
+    tail = options.tail_classes
     unknown = sorted(set(tail) - set(spec.classes))
     if unknown:  # checked first: a typo must not cost a full evaluation pass
         raise DarsError(f"evaluate.tail_classes names unknown classes: {unknown}")
@@ -56,9 +56,8 @@ def evaluate(config: Config, model_path: Path, metrics_csv: Path, summary_json: 
     model = checkpoint.load_model(model_path, spec.num_classes)
     c = spec.num_classes
     cm = torch.zeros(c, c, dtype=torch.int64)
-    options = PredictOptions.from_config(config["evaluate"])
     for index, scores in tqdm(predict_scores(model, samples, range(len(samples)),
-                                             config["evaluate"]["batch_size"], options),
+                                             options.batch_size, options.predict),
                               total=len(samples), desc="evaluate", mininterval=2, unit="img"):
         target = torch.from_numpy(read_mask(samples[index].mask, c, spec.ignore_index))
         if target.shape != scores.shape[1:]:

@@ -34,12 +34,12 @@ from pathlib import Path
 from torch import nn
 from tqdm import tqdm
 
-from dars.config import Config
 from dars.data.dataset import dataset_spec
 from dars.data.io import image_size
 from dars.data.splits import Sample
 from dars.engine import checkpoint, distributed
-from dars.engine.predict import PredictOptions, predict_probs, size_batches
+from dars.engine.options import InferOptions
+from dars.engine.predict import predict_probs, size_batches
 from dars.errors import DarsError
 from dars.probstore import ProbStoreWriter
 from dars.sharding import shard_range
@@ -47,11 +47,11 @@ from dars.sharding import shard_range
 log = logging.getLogger(__name__)
 
 
-def job_fingerprint(model_path: Path, infer_config: dict, temperature: float = 1.0) -> str:
+def job_fingerprint(model_path: Path, options: InferOptions, temperature: float = 1.0) -> str:
     """Hash of the teacher file, the inference options and the temperature: what the stored
     values depend on."""
-    options = {**infer_config, "temperature": temperature}
-    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    job = {**options.params(), "temperature": temperature}
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode())
     with open(model_path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -67,8 +67,8 @@ def batches_to_redo(samples: Sequence[Sample], pending: Sequence[int], batch: in
                   if todo.intersection(b) for i in b)
 
 
-def _open_store(config: Config, model_path: Path, out: Path, create: bool, temperature: float
-                ) -> tuple[ProbStoreWriter, list[Sample]]:
+def _open_store(options: InferOptions, model_path: Path, out: Path, create: bool,
+                temperature: float) -> tuple[ProbStoreWriter, list[Sample]]:
     """The partial store of this job (teacher file + infer options + temperature) and the
     unlabeled samples.
 
@@ -76,22 +76,21 @@ def _open_store(config: Config, model_path: Path, out: Path, create: bool, tempe
     """
     if not (math.isfinite(temperature) and temperature > 0):
         raise DarsError(f"temperature must be a positive number, got {temperature}")
-    spec = dataset_spec(config)
+    spec = dataset_spec(options.dataset)
     samples = spec.samples("unlabeled", require_masks=False)
     writer = ProbStoreWriter(out, [s.id for s in samples],
                              [image_size(s.image) for s in samples] if create else None,
-                             spec.classes, store_probs=config["infer"]["store_probs"],
-                             job=job_fingerprint(model_path, config["infer"], temperature),
-                             temperature=temperature,
-                             images_per_chunk=config["infer"]["images_per_chunk"])
+                             spec.classes, store_probs=options.store_probs,
+                             job=job_fingerprint(model_path, options, temperature),
+                             temperature=temperature, images_per_chunk=options.images_per_chunk)
     return writer, samples
 
 
-def _load_teacher(config: Config, model_path: Path) -> nn.Module:
-    return checkpoint.load_model(model_path, dataset_spec(config).num_classes)
+def _load_teacher(options: InferOptions, model_path: Path) -> nn.Module:
+    return checkpoint.load_model(model_path, dataset_spec(options.dataset).num_classes)
 
 
-def infer(config: Config, model_path: Path, out: Path, temperature: float = 1.0) -> None:
+def infer(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0) -> None:
     """Predict every unlabeled image with the teacher and store confidences/probabilities of
     softmax(logits / ``temperature``).
 
@@ -101,14 +100,14 @@ def infer(config: Config, model_path: Path, out: Path, temperature: float = 1.0)
     """
     world = distributed.setup()
     try:
-        model = _load_teacher(config, model_path)  # a bad checkpoint fails before any store
+        model = _load_teacher(options, model_path)  # a bad checkpoint fails before any store
         if world.is_main:
-            writer, samples = _open_store(config, model_path, out, True, temperature)
+            writer, samples = _open_store(options, model_path, out, True, temperature)
         distributed.barrier(world)
         if not world.is_main:
-            writer, samples = _open_store(config, model_path, out, False, temperature)
+            writer, samples = _open_store(options, model_path, out, False, temperature)
         own = shard_range(world.rank, world.size, len(samples), writer.per_chunk)
-        _predict_into(writer, model, samples, own, config["infer"], temperature)
+        _predict_into(writer, model, samples, own, options, temperature)
         distributed.barrier(world)
         if world.is_main:
             writer.finalize()
@@ -116,38 +115,39 @@ def infer(config: Config, model_path: Path, out: Path, temperature: float = 1.0)
         distributed.teardown(world)
 
 
-def init_store(config: Config, model_path: Path, out: Path, temperature: float = 1.0) -> None:
+def init_store(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0
+               ) -> None:
     """Sharded step 1: create (or keep, to resume) the partial store the shards write into
     (every step of one job passes the same ``temperature``: it is part of the job)."""
-    writer, samples = _open_store(config, model_path, out, True, temperature)
+    writer, samples = _open_store(options, model_path, out, True, temperature)
     log.info("%s ready: %d images, %d already written", writer.path, len(samples),
              len(samples) - len(writer.pending()))
 
 
-def infer_shard(config: Config, model_path: Path, out: Path, shard: tuple[int, int],
+def infer_shard(options: InferOptions, model_path: Path, out: Path, shard: tuple[int, int],
                 temperature: float = 1.0) -> None:
     """Sharded step 2: predict the images of shard (i, N) into the store :func:`init_store`
     created (resuming: images already written are skipped)."""
-    model = _load_teacher(config, model_path)
-    writer, samples = _open_store(config, model_path, out, False, temperature)
+    model = _load_teacher(options, model_path)
+    writer, samples = _open_store(options, model_path, out, False, temperature)
     _predict_into(writer, model, samples, shard_range(*shard, len(samples), writer.per_chunk),
-                  config["infer"], temperature)
+                  options, temperature)
 
 
-def finalize_store(config: Config, model_path: Path, out: Path, temperature: float = 1.0
+def finalize_store(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0
                    ) -> None:
     """Sharded step 3: check every shard's images are in, move the store to ``out``."""
-    writer, samples = _open_store(config, model_path, out, False, temperature)
+    writer, samples = _open_store(options, model_path, out, False, temperature)
     writer.finalize()
     log.info("%s complete: %d images", out, len(samples))
 
 
 def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[Sample],
-                  own: range, infer_config: dict, temperature: float) -> None:
+                  own: range, options: InferOptions, temperature: float) -> None:
     """Write the pending images of ``own`` into ``writer``, predicting them in the batches an
     unsharded, uninterrupted run forms (whatever else those batches hold is discarded)."""
     pending = writer.pending(own)
-    batch = infer_config["batch_size"]
+    batch = options.batch_size
     todo = batches_to_redo(samples, pending, batch)
     again = sum(1 for i in todo if i in own) - len(pending)
     if len(pending) < len(own):
@@ -160,8 +160,8 @@ def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[S
                  "to batch as an unsharded run does", own.start, own.stop - 1, len(samples),
                  neighbours)
     t0 = time.perf_counter()
-    options = PredictOptions.from_config(infer_config)
-    for index, probs in tqdm(predict_probs(model, samples, todo, batch, options, temperature),
+    for index, probs in tqdm(predict_probs(model, samples, todo, batch, options.predict,
+                                           temperature),
                              total=len(todo), desc="infer", mininterval=2, unit="img"):
         if index in own:
             writer.write(index, probs.numpy())

@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,29 +35,10 @@ from dars.data.dataset import to_tensor
 from dars.data.io import image_size, read_image
 from dars.data.splits import Sample
 from dars.engine.sliding import forward_scores, sliding_scores
+from dars.options import PredictOptions
 
 LOAD_THREADS = 4  # image decoding (PIL releases the GIL) overlaps across a batch
 MIN_PROB = 1e-12  # float32 probabilities underflow to 0; log(0) would make an NLL infinite
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How a model is applied to an image (the ``infer``/``evaluate`` config sections)."""
-
-    mode: str = "whole"
-    crop_size: int | None = None
-    stride_ratio: float = 2 / 3
-    flip: bool = False
-    bf16: bool = False
-    base_size: int | tuple[int, int] | None = None
-    average: str = "logits"
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> PredictOptions:
-        base = section["base_size"]
-        return cls(section["mode"], section["crop_size"], section["stride_ratio"],
-                   section["flip"], section["bf16"],
-                   tuple(base) if isinstance(base, list) else base, section["average"])
 
 
 def scaled_size(h: int, w: int, base_size: int | tuple[int, int] | None) -> tuple[int, int]:

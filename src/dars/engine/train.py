@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import signal
@@ -46,13 +45,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dars.atomic import write_csv
-from dars.config import Config, scale_range, stage_config
-from dars.config import epochs_per_round as epochs_per_round_from
 from dars.constants import IGNORE
 from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec
 from dars.data.splits import Sample
 from dars.data.transforms import train_transform
 from dars.engine import checkpoint, distributed
+from dars.engine.options import TrainOptions
 from dars.engine.predict import bf16_autocast
 from dars.errors import DarsError
 from dars.models import build_model
@@ -164,82 +162,72 @@ def _epoch_seed(*parts: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _signature(config: Config, *job: object) -> str:
+def _signature(options: TrainOptions) -> str:
     """Identity of a training job, so a stale last.pt of a different job is never resumed."""
-    keys = stage_config(config, "dataset", "model", "train", "seed")
-    blob = json.dumps([keys, job], sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return hashlib.sha256(options.to_json().encode()).hexdigest()[:16]
 
 
 class Trainer:
     """One round of training; construct, then :meth:`run`."""
 
-    def __init__(self, config: Config, round_index: int, state_dir: Path,
-                 init: Path | None = None, pseudo_dir: Path | None = None,
-                 epochs_per_round: list[int] | None = None,
-                 scale: tuple[float, float] | None = None,
-                 num_workers: int | None = None) -> None:
-        """``epochs_per_round`` and ``scale`` default to what ``config`` says; the workflow
-        passes them explicitly so a rule depends on exactly the values it uses.
-        ``num_workers`` (default ``train.num_workers``) changes speed, never the result."""
+    def __init__(self, options: TrainOptions, state_dir: Path, init: Path | None = None,
+                 pseudo_dir: Path | None = None, num_workers: int = 0) -> None:
+        """``options`` say what is trained (the round included); ``num_workers`` (DataLoader
+        worker processes) changes speed, never the result."""
+        round_index = options.round
         if round_index > 0 and (init is None or pseudo_dir is None):
             raise DarsError("a student round needs --init (teacher checkpoint) and --pseudo")
-        self.config, self.round = config, round_index
-        self.spec: DatasetSpec = dataset_spec(config)
-        self.tcfg = config["train"]
+        self.options, self.round = options, round_index
+        self.spec: DatasetSpec = dataset_spec(options.dataset)
         self.state_dir = state_dir
         self.world = distributed.setup()
         self.device = self.world.device
         cuda = self.device.type == "cuda"
-        self.bf16 = self.tcfg["bf16"] and cuda
-        self.channels_last = self.tcfg["channels_last"] and cuda
+        self.bf16 = options.bf16 and cuda
+        self.channels_last = options.channels_last and cuda
         if cuda:  # fixed crop size: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
-        self.seed = config["seed"] * 1000 + round_index
+        self.seed = options.seed * 1000 + round_index
         torch.manual_seed(self.seed)  # model initialisation, identical on every rank
 
-        scale = scale or scale_range(config, round_index)
-        epochs_per_round = epochs_per_round or epochs_per_round_from(config)
-        transform = train_transform(scale, self.tcfg["crop_size"], self.tcfg["flip"],
-                                    IGNORE, self.tcfg["rotate"],
-                                    self.tcfg["blur"])
+        transform = train_transform(options.scale_range, options.crop_size, options.flip,
+                                    IGNORE, options.rotate, options.blur)
         labeled_samples = self.spec.samples("labeled")
         unlabeled = (self.spec.samples("unlabeled", require_masks=False)
-                     if round_index or self.tcfg["baseline_list"] == "match_unlabeled" else [])
+                     if round_index or options.baseline_list == "match_unlabeled" else [])
         if not round_index and unlabeled:
             labeled_samples = match_length(labeled_samples, len(unlabeled))
         labeled = SegmentationDataset(self.spec, labeled_samples, transform)
-        batch = self.tcfg["student_batch_size"] or self.tcfg["batch_size"]
-        half = batch // 2 if round_index else self.tcfg["batch_size"]
+        batch = options.student_batch_size or options.batch_size
+        half = batch // 2 if round_index else options.batch_size
         if half % self.world.size:
             key = "train.student_batch_size" if round_index else "train.batch_size"
             raise DarsError(f"{key} {batch if round_index else half} does not split evenly "
                             f"over {self.world.size} GPUs"
                             + (" (students: half labeled, half pseudo-labeled)" if round_index
                                else ""))
-        workers = self.tcfg["num_workers"] if num_workers is None else num_workers
-        self.labeled = _loader(labeled, half, workers, self.world, self.seed)
+        self.labeled = _loader(labeled, half, num_workers, self.world, self.seed)
         self.pseudo = None
         if round_index:
             pseudo = SegmentationDataset(self.spec, unlabeled, transform, mask_dir=pseudo_dir)
-            self.pseudo = _loader(pseudo, half, workers, self.world, self.seed)
-        self.schedule = plan_schedule(self.tcfg["schedule"], self.tcfg["poly_power"],
-                                      epochs_per_round, round_index,
+            self.pseudo = _loader(pseudo, half, num_workers, self.world, self.seed)
+        self.schedule = plan_schedule(options.schedule, options.poly_power,
+                                      list(options.epochs_per_round), round_index,
                                       len(self.pseudo or self.labeled))
-        self.signature = _signature(config, round_index, epochs_per_round, scale)
+        self.signature = _signature(options)
 
-        model = build_model(config["model"], self.spec.num_classes).to(self.device)
+        self.model_config = options.model.params()  # what checkpoints record and compare
+        model = build_model(self.model_config, self.spec.num_classes).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.net = distributed.wrap(model, self.world)  # what the step calls
         self.model = distributed.unwrap(self.net)  # what checkpoints hold
-        groups = lr_groups(self.model, self.tcfg["head_lr_mult"])
-        self.base_lrs = [self.tcfg["lr"] * mult for _, mult in groups]
+        groups = lr_groups(self.model, options.head_lr_mult)
+        self.base_lrs = [options.lr * mult for _, mult in groups]
         self.optimizer = torch.optim.SGD(
             [{"params": params, "lr": lr} for (params, _), lr in zip(groups, self.base_lrs,
                                                                      strict=True)],
-            lr=self.tcfg["lr"], momentum=self.tcfg["momentum"],
-            weight_decay=self.tcfg["weight_decay"])
+            lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.step = 0  # steps done in the current epoch, > 0 only when resuming after SIGTERM
@@ -251,7 +239,7 @@ class Trainer:
             if init is not None:
                 self._start_from_teacher(init)
             else:
-                load_pretrained(self.model, config["model"])
+                load_pretrained(self.model, self.model_config)
         self.scheduler = self._scheduler(resumed.get("scheduler") if resumed else None)
 
     def _scheduler(self, saved: dict[str, Any] | None) -> LambdaLR:
@@ -275,7 +263,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "model_config": self.config["model"],
+            "model_config": self.model_config,
             "num_classes": self.spec.num_classes,
             "class_names": self.spec.classes,
             "round": self.round,
@@ -315,11 +303,11 @@ class Trainer:
 
     def _start_from_teacher(self, init: Path) -> None:
         state = checkpoint.load(init)
-        if state["model_config"] != self.config["model"]:
+        if state["model_config"] != self.model_config:
             raise DarsError(f"teacher {init} was trained with model {state['model_config']}, "
-                            f"config asks for {self.config['model']}")
+                            f"config asks for {self.model_config}")
         checkpoint.load_weights(self.model, state, init)
-        if self.tcfg["schedule"] == "continue":
+        if self.options.schedule == "continue":
             self.optimizer.load_state_dict(state["optimizer"])
 
     # -- loop --------------------------------------------------------------------------------
@@ -362,11 +350,11 @@ class Trainer:
         with bf16_autocast(self.device, self.bf16):
             for x, y in zip(batch[::2], batch[1::2], strict=True):
                 x, y = self._to_device(x, y)
-                losses.append(seg_loss(self.net(x), y, ignore, self.tcfg["aux_weight"]))
+                losses.append(seg_loss(self.net(x), y, ignore, self.options.aux_weight))
         total = sum(losses)
         if not torch.isfinite(distributed.mean(total, self.world)):
             raise DarsError(f"loss became {total.item()} at iteration {it} (round {self.round}); "
-                            f"lower train.lr (now {self.tcfg['lr']}) — the last good state is "
+                            f"lower train.lr (now {self.options.lr}) — the last good state is "
                             f"kept in {self.state_dir / 'last.pt'}")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -14,16 +14,18 @@ import pandas as pd
 from tqdm import tqdm
 
 from dars.atomic import write_csv
-from dars.config import Config
 from dars.constants import IGNORE
 from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.errors import DarsError
+from dars.options import DatasetOptions
 
 
-def label_histogram(config: Config, out: Path, split: str = "labeled") -> pd.DataFrame:
-    """Count labeled pixels per class (ignore excluded) and write ``class,name,pixels,ratio``."""
-    spec = dataset_spec(config)
+def label_histogram(options: DatasetOptions, out: Path, split: str = "labeled") -> pd.DataFrame:
+    """Count labeled pixels per class (ignore excluded) and write ``class,name,pixels,ratio``.
+
+    Its options are the dataset's alone: the histogram depends on nothing else."""
+    spec = dataset_spec(options)
     counts = np.zeros(spec.num_classes, dtype=np.int64)
     for sample in tqdm(spec.samples(split), desc="histogram", mininterval=2, unit="img"):
         mask = read_mask(sample.mask, spec.num_classes, spec.ignore_index)

@@ -1,0 +1,164 @@
+"""Stage options: the frozen values one stage's outputs depend on, and nothing else.
+
+Each stage takes one options object (``TrainOptions``, ``InferOptions``, ...) built by
+``from_config`` from the validated config, so it cannot read a key of the config it was not
+given, nor a schema default standing in for one. ``params()`` is that object as JSON-ready
+data: the workflow's rules pass it (``--options-json``) and Snakemake reruns a job exactly when
+it changes, so a key a stage ignores, or one that only changes how fast it runs
+(``train.num_workers``, threads, the ``dars split`` patterns), reruns nothing.
+
+The pieces several stages share are one type each here (:class:`DatasetOptions`,
+:class:`ModelOptions`, :class:`PredictOptions`); this module imports neither torch nor a stage,
+so the Snakefile and the light subcommands load it cheaply, nor the config schema's validator
+(jsonschema), which the prediction code that uses :class:`PredictOptions` runs without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Self, get_type_hints
+
+from dars.errors import DarsError
+
+if TYPE_CHECKING:  # the config module loads jsonschema, which the GPU machine lacks
+    from dars.config import Config
+
+
+def _plain(value: Any) -> Any:
+    """A field value as JSON data: nested options as their params, tuples as lists."""
+    if isinstance(value, Options):
+        return value.params()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _frozen(value: Any) -> Any:
+    """JSON data as a field value: lists become tuples (hashable, immutable, and equal to what
+    ``from_config`` builds)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+class Options:
+    """Base of the options dataclasses: ``params()`` and the way back from them."""
+
+    def params(self) -> dict[str, Any]:
+        """Every field as JSON data: exactly what the stage's outputs depend on."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+    def to_json(self) -> str:
+        """``params()`` as canonical JSON (sorted keys): a rule's param, a job's identity."""
+        return json.dumps(self.params(), sort_keys=True)
+
+    @classmethod
+    def from_params(cls, params: Any) -> Self:
+        """Rebuild from ``params()``; a missing or unknown key is a DarsError naming it."""
+        if not isinstance(params, dict):
+            raise DarsError(f"{cls.__name__}: expected a JSON object, got {params!r}")
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        missing, unknown = sorted(set(names) - set(params)), sorted(set(params) - set(names))
+        if missing or unknown:
+            raise DarsError(f"{cls.__name__}: missing keys {missing}, unknown keys {unknown}")
+        hints = get_type_hints(cls)
+        return cls(**{n: hints[n].from_params(params[n])
+                      if isinstance(hints[n], type) and issubclass(hints[n], Options)
+                      else _frozen(params[n]) for n in names})
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DarsError(f"--options-json is not valid JSON: {exc}") from exc
+        return cls.from_params(params)
+
+
+@dataclass(frozen=True)
+class SplitFiles(Options):
+    """The split files of a dataset (relative to its root, else to the working directory)."""
+
+    labeled: str
+    unlabeled: str
+    val: str
+
+
+@dataclass(frozen=True)
+class DatasetOptions(Options):
+    """The ``dataset`` section without the ``dars split`` patterns (where to look, not what is
+    read); resolved against the files by :func:`dars.data.dataset.dataset_spec`."""
+
+    name: str
+    root: str
+    classes: tuple[str, ...]
+    ignore_index: int
+    splits: SplitFiles
+
+    @classmethod
+    def from_config(cls, config: Config) -> DatasetOptions:
+        ds = config["dataset"]
+        return cls(ds["name"], ds["root"], tuple(ds["classes"]), ds["ignore_index"],
+                   SplitFiles(**ds["splits"]))
+
+
+@dataclass(frozen=True)
+class ModelOptions(Options):
+    """The ``model`` section: what :func:`dars.models.build_model` builds; its ``params()`` is
+    the ``model_config`` a checkpoint records."""
+
+    name: str
+    width: int
+    backbone: str | None
+    deep_stem: bool
+    pretrained: str | None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ModelOptions:
+        return cls(**config["model"])
+
+
+@dataclass(frozen=True)
+class PredictOptions(Options):
+    """How a model is applied to an image (:mod:`dars.engine.predict`), from the ``infer`` or
+    ``evaluate`` section. The defaults are the plain whole-image forward pass, for callers
+    that build one by hand; stages always get every value from their section."""
+
+    mode: str = "whole"
+    crop_size: int | None = None
+    stride_ratio: float = 2 / 3
+    flip: bool = False
+    bf16: bool = False
+    base_size: int | tuple[int, int] | None = None
+    average: str = "logits"
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> PredictOptions:
+        """From ``config["infer"]`` or ``config["evaluate"]`` (which share these keys)."""
+        return cls(**{f.name: _frozen(section[f.name]) for f in fields(cls)})
+
+
+def add_options_args(p: argparse.ArgumentParser) -> None:
+    """The three ways a stage's subcommand gets its options."""
+    p.add_argument("--options-json",
+                   help="the stage's options as JSON (what the workflow's rules pass)")
+    p.add_argument("--config", help="YAML config file (validated with defaults)")
+    p.add_argument("--config-json", help="config (or part of it) as JSON; overrides --config "
+                   "keys")
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    """The validated config of ``--config``/``--config-json`` (defaults filled)."""
+    from dars import config  # here: prediction code imports this module, never the schema
+
+    return config.load(args.config, args.config_json)
+
+
+def options_of(args: argparse.Namespace, cls: type[Options], **extra: Any) -> Any:
+    """The stage options ``cls`` from ``--options-json``, else from the config
+    (``cls.from_config(config, **extra)``); the two ways exclude each other."""
+    if args.options_json is None:
+        return cls.from_config(config_of(args), **extra)  # type: ignore[attr-defined]
+    if args.config or args.config_json:
+        raise DarsError("give --options-json or --config/--config-json, not both")
+    return cls.from_json(args.options_json)
