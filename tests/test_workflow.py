@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_helpers import REPO, planned_jobs, shared_tiny_run, snakemake
+from workflow_helpers import REPO, copy_run, planned_jobs, shared_tiny_run, snakemake
 
 from dars import config
 from dars.data.demo import DEMO_CLASSES, DemoOptions
@@ -186,9 +186,20 @@ def test_forcerun_one_stage(tiny_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_until_stops_after_the_changed_stage(tiny_run: Path) -> None:
-    jobs = planned_jobs(tiny_run, "--config", ROUND2_ALPHA, "--until", "pseudo_label")
-    assert jobs == {"pseudo_label:2"}
+def test_until_stops_after_the_changed_stage(tiny_run: Path, tmp_path: Path) -> None:
+    """Run it (the summary table plans the whole DAG, ignoring --until): round 2's new alpha
+    redoes its thresholding and stops there; what is left is what follows it."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    round2 = run / "results" / "tiny" / "round2"
+    before = {name: (round2 / name).stat().st_mtime_ns
+              for name in ("thresholds.csv", "model.pt", "metrics.json")}
+    snakemake(run, "--config", ROUND2_ALPHA, "--until", "pseudo_label")
+    after = {name: (round2 / name).stat().st_mtime_ns for name in before}
+    assert after["thresholds.csv"] != before["thresholds.csv"]
+    assert after["model.pt"] == before["model.pt"]
+    assert after["metrics.json"] == before["metrics.json"]
+    assert planned_jobs(run, "--config", ROUND2_ALPHA) == {
+        "train_student:2", "evaluate:2", "summary", "report"}
 
 
 def test_slurm_profile_sends_every_gpu_job_to_the_gpu_partition(tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ def planned_jobs(workdir: Path, *args: str, **kw) -> set[str]:
     that makes it and its plan ("update pending" when its job would run: missing, outdated,
     changed params or code, forced), not from the dry run's human-readable text. The round is
     that of the run's ``results/<run>/round<k>/`` folder the output is in. The target rule
-    ``all`` makes no file, so it is not listed.
+    ``all`` makes no file, so it is not listed; ``--until`` / ``--omit-from`` are not applied
+    to the table (it plans the whole DAG).
     """
     proc = snakemake(workdir, "--detailed-summary", *args, **kw)
     jobs = set()
