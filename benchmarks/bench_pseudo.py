@@ -46,7 +46,7 @@ import pandas as pd
 from dars.constants import IGNORE, NUM_BINS
 from dars.probstore import ProbStore, ProbStoreWriter
 from dars.pseudo.assign import assign_labels, image_key
-from dars.pseudo.confidence_hist import available_threads, confidence_histogram
+from dars.pseudo.counting import available_threads, confidence_histogram
 from dars.pseudo.stage import PseudoLabelOptions, pseudo_label
 from dars.pseudo.thresholds import Thresholds, compute_thresholds, round_half_up
 

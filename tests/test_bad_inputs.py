@@ -576,6 +576,14 @@ def _(w, mp):
                            "checksum"])
 
 
+@case("store-histogram-byte-flipped")
+def _(w, mp):
+    # the per-chunk confidence counts thresholding sums instead of reading every pixel
+    return _damaged_store(w, lambda s: _flip_byte(s / "histogram" / "c" / "1" / "0" / "0"),
+                          ["array 'histogram'", "images 'img006'..'img007'", "corrupt",
+                           "checksum"])
+
+
 def _damaged_pseudo_labels(w: W, damage: Callable[[Path], None], name: str,
                            culprits: list[str]) -> Run:
     pseudo, _ = w.pseudo()

@@ -85,7 +85,8 @@ def test_no_import_cycle() -> None:
     assert find_cycle(import_graph()) is None
 
 
-@pytest.mark.parametrize("module", ["dars.pseudo.thresholds", "dars.pseudo.assign"])
+@pytest.mark.parametrize("module", ["dars.pseudo.thresholds", "dars.pseudo.assign",
+                                    "dars.pseudo.counting"])
 def test_pure_maths_imports_no_io(module: str) -> None:
     """The numeric cores reach no module that opens stores or files."""
     graph = import_graph()

@@ -11,16 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dars.constants import PAD
+from dars.constants import NUM_BINS, PAD
 from dars.errors import DarsError
 from dars.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
 from dars.pseudo.cli import add_subcommands, parse_shard
-from dars.pseudo.confidence_hist import (
-    confidence_histogram,
-    save_partial,
-    store_histogram,
-    temper,
-)
+from dars.pseudo.confidence_hist import save_partial, store_histogram, temper
+from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import (
     PseudoLabelOptions,
     compute_confidence_histogram,
@@ -103,6 +99,30 @@ def test_store_histogram_equals_in_memory_histogram(setup: dict) -> None:
     shards = sum(store_histogram(store, store.shard(i, 3)) for i in range(3))
     np.testing.assert_array_equal(shards, store_histogram(store))
     assert store_histogram(store).sum() == store.num_pixels  # padding skipped
+
+
+def test_inference_counts_each_chunk_as_pass_1_would(setup: dict, tmp_path: Path) -> None:
+    """The store's rows (one per chunk, counted by the writer) sum to the histogram of its
+    images, and the stage thresholds from them without reading the pixels for pass 1."""
+    store = ProbStore(setup["store"])
+    rows = store.group["histogram"][:]
+    assert rows.shape == (-(-len(store) // store.per_chunk), C, NUM_BINS)
+    for k, row in enumerate(rows):
+        images = slice(k * store.per_chunk, (k + 1) * store.per_chunk)
+        np.testing.assert_array_equal(row, confidence_histogram(
+            store.group["prediction"][images], store.group["confidence"][images], C))
+    np.testing.assert_array_equal(store.histogram(), store_histogram(store))
+    summary = pseudo_label(setup["store"], setup["hist"], tmp_path / "labels",
+                           PseudoLabelOptions(alpha=0.3))
+    assert summary["histogram_source"] == "inference"
+
+
+def test_rows_that_miss_pixels_are_recounted_from_the_images(tmp_path: Path) -> None:
+    """A NaN confidence is left out of its chunk's row, so the rows fall short of the pixels:
+    the store offers no histogram and the stage counts the images, naming the bad one."""
+    store, _ = write_store(tmp_path / "p.zarr", SHAPES[:3], corrupt={1: np.nan})
+    assert ProbStore(store).histogram() is None
+    assert ProbStore(store).group["histogram"][:].sum() < ProbStore(store).num_pixels
 
 
 @pytest.mark.parametrize("method", ["dars", "da", "st", "cbst"])

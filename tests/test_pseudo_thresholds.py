@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dars.constants import IGNORE, NUM_BINS, PAD
 from dars.errors import DarsError
 from dars.pseudo.assign import assign_labels, image_key, image_uniforms
-from dars.pseudo.confidence_hist import confidence_histogram
+from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import kl_divergence
 from dars.pseudo.thresholds import METHODS, NONE_BITS, compute_thresholds
 

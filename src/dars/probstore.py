@@ -8,6 +8,7 @@ Layout (format 2)::
       probs       (N, C, H, W) float16  full class probabilities (opt-in: infer.store_probs)
       shapes      (N, 2)       int32    real (h, w) of each image
       written     (N,)         uint8    1 once the chunk holding image i is written (resume)
+      histogram   (K, C, 15361) int32   confidence histogram of each of the K chunks' images
       manifest.json                     every file of the store with its size (finalize)
       attrs: image_ids, class_names, num_classes, temperature, images_per_chunk, complete,
              format_version, job
@@ -21,6 +22,11 @@ chunk per image (it is ~C times bigger). Every chunk is compressed (LZ4; zstd fo
 and carries a crc32c of its bytes, so a flipped or truncated chunk fails to decode instead of
 being read as data; the manifest catches a chunk that is missing altogether (zarr would read
 it as the fill value) or truncated before any value is used.
+
+As inference writes a chunk it also counts the chunk's confidences per predicted class
+(:func:`dars.pseudo.counting.valid_histogram`), so thresholding gets the histogram of the whole
+store -- its pass 1 -- by summing K rows (:meth:`ProbStore.histogram`) instead of reading every
+pixel again. The rows are mostly zeros and compress to a few KiB.
 
 Images of different sizes are padded to the largest (H, W); padded pixels carry prediction
 PAD, so every consumer that skips ``prediction == PAD`` handles variable sizes for free, and the
@@ -54,16 +60,18 @@ from dars.atomic import (
     remove_path,
     write_manifest,
 )
-from dars.constants import PAD
+from dars.constants import NUM_BINS, PAD
 from dars.errors import DarsError
+from dars.pseudo.counting import valid_histogram
 from dars.sharding import shard_range
 
 FORMAT_VERSION = 2
 CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file
 MAX_IMAGES_PER_CHUNK = 256  # bounds the work a killed job loses and a resume redoes
 _BUFFER_BYTES = 1 << 30  # pending images held for incomplete chunks before writing them early
-ARRAYS = ("confidence", "prediction", "probs", "shapes", "written")
+ARRAYS = ("confidence", "prediction", "probs", "shapes", "written", "histogram")
 _CHUNKED = ("confidence", "prediction", "written")  # arrays of images_per_chunk images a chunk
+_PER_CHUNK_ROW = ("histogram",)  # arrays of one row per chunk of images
 # What thresholding reads twice per store (confidence, prediction) is LZ4: it decodes ~4x
 # faster than zstd level 3 (1.2 against 4.8 ns a pixel for both arrays) for ~30 % more bytes,
 # still ~1-1.5 B/px; the opt-in probabilities, C times bigger and read rarely, stay zstd.
@@ -185,6 +193,8 @@ class ProbStoreWriter:
             array("probs", (n, c, h, w), (1, c, h, w), "float16", codec=_SMALL)
         array("shapes", (n, 2), (max(n, 1), 2), "int32")
         array("written", (n,), (per,), "uint8")
+        array("histogram", (-(-n // per), len(names), NUM_BINS), (1, len(names), NUM_BINS),
+              "int32", codec=_SMALL)
         if n:
             group["shapes"][:] = shapes
         group.attrs.update({
@@ -264,6 +274,12 @@ class ProbStoreWriter:
             self.group["prediction"][images.start:images.stop] = np.stack(
                 [rows[i][1] for i in images])
         self._buffered -= sum(a.nbytes + b.nbytes for a, b in rows.values())
+        conf = self.group["confidence"][images.start:images.stop] if len(rows) < len(images) \
+            else np.stack([rows[i][0] for i in images])  # some were written early: read back
+        pred = self.group["prediction"][images.start:images.stop] if len(rows) < len(images) \
+            else np.stack([rows[i][1] for i in images])
+        self.group["histogram"][chunk] = valid_histogram(pred, conf, self.num_classes,
+                                                         threads=1).astype(np.int32)
         self.group["written"][images.start:images.stop] = 1  # last: the resume marker
         self._written[images.start:images.stop] = 1
 
@@ -370,7 +386,8 @@ class ProbStore:
     def _images(self, array: str, rel: str) -> str:
         """Which images a file of ``array`` holds, for error messages."""
         parts = rel.split("/")
-        if array not in _CHUNKED + ("probs",) or len(parts) < 3 or not parts[2].isdigit():
+        if array not in _CHUNKED + _PER_CHUNK_ROW + ("probs",) or len(parts) < 3 \
+                or not parts[2].isdigit():
             return "all images"
         per = 1 if array == "probs" else self.per_chunk
         lo = int(parts[2]) * per
@@ -400,7 +417,7 @@ class ProbStore:
         try:
             return self.group[array][lo:hi]
         except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types
-            per = 1 if array == "probs" else self.per_chunk
+            per = 1 if array in ("probs",) + _PER_CHUNK_ROW else self.per_chunk
             if array == "shapes":
                 per = max(len(self), 1)
             bad = lo // per
@@ -417,6 +434,17 @@ class ProbStore:
             raise DarsError(f"{self.path}: array {array!r}, file {rel} "
                             f"({self._images(array, rel)}) is corrupt ({reason}); "
                             f"{_regenerate(self.path)}") from None
+
+    def histogram(self) -> np.ndarray | None:
+        """The (C, NUM_BINS) int64 confidence histogram of every image, summed from the rows
+        inference wrote per chunk; None for a store without them or whose rows do not count
+        every pixel (a prediction or confidence out of range was left out): count the images
+        then (:func:`dars.pseudo.confidence_hist.store_histogram`), which names the image."""
+        if "histogram" not in self.group:
+            return None
+        rows = self._read("histogram", 0, self.group["histogram"].shape[0])
+        hist = rows.sum(axis=0, dtype=np.int64)
+        return hist if int(hist.sum()) == self.num_pixels else None
 
     def prediction(self, index: int) -> np.ndarray:
         """The (padded) prediction of one image, checked like every read."""

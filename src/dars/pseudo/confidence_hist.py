@@ -1,18 +1,12 @@
-"""Pass 1: per-class histograms of float16 confidence bit patterns, exact and streaming.
+"""Pass 1 over a store: its confidence histogram, and per-shard partial histograms.
 
-Non-negative float16 values sort exactly like their uint16 bit patterns, and every confidence in
-[0, 1] is one of the ``NUM_BINS`` patterns 0x0000 (0.0) .. 0x3C00 (1.0). Counting those patterns
-per predicted class therefore loses nothing: the n-th largest confidence of a class is read off
-cumulative counts without error, in O(C x 15,361) memory whatever the dataset size (the authors'
-code kept every confidence in RAM as a Python float and sorted per class).
-
-The kernel builds one integer key ``class * width + bits`` per pixel and counts keys with
-``np.bincount`` on cache-sized chunks, on several threads (bincount releases the GIL). Invalid
-input is counted rather than tested: predictions >= C land in an overflow row and NaN, inf,
-negative or > 1 confidences in an overflow column, so validation costs almost nothing.
-
-Partial histograms of shards sum to the histogram of the whole store; :func:`save_partial` and
-:func:`load_partials` carry them between jobs with enough metadata to refuse mismatched parts.
+A store written by :class:`dars.probstore.ProbStoreWriter` carries the histogram of every
+chunk, counted as inference wrote it (:meth:`dars.probstore.ProbStore.histogram`); this module
+counts the images themselves (:func:`store_histogram`) -- for a store without them, one whose
+counts do not cover its pixels (invalid values: the count names the image), a shard of images,
+or confidences re-scaled to another temperature for analysis. :func:`save_partial` and
+:func:`load_partials` carry shard histograms between jobs with enough metadata to refuse
+mismatched parts.
 """
 
 from __future__ import annotations
@@ -32,98 +26,13 @@ from dars.atomic import atomic_path
 from dars.constants import NUM_BINS, ONE_BITS, PAD
 from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
+from dars.pseudo.counting import confidence_histogram
 
 log = logging.getLogger(__name__)
 
-_INVALID = NUM_BINS  # working column collecting NaN, inf, negative and > 1 confidences
 _CHUNK = 1 << 18  # pixels per bincount call: the int64 keys (2 MiB) stay in cache
 _BLOCK_BYTES = 1 << 26  # bytes of store data read per block in the streaming passes
 _PARTIAL_VERSION = 1
-
-
-def available_threads() -> int:
-    """CPU cores this process may use (respects taskset / cgroup affinity, unlike cpu_count)."""
-    return len(os.sched_getaffinity(0))
-
-
-def _floor_bits(num_classes: int) -> int:
-    """A bit pattern safely below any max-softmax confidence, which is >= 1/C.
-
-    1 % under 1/C covers float32 and float16 rounding (float16 steps are <= 0.1 %).
-    """
-    return int(np.asarray(np.float16(0.99 / num_classes)).view(np.uint16))
-
-
-def _count_chunks(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
-                  starts: Sequence[int]) -> np.ndarray:
-    """Working histogram of the chunks beginning at ``starts``, flat (C + 1) x width.
-
-    Column k counts bit pattern ``low - 1 + k``; column 0 also collects everything below and
-    the last column (_INVALID) everything above 1.0. Row C collects predictions >= C. Skipping
-    the patterns below ``low`` makes the table 3-4x smaller, so zeroing and summing it per
-    chunk stays cheap next to the counting itself.
-    """
-    width = _INVALID - low + 2
-    size = (num_classes + 1) * width + low - 1
-    acc = np.zeros(size, np.int64)
-    for s in starts:
-        key = np.minimum(pred[s:s + _CHUNK], num_classes).astype(np.intp)
-        key *= width
-        key += np.clip(bits[s:s + _CHUNK], low - 1, _INVALID)
-        acc += np.bincount(key, minlength=size)
-    return acc[low - 1:].reshape(num_classes + 1, width)
-
-
-def _working_histogram(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
-                       threads: int | None) -> np.ndarray:
-    """_count_chunks over flat arrays, the chunks spread over ``threads`` threads."""
-    starts = range(0, pred.size, _CHUNK)
-    workers = max(1, min(threads or available_threads(), len(starts)))
-    if workers == 1:
-        return _count_chunks(pred, bits, num_classes, low, starts)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = pool.map(lambda i: _count_chunks(pred, bits, num_classes, low,
-                                                 starts[i::workers]), range(workers))
-        return sum(parts)
-
-
-def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
-                         threads: int | None = None) -> np.ndarray:
-    """Count, per predicted class, the float16 bit patterns of the confidences.
-
-    Pixels predicted ``PAD`` (255) are padding and skipped. Returns a (C, NUM_BINS) int64 array
-    whose column b counts confidences with bit pattern b. Raises DarsError for a prediction in
-    [C, 254] or a confidence outside [0, 1] (NaN and inf included), since either means the store
-    does not belong to this dataset or the teacher diverged.
-
-    The fast layout assumes confidences >= ~1/C (true of any softmax maximum); if some are
-    lower the count is redone over every bit pattern, so the result is exact either way.
-    """
-    if prediction.shape != confidence.shape:
-        raise DarsError(f"prediction shape {prediction.shape} != confidence shape "
-                        f"{confidence.shape}")
-    if prediction.dtype != np.uint8 or confidence.dtype != np.float16:
-        raise DarsError(f"expected uint8 predictions and float16 confidences, got "
-                        f"{prediction.dtype} and {confidence.dtype}")
-    if not 1 <= num_classes < PAD:
-        raise DarsError(f"number of classes must be in [1, {PAD - 1}], got {num_classes}")
-    pred = np.ascontiguousarray(prediction).reshape(-1)
-    bits = np.ascontiguousarray(confidence).reshape(-1).view(np.uint16)
-    low = _floor_bits(num_classes)
-    work = _working_histogram(pred, bits, num_classes, low, threads)
-    if work[:num_classes, 0].any():  # confidences below 1/C: count every pattern
-        low = 1
-        work = _working_histogram(pred, bits, num_classes, low, threads)
-    invalid_pred = int(work[num_classes].sum()) - int(np.count_nonzero(pred == PAD))
-    if invalid_pred:
-        raise DarsError(f"{invalid_pred} pixels predict a class outside 0..{num_classes - 1} "
-                        f"(and are not padding {PAD})")
-    invalid_conf = int(work[:num_classes, -1].sum())
-    if invalid_conf:
-        raise DarsError(f"{invalid_conf} confidences are NaN, infinite or outside [0, 1]")
-    hist = np.zeros((num_classes, NUM_BINS), np.int64)
-    hist[:, low - 1:] = work[:num_classes, :-1]
-    return hist
 
 
 def temper(probs: np.ndarray, padding: np.ndarray, temperature: float

@@ -1,14 +1,15 @@
 """The pseudo-label stage: store + label histogram -> pseudo-label PNGs, thresholds, diagnostics.
 
 Order of work, so that a failed check leaves nothing behind: validate the options, the store
-and the label histogram; build (pass 1) or load the confidence histograms; compute thresholds;
-write every label PNG into a temporary directory renamed onto ``labels_out`` only when all
-images succeeded (pass 2), with a manifest of every PNG's size and digest (the student checks
-it before training); then write the csv and json diagnostics.
+and the label histogram; sum the confidence histograms inference stored per chunk (pass 1;
+counted from the images when the store has none, or loaded from shard files); compute
+thresholds; write every label PNG into a temporary directory renamed onto ``labels_out`` only
+when all images succeeded (pass 2), with a manifest of every PNG's size and digest (the
+student checks it before training); then write the csv and json diagnostics.
 
 With ``shard=(i, n)`` pass 2 labels only that shard's images (into its own directory) and the
-diagnostics cover those images; thresholds always come from the whole store, either from a
-pass 1 over all images or from the shard histograms of ``confidence-histogram --shard``.
+diagnostics cover those images; thresholds always come from the whole store: its rows, a
+pass 1 over all images, or the shard histograms of ``confidence-histogram --shard``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
 from dars.pseudo.assign import assign_block, assign_labels, image_key
 from dars.pseudo.confidence_hist import (
-    available_threads,
     check_temperature,
     images_per_block,
     load_partials,
@@ -41,6 +41,7 @@ from dars.pseudo.confidence_hist import (
     save_partial,
     store_histogram,
 )
+from dars.pseudo.counting import available_threads
 from dars.pseudo.thresholds import Thresholds, check_options, compute_thresholds
 
 log = logging.getLogger(__name__)
@@ -343,11 +344,13 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
 
     start = time.perf_counter()
     if conf_hists:
-        hist = load_partials(conf_hists, store)
-    else:
-        if shard is not None:
-            log.info("shard %d/%d without --conf-hist: pass 1 reads the whole store", *shard)
-        hist = store_histogram(store, threads=threads)
+        hist, source = load_partials(conf_hists, store), "shard files"
+    else:  # pass 1: the rows inference counted, or else the images themselves
+        hist, source = store.histogram(), "inference"
+        if hist is None:
+            if shard is not None:
+                log.info("shard %d/%d without --conf-hist: pass 1 reads the whole store", *shard)
+            hist, source = store_histogram(store, threads=threads), "images"
     pass1 = time.perf_counter() - start
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
                                     num_pixels=store.num_pixels, sampling=options.sampling,
@@ -368,7 +371,7 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     thresholds_df, stats = _tables(names, ratios, thresholds, counts, true_mask is not None)
     summary = _summary(options, store, hist, thresholds, counts, ratios, shard,
                        true_mask is not None, {"pass1": pass1, "thresholds": maths,
-                                               "pass2": pass2}, bool(conf_hists))
+                                               "pass2": pass2}, source)
     missing = [n for n, k, t in zip(store.class_names, counts.kept, thresholds.target,
                                     strict=True) if t > 0 and k == 0]
     if missing and shard is None:  # the student gets none of these classes: say so
@@ -390,7 +393,7 @@ def _rate(pixels: float, seconds: float) -> float | None:
 def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
              thresholds: Thresholds, counts: _Pass2Counts, ratios: np.ndarray,
              shard: tuple[int, int] | None, with_precision: bool, timings: dict[str, float],
-             from_partials: bool) -> dict:
+             histogram_source: str) -> dict:
     kept = int(counts.kept.sum())
     evaluated = counts.evaluated > 0
     precision = counts.correct[evaluated] / counts.evaluated[evaluated]
@@ -415,7 +418,7 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "mean_precision": float(precision.mean()) if with_precision and precision.size else None,
         "pixel_precision": (float(counts.correct.sum() / counts.evaluated.sum())
                             if with_precision and counts.evaluated.sum() else None),
-        "histogram_source": "shard files" if from_partials else "store",
+        "histogram_source": histogram_source,  # inference (the store's rows), images, shard files
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "mpx_s": {
             "thresholds": _rate(store.num_pixels, timings["pass1"] + timings["thresholds"]),

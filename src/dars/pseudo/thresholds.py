@@ -1,7 +1,7 @@
 """Per-class confidence thresholds of DARS, DA, ST and CBST from confidence histograms.
 
 Pure maths on a (C, NUM_BINS) histogram of float16 confidence bit patterns (see
-:mod:`dars.pseudo.confidence_hist`): no file, no pixel. Because the histogram is exact, "the n-th
+:mod:`dars.pseudo.counting`): no file, no pixel. Because the histogram is exact, "the n-th
 largest confidence of class j" is the largest bit pattern b whose count of confidences >= b
 reaches n, and every count below (selected, tied, kept) is exact too.
 
