@@ -46,6 +46,7 @@ import pandas as pd
 from dars.constants import IGNORE, NUM_BINS
 from dars.probstore import ProbStore, ProbStoreWriter
 from dars.pseudo.assign import assign_labels, image_key
+from dars.pseudo.confidence_hist import images_per_block
 from dars.pseudo.counting import available_threads, confidence_histogram
 from dars.pseudo.stage import PseudoLabelOptions, pseudo_label
 from dars.pseudo.thresholds import Thresholds, compute_thresholds, round_half_up
@@ -248,7 +249,8 @@ def authors_stage(store_path: Path, ratios: np.ndarray, alpha: float, out: Path,
     store = ProbStore(store_path)
     c, ids = store.num_classes, store.image_ids[:images]
     per_class: list[list[float]] = [[] for _ in range(c)]
-    for block in store.blocks(range(images)):
+    blocks = images_per_block(store)  # whole chunk files, as our stage reads them
+    for block in store.blocks(range(images), block=blocks):
         for j, index in enumerate(block.indices):
             h, w = (int(v) for v in store.shapes[index])
             pred, conf = block.prediction[j, :h, :w], block.confidence[j, :h, :w]
@@ -265,7 +267,7 @@ def authors_stage(store_path: Path, ratios: np.ndarray, alpha: float, out: Path,
             keep[k] = min(1.0, target[k] / selected)
     out.mkdir()
     rng = np.random.default_rng(0)
-    for block in store.blocks(range(images)):
+    for block in store.blocks(range(images), block=blocks):
         for j, index in enumerate(block.indices):
             h, w = (int(v) for v in store.shapes[index])
             pred, conf = block.prediction[j, :h, :w], block.confidence[j, :h, :w]

@@ -31,7 +31,7 @@ from dars.pseudo.counting import confidence_histogram
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 18  # pixels per bincount call: the int64 keys (2 MiB) stay in cache
-_BLOCK_BYTES = 1 << 26  # bytes of store data read per block in the streaming passes
+_BLOCK_BYTES = 1 << 22  # bytes of store data read per block in the streaming passes
 _PARTIAL_VERSION = 1
 
 
