@@ -8,9 +8,9 @@ weights), then runs, each in its own fresh process so peak RSS is that stage's a
 - ``dars pseudo-label`` (the real stage: both passes, thresholds, PNGs, diagnostics)
 
 on a small pool (``--small`` images) and on the full pool (``--images``). Thresholding reads the
-store in blocks of 64 MiB (5,461 demo images), so up to that size its RSS grows with the block;
-to show the plateau beyond it, ``pseudo-label`` also runs on larger stores (``--large``, by
-default 11,000 and 22,000 images: 2 and 4 blocks) assembled from the inferred one (its arrays
+store in blocks of about 4 MiB (one chunk file: 256 demo images), so its RSS is bounded by a
+block; to show the plateau on longer stores, ``pseudo-label`` also runs on larger ones
+(``--large``, by default 11,000 and 22,000 images) assembled from the inferred one (its arrays
 repeated under new ids; built in the parent process, not measured). Memory is *flat* when peak
 RSS stops growing with the number of images. Each child also samples its RSS every 0.25 s; the
 report gives the RSS at 25/50/75/100 % of the run, so growth during a run would show too. The
