@@ -1,4 +1,5 @@
-"""Shared fixtures: small datasets written in the generic folder layout."""
+"""Shared fixtures: small datasets written in the generic folder layout; the shared workflow
+runs started in the background as soon as the tests that need them are collected."""
 
 from __future__ import annotations
 
@@ -49,3 +50,27 @@ def folder_config(folder_dataset: Path) -> dict:
         "train": {"epochs": 2, "batch_size": 4, "lr": 0.05, "crop_size": 16},
         "rounds": [{"alpha": 0.5, "epochs": 1}],
     })
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k have deselected what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the whole-workflow runs several tests share (the tiny run, the kill suite's
+    reference) now, in the background: they then overlap the tests that come before their
+    first user instead of waiting for it (about 1.5 minutes of the suite on 2 cores)."""
+    import kill_helpers
+    import workflow_helpers
+
+    needed = {name for item in items for name in getattr(item, "fixturenames", ())}
+    factory = config._tmp_path_factory  # what the tmp_path_factory fixture returns
+    if "tiny_run" in needed:
+        workflow_helpers.start_tiny_run(factory.mktemp("background"))
+    if "reference" in needed:
+        kill_helpers.start_reference_run(factory.mktemp("background"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop background runs no test waited for (a -x stop, a failure before them)."""
+    import workflow_helpers
+
+    for run in workflow_helpers.BACKGROUND.values():
+        run.stop()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from workflow_helpers import BIN, REPO, SNAKEFILE
+from workflow_helpers import BACKGROUND, BIN, REPO, SNAKEFILE, Background
 
 RUN = "kill"
 CONFIG = """\
@@ -81,13 +81,26 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen[str]:
 _REFERENCE: dict[str, Path] = {}
 
 
+def start_reference_run(base: Path) -> None:
+    """Start the run :func:`reference_run` returns, in the background, under ``base``: its own
+    session, so no kill of the killed run's stages can reach it."""
+    workdir = base / "reference"
+    write_config(workdir)
+    cmd, env = _cmd(workdir, TARGET)
+    BACKGROUND["kill reference"] = Background(cmd, workdir, env)
+
+
 def reference_run(base: Path) -> Path:
-    """The uninterrupted run of CONFIG (computed once per session under ``base``)."""
+    """The uninterrupted run of CONFIG (computed once per session under ``base``, unless
+    conftest.py started it early)."""
     if "ref" not in _REFERENCE:
-        workdir = base / "reference"
-        write_config(workdir)
-        run_snakemake(workdir, TARGET)
-        _REFERENCE["ref"] = workdir
+        if "kill reference" in BACKGROUND:
+            _REFERENCE["ref"] = BACKGROUND.pop("kill reference").wait()
+        else:
+            workdir = base / "reference"
+            write_config(workdir)
+            run_snakemake(workdir, TARGET)
+            _REFERENCE["ref"] = workdir
     return _REFERENCE["ref"]
 
 

@@ -53,15 +53,17 @@ def tiny_paper_config(name: str, root: Path, splits: dict[str, str], crop: int,
 
     Only what cannot run on CPU in seconds changes: a tiny model instead of PSPNet (no
     pretrained weights), a short baseline, one epoch per student round, small crops and batches,
-    no GPU. The alphas, betas, scale ranges, augmentation, sliding-window protocol, tail classes
-    and job resources are the paper's.
+    prediction at the fake images' native size (base_size 1024 would blow 48 x 96 images up to
+    512 x 1024, a thousand windows each), no GPU. The alphas, betas, scale ranges,
+    augmentation, sliding-window protocol with flip, tail classes and job resources are the
+    paper's.
     """
     cfg = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
     cfg["dataset"].update(root=str(root), splits=splits)
     cfg["model"] = {"name": "tiny", "width": 8}
     cfg["train"].update(**BASELINE, batch_size=4, crop_size=crop, num_workers=0)
     for section in ("infer", "evaluate"):
-        cfg[section].update(crop_size=crop, batch_size=4)
+        cfg[section].update(crop_size=crop, batch_size=4, base_size=None)
     cfg["rounds"] = [{**r, "epochs": 1} for r in cfg["rounds"]]
     cfg["gpus"] = 0
     config.validate(copy.deepcopy(cfg))  # fail here, not in the middle of a Snakemake run

@@ -141,8 +141,8 @@ def test_keys_a_stage_does_not_read_rerun_nothing_of_it(tiny_run: Path) -> None:
     """An evaluation key reaches the evaluations only (no training, inference or thresholding
     reads it); DataLoader workers reach no stage (the report redraws: it shows the config)."""
     jobs = planned_jobs(tiny_run, "--config", "evaluate={batch_size: 7}")
-    assert jobs == {"evaluate:0", "evaluate:1", "evaluate:2", "summary", "report", "all"}
-    assert planned_jobs(tiny_run, "--config", "train={num_workers: 2}") == {"report", "all"}
+    assert jobs == {"evaluate:0", "evaluate:1", "evaluate:2", "summary", "report"}
+    assert planned_jobs(tiny_run, "--config", "train={num_workers: 2}") == {"report"}
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,21 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 BIN = Path(sys.executable).parent
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _command(workdir: Path, *args: str, configfile: Path = REPO / ".test" / "config.yaml"
+             ) -> list[str]:
+    return [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+            "--configfile", str(configfile), "--cores", "2", *args]
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path = REPO / ".test" / "config.yaml",
               check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     """``snakemake`` with the repo's Snakefile, run in ``workdir`` with ``configfile``."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(_command(workdir, *args, configfile=configfile), capture_output=True,
+                          text=True, env=_env(), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -47,19 +56,56 @@ def planned_jobs(workdir: Path, *args: str, **kw) -> set[str]:
     return jobs
 
 
+class Background:
+    """A whole workflow run that later tests share, started as soon as the tests are collected
+    (conftest.py), so that it overlaps the tests before it: on 2 cores the suite otherwise
+    leaves about half of one core idle. :meth:`wait` returns its directory once it finished."""
+
+    def __init__(self, cmd: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.log = workdir.parent / f"{workdir.name}.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                         env=env or _env(), start_new_session=True)
+
+    def wait(self, timeout: int = 900) -> Path:
+        if self.proc.wait(timeout=timeout) != 0:
+            raise AssertionError(f"{' '.join(self.proc.args)} failed "
+                                 f"({self.proc.returncode}):\n{self.log.read_text()[-5000:]}")
+        return self.workdir
+
+    def stop(self) -> None:
+        """End it if it still runs (the session ended without needing it)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait()
+
+
 _SHARED_RUNS: dict[str, Path] = {}
+BACKGROUND: dict[str, Background] = {}
+
+
+def start_tiny_run(base: Path) -> None:
+    """Start the run :func:`shared_tiny_run` returns, in the background, under ``base``."""
+    workdir = base / "tiny"
+    workdir.mkdir(parents=True)
+    BACKGROUND["tiny"] = Background(_command(workdir), workdir)
 
 
 def shared_tiny_run(factory) -> Path:  # noqa: ANN001 -- pytest.TempPathFactory
-    """The whole workflow on .test/config.yaml, run once per test session (~1.5 min).
+    """The whole workflow on .test/config.yaml, run once per test session (~1 min).
 
     Every test module that needs a finished tiny run uses this one; tests must not change it
-    (copy it first, e.g. with :func:`copy_run`).
+    (copy it first, e.g. with :func:`copy_run`). Started early by conftest.py when any
+    collected test needs it; run here otherwise.
     """
     if "tiny" not in _SHARED_RUNS:
-        workdir = factory.mktemp("tiny")
-        snakemake(workdir)
-        _SHARED_RUNS["tiny"] = workdir
+        if "tiny" in BACKGROUND:
+            _SHARED_RUNS["tiny"] = BACKGROUND.pop("tiny").wait()
+        else:
+            workdir = factory.mktemp("tiny")
+            snakemake(workdir)
+            _SHARED_RUNS["tiny"] = workdir
     return _SHARED_RUNS["tiny"]
 
 
