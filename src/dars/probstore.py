@@ -264,24 +264,23 @@ class ProbStoreWriter:
 
     def _write_chunk(self, chunk: int) -> None:
         images, rows = self.chunk_range(chunk), self._pending.pop(chunk)
+        span = slice(images.start, images.stop)
         if self._early.pop(chunk, None):  # some images are in the file already: merge
             for index, (conf, pred) in rows.items():
                 self.group["confidence"][index] = conf
                 self.group["prediction"][index] = pred
+            confidence, prediction = self.group["confidence"][span], self.group["prediction"][span]
         else:
-            self.group["confidence"][images.start:images.stop] = np.stack(
-                [rows[i][0] for i in images])
-            self.group["prediction"][images.start:images.stop] = np.stack(
-                [rows[i][1] for i in images])
+            confidence = np.stack([rows[i][0] for i in images])
+            prediction = np.stack([rows[i][1] for i in images])
+            self.group["confidence"][span] = confidence
+            self.group["prediction"][span] = prediction
         self._buffered -= sum(a.nbytes + b.nbytes for a, b in rows.values())
-        conf = self.group["confidence"][images.start:images.stop] if len(rows) < len(images) \
-            else np.stack([rows[i][0] for i in images])  # some were written early: read back
-        pred = self.group["prediction"][images.start:images.stop] if len(rows) < len(images) \
-            else np.stack([rows[i][1] for i in images])
-        self.group["histogram"][chunk] = valid_histogram(pred, conf, self.num_classes,
-                                                         threads=1).astype(np.int32)
-        self.group["written"][images.start:images.stop] = 1  # last: the resume marker
-        self._written[images.start:images.stop] = 1
+        self.group["histogram"][chunk] = valid_histogram(prediction, confidence,
+                                                         self.num_classes, threads=1
+                                                         ).astype(np.int32)
+        self.group["written"][span] = 1  # last: the resume marker
+        self._written[span] = 1
 
     def _write_early(self, chunk: int) -> None:
         """Write the images collected for an incomplete chunk (re-encoding the chunk file)."""

@@ -218,7 +218,7 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
         for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
             image = image[:h, :w]
             data = png_bytes(image)
-            name = f"{image_id}.png"  # checked by _label_name
+            name = _label_name(image_id)
             _create_file(root_fd, name, data)
             one.files[name] = {"size": len(data), "blake2b": digest(data)}
             if true_mask is not None:
