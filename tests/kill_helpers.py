@@ -94,13 +94,9 @@ def reference_run(base: Path) -> Path:
     """The uninterrupted run of CONFIG (computed once per session under ``base``, unless
     conftest.py started it early)."""
     if "ref" not in _REFERENCE:
-        if "kill reference" in BACKGROUND:
-            _REFERENCE["ref"] = BACKGROUND.pop("kill reference").wait()
-        else:
-            workdir = base / "reference"
-            write_config(workdir)
-            run_snakemake(workdir, TARGET)
-            _REFERENCE["ref"] = workdir
+        if "kill reference" not in BACKGROUND:
+            start_reference_run(base)
+        _REFERENCE["ref"] = BACKGROUND.pop("kill reference").wait()
     return _REFERENCE["ref"]
 
 

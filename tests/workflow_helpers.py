@@ -100,12 +100,9 @@ def shared_tiny_run(factory) -> Path:  # noqa: ANN001 -- pytest.TempPathFactory
     collected test needs it; run here otherwise.
     """
     if "tiny" not in _SHARED_RUNS:
-        if "tiny" in BACKGROUND:
-            _SHARED_RUNS["tiny"] = BACKGROUND.pop("tiny").wait()
-        else:
-            workdir = factory.mktemp("tiny")
-            snakemake(workdir)
-            _SHARED_RUNS["tiny"] = workdir
+        if "tiny" not in BACKGROUND:
+            start_tiny_run(factory.mktemp("background"))
+        _SHARED_RUNS["tiny"] = BACKGROUND.pop("tiny").wait()
     return _SHARED_RUNS["tiny"]
 
 
