@@ -70,7 +70,7 @@ PSPNET_R50 = {"name": "pspnet", "backbone": "resnet50", "deep_stem": True}
 NUM_CLASSES = 19
 AUX_WEIGHT = 0.4  # train.aux_weight of the PSPNet configs (dars.engine.train needs jsonschema)
 STRIDE_RATIO = 2 / 3
-FORBIDDEN = ("zarr", "jsonschema", "snakemake", "hypothesis", "isal")
+FORBIDDEN = ("zarr", "jsonschema", "snakemake", "hypothesis", "isal", "numba", "llvmlite")
 
 
 @dataclass(frozen=True)

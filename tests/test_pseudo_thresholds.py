@@ -348,16 +348,54 @@ def test_sampling_depends_on_seed_only_through_rng() -> None:
 def _keep_rule(pred: np.ndarray, conf: np.ndarray, th,
                uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """DARS.md's rule restated pixel by pixel: selected if conf >= t_j; kept with keep_above
-    (keep_at when tied at t_j) against the image's raster-order uniforms."""
+    (keep_at when tied at t_j) against the image's raster-order uniforms, the probability
+    rounded to 24 bits as assign documents."""
     out = np.full(pred.shape, IGNORE, np.uint8)
     t = th.threshold_bits
     for (y, x), j in np.ndenumerate(pred):
         b = int(np.asarray(conf[y, x]).view(np.uint16))
         if b >= t[j]:
             p = th.keep_at[j] if b == t[j] else th.keep_above[j]
-            if not th.samples or uniform[y, x] < p:
+            if uniform[y, x] < round(p * 2**24) / 2**24:
                 out[y, x] = j
     return out
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**16), num_classes=st.integers(1, 7),
+       shapes=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 11)), min_size=1,
+                       max_size=4),
+       alpha=alphas, method=st.sampled_from(METHODS),
+       sampling=st.sampled_from(["paper", "ties"]))
+def test_compiled_labelling_matches_the_rule_pixel_by_pixel(
+        seed: int, num_classes: int, shapes: list, alpha: float, method: str,
+        sampling: str) -> None:
+    """The compiled kernel against the restated rule on random padded blocks: every label,
+    every count, and IGNORE on padding."""
+    from dars.pseudo.assign import assign_block
+
+    shapes = np.array(shapes, np.int64).reshape(-1, 2)
+    total = int(np.prod(shapes, axis=1).sum())
+    pred, conf = make_data(seed, num_classes, max(total, 1), 5, 0.5)
+    ratios = make_ratios(seed, num_classes, zeros=True)
+    th = compute_thresholds(confidence_histogram(pred[:total], conf[:total], num_classes),
+                            ratios, alpha, method, sampling=sampling)
+    H, W = max(1, shapes[:, 0].max()), max(1, shapes[:, 1].max())
+    bp = np.full((len(shapes), H, W), PAD, np.uint8)
+    bc = np.full((len(shapes), H, W), np.nan, np.float16)  # padding is never read
+    start, keys = 0, []
+    for j, (h, w) in enumerate(shapes):
+        bp[j, :h, :w] = pred[start:start + h * w].reshape(h, w)
+        bc[j, :h, :w] = conf[start:start + h * w].reshape(h, w)
+        keys.append(image_key(seed, f"im{j}"))
+        start += h * w
+    labels, kept = assign_block(bp, bc, th, keys, shapes)
+    expected = np.full(bp.shape, IGNORE, np.uint8)
+    for j, (h, w) in enumerate(shapes):
+        expected[j, :h, :w] = _keep_rule(bp[j, :h, :w], bc[j, :h, :w], th,
+                                         image_uniforms(keys[j], (h, w)))
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(kept, kept_counts(expected, num_classes))
 
 
 def test_a_block_of_padded_images_labels_each_as_alone() -> None:
@@ -436,7 +474,15 @@ def test_bad_threshold_arguments(kwargs: dict, message: str) -> None:
 
 
 def test_assign_rejects_invalid_pixels() -> None:
+    from dars.pseudo.assign import InvalidPixels, assign_block
+
     th = compute_thresholds(np.ones((2, NUM_BINS), np.int64), np.array([.5, .5]), 0.5, "da")
+    # the block's first bad image is named by its index; padding is never checked
+    pred = np.array([[[0, 1]], [[1, PAD]], [[3, 0]]], np.uint8)
+    conf = np.array([[[0.5, 0.5]], [[0.5, np.nan]], [[0.5, 0.5]]], np.float16)
+    with pytest.raises(InvalidPixels, match="class 3") as caught:
+        assign_block(pred, conf, th, [1, 2, 3], np.array([(1, 2), (1, 1), (1, 2)]))
+    assert caught.value.image == 2
     with pytest.raises(DarsError, match="class 2"):
         assign_labels(np.array([[2]], np.uint8), np.array([[0.5]], np.float16), th,
                       image_key(0, "a"))

@@ -57,13 +57,12 @@ def remove_stale_tmps(path: Path) -> None:
     prefix, parent = f".{path.name}.", path.parent
     if not parent.is_dir():
         return
-    for sibling in parent.iterdir():
-        name = sibling.name
+    for name in os.listdir(parent):  # names only: a folder may hold thousands of labels
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
         host, _, pid = name[len(prefix):-len(".tmp")].rpartition("-")
         if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):
-            remove_path(sibling)
+            remove_path(parent / name)
 
 
 def remove_path(path: Path) -> None:

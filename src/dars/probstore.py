@@ -309,7 +309,8 @@ class ProbStoreWriter:
             raise DarsError(f"{self.path}: {len(missing)} of {len(self.image_ids)} images not "
                             f"written: {names}{more} (an inference job or shard has not "
                             "finished: run it, then finalize again)")
-        expected = expected_chunks(self.group)
+        expected = expected_chunks({name: self.group[name] for name in ARRAYS
+                                    if name in self.group})  # probs is optional
         absent = [f for f in expected if not (self.path / f).is_file()]
         if absent:
             raise DarsError(f"{self.path}: chunk files {absent[:3]} are missing although their "
@@ -320,13 +321,11 @@ class ProbStoreWriter:
         os.replace(self.path, self.final)
 
 
-def expected_chunks(group: zarr.Group) -> list[str]:
-    """Relative paths of every chunk file the store's arrays must have (default v3 keys)."""
+def expected_chunks(arrays: dict[str, zarr.Array]) -> list[str]:
+    """Relative paths of every chunk file a store's arrays (by name) must have (default v3
+    keys)."""
     files = []
-    for name in ARRAYS:
-        if name not in group:  # probs is optional
-            continue
-        arr = group[name]
+    for name, arr in arrays.items():
         grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True)]
         for key in np.ndindex(*grid):
             files.append("/".join([name, "c", *map(str, key)]))
@@ -402,19 +401,27 @@ class ProbStore:
 
     def _verify(self) -> None:
         """Every file the manifest lists is there, whole; metadata files are unchanged; no
-        chunk file of the arrays' grids is missing from the manifest either."""
+        chunk file of the arrays' grids is missing from the manifest either. Opens the arrays
+        (``self.arrays``) the manifest lists."""
         remedy = _regenerate(self.path)
         files = read_manifest(self.path, remedy)
-        absent = sorted(set(expected_chunks(self.group)) - set(files))
+        check_files(self.path, files, remedy, self._describe)
+        listed = [name for name in ARRAYS if f"{name}/zarr.json" in files]  # probs is optional
+        unlisted = sorted(set(ARRAYS) - {"probs", "histogram"} - set(listed))
+        if unlisted:
+            raise DarsError(f"{self.path}: array {unlisted[0]!r} is not in the manifest; {remedy}")
+        # opened once: looking an array up in the group costs ~1 ms, as much as decoding a
+        # chunk of small images
+        self.arrays: dict[str, zarr.Array] = {name: self.group[name] for name in listed}
+        absent = sorted(set(expected_chunks(self.arrays)) - set(files))
         if absent:
             raise DarsError(f"{self.path}: {self._describe(absent[0])} is not in the manifest; "
                             f"{remedy}")
-        check_files(self.path, files, remedy, self._describe)
 
     def _read(self, array: str, lo: int, hi: int) -> np.ndarray:
         """``array[lo:hi]``, a chunk that fails its checksum or decoding as one DarsError."""
         try:
-            return self.group[array][lo:hi]
+            return self.arrays[array][lo:hi]
         except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types
             per = 1 if array in ("probs",) + _PER_CHUNK_ROW else self.per_chunk
             if array == "shapes":
@@ -422,11 +429,11 @@ class ProbStore:
             bad = lo // per
             for chunk in range(lo // per, (hi - 1) // per + 1):  # find the damaged chunk
                 try:
-                    self.group[array][chunk * per:min((chunk + 1) * per, len(self))]
+                    self.arrays[array][chunk * per:min((chunk + 1) * per, len(self))]
                 except Exception:  # noqa: BLE001
                     bad = chunk
                     break
-            rel = "/".join([array, "c", str(bad)] + ["0"] * (self.group[array].ndim - 1))
+            rel = "/".join([array, "c", str(bad)] + ["0"] * (self.arrays[array].ndim - 1))
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             if "checksum" in reason.lower():
                 reason = "its crc32c checksum does not match its bytes"
@@ -439,9 +446,9 @@ class ProbStore:
         inference wrote per chunk; None for a store without them or whose rows do not count
         every pixel (a prediction or confidence out of range was left out): count the images
         then (:func:`dars.pseudo.confidence_hist.store_histogram`), which names the image."""
-        if "histogram" not in self.group:
+        if "histogram" not in self.arrays:
             return None
-        rows = self._read("histogram", 0, self.group["histogram"].shape[0])
+        rows = self._read("histogram", 0, self.arrays["histogram"].shape[0])
         hist = rows.sum(axis=0, dtype=np.int64)
         return hist if int(hist.sum()) == self.num_pixels else None
 

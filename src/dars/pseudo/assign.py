@@ -1,11 +1,15 @@
-"""Pass 2: turn one image's prediction and confidence into pseudo labels (255 = ignore).
+"""Pass 2: turn images' predictions and confidences into pseudo labels (255 = ignore).
 
 Randomness is a pure function of (seed, image id, pixel): pixel i (raster order over the
 image's own h x w) of an image with key k gets the 24-bit uniform ``fmix32((i * PHI) ^ k) >> 8``
 (MurmurHash3's finaliser of a Weyl sequence, as in SplitMix). An image therefore gets the same
-labels whatever the shard count, block, processing order or number of workers, and a block's
-uniforms are computed in one vectorised pass -- a seeded numpy Generator per image cost 40 us of
-set-up alone, more than labelling a 64 x 64 image.
+labels whatever the shard count, block, processing order or number of workers.
+
+Labelling is one compiled pass (numba) over a block of images: per pixel a table lookup, two
+comparisons, the hash only where a selected pixel is kept with a probability below 1, and the
+count. The numpy formulation it replaced made ~20 passes over each piece of a block (6 ns a
+pixel, most of the stage's time on small images); this one costs ~1 ns and, holding no GIL,
+runs on every worker thread at once (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
 from dars.constants import IGNORE, ONE_BITS, PAD
@@ -20,12 +25,23 @@ from dars.errors import DarsError
 from dars.pseudo.thresholds import NONE_BITS, Thresholds
 
 _INVALID_CLASS = 0xFFFF  # threshold-table entry of classes C..254: above every other entry
-_CHUNK = 1 << 18  # pixels per vectorised step: the temporaries stay in cache
-_PHI = np.uint32(0x9E3779B9)  # 2^32 / golden ratio: the Weyl step between pixels' counters
 _UNIFORM_BITS = 24  # a keep probability p is exact to 2^-24, as with float32 uniforms
 _SEED_LIMIT = 1 << 64
-# assign_block writes (keep - 1) | class: a dropped pixel becomes all ones, which is IGNORE
-assert IGNORE == 0xFF
+_LANES = 4  # counters per class in the kernel: runs of one class do not serialise on one
+# the kernel's integer constants, typed so numba keeps every step in uint64
+_PHI = np.uint64(0x9E3779B9)  # 2^32 / golden ratio: the Weyl step between pixels' counters
+_M1, _M2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)  # fmix32's multipliers
+_LOW32, _FF, _ONE = np.uint64(0xFFFFFFFF), np.uint64(0xFF), np.uint64(1)
+_S8, _S13, _S16, _S63 = (np.uint64(s) for s in (32 - _UNIFORM_BITS, 13, 16, 63))
+_ONE_BITS = np.uint64(ONE_BITS)
+
+
+class InvalidPixels(DarsError):
+    """A pixel no label can come from; ``image`` is its image's index in the block."""
+
+    def __init__(self, message: str, image: int) -> None:
+        super().__init__(message)
+        self.image = image
 
 
 def image_key(seed: int, image_id: str) -> int:
@@ -42,17 +58,23 @@ def image_key(seed: int, image_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def _uniform_bits(counters: np.ndarray) -> np.ndarray:
-    """24-bit uniforms from uint32 counters: MurmurHash3's 32-bit finaliser (a bijection with
-    full avalanche), top bits kept. ``counters`` is left as it is."""
-    x = counters >> 16
-    x ^= counters
-    x *= np.uint32(0x85EBCA6B)
-    x ^= x >> 13
-    x *= np.uint32(0xC2B2AE35)
-    x ^= x >> 16
-    x >>= 32 - _UNIFORM_BITS
-    return x
+@numba.njit(inline="always")
+def _uniform_bits(index: np.uint64, key: np.uint64) -> np.uint64:
+    """The 24-bit uniform of raster index ``index`` under ``key``: MurmurHash3's 32-bit
+    finaliser (a bijection with full avalanche) of ``(index * PHI) ^ key``, top bits kept."""
+    x = ((index * _PHI) & _LOW32) ^ key
+    x ^= x >> _S16
+    x = (x * _M1) & _LOW32
+    x ^= x >> _S13
+    x = (x * _M2) & _LOW32
+    x ^= x >> _S16
+    return x >> _S8
+
+
+@numba.njit(cache=True, nogil=True)
+def _uniforms_kernel(key: np.uint64, out: np.ndarray) -> None:
+    for i in range(out.size):
+        out[i] = _uniform_bits(np.uint64(i), key)
 
 
 def image_uniforms(key: int, shape: tuple[int, int]) -> np.ndarray:
@@ -62,28 +84,53 @@ def image_uniforms(key: int, shape: tuple[int, int]) -> np.ndarray:
     below its keep probability.
     """
     h, w = shape
-    x = np.arange(h * w, dtype=np.uint32) * _PHI ^ np.uint32(key)
-    return (_uniform_bits(x) / 2.0**_UNIFORM_BITS).reshape(h, w)
+    bits = np.empty(h * w, np.uint64)
+    _uniforms_kernel(np.uint64(key), bits)
+    return (bits / 2.0**_UNIFORM_BITS).reshape(h, w)
 
 
-def _counters(keys: Sequence[int], shapes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(B, H * W) uint32 ``(i * PHI) ^ key`` of every pixel, i its raster index in its image.
+@numba.njit(cache=True, nogil=True)
+def _label_kernel(pred: np.ndarray, bits: np.ndarray, shapes: np.ndarray, keys: np.ndarray,
+                  limits: np.ndarray, keep: np.ndarray, out: np.ndarray, counts: np.ndarray
+                  ) -> int:
+    """Labels of a padded (B, H, W) block into ``out``, counts by lane * 256 + label into
+    ``counts``; returns the index of the first image holding an invalid pixel, or -1.
 
-    Padding gets values too; they are never used (padding selects nothing).
+    ``limits[p]``: t_j's bits for class p (_INVALID_CLASS beyond C); ``keep[2p + tied]``: the
+    24-bit keep limit above / at t_j. Branch-free by construction: which pixels survive is
+    random, so a branch on it mispredicts about half the time (2x slower). The comparisons
+    are written as the sign bit of a uint64 difference of table values -- a form LLVM cannot
+    turn back into a branch, as it did with ``a < b`` on values it knew to be small.
     """
-    ws = shapes[:, 1].astype(np.uint32)
-    if np.all(ws == width):  # no padding on the right: i is the position in the padded image
-        index = np.arange(height * width, dtype=np.uint32)[None, :]
-    else:
-        rows = np.arange(height, dtype=np.uint32)[None, :, None]
-        cols = np.arange(width, dtype=np.uint32)[None, None, :]
-        index = (rows * ws[:, None, None] + cols).reshape(len(ws), -1)
-    return index * _PHI ^ np.asarray(keys, np.uint32)[:, None]
+    width = pred.shape[2]
+    for j in range(pred.shape[0]):
+        h, w = shapes[j, 0], shapes[j, 1]
+        key = np.uint64(keys[j])
+        p_row, b_row, o_row = pred[j].ravel(), bits[j].ravel(), out[j].ravel()
+        o_row[:] = IGNORE  # padding
+        bad = np.uint64(0)
+        for y in range(h):
+            start = y * width
+            index = np.uint64(y * w)  # raster index within the image's own h x w
+            for x in range(w):
+                p = np.intp(p_row[start + x])
+                b = np.uint64(b_row[start + x])
+                limit = limits[p]
+                bad |= np.uint64(limit == _INVALID_CLASS) | np.uint64(b > _ONE_BITS)
+                below = (b - limit) >> _S63  # 1: not selected
+                draw = (_uniform_bits(index + np.uint64(x), key)
+                        - keep[(p << 1) | np.intp(b == limit)]) >> _S63  # 1: kept
+                label = np.intp((np.uint64(p) | (below | (draw ^ _ONE)) * _FF) & _FF)
+                o_row[start + x] = label
+                counts[((x & (_LANES - 1)) << 8) | label] += 1
+        if bad:
+            return j
+    return -1
 
 
 def _probability_table(p: np.ndarray) -> np.ndarray:
     """Keep probabilities as 24-bit integer limits (keep when uniform < limit), by class."""
-    return _lut(np.round(np.asarray(p, np.float64) * 2**_UNIFORM_BITS), 0, np.uint32)
+    return _lut(np.round(np.asarray(p, np.float64) * 2**_UNIFORM_BITS), 0, np.uint64)
 
 
 def assign_labels(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thresholds,
@@ -109,55 +156,32 @@ def assign_block(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thr
 
     Image j's real pixels are ``[:h_j, :w_j]`` (``shapes[j]``) and its uniforms come from
     ``keys[j]`` exactly as :func:`assign_labels` draws them, so labels never depend on how
-    images are grouped. Padding (prediction PAD) gets IGNORE. One vectorised pass over the
-    block replaces a dozen small numpy calls per image, which is what dominates on datasets of
-    small images; it runs in cache-sized pieces (4x faster than whole-block operations).
+    images are grouped. Padding gets IGNORE. A prediction outside 0..C-1 (other than PAD) or
+    a confidence that is not a float16 in [0, 1] raises :class:`InvalidPixels`.
     """
     c = thresholds.num_classes
     pred = np.ascontiguousarray(prediction, dtype=np.uint8)
-    bits = np.ascontiguousarray(confidence, dtype=np.float16).view(np.uint16)
-    if bits.size and bits.max() > ONE_BITS:
-        raise DarsError("confidences are NaN, infinite or outside [0, 1]")
-    table = _lut(thresholds.threshold_bits, _INVALID_CLASS, np.uint16)
-    table[PAD] = NONE_BITS  # padding: selects nothing
-    counters = above = at = None
-    if thresholds.samples:
-        counters = _counters(keys, np.asarray(shapes), *pred.shape[1:]).reshape(-1)
-        above = _probability_table(thresholds.keep_above)
-        if np.any(thresholds.keep_at != thresholds.keep_above):
-            at = _probability_table(thresholds.keep_at)
+    bits = np.ascontiguousarray(np.asarray(confidence, dtype=np.float16).view(np.uint16))
+    limits = _lut(thresholds.threshold_bits, _INVALID_CLASS, np.uint64)
+    limits[PAD] = NONE_BITS  # padding: selects nothing
+    keep = np.stack([_probability_table(thresholds.keep_above),
+                     _probability_table(thresholds.keep_at)], axis=1).reshape(-1)
     out = np.empty(pred.shape, np.uint8)
-    # Labels are counted in byte pairs (uint16 views): half the bincount work, and a run of one
-    # class -- every label map is mostly runs -- serialises increments of one counter.
-    pairs = np.zeros(1 << 16, np.int64)
-    counts = np.zeros(PAD + 1, np.int64)  # the odd last label, if any
-    flat = pred.reshape(-1), bits.reshape(-1), out.reshape(-1)
-    for s in range(0, pred.size, _CHUNK):
-        p, b, o = (x[s:s + _CHUNK] for x in flat)
-        limit = np.take(table, p, mode="wrap")  # the threshold, and the validity check
-        if limit.max() == _INVALID_CLASS:
-            bad = int(p[(p >= c) & (p != PAD)].max())
-            raise DarsError(f"prediction holds class {bad}, outside 0..{c - 1}")
-        keep = b >= limit
-        if counters is not None:
-            prob = np.take(above, p, mode="wrap")
-            if at is not None:
-                prob = np.where(b == limit, np.take(at, p, mode="wrap"), prob)
-            keep &= _uniform_bits(counters[s:s + _CHUNK]) < prob
-        np.subtract(keep.view(np.uint8), 1, out=o)  # kept: 0, dropped: 0xFF
-        o |= p
-        even = o.size & ~1  # chunks start at even offsets, so the uint16 view is aligned
-        pairs += np.bincount(o[:even].view(np.uint16), minlength=1 << 16)
-        if o.size & 1:
-            counts[o[-1]] += 1
-    grid = pairs.reshape(PAD + 1, PAD + 1)
-    counts += grid.sum(axis=0) + grid.sum(axis=1)  # each byte of a pair is one label
-    return out, counts[:c]
+    counts = np.zeros(_LANES * (PAD + 1), np.int64)
+    bad = _label_kernel(pred, bits, np.ascontiguousarray(shapes, dtype=np.int64),
+                        np.asarray(keys, np.uint32).reshape(-1), limits, keep, out, counts)
+    if bad >= 0:
+        h, w = shapes[bad]
+        real_pred, real_bits = pred[bad, :h, :w], bits[bad, :h, :w]
+        if real_bits.max() > ONE_BITS:
+            raise InvalidPixels("confidences are NaN, infinite or outside [0, 1]", bad)
+        wrong = int(real_pred[(real_pred >= c) & (real_pred != PAD)].max())
+        raise InvalidPixels(f"prediction holds class {wrong}, outside 0..{c - 1}", bad)
+    return out, counts.reshape(_LANES, PAD + 1).sum(axis=0)[:c]
 
 
 def _lut(values: np.ndarray, fill: float, dtype: type) -> np.ndarray:
-    """A 256-entry table indexed by predicted class: np.take on uint8 beats fancy indexing, and
-    with mode="wrap" (a no-op, a uint8 is always < 256) skips the bounds check (1.3 vs 3 ns)."""
+    """A 256-entry table indexed by predicted class (every uint8 has an entry)."""
     table = np.full(PAD + 1, fill, dtype)
     table[:len(values)] = values
     return table

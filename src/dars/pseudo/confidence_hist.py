@@ -97,7 +97,7 @@ def read_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
 
 def images_per_block(store: ProbStore, probs: bool = False) -> int:
     """How many images to read at once: whole chunk files, about _BLOCK_BYTES of data."""
-    height, width = store.group["confidence"].shape[1:]
+    height, width = store.arrays["confidence"].shape[1:]
     per_pixel = 3 + (6 * store.num_classes if probs else 0)
     chunks = _BLOCK_BYTES // max(1, height * width * per_pixel * store.per_chunk)
     return store.per_chunk * max(1, chunks)

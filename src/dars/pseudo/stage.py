@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -32,7 +31,7 @@ from dars.constants import IGNORE
 from dars.data.png import png_bytes
 from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
-from dars.pseudo.assign import assign_block, assign_labels, image_key
+from dars.pseudo.assign import InvalidPixels, assign_block, image_key
 from dars.pseudo.confidence_hist import (
     check_temperature,
     images_per_block,
@@ -211,8 +210,8 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
         try:
             labels, kept = assign_block(pred, conf, thresholds,
                                         [image_key(options.seed, i) for i in ids], shapes)
-        except DarsError:
-            _raise_first_bad_image(store, ids, pred, conf, shapes, thresholds)
+        except InvalidPixels as exc:
+            raise DarsError(f"{store.path}: image {ids[exc.image]!r}: {exc}") from None
         one = _Pass2Counts(kept, np.zeros(c, np.int64), np.zeros(c, np.int64),
                            int(np.prod(shapes, axis=1).sum()), len(ids))
         for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
@@ -254,19 +253,6 @@ def _create_file(dir_fd: int, name: str, data: bytes) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-
-
-def _raise_first_bad_image(store: ProbStore, ids: list[str], pred: np.ndarray,
-                           conf: np.ndarray, shapes: np.ndarray, thresholds: Thresholds
-                           ) -> NoReturn:
-    """Name the image of a slice that :func:`assign_block` refused."""
-    for j, image_id in enumerate(ids):
-        h, w = shapes[j]
-        try:
-            assign_labels(pred[j, :h, :w], conf[j, :h, :w], thresholds, image_key(0, image_id))
-        except DarsError as exc:
-            raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from None
-    raise DarsError(f"{store.path}: invalid predictions in images {ids}")
 
 
 def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray,
