@@ -289,18 +289,23 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
                                                                                   index=False)
     pixels = ProbStore(store).num_pixels
     t_ours = t_ref = cpu_ours = math.inf
-    for _ in range(rounds):
-        for d in (tmp / f"{name}_ours", tmp / f"{name}_ref"):
-            shutil.rmtree(d, ignore_errors=True)
+    # Every round writes into new folders, deleted only after the last: on this ext4 disk
+    # (mounted with discard) deleting thousands of files slows the creations that follow for
+    # seconds, which no pipeline run sees (it writes into a fresh results folder).
+    outputs = []
+    for r in range(rounds):
+        ours, ref = tmp / f"{name}_ours{r}", tmp / f"{name}_ref{r}"
+        outputs += [ours, ref]
         start, cpu = time.perf_counter(), time.process_time()
-        result = pseudo_label(store, hist, tmp / f"{name}_ours", PseudoLabelOptions(alpha=ALPHA),
+        result = pseudo_label(store, hist, ours, PseudoLabelOptions(alpha=ALPHA),
                               thresholds_out=tmp / f"{name}_thresholds.csv")
         cpu_ours = min(cpu_ours, time.process_time() - cpu)  # every thread's CPU time
         if time.perf_counter() - start < t_ours:
             t_ours, summary = time.perf_counter() - start, result
-        dt, ref_pixels, ref_t = authors_stage(store, ratios, ALPHA, tmp / f"{name}_ref",
-                                              ref_images)
+        dt, ref_pixels, ref_t = authors_stage(store, ratios, ALPHA, ref, ref_images)
         t_ref = min(t_ref, dt)
+    for folder in outputs:
+        shutil.rmtree(folder)
     if ref_images == len(ProbStore(store)):  # same pixels: the thresholds must agree
         ours = pd.read_csv(tmp / f"{name}_thresholds.csv")["threshold"].to_numpy(float)
         if not np.array_equal(np.where(np.isfinite(ours), ours, np.inf),

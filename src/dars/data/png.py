@@ -7,6 +7,7 @@ apart from :mod:`dars.data.io` so that reading data (all a GPU job needs) does n
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
@@ -31,20 +32,29 @@ def png_bytes(array: np.ndarray, level: int = 0) -> bytes:
         raise DarsError(f"a PNG is written from uint8 (H, W) or (H, W, 3), got {array.dtype} "
                         f"{array.shape}")
     h, w = array.shape[:2]
-    rows = np.zeros((h, 1 + array[0].size if h else 1), np.uint8)  # column 0: filter type 0
+    rows = np.empty((h, 1 + array[0].size if h else 1), np.uint8)
+    rows[:, 0] = 0  # filter type 0 (None) on every row
     rows[:, 1:] = array.reshape(h, -1)
-    header = struct.pack(">IIBBBBB", w, h, 8, 0 if array.ndim == 2 else 2, 0, 0, 0)
-    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header),
-                     _png_chunk(b"IDAT", isal_zlib.compress(rows, level)), _PNG_END))
+    data = isal_zlib.compress(rows, level)
+    return b"".join((_head(w, h, array.ndim == 3), _png_chunk(b"IDAT", data), _PNG_END))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_LENGTH, _LENGTH_TAG = struct.Struct(">I").pack, struct.Struct(">I4s").pack
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
     """length, tag, data, crc32 of tag + data (PNG spec, section 5.3)."""
     crc = isal_zlib.crc32(data, isal_zlib.crc32(tag))
-    return b"".join((struct.pack(">I", len(data)), tag, data, struct.pack(">I", crc)))
+    return b"".join((_LENGTH_TAG(len(data), tag), data, _LENGTH(crc)))
+
+
+@functools.lru_cache(maxsize=256)
+def _head(width: int, height: int, rgb: bool) -> bytes:
+    """Signature and IHDR of an 8-bit greyscale (or RGB) image: the same for every label of a
+    dataset's image size, so made once per size."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if rgb else 0, 0, 0, 0)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header)
 
 
 _PNG_END = _png_chunk(b"IEND", b"")

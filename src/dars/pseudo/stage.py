@@ -188,12 +188,13 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
                   threads: int | None) -> _Pass2Counts:
     """Pass 2: one PNG per image under ``root``, returning per-class tallies.
 
-    Each block read from the store is cut into one contiguous slice per thread; a slice is
-    labelled by one vectorised :func:`assign_block` call, then its PNGs are encoded and
-    written (numpy on large arrays, ISA-L and file writes release the GIL). Images are
-    independent (their randomness comes from their id), so the split changes no label. The
-    threads pay off on large images (1.7-1.8x on 2 cores); on small ones the per-image calls
-    mostly wait on each other's GIL handoffs (benchmarks/RESULTS.md).
+    A pipeline of three steps on consecutive blocks: reading block k + 2 (a background
+    thread, LZ4 decoding), labelling block k + 1 (one compiled :func:`assign_block` call on a
+    worker, without the GIL) and writing block k's PNGs (here, or split over the other
+    workers: ISA-L and file writes release the GIL on large images). Writing small images is
+    many short calls that hold the GIL, so it gets one thread to itself rather than sharing
+    it with a second writer (benchmarks/RESULTS.md). Images are independent (their randomness
+    comes from their id), so no split changes a label.
     """
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
@@ -202,17 +203,20 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
                    if "/" in store.image_ids[i]}:  # ids like city/frame
         folder.mkdir(parents=True, exist_ok=True)
 
-    def label_slice(block: Block, part: slice) -> _Pass2Counts:
-        index = block.indices[part]
-        shapes = store.shapes[index].astype(np.int64)
-        ids = [store.image_ids[i] for i in index]
-        pred, conf = block.prediction[part], block.confidence[part]
+    def label(block: Block) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """A whole block's labels: one compiled call, without the GIL."""
+        shapes = store.shapes[block.indices].astype(np.int64)
+        ids = [store.image_ids[i] for i in block.indices]
         try:
-            labels, kept = assign_block(pred, conf, thresholds,
+            labels, kept = assign_block(block.prediction, block.confidence, thresholds,
                                         [image_key(options.seed, i) for i in ids], shapes)
         except InvalidPixels as exc:
             raise DarsError(f"{store.path}: image {ids[exc.image]!r}: {exc}") from None
-        one = _Pass2Counts(kept, np.zeros(c, np.int64), np.zeros(c, np.int64),
+        return ids, shapes, labels, kept
+
+    def write(ids: list[str], shapes: np.ndarray, labels: np.ndarray) -> _Pass2Counts:
+        """PNGs of labelled images, with their manifest entries (and precision tallies)."""
+        one = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64),
                            int(np.prod(shapes, axis=1).sum()), len(ids))
         for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
             image = image[:h, :w]
@@ -224,16 +228,31 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
                 _tally_precision(one, image, true_mask(image_id), image_id, c)
         return one
 
+    def write_block(ids: list[str], shapes: np.ndarray, labels: np.ndarray,
+                    kept: np.ndarray) -> None:
+        """Write a labelled block, over the workers the labelling leaves free."""
+        n = len(ids)
+        bounds = np.linspace(0, n, min(max(workers - 1, 1), n) + 1).round().astype(int)
+        parts = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        if len(parts) == 1:
+            ones = [write(ids, shapes, labels)]
+        else:
+            ones = list(pool.map(lambda s: write(ids[s], shapes[s], labels[s]), parts))
+        counts.kept += kept
+        for one in ones:
+            counts.add(one)
+
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with ThreadPoolExecutor(workers) as pool:
+            labelled = None
             for block in read_ahead(store.blocks(indices, block=images_per_block(store))):
-                n = len(block.indices)
-                bounds = np.linspace(0, n, min(workers, n) + 1).round().astype(int)
-                parts = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:],
-                                                               strict=True)]
-                for one in pool.map(lambda part, b=block: label_slice(b, part), parts):
-                    counts.add(one)
+                following = pool.submit(label, block)
+                if labelled is not None:
+                    write_block(*labelled.result())
+                labelled = following
+            if labelled is not None:
+                write_block(*labelled.result())
     finally:
         os.close(root_fd)
     return counts
