@@ -5,11 +5,12 @@ image's own h x w) of an image with key k gets the 24-bit uniform ``fmix32((i * 
 (MurmurHash3's finaliser of a Weyl sequence, as in SplitMix). An image therefore gets the same
 labels whatever the shard count, block, processing order or number of workers.
 
-Labelling is one compiled pass (numba) over a block of images: per pixel a table lookup, two
-comparisons, the hash only where a selected pixel is kept with a probability below 1, and the
-count. The numpy formulation it replaced made ~20 passes over each piece of a block (6 ns a
-pixel, most of the stage's time on small images); this one costs ~1 ns and, holding no GIL,
-runs on every worker thread at once (benchmarks/RESULTS.md).
+Labelling is one compiled pass (numba) over a block of images: per pixel two table lookups,
+the hash, two comparisons written without branches, and the count. The numpy formulation it
+replaced made ~20 passes over each piece of a block (6-12 ns a pixel on the benchmark
+machine); this one costs ~5 ns and holds no GIL, so one worker labels a block while another
+writes PNGs (benchmarks/RESULTS.md). numba compiles it on a machine's first run (~1 s) and
+caches the machine code beside this file (or in ``NUMBA_CACHE_DIR``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dars.pseudo.thresholds import NONE_BITS, Thresholds
 _INVALID_CLASS = 0xFFFF  # threshold-table entry of classes C..254: above every other entry
 _UNIFORM_BITS = 24  # a keep probability p is exact to 2^-24, as with float32 uniforms
 _SEED_LIMIT = 1 << 64
-_LANES = 4  # counters per class in the kernel: runs of one class do not serialise on one
+_LANES = 4  # counters per class in the kernel: a run of one class spreads over four of them
 # the kernel's integer constants, typed so numba keeps every step in uint64
 _PHI = np.uint64(0x9E3779B9)  # 2^32 / golden ratio: the Weyl step between pixels' counters
 _M1, _M2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)  # fmix32's multipliers
