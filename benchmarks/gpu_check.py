@@ -22,10 +22,10 @@ and writes one JSON (default ``benchmarks/gpu_check.json``): ``machine``, ``size
 rot. Peak memory on the CPU is the process's maximum RSS.
 
 Only torch, torchvision, numpy, pandas, pillow, pyyaml, tqdm and pytest are assumed on the GPU
-machine, so nothing here imports a module that needs zarr, jsonschema, isal or snakemake (the JSON
-lists any that got imported anyway). The training step is therefore written out here (CE +
-0.4 x aux CE, SGD with the 10x head group) instead of importing ``dars.engine.train``, whose
-config import needs jsonschema.
+machine, so nothing here imports a module that needs zarr, jsonschema, isal, numba or
+snakemake (the JSON lists any that got imported anyway). The training step is therefore
+written out here (CE + 0.4 x aux CE, SGD with the 10x head group) instead of importing
+``dars.engine.train``, whose config import needs jsonschema.
 
     PYTHONPATH=src python benchmarks/gpu_check.py              # on the GPU machine
     PYTHONPATH=src python benchmarks/gpu_check.py --dry --out /tmp/gpu_check.json
