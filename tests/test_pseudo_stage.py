@@ -15,11 +15,10 @@ from dars.constants import NUM_BINS, PAD
 from dars.errors import DarsError
 from dars.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
 from dars.pseudo.cli import add_subcommands, parse_shard
-from dars.pseudo.confidence_hist import save_partial, store_histogram, temper
+from dars.pseudo.confidence_hist import store_histogram, temper
 from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import (
     PseudoLabelOptions,
-    compute_confidence_histogram,
     mask_reader,
     pseudo_label,
 )
@@ -96,8 +95,6 @@ def test_store_histogram_equals_in_memory_histogram(setup: dict) -> None:
     pred = store.group["prediction"][:]
     conf = store.group["confidence"][:]
     np.testing.assert_array_equal(store_histogram(store), confidence_histogram(pred, conf, C))
-    shards = sum(store_histogram(store, store.shard(i, 3)) for i in range(3))
-    np.testing.assert_array_equal(shards, store_histogram(store))
     assert store_histogram(store).sum() == store.num_pixels  # padding skipped
 
 
@@ -179,15 +176,13 @@ def _write_masks(truth: dict[str, np.ndarray], root: Path) -> Path:
 
 def test_shards_give_identical_labels(setup: dict, tmp_path: Path) -> None:
     options = PseudoLabelOptions(alpha=0.25, method="dars", seed=5)
-    pseudo_label(setup["store"], setup["hist"], tmp_path / "whole", options)
-    parts = []
-    for i in range(3):
-        parts.append(tmp_path / f"hist{i}.npz")
-        compute_confidence_histogram(setup["store"], parts[-1], shard=(i, 3))
+    whole = pseudo_label(setup["store"], setup["hist"], tmp_path / "whole", options)
     merged: dict[str, bytes] = {}
-    for i in range(3):
-        pseudo_label(setup["store"], setup["hist"], tmp_path / f"shard{i}", options,
-                     conf_hists=parts[::-1], shard=(i, 3))
+    for i in range(3):  # each shard sums the whole store's rows into the same thresholds
+        summary = pseudo_label(setup["store"], setup["hist"], tmp_path / f"shard{i}", options,
+                               shard=(i, 3))
+        assert summary["histogram_source"] == "inference"
+        assert summary["target_fraction"] == whole["target_fraction"]
         merged |= read_labels(tmp_path / f"shard{i}")
     assert merged == read_labels(tmp_path / "whole")
     assert len(merged) == len(SHAPES)
@@ -306,22 +301,16 @@ def test_the_stage_uses_the_stores_temperature_and_refuses_another(setup: dict,
 def test_cli_handlers(setup: dict, tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="dars")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
-    parts = []
-    for i in range(2):
-        parts.append(str(tmp_path / f"h{i}.npz"))
-        args = parser.parse_args(["confidence-histogram", "--store", str(setup["store"]),
-                                  "--shard", f"{i}/2", "--out", parts[-1]])
-        args.handler(args)
     masks = _write_masks(setup["truth"], tmp_path / "masks")
     args = parser.parse_args([
         "pseudo-label", "--store", str(setup["store"]), "--label-hist", str(setup["hist"]),
         "--labels-out", str(tmp_path / "labels"), "--summary-out", str(tmp_path / "s.json"),
         "--thresholds-out", str(tmp_path / "t.csv"), "--stats-out", str(tmp_path / "p.csv"),
         "--alpha", "0.4", "--method", "dars", "--sampling", "ties", "--seed", "3",
-        "--conf-hist", *parts, "--true-masks", str(masks)])
+        "--true-masks", str(masks)])
     args.handler(args)
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["sampling"] == "ties" and summary["histogram_source"] == "shard files"
+    assert summary["sampling"] == "ties" and summary["histogram_source"] == "inference"
     assert summary["mean_precision"] is not None
     args = parser.parse_args(["pseudo-label", "--store", str(setup["store"]), "--label-hist",
                               str(setup["hist"]), "--labels-out", str(tmp_path / "st"),
@@ -381,26 +370,6 @@ def test_non_finite_probabilities(inputs: Path, bad: float, temperature: float) 
     with pytest.raises(DarsError, match=r"image 'img01'.*NaN, infinite"):
         pseudo_label(store, hist, inputs / "labels",
                      PseudoLabelOptions(alpha=0.2, temperature=temperature), **outputs(inputs))
-    assert_nothing_written(inputs)
-
-
-def test_mismatched_partial_histograms(setup: dict, inputs: Path) -> None:
-    store = ProbStore(setup["store"])
-    part = inputs / "in" / "a.npz"
-    save_partial(part, store_histogram(store, store.shard(0, 2)), store, (0, 2))
-    options = PseudoLabelOptions(alpha=0.2)
-    with pytest.raises(DarsError, match=r"shards \[0\] of \[2\]"):
-        pseudo_label(setup["store"], setup["hist"], inputs / "labels", options,
-                     conf_hists=[part], **outputs(inputs))
-    with pytest.raises(DarsError, match=r"shard 0/2 also given"):
-        pseudo_label(setup["store"], setup["hist"], inputs / "labels", options,
-                     conf_hists=[part, part])
-    warm, _ = write_store(inputs / "in" / "warm.zarr", SHAPES, temperature=2.0)
-    with pytest.raises(DarsError, match="another probability store"):  # same images, other T
-        pseudo_label(warm, setup["hist"], inputs / "labels", options, conf_hists=[part])
-    other, _ = write_store(inputs / "in" / "other.zarr", SHAPES[:2], seed=3)
-    with pytest.raises(DarsError, match="another probability store"):
-        pseudo_label(other, setup["hist"], inputs / "labels", options, conf_hists=[part])
     assert_nothing_written(inputs)
 
 

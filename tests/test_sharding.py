@@ -35,7 +35,7 @@ from dars.pseudo.merge import merge_tables
 
 # Only the pseudo-label rules may run: the copied round-2 store stays what it was even though
 # round 1's labels are rewritten (they are identical, but a directory has no checksum).
-SHARD_RULES = ("--allowed-rules", "confidence_histogram", "pseudo_label_shard", "pseudo_label")
+SHARD_RULES = ("--allowed-rules", "pseudo_label_shard", "pseudo_label")
 ROUND2_ALPHA = ("rounds=[{alpha: 0.2, epochs: 4},"
                 " {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 4}]")
 # The shards keep the unsharded job's threads: float sums over another thread count round
@@ -55,20 +55,15 @@ def test_sharded_dag_maps_and_reduces_every_round(tmp_path: Path) -> None:
     assert counts["infer_probabilities_shard"] == 6  # 3 per round, 2 rounds
     assert counts["infer_init"] == counts["infer_finalize"] == 2
     assert "infer_probabilities" not in counts
-    assert counts["confidence_histogram"] == 6
     assert counts["pseudo_label_shard"] == 6
     assert counts["pseudo_label"] == 2  # the merge, under the unsharded rule's name and outputs
-    # every label-writing shard sums all three histograms of its own round
-    proc = snakemake(tmp_path, "-n", "--config", "shards=3", configfile=demo)
+    # every label-writing shard reads its own round's store, whose rows give the thresholds
+    proc = snakemake(tmp_path, "-n", "-p", "--config", "shards=3", configfile=demo)
     text = proc.stdout + proc.stderr
-    shard_inputs = re.findall(r"rule pseudo_label_shard:\n    input: ([^\n]+)", text)
-    assert len(shard_inputs) == 6
-    for line in shard_inputs:
-        r = re.search(r"round(\d)/probs.zarr", line).group(1)
-        parts = re.findall(r"round(\d)/shards/confidence_(\d).npz", line)
-        assert sorted(parts) == [(r, "0"), (r, "1"), (r, "2")]
+    shard_commands = re.findall(r"dars pseudo-label [^\n]*--shard (\d)/3[^\n]*", text)
+    assert sorted(shard_commands) == ["0", "0", "1", "1", "2", "2"]
     unsharded = job_counts(tmp_path, configfile=demo)
-    assert "confidence_histogram" not in unsharded and "infer_init" not in unsharded
+    assert "pseudo_label_shard" not in unsharded and "infer_init" not in unsharded
     assert unsharded["infer_probabilities"] == 2
 
 
@@ -87,7 +82,7 @@ def test_temperature_auto_calibrates_the_teacher_before_inference(tmp_path: Path
     assert len(infer) == (1 if shards == 1 else 4)  # init + 2 shards + finalize
     assert all(f"--temperature {json_file}" in cmd for cmd in infer)
     assert text.index("rule calibrate:") < text.index("dars infer")
-    pseudo = re.findall(r"dars (?:pseudo-label|confidence-histogram) [^\n]*", text)
+    pseudo = re.findall(r"dars pseudo-label [^\n]*", text)
     assert pseudo and all(f"--temperature {json_file}" in cmd for cmd in pseudo)
     fixed = snakemake(tmp_path, "-n", "-p", "results/demo/round1/probs.zarr", "--config",
                       auto.replace("auto", "1.27"), configfile=demo)

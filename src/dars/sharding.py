@@ -1,5 +1,5 @@
 """Contiguous image ranges of sharded stages: what every sharded stage (``infer``,
-``confidence-histogram``, ``pseudo-label``) shares, so all of them cut the images the same way.
+``pseudo-label``) shares, so all of them cut the images the same way.
 
 Pure range arithmetic, apart from the label merging (:mod:`dars.pseudo.merge`) that uses it.
 """

@@ -5,9 +5,9 @@
 # With `shards: N > 1` both are spread over N contiguous image ranges. Inference: infer_init
 # creates the (unfinished) store, N infer_probabilities_shard jobs each write their range's
 # images into it, and infer_finalize checks that it is whole and moves it to probs.zarr -- the
-# same store, bit for bit, as the unsharded job writes. Thresholding is a map-reduce: N
-# confidence_histogram jobs (pass 1), N pseudo_label_shard jobs that each sum all N histograms
-# into the same thresholds and write their range's labels (pass 2), and pseudo_label merging them.
+# same store, bit for bit, as the unsharded job writes. Thresholding: N pseudo_label_shard jobs
+# that each sum the store's per-chunk histograms (inference counted them) into the same
+# thresholds and write their range's labels, and pseudo_label merging them.
 
 PSEUDO_TEMPERATURE = calibration_file(
     config["pseudo_label"]["temperature"], lambda wc: f"{RESULTS}/round{int(wc.s) - 1}"
@@ -164,31 +164,10 @@ if SHARDS == 1:
 else:
     SHARD_DIR = f"{RESULTS}/round{{s}}/shards"
 
-    rule confidence_histogram:
-        input:
-            store=f"{RESULTS}/round{{s}}/probs.zarr",
-            temperature=PSEUDO_TEMPERATURE,
-        output:
-            f"{SHARD_DIR}/confidence_{{i}}.npz",
-        log:
-            f"{LOGS}/round{{s}}/confidence_histogram_{{i}}.log",
-        benchmark:
-            f"{LOGS}/round{{s}}/confidence_histogram_{{i}}.benchmark.tsv"
-        threads: threads_of("confidence_histogram")
-        resources:
-            **job_resources("confidence_histogram"),
-        params:
-            shards=SHARDS,
-            temperature=PSEUDO_PARAMS["temperature"],
-        shell:
-            "dars confidence-histogram --store {input.store} --shard {wildcards.i}/{params.shards}"
-            " --temperature {params.temperature} --threads {threads} --out {output} > {log} 2>&1"
-
     rule pseudo_label_shard:
         input:
             store=f"{RESULTS}/round{{s}}/probs.zarr",
             histogram=f"{RESULTS}/label_histogram.csv",
-            parts=shard_files(f"{SHARD_DIR}/confidence_{{i}}.npz"),
             temperature=PSEUDO_TEMPERATURE,
         output:
             labels=directory(f"{SHARD_DIR}/labels_{{i}}"),
@@ -207,7 +186,7 @@ else:
             shards=SHARDS,
         shell:
             "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
-            " --conf-hist {input.parts} --shard {wildcards.i}/{params.shards}"
+            " --shard {wildcards.i}/{params.shards}"
             + PSEUDO_OPTIONS
             + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
             " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"

@@ -1,6 +1,6 @@
-"""``dars pseudo-label`` and ``dars confidence-histogram``: parse arguments, call the stage.
+"""``dars pseudo-label``: parse arguments, call the stage.
 
-``add_subcommands`` registers both on the main parser's subparsers; each sets ``handler`` to a
+``add_subcommands`` registers it on the main parser's subparsers and sets ``handler`` to a
 handler taking the parsed namespace, which the main CLI calls.
 """
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 from dars.pseudo.stage import (
     PseudoLabelOptions,
-    compute_confidence_histogram,
     mask_reader,
     pseudo_label,
 )
@@ -34,36 +33,23 @@ def temperature_arg(text: str) -> float:
         ) from exc
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, help="probs.zarr of the teacher")
-    parser.add_argument("--temperature", type=temperature_arg, default=None, metavar="T|FILE",
-                        help="the temperature T the store must have been inferred at (a "
-                             "number or the json `dars calibrate` wrote); inference applies "
-                             "T, this stage only checks it (default: the store's)")
-    parser.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
-                        help="process only shard i of N (contiguous image ranges)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="worker threads of both passes (default: available cores)")
-
-
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``pseudo-label`` and ``confidence-histogram``."""
-    hist = subparsers.add_parser(
-        "confidence-histogram",
-        help="pass 1 of pseudo-labeling on one shard: per-class confidence histogram (.npz)",
-        description="Count float16 confidences per predicted class over a shard of the "
-                    "store, for `pseudo-label --conf-hist` (map-reduce over shards).")
-    _common(hist)
-    hist.add_argument("--out", required=True, help="output .npz")
-    hist.set_defaults(handler=confidence_histogram_command)
-
+    """Register ``pseudo-label``."""
     pseudo = subparsers.add_parser(
         "pseudo-label",
         help="thresholds (DARS, DA, ST, CBST) and pseudo-label PNGs from a probability store",
         description="Compute per-class thresholds from the confidence histograms and the "
                     "labeled class distribution, then write one pseudo-label PNG per image "
                     "(255 = ignore).")
-    _common(pseudo)
+    pseudo.add_argument("--store", required=True, help="probs.zarr of the teacher")
+    pseudo.add_argument("--temperature", type=temperature_arg, default=None, metavar="T|FILE",
+                        help="the temperature T the store must have been inferred at (a "
+                             "number or the json `dars calibrate` wrote); inference applies "
+                             "T, this stage only checks it (default: the store's)")
+    pseudo.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
+                        help="process only shard i of N (contiguous image ranges)")
+    pseudo.add_argument("--threads", type=int, default=None,
+                        help="worker threads of both passes (default: available cores)")
     pseudo.add_argument("--label-hist", required=True, help="label_histogram.csv of the "
                         "labeled split (class,name,pixels,ratio)")
     pseudo.add_argument("--labels-out", required=True, help="directory of <image_id>.png")
@@ -82,16 +68,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                         help="sampling seed (combined with each image id)")
     pseudo.add_argument("--threshold", type=float, default=None,
                         help="st only: fixed confidence threshold instead of alpha")
-    pseudo.add_argument("--conf-hist", nargs="+", default=(),
-                        help="shard histograms from confidence-histogram (skips pass 1)")
     pseudo.add_argument("--true-masks", default=None,
                         help="directory of <image_id>.png true masks, for precision")
     pseudo.set_defaults(handler=pseudo_label_command)
-
-
-def confidence_histogram_command(args: argparse.Namespace) -> None:
-    compute_confidence_histogram(args.store, args.out, shard=args.shard,
-                                 temperature=args.temperature, threads=args.threads)
 
 
 def pseudo_label_command(args: argparse.Namespace) -> None:
@@ -100,6 +79,6 @@ def pseudo_label_command(args: argparse.Namespace) -> None:
                                  fixed_threshold=args.threshold)
     pseudo_label(args.store, args.label_hist, args.labels_out, options,
                  thresholds_out=args.thresholds_out, stats_out=args.stats_out,
-                 summary_out=args.summary_out, conf_hists=args.conf_hist, shard=args.shard,
+                 summary_out=args.summary_out, shard=args.shard,
                  true_mask=mask_reader(args.true_masks) if args.true_masks else None,
                  threads=args.threads)

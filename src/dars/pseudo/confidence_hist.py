@@ -1,28 +1,21 @@
-"""Pass 1 over a store: its confidence histogram, and per-shard partial histograms.
+"""Pass 1 over a store: its confidence histogram, counted from the images.
 
 A store written by :class:`dars.probstore.ProbStoreWriter` carries the histogram of every
 chunk, counted as inference wrote it (:meth:`dars.probstore.ProbStore.histogram`); this module
 counts the images themselves (:func:`store_histogram`) -- for a store without them, one whose
-counts do not cover its pixels (invalid values: the count names the image), a shard of images,
-or confidences re-scaled to another temperature for analysis. :func:`save_partial` and
-:func:`load_partials` carry shard histograms between jobs with enough metadata to refuse
-mismatched parts.
+counts do not cover its pixels (invalid values: the count names the image), or confidences
+re-scaled to another temperature for analysis.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
-from dars.atomic import atomic_path
 from dars.constants import NUM_BINS, ONE_BITS, PAD
 from dars.errors import DarsError
 from dars.probstore import Block, ProbStore
@@ -32,7 +25,6 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 18  # pixels per bincount call: the int64 keys (2 MiB) stay in cache
 _BLOCK_BYTES = 1 << 22  # bytes of store data read per block in the streaming passes
-_PARTIAL_VERSION = 1
 
 
 def temper(probs: np.ndarray, padding: np.ndarray, temperature: float
@@ -136,10 +128,9 @@ def raise_problem(store: ProbStore, block: Block, pred: np.ndarray, conf: np.nda
                     f"{[store.image_ids[int(i)] for i in block.indices]}")
 
 
-def store_histogram(store: ProbStore, indices: Sequence[int] | None = None,
-                    temperature: float | None = None, threads: int | None = None
-                    ) -> np.ndarray:
-    """Pass 1 over a store (or the images ``indices`` of one shard): (C, NUM_BINS) counts.
+def store_histogram(store: ProbStore, temperature: float | None = None,
+                    threads: int | None = None) -> np.ndarray:
+    """Pass 1 over a store: (C, NUM_BINS) counts of every image.
 
     Reads a block of images at a time, so memory is bounded by the block size, not by the
     dataset. Every image is checked: its histogram must count exactly its real pixels, so a
@@ -154,7 +145,7 @@ def store_histogram(store: ProbStore, indices: Sequence[int] | None = None,
     c = store.num_classes
     hist = np.zeros((c, NUM_BINS), np.int64)
     per_block = images_per_block(store, relative != 1.0)
-    for block in read_ahead(store.blocks(indices, block=per_block, probs=relative != 1.0)):
+    for block in read_ahead(store.blocks(block=per_block, probs=relative != 1.0)):
         pred, conf = block_predictions(block, relative)
         try:
             part = confidence_histogram(pred, conf, c, threads)
@@ -163,68 +154,4 @@ def store_histogram(store: ProbStore, indices: Sequence[int] | None = None,
         if int(part.sum()) != int(np.prod(store.shapes[block.indices], axis=1).sum()):
             raise_problem(store, block, pred, conf)
         hist += part
-    return hist
-
-
-def store_fingerprint(store: ProbStore) -> str:
-    """Identity of a store's contents layout (image ids, sizes, classes, T) for partial
-    files."""
-    ident = {"image_ids": store.image_ids, "shapes": np.asarray(store.shapes).tolist(),
-             "class_names": store.class_names, "temperature": store.temperature}
-    return hashlib.blake2b(json.dumps(ident).encode(), digest_size=16).hexdigest()
-
-
-def save_partial(path: str | os.PathLike[str], hist: np.ndarray, store: ProbStore,
-                 shard: tuple[int, int]) -> None:
-    """Write one shard's histogram as .npz, atomically, with what it was computed from."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, version=_PARTIAL_VERSION, hist=hist, store=store_fingerprint(store),
-                 num_classes=store.num_classes, temperature=store.temperature,
-                 shard_index=shard[0], shard_count=shard[1])
-
-
-def load_partials(paths: Sequence[str | os.PathLike[str]], store: ProbStore) -> np.ndarray:
-    """Sum shard histograms after checking they are the complete set for this store (and its
-    T).
-
-    Refuses a part computed from another store, class count or temperature, a duplicate or
-    missing shard, and a total that does not cover every pixel of the store.
-    """
-    if not paths:
-        raise DarsError("no confidence histogram files given")
-    fingerprint = store_fingerprint(store)
-    hist = np.zeros((store.num_classes, NUM_BINS), np.int64)
-    seen: dict[int, Path] = {}
-    counts: set[int] = set()
-    for p in map(Path, paths):
-        try:
-            with np.load(p, allow_pickle=False) as data:
-                meta = {k: data[k][()] for k in data.files if k != "hist"}
-                part = data["hist"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DarsError(f"{p}: not a readable confidence histogram ({exc})") from exc
-        if meta.get("version") != _PARTIAL_VERSION:
-            raise DarsError(f"{p}: not a dars confidence histogram (version missing)")
-        if str(meta["store"]) != fingerprint:
-            raise DarsError(f"{p}: computed from another probability store than {store.path}")
-        if int(meta["num_classes"]) != store.num_classes or part.shape != hist.shape:
-            raise DarsError(f"{p}: {int(meta['num_classes'])} classes, the store "
-                            f"{store.path} has {store.num_classes}")
-        if float(meta["temperature"]) != store.temperature:
-            raise DarsError(f"{p}: computed from a store at temperature "
-                            f"{float(meta['temperature'])}, {store.path} is at "
-                            f"{store.temperature}")
-        index, count = int(meta["shard_index"]), int(meta["shard_count"])
-        if index in seen:
-            raise DarsError(f"{p}: shard {index}/{count} also given as {seen[index]}")
-        seen[index] = p
-        counts.add(count)
-        hist += part
-    if len(counts) != 1 or len(seen) != next(iter(counts)):
-        raise DarsError(f"confidence histograms {[str(p) for p in paths]}: shards "
-                        f"{sorted(seen)} of {sorted(counts)} given, need every shard of one split")
-    if int(hist.sum()) != store.num_pixels:
-        raise DarsError(f"confidence histograms count {int(hist.sum())} pixels but "
-                        f"{store.path} has {store.num_pixels}")
-    log.info("combined %d confidence histogram(s) over %d pixels", len(seen), store.num_pixels)
     return hist

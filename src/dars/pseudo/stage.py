@@ -2,14 +2,14 @@
 
 Order of work, so that a failed check leaves nothing behind: validate the options, the store
 and the label histogram; sum the confidence histograms inference stored per chunk (pass 1;
-counted from the images when the store has none, or loaded from shard files); compute
+counted from the images when the store has none); compute
 thresholds; write every label PNG into a temporary directory renamed onto ``labels_out`` only
 when all images succeeded (pass 2), with a manifest of every PNG's size and digest (the
 student checks it before training); then write the csv and json diagnostics.
 
 With ``shard=(i, n)`` pass 2 labels only that shard's images (into its own directory) and the
-diagnostics cover those images; thresholds always come from the whole store: its rows, a
-pass 1 over all images, or the shard histograms of ``confidence-histogram --shard``.
+diagnostics cover those images; thresholds always come from the whole store: its rows
+(summed in milliseconds, so every shard job does it), or else a pass 1 over all images.
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ from dars.pseudo.assign import InvalidPixels, assign_block, image_key
 from dars.pseudo.confidence_hist import (
     check_temperature,
     images_per_block,
-    load_partials,
     read_ahead,
-    save_partial,
     store_histogram,
 )
 from dars.pseudo.counting import available_threads
@@ -156,31 +154,6 @@ def _label_name(image_id: str) -> str:
 
 def _indices(store: ProbStore, shard: tuple[int, int] | None) -> list[int]:
     return list(range(len(store))) if shard is None else store.shard(*shard)
-
-
-def compute_confidence_histogram(store_path: str | os.PathLike[str],
-                                 out: str | os.PathLike[str],
-                                 shard: tuple[int, int] | None = None,
-                                 temperature: float | None = None,
-                                 threads: int | None = None) -> np.ndarray:
-    """Pass 1 over one shard (or the whole store) saved as .npz for ``pseudo-label``.
-
-    ``temperature``: the T the store must have been written at (None: any).
-    """
-    if temperature is not None:
-        check_temperature(temperature)
-    store = ProbStore(store_path)
-    store.check_temperature(temperature)
-    shard = shard or (0, 1)
-    indices = store.shard(*shard)
-    start = time.perf_counter()
-    hist = store_histogram(store, indices, threads=threads)
-    seconds = time.perf_counter() - start
-    save_partial(out, hist, store, shard)
-    log.info("confidence histogram of shard %d/%d: %d images, %d pixels, %.1f Mpx/s",
-             shard[0], shard[1], len(indices), int(hist.sum()),
-             hist.sum() / 1e6 / max(seconds, 1e-9))
-    return hist
 
 
 def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Thresholds,
@@ -336,7 +309,6 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
                  thresholds_out: str | os.PathLike[str] | None = None,
                  stats_out: str | os.PathLike[str] | None = None,
                  summary_out: str | os.PathLike[str] | None = None,
-                 conf_hists: Sequence[str | os.PathLike[str]] = (),
                  shard: tuple[int, int] | None = None,
                  true_mask: TrueMask | None = None,
                  threads: int | None = None) -> dict:
@@ -350,14 +322,9 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
         _label_name(store.image_ids[index])
 
     start = time.perf_counter()
-    if conf_hists:
-        hist, source = load_partials(conf_hists, store), "shard files"
-    else:  # pass 1: the rows inference counted, or else the images themselves
-        hist, source = store.histogram(), "inference"
-        if hist is None:
-            if shard is not None:
-                log.info("shard %d/%d without --conf-hist: pass 1 reads the whole store", *shard)
-            hist, source = store_histogram(store, threads=threads), "images"
+    hist, source = store.histogram(), "inference"  # pass 1: the rows inference counted
+    if hist is None:  # or else the images themselves (every image, also for a shard)
+        hist, source = store_histogram(store, threads=threads), "images"
     pass1 = time.perf_counter() - start
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
                                     num_pixels=store.num_pixels, sampling=options.sampling,
@@ -425,7 +392,7 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "mean_precision": float(precision.mean()) if with_precision and precision.size else None,
         "pixel_precision": (float(counts.correct.sum() / counts.evaluated.sum())
                             if with_precision and counts.evaluated.sum() else None),
-        "histogram_source": histogram_source,  # inference (the store's rows), images, shard files
+        "histogram_source": histogram_source,  # inference (the store's rows) or images
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "mpx_s": {
             "thresholds": _rate(store.num_pixels, timings["pass1"] + timings["thresholds"]),
