@@ -188,6 +188,23 @@ def test_shards_give_identical_labels(setup: dict, tmp_path: Path) -> None:
     assert len(merged) == len(SHAPES)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_thread_count_and_blocks_change_no_label(setup: dict, tmp_path: Path, threads: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread labels and writes in turn; several pipeline the two (block k written while
+    k + 1 is labelled), here over blocks of 2 images: same files, same tallies."""
+    import dars.pseudo.stage as stage
+
+    options = PseudoLabelOptions(alpha=0.3, seed=2)
+    base = pseudo_label(setup["store"], setup["hist"], tmp_path / "whole", options, threads=2)
+    monkeypatch.setattr(stage, "images_per_block", lambda store: 2)
+    other = pseudo_label(setup["store"], setup["hist"], tmp_path / "n", options,
+                         threads=threads)
+    assert read_labels(tmp_path / "n") == read_labels(tmp_path / "whole")
+    for key in ("kept_pixels", "num_pixels", "num_images", "kl_labeled_pseudo"):
+        assert other[key] == base[key]
+
+
 def test_seed_determinism(setup: dict, tmp_path: Path) -> None:
     runs = {}
     for name, seed in [("a", 1), ("b", 1), ("c", 2)]:

@@ -166,8 +166,9 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
     worker, without the GIL) and writing block k's PNGs (here, or split over the other
     workers: ISA-L and file writes release the GIL on large images). Writing small images is
     many short calls that hold the GIL, so it gets one thread to itself rather than sharing
-    it with a second writer (benchmarks/RESULTS.md). Images are independent (their randomness
-    comes from their id), so no split changes a label.
+    it with a second writer (benchmarks/RESULTS.md). With one thread the steps take turns.
+    Images are independent (their randomness comes from their id), so no split changes a
+    label.
     """
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
@@ -220,6 +221,9 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
         with ThreadPoolExecutor(workers) as pool:
             labelled = None
             for block in read_ahead(store.blocks(indices, block=images_per_block(store))):
+                if workers == 1:  # one core asked for: label and write in turn
+                    write_block(*label(block))
+                    continue
                 following = pool.submit(label, block)
                 if labelled is not None:
                     write_block(*labelled.result())
