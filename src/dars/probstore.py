@@ -373,7 +373,7 @@ class ProbStore:
         self.has_probs: bool = bool(attrs["store_probs"])
         self.temperature: float = float(attrs["temperature"])
         self.per_chunk: int = int(attrs["images_per_chunk"])
-        self._verify()
+        self.arrays: dict[str, zarr.Array] = self._verify()
         self._last: tuple[tuple[int, int, bool], Block] | None = None  # see blocks()
         self.shapes: np.ndarray = (self._read("shapes", 0, len(self)) if self.image_ids
                                    else np.zeros((0, 2)))
@@ -399,10 +399,11 @@ class ProbStore:
         array = rel.split("/")[0]
         return f"array {array!r}, file {rel} ({self._images(array, rel)})"
 
-    def _verify(self) -> None:
+    def _verify(self) -> dict[str, zarr.Array]:
         """Every file the manifest lists is there, whole; metadata files are unchanged; no
-        chunk file of the arrays' grids is missing from the manifest either. Opens the arrays
-        (``self.arrays``) the manifest lists."""
+        chunk file of the arrays' grids is missing from the manifest either. Returns the arrays
+        the manifest lists, opened once: looking an array up in the group costs ~1 ms, as much
+        as decoding a chunk of small images."""
         remedy = _regenerate(self.path)
         files = read_manifest(self.path, remedy)
         check_files(self.path, files, remedy, self._describe)
@@ -410,13 +411,12 @@ class ProbStore:
         unlisted = sorted(set(ARRAYS) - {"probs", "histogram"} - set(listed))
         if unlisted:
             raise DarsError(f"{self.path}: array {unlisted[0]!r} is not in the manifest; {remedy}")
-        # opened once: looking an array up in the group costs ~1 ms, as much as decoding a
-        # chunk of small images
-        self.arrays: dict[str, zarr.Array] = {name: self.group[name] for name in listed}
-        absent = sorted(set(expected_chunks(self.arrays)) - set(files))
+        arrays = {name: self.group[name] for name in listed}
+        absent = sorted(set(expected_chunks(arrays)) - set(files))
         if absent:
             raise DarsError(f"{self.path}: {self._describe(absent[0])} is not in the manifest; "
                             f"{remedy}")
+        return arrays
 
     def _read(self, array: str, lo: int, hi: int) -> np.ndarray:
         """``array[lo:hi]``, a chunk that fails its checksum or decoding as one DarsError."""
