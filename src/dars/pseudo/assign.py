@@ -107,8 +107,9 @@ def _label_kernel(pred: np.ndarray, bits: np.ndarray, shapes: np.ndarray, keys: 
     for j in range(pred.shape[0]):
         h, w = shapes[j, 0], shapes[j, 1]
         key = np.uint64(keys[j])
+        out[j, h:, :] = IGNORE  # padding, below and right of the image
+        out[j, :h, w:] = IGNORE
         p_row, b_row, o_row = pred[j].ravel(), bits[j].ravel(), out[j].ravel()
-        o_row[:] = IGNORE  # padding
         bad = np.uint64(0)
         for y in range(h):
             start = y * width
