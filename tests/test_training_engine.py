@@ -48,23 +48,34 @@ def test_disabled_augmentations_draw_nothing() -> None:
 
 
 # -- training --------------------------------------------------------------------------------
-def test_pspnet_step_lowers_loss_with_head_at_ten_times_lr(folder_config: dict,
-                                                           tmp_path: Path) -> None:
+def test_pspnet_steps_move_the_head_at_ten_times_lr(folder_config: dict,
+                                                    tmp_path: Path) -> None:
     folder_config["model"] = {**folder_config["model"], "name": "pspnet"}
     folder_config["train"].update(batch_size=2, lr=0.002, epochs=4)  # 2 steps an epoch
     trainer = Trainer(TrainOptions.from_config(folder_config, 0), tmp_path / "state")
     assert not trainer.bf16 and not trainer.channels_last  # CUDA-only speed-ups, off on CPU
     trainer.net.train()
     x, y, _ = next(iter(trainer.labeled))
-    losses = []
+    groups = trainer.optimizer.param_groups
     for i in range(3):
         # released: lr = base * (1 - (i + 1) / (epochs * len(loader))) ** 0.9, head at 10x
         factor = (1 - (i + 1) / 8) ** 0.9
-        lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+        lrs = [g["lr"] for g in groups]
         assert lrs == pytest.approx([0.002 * factor, 0.02 * factor]), i
-        torch.manual_seed(0)  # the same dropout masks: only the weights change between steps
-        losses.append(trainer._step((x, y), it=i)[0])  # loss before step i
-    assert losses[2] < losses[1] < losses[0]
+        before = [[p.detach().clone() for p in g["params"]] for g in groups]
+        trainer._step((x, y), it=i)
+        if i:
+            continue
+        # The first step (momentum buffer = its own update) moves every parameter of a group by
+        # -lr * (grad + weight_decay * p): the least-squares lr of each group's move is its lr
+        # (a statement about the update, whatever the step does to the loss).
+        for g, old, lr in zip(groups, before, lrs, strict=True):
+            pairs = [(p, o) for p, o in zip(g["params"], old, strict=True) if p.grad is not None]
+            moved = torch.cat([(p.detach() - o).flatten() for p, o in pairs]).double()
+            direction = torch.cat([(p.grad + g["weight_decay"] * o).flatten()
+                                   for p, o in pairs]).double()
+            fitted = -(moved @ direction) / (direction @ direction)
+            assert fitted.item() == pytest.approx(lr, rel=1e-3)
 
 
 def _free_port() -> int:
