@@ -55,7 +55,11 @@ def test_parse_variant() -> None:
     assert (v.method, v.tempered) == ("cbst", True)
     assert parse_variant("dars").tempered is False
     assert parse_variant("labeled-only") == Variant(LABELED_ONLY, tempered=False)
-    for bad in ("dars+TS", "ts", "st+ts+ts", "focal", "labeled-only+ts", "labeled"):
+    assert parse_variant("dars@0.45") == Variant("dars", tempered=False, alpha=0.45)
+    assert parse_variant("cbst+ts@1") == Variant("cbst", tempered=True, alpha=1.0)
+    for bad in ("dars+TS", "ts", "st+ts+ts", "focal", "labeled-only+ts", "labeled",
+                "dars@0", "dars@0.0", "dars@1.5", "dars@.5", "dars@", "dars@0.45+ts",
+                "labeled-only@0.2"):
         with pytest.raises(DarsError, match="unknown comparison method"):
             parse_variant(bad)
 
@@ -68,7 +72,8 @@ def test_method_names_have_one_source() -> None:
     assert sampling["enum"] == list(SAMPLINGS)
     assert schema["$defs"]["variant"]["pattern"] == f"^({VARIANT.pattern})$"
     names = ["labeled-only", "labeled-only+ts", "st", "st+ts", "dars+ts", "da", "cbst+ts",
-             "focal", "dars+TS", "st+ts+ts", ""]
+             "focal", "dars+TS", "st+ts+ts", "", "dars@0.45", "cbst+ts@1", "dars@0",
+             "dars@1.5", "dars@0.45+ts", "labeled-only@0.2"]
     for name in names:
         try:
             parse_variant(name)
@@ -540,6 +545,20 @@ def test_compare_dag_trains_one_baseline_per_teacher_seed(tmp_path: Path) -> Non
     assert student["init"] == f"{teachers[2]}/round0/model.pt"  # teacher 2's baseline
     assert student["options"]["seed"] == 1  # the student seed
     assert "--teacher-seeds 0 1 2 --run-seed 1" in text
+
+
+def test_a_method_at_its_own_alpha_thresholds_round_1_there(tmp_path: Path) -> None:
+    """dars@0.45 keeps 0.45 in round 1 (e.g. as much as CBST keeps) and the round's alpha in
+    later progressive rounds; the plain dars branch keeps the round's alpha throughout."""
+    config = "compare={methods: [dars, dars@0.45], progressive: [dars@0.45], seeds: [0]}"
+    text = snakemake(tmp_path, "-n", "-p", "compare", "--config", config).stdout
+    alphas = {m[2]: float(m[1]) for m in re.finditer(
+        r"dars pseudo-label .*?--alpha (\S+) .*?--labels-out (\S+)", text)}
+    test_config = yaml.safe_load((REPO / ".test/config.yaml").read_text())
+    rounds = [r["alpha"] for r in test_config["rounds"]]
+    assert alphas == {f"{branch_dir(TINY, 1, 'dars', 0)}/round1/pseudo_labels": rounds[0],
+                      f"{branch_dir(TINY, 1, 'dars@0.45', 0)}/round1/pseudo_labels": 0.45,
+                      f"{branch_dir(TINY, 1, 'dars@0.45', 0)}/round2/pseudo_labels": rounds[1]}
 
 
 @pytest.fixture(scope="module")

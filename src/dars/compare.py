@@ -66,10 +66,14 @@ log = logging.getLogger(__name__)
 
 # The names of the compared methods. The thresholding methods are dars.pseudo.thresholds.METHODS
 # (the one list; the schema's pseudo_label.method enum and $defs.variant pattern are tested
-# against it and against VARIANT); "+ts" = temperature scaling first; labeled-only = the control.
+# against it and against VARIANT); "+ts" = temperature scaling first; "@<alpha>" = round 1 at
+# that alpha instead of the round's (e.g. DARS keeping as much as CBST does, to tell the amount
+# of pseudo labels from their class balance); labeled-only = the control.
 TEMPERED = "+ts"
+AT_ALPHA = "@"
 LABELED_ONLY = "labeled-only"
-THRESHOLDED = re.compile(rf"({'|'.join(METHODS)})({re.escape(TEMPERED)})?")
+THRESHOLDED = re.compile(rf"({'|'.join(METHODS)})({re.escape(TEMPERED)})?"
+                         rf"(?:{AT_ALPHA}(0\.[0-9]*[1-9]|1))?")
 VARIANT = re.compile(rf"{THRESHOLDED.pattern}|{LABELED_ONLY}")
 BASELINE = "baseline (round 0)"
 REFERENCES = ("st", LABELED_ONLY)  # the paired differences of every row against these
@@ -81,22 +85,25 @@ COMPARE_FILES = ("runs.csv", "table4.csv", "table4.md", "differences.csv", "tabl
 
 @dataclass(frozen=True)
 class Variant:
-    """One compared method: a thresholding method, optionally after temperature scaling, or
-    the labeled-only control (no pseudo labels)."""
+    """One compared method: a thresholding method, optionally after temperature scaling and at
+    its own round-1 alpha (None = the round's), or the labeled-only control (no pseudo labels)."""
 
     method: str
     tempered: bool
+    alpha: float | None = None
 
 
 def parse_variant(name: str) -> Variant:
-    """``"cbst+ts"`` -> Variant("cbst", tempered=True); ``"labeled-only"`` -> the control."""
+    """``"cbst+ts"`` -> Variant("cbst", tempered=True); ``"dars@0.45"`` -> Variant("dars",
+    False, alpha=0.45); ``"labeled-only"`` -> the control."""
     if name == LABELED_ONLY:
         return Variant(LABELED_ONLY, tempered=False)
     match = THRESHOLDED.fullmatch(name)
     if not match:
         raise DarsError(f"unknown comparison method {name!r}: expected {', '.join(METHODS)} "
-                        f"(optionally with {TEMPERED}) or {LABELED_ONLY}")
-    return Variant(match[1], match[2] is not None)
+                        f"(optionally with {TEMPERED}, then {AT_ALPHA}<alpha in (0, 1]>) "
+                        f"or {LABELED_ONLY}")
+    return Variant(match[1], match[2] is not None, float(match[3]) if match[3] else None)
 
 
 def branches(methods: Sequence[str], progressive: Sequence[str], rounds: int

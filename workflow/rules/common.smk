@@ -163,7 +163,11 @@ def temperature_param(temperature):
 infer_temperature = temperature_param(config["pseudo_label"]["temperature"])
 
 
-def pseudo_params(method, temperature, seed):
+def round_alpha(wc):
+    return round_cfg(wc.s)["alpha"]
+
+
+def pseudo_params(method, temperature, seed, alpha=round_alpha):
     """params: of a thresholding job: everything its pseudo labels depend on.
 
     Each argument is a value or a function of the wildcards. The temperature is the T the
@@ -171,7 +175,7 @@ def pseudo_params(method, temperature, seed):
     reads the teacher's calibration json, which the job then has as input `temperature`.
     """
     return dict(
-        alpha=lambda wc: round_cfg(wc.s)["alpha"],
+        alpha=alpha,
         method=method,
         sampling=config["pseudo_label"]["sampling"],
         temperature=temperature_param(temperature),
@@ -232,6 +236,12 @@ def branch_store(wc):
     return (
         teacher_store(wc) if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
     )
+
+
+def branch_alpha(wc):
+    """A branch's alpha: its variant's own in round 1 ("dars@0.45"), else the round's."""
+    own = parse_variant(wc.v).alpha
+    return own if own is not None and int(wc.s) == 1 else round_alpha(wc)
 
 
 def branch_temperature(wc):

@@ -143,6 +143,7 @@ rule compare_pseudo_label:
             lambda wc: parse_variant(wc.v).method,
             branch_temperature,
             lambda wc: int(wc.k),
+            branch_alpha,
         ),
     shell:
         PSEUDO_LABEL_SHELL
@@ -168,7 +169,7 @@ rule compare_blank_labels:
     resources:
         **job_resources("pseudo_label"),
     params:
-        alpha=lambda wc: round_cfg(wc.s)["alpha"],
+        alpha=round_alpha,
     shell:
         "dars blank-labels --store {input.store} --label-hist {input.histogram}"
         " --alpha {params.alpha} --labels-out {output.labels} --stats-out {output.stats}"
