@@ -561,6 +561,26 @@ def test_a_method_at_its_own_alpha_thresholds_round_1_there(tmp_path: Path) -> N
                       f"{branch_dir(TINY, 1, 'dars@0.45', 0)}/round2/pseudo_labels": rounds[1]}
 
 
+def test_a_progressive_branch_resumes_its_own_student_as_released(tmp_path: Path) -> None:
+    """docs/METHOD.md, progressive strategy: round 2 of a branch starts from that branch's
+    round-1 student (not the teacher, not another branch) and trains on the widened range
+    [(1 - beta_min) s_min, (1 + beta_max) s_max], each round E epochs of one continued schedule."""
+    text = snakemake(tmp_path, "-n", "-p", "compare", "--config",
+                     "compare={methods: [st], progressive: [dars], seeds: [0]}").stdout
+    commands = train_commands(text)
+    test_config = dars_config.load(REPO / ".test/config.yaml")  # with the schema's defaults
+    (s_min, s_max), r2 = test_config["train"]["scale"], test_config["rounds"][1]
+    one, two = (f"{branch_dir(TINY, 1, 'dars', 0)}/round{s}/model.pt" for s in (1, 2))
+    assert commands[one]["init"] == f"{TINY}/round0/model.pt"
+    assert commands[two]["init"] == one
+    assert commands[two]["options"]["scale_range"] == pytest.approx(
+        [(1 - r2["beta_min"]) * s_min, (1 + r2["beta_max"]) * s_max])
+    assert commands[one]["options"]["scale_range"] == pytest.approx([s_min, s_max])
+    assert commands[two]["options"]["schedule"] == test_config["train"]["schedule"] == "continue"
+    assert commands[two]["options"]["epochs_per_round"] == [
+        test_config["train"]["epochs"], *(r["epochs"] for r in test_config["rounds"])]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_tiny_run(tmp_path_factory)
