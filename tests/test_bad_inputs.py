@@ -165,8 +165,11 @@ class W:
                *extra: str) -> tuple[list[str], list[Path]]:
         outs = [self.out / n for n in ("pseudo_labels", "thresholds.csv", "pseudo_stats.csv",
                                        "pseudo_summary.json")]
-        argv = ["pseudo-label", "--store", str(store or self.shared["store"]), "--label-hist",
-                str(hist or self.shared["hist"]), "--alpha", alpha, "--labels-out", str(outs[0]),
+        options = json.dumps({"alpha": float(alpha), "method": "dars", "sampling": "paper",
+                              "seed": 0, "fixed_threshold": None})
+        argv = ["pseudo-label", "--options-json", options, "--store",
+                str(store or self.shared["store"]), "--label-hist",
+                str(hist or self.shared["hist"]), "--labels-out", str(outs[0]),
                 "--thresholds-out", str(outs[1]), "--stats-out", str(outs[2]),
                 "--summary-out", str(outs[3]), "--threads", "1", *extra]
         return argv, outs

@@ -188,7 +188,7 @@ def test_paper_config_dag_has_two_progressive_rounds_on_one_gpu(name: str,
         "pseudo_label": 2}
 
     by_round = {(job.rule, job.round): job for job in jobs}
-    assert [by_round["pseudo_label", s].option("--alpha", 1)[0] for s in (1, 2)] == list(alphas)
+    assert [by_round["pseudo_label", s].options()["alpha"] for s in (1, 2)] == list(alphas)
     assert by_round["train_baseline", None].options()["scale_range"] == pytest.approx(first)
     assert by_round["train_student", 1].options()["scale_range"] == pytest.approx(first)
     s_min, s_max = c["train"]["scale"]

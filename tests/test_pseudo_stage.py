@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dars.cli import main
 from dars.constants import NUM_BINS, PAD
 from dars.errors import DarsError
 from dars.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
-from dars.pseudo.cli import add_subcommands, parse_shard
 from dars.pseudo.confidence_hist import store_histogram, temper
 from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import (
@@ -22,6 +22,7 @@ from dars.pseudo.stage import (
     mask_reader,
     pseudo_label,
 )
+from dars.sharding import parse_shard
 
 NAMES = ["road", "car", "person", "bike"]
 C = len(NAMES)
@@ -338,17 +339,17 @@ def test_the_stage_uses_the_stores_temperature_and_refuses_another(setup: dict,
     plain = pseudo_label(setup["store"], setup["hist"], tmp_path / "plain",
                          PseudoLabelOptions(alpha=0.3, method="cbst"))
     one = pseudo_label(setup["store"], setup["hist"], tmp_path / "one",
-                       PseudoLabelOptions(alpha=0.3, method="cbst", temperature=1.0))
+                       PseudoLabelOptions(alpha=0.3, method="cbst"), temperature=1.0)
     assert read_labels(tmp_path / "plain") == read_labels(tmp_path / "one")
     assert plain["kept_pixels"] == one["kept_pixels"] and one["temperature"] == 1.0
     with pytest.raises(DarsError, match=r"written at temperature 1, this stage asks for "
                                         r"1.27; infer again with `dars infer --temperature"):
         pseudo_label(setup["store"], setup["hist"], tmp_path / "t",
-                     PseudoLabelOptions(alpha=0.3, method="da", temperature=1.27))
+                     PseudoLabelOptions(alpha=0.3, method="da"), temperature=1.27)
     assert not (tmp_path / "t").exists()
     warm, _ = write_store(tmp_path / "warm.zarr", SHAPES, temperature=1.27)
     summary = pseudo_label(warm, setup["hist"], tmp_path / "t", PseudoLabelOptions(
-        alpha=0.3, method="da", temperature=1.27), thresholds_out=tmp_path / "t.csv")
+        alpha=0.3, method="da"), temperature=1.27, thresholds_out=tmp_path / "t.csv")
     assert summary["temperature"] == 1.27
     # pass 2 sees exactly the confidences counted in pass 1: the deterministic DA keeps
     # exactly the selected counts
@@ -357,25 +358,34 @@ def test_the_stage_uses_the_stores_temperature_and_refuses_another(setup: dict,
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_handlers(setup: dict, tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser(prog="dars")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
+def test_cli_takes_the_options_json_or_a_config(setup: dict, tmp_path: Path) -> None:
+    """``--options-json`` as the rules pass it; by hand ``--config`` and ``--round`` give the
+    same options (the round's alpha, the pseudo_label section)."""
+    from dars import config
+
     masks = _write_masks(setup["truth"], tmp_path / "masks")
-    args = parser.parse_args([
-        "pseudo-label", "--store", str(setup["store"]), "--label-hist", str(setup["hist"]),
-        "--labels-out", str(tmp_path / "labels"), "--summary-out", str(tmp_path / "s.json"),
-        "--thresholds-out", str(tmp_path / "t.csv"), "--stats-out", str(tmp_path / "p.csv"),
-        "--alpha", "0.4", "--method", "dars", "--sampling", "ties", "--seed", "3",
-        "--true-masks", str(masks)])
-    args.handler(args)
+    options = PseudoLabelOptions(alpha=0.4, method="dars", sampling="ties", seed=3)
+    assert main(["pseudo-label", "--options-json", options.to_json(), "--store",
+                 str(setup["store"]), "--label-hist", str(setup["hist"]),
+                 "--labels-out", str(tmp_path / "labels"), "--summary-out",
+                 str(tmp_path / "s.json"), "--thresholds-out", str(tmp_path / "t.csv"),
+                 "--stats-out", str(tmp_path / "p.csv"), "--true-masks", str(masks)]) == 0
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["sampling"] == "ties" and summary["histogram_source"] == "inference"
-    assert summary["mean_precision"] is not None
-    args = parser.parse_args(["pseudo-label", "--store", str(setup["store"]), "--label-hist",
-                              str(setup["hist"]), "--labels-out", str(tmp_path / "st"),
-                              "--alpha", "0.5", "--method", "st", "--threshold", "0.9"])
-    args.handler(args)
+    assert (summary["alpha"], summary["sampling"], summary["seed"]) == (0.4, "ties", 3)
+    assert summary["histogram_source"] == "inference" and summary["mean_precision"] is not None
+    partial = {"rounds": [{"alpha": 0.9}, {"alpha": 0.5}],
+               "pseudo_label": {"method": "st", "threshold": 0.9}}
+    assert PseudoLabelOptions.from_config(config.validate(partial), 2) == PseudoLabelOptions(
+        alpha=0.5, method="st", fixed_threshold=0.9)
+    assert main(["pseudo-label", "--config-json", json.dumps(partial), "--round", "2",
+                 "--store", str(setup["store"]), "--label-hist", str(setup["hist"]),
+                 "--labels-out", str(tmp_path / "st"), "--summary-out",
+                 str(tmp_path / "st.json")]) == 0
+    assert json.loads((tmp_path / "st.json").read_text())["fixed_threshold"] == 0.9
     assert len(read_labels(tmp_path / "st")) == len(SHAPES)
+    assert main(["pseudo-label", "--options-json", "{}", "--store", str(setup["store"]),
+                 "--label-hist", str(setup["hist"]), "--labels-out",
+                 str(tmp_path / "bad")]) == 2  # missing keys: one error line
 
 
 @pytest.mark.parametrize("text", ["3/3", "1", "a/b", "-1/2"])
@@ -428,7 +438,7 @@ def test_non_finite_probabilities(inputs: Path, bad: float, temperature: float) 
     hist = write_label_hist(inputs / "in" / "h.csv", [1, 1, 1, 1])
     with pytest.raises(DarsError, match=r"image 'img01'.*NaN, infinite"):
         pseudo_label(store, hist, inputs / "labels",
-                     PseudoLabelOptions(alpha=0.2, temperature=temperature), **outputs(inputs))
+                     PseudoLabelOptions(alpha=0.2), temperature=temperature, **outputs(inputs))
     assert_nothing_written(inputs)
 
 

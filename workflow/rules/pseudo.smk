@@ -123,16 +123,14 @@ PSEUDO_PARAMS = pseudo_params(
     config["pseudo_label"]["temperature"],
     config["pseudo_label"]["seed"],
 )
-PSEUDO_OPTIONS = (
-    " --alpha {params.alpha} --method {params.method} --sampling {params.sampling}"
-    " --temperature {params.temperature} --seed {params.seed} {params.threshold}"
+# `dars pseudo-label` with what every thresholding job shares (the comparison branches' too).
+PSEUDO_ARGS = (
+    "dars pseudo-label --options-json {params.opts:q} --store {input.store}"
+    " --label-hist {input.histogram} --temperature {params.temperature}"
     " {params.true_masks} --threads {threads}"
 )
-# The unsharded thresholding job's command (also the comparison branches').
 PSEUDO_LABEL_SHELL = (
-    "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
-    + PSEUDO_OPTIONS
-    + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
+    PSEUDO_ARGS + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
     " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"
 )
 
@@ -185,10 +183,8 @@ else:
             **PSEUDO_PARAMS,
             shards=SHARDS,
         shell:
-            "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
-            " --shard {wildcards.i}/{params.shards}"
-            + PSEUDO_OPTIONS
-            + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
+            PSEUDO_ARGS + " --shard {wildcards.i}/{params.shards}"
+            " --labels-out {output.labels} --thresholds-out {output.thresholds}"
             " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"
 
     rule pseudo_label:

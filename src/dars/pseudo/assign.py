@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from dars.constants import IGNORE, ONE_BITS, PAD
+from dars.constants import ONE_BITS, PAD
 from dars.errors import DarsError
 from dars.pseudo.thresholds import NONE_BITS, Thresholds
 
@@ -120,19 +120,21 @@ class LabelRule:
         counts = np.zeros(PAD + 1, np.int64)
         for start in range(0, pred.size, _CHUNK):
             part = slice(start, start + _CHUNK)
-            out[part] = self._chunk(pred[part], bits[part], key, start)
-            counts += np.bincount(out[part], minlength=PAD + 1)
+            kept = self._kept(pred[part], bits[part], key, start)
+            counts += np.bincount(pred[part][kept], minlength=PAD + 1)
+            # IGNORE where the pixel is not kept (p | 255 = 255), p where it is
+            np.bitwise_or(pred[part], np.subtract(kept.view(np.uint8), 1), out=out[part])
         return out.reshape(prediction.shape), counts[:self.num_classes]
 
-    def _chunk(self, pred: np.ndarray, bits: np.ndarray, key: int, start: int) -> np.ndarray:
-        """Labels of the flat pixels start.. of an image."""
+    def _kept(self, pred: np.ndarray, bits: np.ndarray, key: int, start: int) -> np.ndarray:
+        """Which of the flat pixels start.. of an image keep their label."""
         threshold = self._threshold.take(pred)
         limit = self._above.take(pred)
         if self._ties_apart:  # ties sampled apart from the pixels above t_j
             limit = np.where(bits == threshold, self._at.take(pred), limit)
         kept = bits >= threshold
         kept &= _uniform_bits(key, start, start + pred.size) < limit
-        return np.where(kept, pred, np.uint8(IGNORE))
+        return kept
 
 
 def assign_labels(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thresholds,

@@ -32,7 +32,7 @@ from dars.errors import DarsError
 from dars.probstore import ProbStore
 from dars.pseudo.assign import LabelRule, image_key
 from dars.pseudo.confidence_hist import check_temperature, images_per_block, store_histogram
-from dars.pseudo.thresholds import Thresholds, check_options, compute_thresholds
+from dars.pseudo.thresholds import PseudoLabelOptions, Thresholds, compute_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +40,6 @@ KL_EPSILON = 1e-6  # added to both class distributions before the KL (empty clas
 _HIST_COLUMNS = ("class", "name", "pixels", "ratio")
 
 TrueMask = Callable[[str], np.ndarray]
-
-
-@dataclass(frozen=True)
-class PseudoLabelOptions:
-    """The config values the pseudo labels depend on (pseudo_label block + the round's alpha)."""
-
-    alpha: float
-    method: str = "dars"
-    sampling: str = "paper"
-    temperature: float | None = None  # the T the store must be at (None: whatever it is)
-    seed: int = 0
-    fixed_threshold: float | None = None
-
-    def check(self) -> None:
-        check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
-        if self.temperature is not None:
-            check_temperature(self.temperature)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
 
 
 @dataclass
@@ -240,11 +221,18 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
                  summary_out: str | os.PathLike[str] | None = None,
                  shard: tuple[int, int] | None = None,
                  true_mask: TrueMask | None = None,
+                 temperature: float | None = None,
                  threads: int | None = None) -> dict:
-    """Run the whole stage and return the summary (also written to ``summary_out``)."""
+    """Run the whole stage and return the summary (also written to ``summary_out``).
+
+    ``temperature``: the T the store must have been inferred at (None: whatever it was);
+    ``threads``: of pass 1 when it counts the images (a store without per-chunk rows).
+    """
     options.check()
+    if temperature is not None:
+        check_temperature(temperature)
     store = ProbStore(store_path)
-    store.check_temperature(options.temperature)  # inference applied T, not this stage
+    store.check_temperature(temperature)  # inference applied T, not this stage
     names, ratios = read_label_histogram(label_hist, store.num_classes)
     indices = _indices(store, shard)
     for index in indices:
