@@ -98,7 +98,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
     options = options_of(args, PseudoLabelOptions, round_index=args.round)
     pseudo_label(args.store, args.label_hist, args.labels_out, options,
                  thresholds_out=args.thresholds_out, stats_out=args.stats_out,
-                 summary_out=args.summary_out, shard=args.shard,
+                 summary_out=args.summary_out,
                  true_mask=mask_reader(args.true_masks) if args.true_masks else None,
                  temperature=args.temperature, threads=args.threads)
 
@@ -193,8 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "the json `dars calibrate` wrote); inference applies T, this stage "
                         "only checks it (default: the store's)")
     p.add_argument("--true-masks", help="directory of <image_id>.png true masks, for precision")
-    p.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
-                   help="process only shard i of N (contiguous image ranges)")
     p.add_argument("--labels-out", required=True, help="directory of <image_id>.png")
     p.add_argument("--thresholds-out", help="thresholds.csv")
     p.add_argument("--stats-out", help="pseudo_stats.csv")

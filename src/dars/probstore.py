@@ -63,7 +63,6 @@ from dars.atomic import (
 from dars.constants import NUM_BINS, PAD
 from dars.errors import DarsError
 from dars.pseudo.counting import valid_histogram
-from dars.sharding import shard_range
 
 FORMAT_VERSION = 2
 CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file
@@ -498,11 +497,3 @@ class ProbStore:
                 )
             yield self._last[1]
             start = stop
-
-    def shard(self, index: int, count: int) -> list[int]:
-        """Image indices of shard ``index`` of ``count`` (contiguous, balanced).
-
-        Readers need not cut at chunk boundaries (only concurrent writers must), so reading
-        shards stay balanced on stores of few chunks.
-        """
-        return list(shard_range(index, count, len(self)))

@@ -6,10 +6,6 @@ counted from the images when the store has none); compute
 thresholds; write every label PNG into a temporary directory renamed onto ``labels_out`` only
 when all images succeeded (pass 2), with a manifest of every PNG's size and digest (the
 student checks it before training); then write the csv and json diagnostics.
-
-With ``shard=(i, n)`` pass 2 labels only that shard's images (into its own directory) and the
-diagnostics cover those images; thresholds always come from the whole store: its rows
-(summed in milliseconds, so every shard job does it), or else a pass 1 over all images.
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -118,13 +114,8 @@ def _label_name(image_id: str) -> str:
     return name
 
 
-def _indices(store: ProbStore, shard: tuple[int, int] | None) -> list[int]:
-    return list(range(len(store))) if shard is None else store.shard(*shard)
-
-
-def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Thresholds,
-                  options: PseudoLabelOptions, root: Path, true_mask: TrueMask | None
-                  ) -> _Pass2Counts:
+def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabelOptions,
+                  root: Path, true_mask: TrueMask | None) -> _Pass2Counts:
     """Pass 2: one PNG per image under ``root``, returning per-class tallies.
 
     Image by image, a block of whole chunk files read at a time. Images are independent
@@ -134,7 +125,7 @@ def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Threshol
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
     rule = LabelRule(thresholds)
-    for block in store.blocks(indices, block=images_per_block(store)):
+    for block in store.blocks(block=images_per_block(store)):
         for j, index in enumerate(block.indices):
             image_id = store.image_ids[index]
             h, w = (int(v) for v in store.shapes[index])
@@ -219,7 +210,6 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
                  thresholds_out: str | os.PathLike[str] | None = None,
                  stats_out: str | os.PathLike[str] | None = None,
                  summary_out: str | os.PathLike[str] | None = None,
-                 shard: tuple[int, int] | None = None,
                  true_mask: TrueMask | None = None,
                  temperature: float | None = None,
                  threads: int | None = None) -> dict:
@@ -234,13 +224,12 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     store = ProbStore(store_path)
     store.check_temperature(temperature)  # inference applied T, not this stage
     names, ratios = read_label_histogram(label_hist, store.num_classes)
-    indices = _indices(store, shard)
-    for index in indices:
-        _label_name(store.image_ids[index])
+    for image_id in store.image_ids:
+        _label_name(image_id)
 
     start = time.perf_counter()
     hist, source = store.histogram(), "inference"  # pass 1: the rows inference counted
-    if hist is None:  # or else the images themselves (every image, also for a shard)
+    if hist is None:  # or else the images themselves
         hist, source = store_histogram(store, threads=threads), "images"
     pass1 = time.perf_counter() - start
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
@@ -253,19 +242,19 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     start = time.perf_counter()
     with atomic_path(labels_out) as tmp:
         tmp.mkdir()
-        counts = _write_labels(store, indices, thresholds, options, tmp, true_mask)
+        counts = _write_labels(store, thresholds, options, tmp, true_mask)
         write_manifest(tmp, counts.files)  # what the student checks before training
     pass2 = time.perf_counter() - start
     log.info("wrote %d pseudo-label images (%d pixels) in %.2f s", counts.images, counts.pixels,
              pass2)
 
     thresholds_df, stats = _tables(names, ratios, thresholds, counts, true_mask is not None)
-    summary = _summary(options, store, hist, thresholds, counts, ratios, shard,
+    summary = _summary(options, store, hist, thresholds, counts, ratios,
                        true_mask is not None, {"pass1": pass1, "thresholds": maths,
                                                "pass2": pass2}, source)
     missing = [n for n, k, t in zip(store.class_names, counts.kept, thresholds.target,
                                     strict=True) if t > 0 and k == 0]
-    if missing and shard is None:  # the student gets none of these classes: say so
+    if missing:  # the student gets none of these classes: say so
         log.warning("no pseudo label of class(es) %s although the labeled set has them: the "
                     "teacher (almost) never predicts them", ", ".join(missing))
     if thresholds_out is not None:
@@ -283,7 +272,7 @@ def _rate(pixels: float, seconds: float) -> float | None:
 
 def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
              thresholds: Thresholds, counts: _Pass2Counts, ratios: np.ndarray,
-             shard: tuple[int, int] | None, with_precision: bool, timings: dict[str, float],
+             with_precision: bool, timings: dict[str, float],
              histogram_source: str) -> dict:
     kept = int(counts.kept.sum())
     evaluated = counts.evaluated > 0
@@ -295,7 +284,6 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "temperature": store.temperature,
         "seed": options.seed,
         "fixed_threshold": options.fixed_threshold,
-        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "num_classes": store.num_classes,
         "num_images": counts.images,
         "num_pixels": counts.pixels,
