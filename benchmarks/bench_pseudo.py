@@ -9,7 +9,8 @@ head-class confidences exactly 1.0 in float16) and reports, in one process:
   ``--demo-store``) and on ``--city-images`` Cityscapes-shaped images (1024x2048) in a store
   on disk, each side by side with **the authors' logic** on the same store: every confidence
   of a class appended to a list as a Python float, the lists sorted, the n_j-th largest the
-  threshold, then per image a numpy keep mask and a PIL PNG (DARS.md, "known defects"). Its
+  threshold, then per image a numpy keep mask and a PIL PNG (docs/METHOD.md,
+  "Details of the released code we do not copy"). Its
   thresholds must equal ours (the script aborts otherwise); the ratio of the two rates is what
   survives load from other processes,
 - peak RSS of a streaming run at N and at 4N pixels, each in a fresh subprocess that generates

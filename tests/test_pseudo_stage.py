@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from dars.cli import main
-from dars.constants import NUM_BINS, PAD
+from dars.constants import NUM_BINS
 from dars.errors import DarsError
 from dars.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
-from dars.pseudo.confidence_hist import store_histogram, temper
+from dars.pseudo.confidence_hist import store_histogram
 from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import (
     PseudoLabelOptions,
@@ -31,8 +31,8 @@ C = len(NAMES)
 # ----------------------------------------------------------------------------- fixtures
 def write_store(path: Path, shapes: list[tuple[int, int]], seed: int = 0,
                 names: list[str] = NAMES, corrupt: dict[int, float] | None = None,
-                ids: list[str] | None = None, temperature: float = 1.0,
-                store_probs: bool = False) -> tuple[Path, dict[str, np.ndarray]]:
+                ids: list[str] | None = None, temperature: float = 1.0
+                ) -> tuple[Path, dict[str, np.ndarray]]:
     """A store of over-confident softmax outputs + true masks.
 
     Half of the pixels are near one-hot (others 1e-5): confidence exactly 1.0 in float16, as
@@ -42,8 +42,7 @@ def write_store(path: Path, shapes: list[tuple[int, int]], seed: int = 0,
     rng = np.random.default_rng(seed)
     c = len(names)
     ids = ids or [f"img{i:02d}" for i in range(len(shapes))]
-    writer = ProbStoreWriter(path, ids, shapes, names, store_probs=store_probs,
-                             temperature=temperature)
+    writer = ProbStoreWriter(path, ids, shapes, names, temperature=temperature)
     truth = {}
     for i, (h, w) in enumerate(shapes):
         true = rng.choice(c, size=(h, w), p=np.geomspace(1, 0.1, c) / np.geomspace(1, 0.1, c).sum())
@@ -301,25 +300,6 @@ def test_a_writer_must_finish_the_chunks_it_starts(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- temperature
-def test_temperature_scaling(tmp_path: Path) -> None:
-    store = ProbStore(write_store(tmp_path / "p.zarr", SHAPES, store_probs=True)[0])
-    block = next(store.blocks(probs=True))
-    pad = block.prediction == PAD
-    p1, c1 = temper(block.probs, pad, 1.0)
-    p2, c2 = temper(block.probs, pad, 1.27)
-    p3, c3 = temper(block.probs, pad, 0.5)
-    real = ~pad
-    probs = block.probs.astype(np.float32)
-    np.testing.assert_array_equal(p1[real], probs.argmax(axis=1)[real])
-    np.testing.assert_array_equal(p2, p1)  # argmax unchanged
-    np.testing.assert_array_equal(p3, p1)
-    # T = 1 reproduces the stored confidence (to float16 rounding of the renormalisation).
-    np.testing.assert_allclose(c1[real].astype(np.float32), block.confidence[real], atol=2e-3)
-    assert np.all(c2[real] <= c1[real]) and np.any(c2[real] < c1[real])
-    assert np.all(c3[real] >= c1[real])
-    assert np.all(p2[pad] == PAD) and np.all(c2[pad] == 0)
-
-
 def test_the_stage_uses_the_stores_temperature_and_refuses_another(setup: dict,
                                                                    tmp_path: Path) -> None:
     plain = pseudo_label(setup["store"], setup["hist"], tmp_path / "plain",

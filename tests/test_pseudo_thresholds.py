@@ -347,9 +347,10 @@ def test_sampling_depends_on_seed_only_through_rng() -> None:
 
 def _keep_rule(pred: np.ndarray, conf: np.ndarray, th,
                uniform: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """DARS.md's rule restated pixel by pixel: selected if conf >= t_j; kept with keep_above
-    (keep_at when tied at t_j) against the image's raster-order uniforms, the probability
-    rounded to 24 bits as assign documents; PAD (padding) gets no label."""
+    """The rule of docs/METHOD.md ("Pseudo labels", steps 2 and 4) restated pixel by pixel:
+    selected if conf >= t_j; kept with keep_above (keep_at when tied at t_j) against the
+    image's raster-order uniforms, the probability rounded to 24 bits as assign documents;
+    PAD (padding) gets no label."""
     out = np.full(pred.shape, IGNORE, np.uint8)
     t = th.threshold_bits
     for (y, x), j in np.ndenumerate(pred):

@@ -175,7 +175,7 @@ def test_inference_stores_the_confidence_at_its_temperature(
     infer_mod.infer(InferOptions.from_config(cfg), untrained_teacher, tmp_path / "t.zarr",
                     temperature=t)
     store = ProbStore(tmp_path / "t.zarr")
-    assert store.temperature == t and not store.has_probs and "probs" not in store.group
+    assert store.temperature == t and "probs" not in store.group
     model = checkpoint.load_model(untrained_teacher, 3)
     samples = dataset_spec(DatasetOptions.from_config(cfg)).samples("unlabeled",
                                                                     require_masks=False)
