@@ -686,9 +686,9 @@ def _(w, mp):
 
     real = stage._write_labels
 
-    def fail(store, indices, thresholds, options, root, *rest):  # noqa: ANN001, ANN202
-        real(store, indices[:2], thresholds, options, root, *rest)  # some PNGs written
-        raise OSError(errno.ENOSPC, "No space left on device", str(root / "img006.png"))
+    def fail(store, thresholds, options, root, *rest):  # noqa: ANN001, ANN202
+        real(store, thresholds, options, root, *rest)  # the PNGs written, then the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device", str(root / "manifest.json"))
 
     mp.setattr(stage, "_write_labels", fail)
     return Run(argv, outs, [str(outs[0]), "No space left on device"])
