@@ -175,7 +175,7 @@ def test_every_method_thresholds_the_cached_round1_store(tiny_run: Path) -> None
         text = proc.stdout + proc.stderr
         jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", text, flags=re.M)}
         assert jobs == {"pseudo_label", "train_student", "evaluate"}, method
-        assert f"--method {method} " in text and "results/tiny/round1/probs.zarr" in text
+        assert f'"method": "{method}"' in text and "results/tiny/round1/probs.zarr" in text
 
 
 @pytest.mark.slow
