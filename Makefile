@@ -6,24 +6,41 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 ARCH := $(shell uname -m)
-# PyPI's torchvision only works beside the torch build it was compiled against, so both are
-# pinned as a matching pair (see "Installation" in README.md).
-ifeq ($(ARCH),aarch64)
-TORCH_PAIR ?= torch==2.9.1 torchvision==0.24.1
-else
-TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
-endif
+# One torch / torchvision pair on every architecture, so x86_64 and aarch64 run the same library
+# code. PyPI's torchvision only works beside the torch build it was compiled against, so the two
+# are pinned together (see "Installation details" in README.md). Both architectures have wheels
+# of this pair (CUDA builds, which run on CPU-only machines too). x86_64 is resolved and tested
+# (requirements/lock-x86_64.txt); aarch64 is not yet: pip resolves markers for the machine it
+# runs on, so its lock must be made there (`make lock`), and torch 2.14.1 needs
+# nvidia-cudnn-cu13, whose aarch64 wheels the mirror this was written on does not carry.
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+# Every other package at the version the suite ran with: written by `make lock` (pip's resolution
+# for this architecture, as on a fresh machine) and installed with `pip -c`. An architecture
+# without a lock file installs the newest versions pyproject.toml allows, and says so.
+LOCK := requirements/lock-$(ARCH).txt
+CONSTRAINTS := $(if $(wildcard $(LOCK)),-c $(LOCK))
 RUN_ENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install demo test test-fast test-slurm lint clean
+.PHONY: install lock demo test test-fast test-slurm lint clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(wildcard $(LOCK))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH_PAIR)
-	$(BIN)/python -m pip install --quiet -e '.[workflow,test]'
+	$(if $(CONSTRAINTS),,@echo "no $(LOCK): installing unlocked versions (run make lock to pin them)")
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) $(TORCH_PAIR)
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[workflow,test]'
 	touch $@
+
+# requirements/lock-<arch>.txt: what pip resolves for the torch pair and the project on a fresh
+# machine of this architecture (nothing is installed; about a minute).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	mkdir -p requirements
+	$(BIN)/python -m pip install --quiet --dry-run --ignore-installed \
+	  --report $(LOCK).report.json $(TORCH_PAIR) -e '.[workflow,test]'
+	$(BIN)/python scripts/lock.py $(LOCK).report.json $(LOCK)
+	rm $(LOCK).report.json
 
 demo: install
 	$(RUN_ENV) snakemake --cores $(CORES) --configfile config/config.yaml

@@ -9,7 +9,8 @@ head-class confidences exactly 1.0 in float16) and reports, in one process:
   ``--demo-store``) and on ``--city-images`` Cityscapes-shaped images (1024x2048) in a store
   on disk, each side by side with **the authors' logic** on the same store: every confidence
   of a class appended to a list as a Python float, the lists sorted, the n_j-th largest the
-  threshold, then per image a numpy keep mask and a PIL PNG (DARS.md, "known defects"). Its
+  threshold, then per image a numpy keep mask and a PIL PNG (docs/METHOD.md,
+  "Details of the released code we do not copy"). Its
   thresholds must equal ours (the script aborts otherwise); the ratio of the two rates is what
   survives load from other processes,
 - peak RSS of a streaming run at N and at 4N pixels, each in a fresh subprocess that generates
@@ -317,8 +318,8 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
     files = sum(1 for p in store.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     print(f"{name}: store {size / 2**20:.1f} MiB = {size / pixels:.2f} B/px in {files} files; "
-          f"stage (read + pass 1 + thresholds + pass 2 with PNGs, {available_threads()} "
-          f"threads) {ours_rate:.1f} Mpx/s ({t_ours:.2f} s for {pixels / 1e6:.1f} Mpx; pass 1 "
+          f"stage (read + pass 1 + thresholds + pass 2 with PNGs, pass 2 on one thread) "
+          f"{ours_rate:.1f} Mpx/s ({t_ours:.2f} s for {pixels / 1e6:.1f} Mpx; pass 1 "
           f"{summary['timings_s']['pass1']:.2f} s, pass 2 {summary['timings_s']['pass2']:.2f} s);"
           f" authors' logic {ref_rate:.2f} Mpx/s on {ref_pixels / 1e6:.1f} Mpx; "
           f"ratio {ours_rate / ref_rate:.1f}x; CPU time of the stage "

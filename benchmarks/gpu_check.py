@@ -22,7 +22,7 @@ and writes one JSON (default ``benchmarks/gpu_check.json``): ``machine``, ``size
 rot. Peak memory on the CPU is the process's maximum RSS.
 
 Only torch, torchvision, numpy, pandas, pillow, pyyaml, tqdm and pytest are assumed on the GPU
-machine, so nothing here imports a module that needs zarr, jsonschema, isal, numba or
+machine, so nothing here imports a module that needs zarr, jsonschema or
 snakemake (the JSON lists any that got imported anyway). The training step is therefore
 written out here (CE + 0.4 x aux CE, SGD with the 10x head group) instead of importing
 ``dars.engine.train``, whose config import needs jsonschema.
@@ -70,7 +70,7 @@ PSPNET_R50 = {"name": "pspnet", "backbone": "resnet50", "deep_stem": True}
 NUM_CLASSES = 19
 AUX_WEIGHT = 0.4  # train.aux_weight of the PSPNet configs (dars.engine.train needs jsonschema)
 STRIDE_RATIO = 2 / 3
-FORBIDDEN = ("zarr", "jsonschema", "snakemake", "hypothesis", "isal", "numba", "llvmlite")
+FORBIDDEN = ("zarr", "jsonschema", "snakemake", "hypothesis")
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,11 @@ def threshold(work: Path, store: Path, hist: Path, n: int, threads: int) -> dict
     """The pseudo-label stage on ``store`` in a fresh process."""
     labels = work / f"labels_{n}"
     out = _run_child([
-        "pseudo-label", "--store", str(store), "--label-hist", str(hist), "--alpha", "0.5",
-        "--labels-out", str(labels), "--thresholds-out", str(work / f"thresholds_{n}.csv"),
+        "pseudo-label", "--options-json", json.dumps(
+            {"alpha": 0.5, "method": "dars", "sampling": "paper", "seed": 0,
+             "fixed_threshold": None}),
+        "--store", str(store), "--label-hist", str(hist), "--labels-out", str(labels),
+        "--thresholds-out", str(work / f"thresholds_{n}.csv"),
         "--stats-out", str(work / f"stats_{n}.csv"),
         "--summary-out", str(work / f"summary_{n}.json"), "--threads", str(threads)])
     pngs = sum(1 for _ in labels.glob("*.png"))

@@ -165,8 +165,11 @@ class W:
                *extra: str) -> tuple[list[str], list[Path]]:
         outs = [self.out / n for n in ("pseudo_labels", "thresholds.csv", "pseudo_stats.csv",
                                        "pseudo_summary.json")]
-        argv = ["pseudo-label", "--store", str(store or self.shared["store"]), "--label-hist",
-                str(hist or self.shared["hist"]), "--alpha", alpha, "--labels-out", str(outs[0]),
+        options = json.dumps({"alpha": float(alpha), "method": "dars", "sampling": "paper",
+                              "seed": 0, "fixed_threshold": None})
+        argv = ["pseudo-label", "--options-json", options, "--store",
+                str(store or self.shared["store"]), "--label-hist",
+                str(hist or self.shared["hist"]), "--labels-out", str(outs[0]),
                 "--thresholds-out", str(outs[1]), "--stats-out", str(outs[2]),
                 "--summary-out", str(outs[3]), "--threads", "1", *extra]
         return argv, outs
@@ -683,9 +686,9 @@ def _(w, mp):
 
     real = stage._write_labels
 
-    def fail(store, indices, thresholds, options, root, *rest):  # noqa: ANN001, ANN202
-        real(store, indices[:2], thresholds, options, root, *rest)  # some PNGs written
-        raise OSError(errno.ENOSPC, "No space left on device", str(root / "img006.png"))
+    def fail(store, thresholds, options, root, *rest):  # noqa: ANN001, ANN202
+        real(store, thresholds, options, root, *rest)  # the PNGs written, then the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device", str(root / "manifest.json"))
 
     mp.setattr(stage, "_write_labels", fail)
     return Run(argv, outs, [str(outs[0]), "No space left on device"])

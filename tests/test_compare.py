@@ -552,8 +552,8 @@ def test_a_method_at_its_own_alpha_thresholds_round_1_there(tmp_path: Path) -> N
     later progressive rounds; the plain dars branch keeps the round's alpha throughout."""
     config = "compare={methods: [dars, dars@0.45], progressive: [dars@0.45], seeds: [0]}"
     text = snakemake(tmp_path, "-n", "-p", "compare", "--config", config).stdout
-    alphas = {m[2]: float(m[1]) for m in re.finditer(
-        r"dars pseudo-label .*?--alpha (\S+) .*?--labels-out (\S+)", text)}
+    alphas = {m[2]: json.loads(m[1])["alpha"] for m in re.finditer(
+        r"dars pseudo-label --options-json '(\{.*?\})' .*?--labels-out (\S+)", text)}
     test_config = yaml.safe_load((REPO / ".test/config.yaml").read_text())
     rounds = [r["alpha"] for r in test_config["rounds"]]
     assert alphas == {f"{branch_dir(TINY, 1, 'dars', 0)}/round1/pseudo_labels": rounds[0],

@@ -82,8 +82,8 @@ def test_missing_or_broken_config_file(tmp_path: Path) -> None:
 
 # -- the paper's configs -------------------------------------------------------------------------
 CITYSCAPES_HEAD = {"road", "sidewalk", "building", "vegetation", "sky", "car"}
-# The authors' released settings (/work/shared/DARS.md): file: (alphas of rounds 1/2, scale range
-# of rounds 0-1, scale range of round 2, epochs per round, crop, lr).
+# The authors' released settings (docs/METHOD.md, "Released settings"): file: (alphas of
+# rounds 1/2, scale range of rounds 0-1, scale range of round 2, epochs per round, crop, lr).
 PAPER = {
     "cityscapes_1-8_crop361": ((0.20, 0.50), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
     "cityscapes_1-4_crop361": ((0.40, 0.60), (0.25, 1.0), (0.2, 1.5), 200, 361, 0.01),
@@ -188,7 +188,7 @@ def test_paper_config_dag_has_two_progressive_rounds_on_one_gpu(name: str,
         "pseudo_label": 2}
 
     by_round = {(job.rule, job.round): job for job in jobs}
-    assert [by_round["pseudo_label", s].option("--alpha", 1)[0] for s in (1, 2)] == list(alphas)
+    assert [by_round["pseudo_label", s].options()["alpha"] for s in (1, 2)] == list(alphas)
     assert by_round["train_baseline", None].options()["scale_range"] == pytest.approx(first)
     assert by_round["train_student", 1].options()["scale_range"] == pytest.approx(first)
     s_min, s_max = c["train"]["scale"]

@@ -29,8 +29,10 @@ from dars.data.registry import dataset_names
 from dars.errors import DarsError
 from dars.options import DatasetOptions
 from dars.probstore import ProbStore
+from dars.pseudo.thresholds import PseudoLabelOptions
 from dars.split import discover_pairs, labeled_count
 
+PSEUDO_OPTIONS = PseudoLabelOptions(alpha=0.5).to_json()  # dars pseudo-label --options-json
 
 @pytest.fixture
 def cityscapes_root(tmp_path: Path) -> Path:
@@ -222,8 +224,9 @@ def test_every_stage_runs_on_the_real_layout(dataset: str, tmp_path: Path) -> No
     store = ProbStore(res / "probs.zarr")
     expected = [np.array(Image.open(s.image)).shape[:2] for s in spec.samples("unlabeled")]
     assert [tuple(s) for s in store.shapes] == expected  # variable sizes kept exactly
-    assert main(["pseudo-label", "--store", str(res / "probs.zarr"), "--label-hist",
-                 str(res / "hist.csv"), "--alpha", "0.5", "--labels-out", str(res / "pseudo"),
+    assert main(["pseudo-label", "--options-json", PSEUDO_OPTIONS, "--store",
+                 str(res / "probs.zarr"), "--label-hist", str(res / "hist.csv"),
+                 "--labels-out", str(res / "pseudo"),
                  "--summary-out", str(res / "pseudo.json")]) == 0
     for sample, size in zip(spec.samples("unlabeled"), expected, strict=True):
         label = np.array(Image.open(res / "pseudo" / f"{sample.id}.png"))

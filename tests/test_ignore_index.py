@@ -19,7 +19,9 @@ from PIL import Image
 
 from dars.cli import main
 from dars.constants import IGNORE
+from dars.pseudo.thresholds import PseudoLabelOptions
 
+PSEUDO_OPTIONS = PseudoLabelOptions(alpha=0.5).to_json()  # dars pseudo-label --options-json
 IGNORE_9 = 9
 
 
@@ -56,8 +58,8 @@ def test_ignore_9_through_a_student_round(tmp_path: Path) -> None:
     run("train", "--round", "0", "--out", str(out / "r0.pt"), "--log-csv",
         str(out / "r0.csv"), "--state-dir", str(out / "s0"))
     run("infer", "--model", str(out / "r0.pt"), "--out", str(out / "probs.zarr"))
-    run("pseudo-label", "--store", str(out / "probs.zarr"), "--label-hist",
-        str(out / "hist.csv"), "--alpha", "0.5", "--labels-out", str(out / "pseudo"),
+    run("pseudo-label", "--options-json", PSEUDO_OPTIONS, "--store", str(out / "probs.zarr"),
+        "--label-hist", str(out / "hist.csv"), "--labels-out", str(out / "pseudo"),
         "--summary-out", str(out / "pseudo.json"), config=False)
     labels = [np.array(Image.open(p)) for p in sorted((out / "pseudo").glob("*.png"))]
     assert len(labels) == 4

@@ -1,5 +1,5 @@
 """The package's layers: no import cycle (function-local imports included), pure maths free of
-I/O, and the comparison independent of the report (issue 14)."""
+I/O, and the comparison independent of the report."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The released inference protocol (../shared/DARS.md, "Released inference"), checked against
+"""The released inference protocol (docs/METHOD.md, "Released inference"), checked against
 values worked out by hand: base-size resize and back, mean-colour padding, window positions,
 logit (not probability) averaging over windows and flip, temperature on logits."""
 

@@ -1,7 +1,7 @@
 """The lr schedule of every paper config against the authors' released formula.
 
 The expected values are re-stated here from the released code and yaml files (see
-../shared/DARS.md, "The released lr schedule"), not computed by :mod:`dars.engine.train`:
+docs/METHOD.md, "The released lr schedule"), not computed by :mod:`dars.engine.train`:
 tool/train_func.py sets before every step ``lr = base_lr * (1 - current_iter / max_iter) **
 power`` with ``current_iter = epoch * len(loader) + i + 1`` and ``max_iter = epochs *
 len(loader)``, where ``loader`` is that round's own loader (drop_last) and a student file's
@@ -151,7 +151,7 @@ def test_each_round_follows_the_released_schedule(name: str, tmp_path: Path) -> 
         assert _lr_at(trainer, steps - 1) == pytest.approx(
             released_lr(r, k, end - 1, length - 1), abs=1e-12), k
         assert released_lr(r, k, end - 1, length - 1) == 0.0  # every round anneals to 0
-        # the head-to-start ratio the issue states: (1 / (k + 1)) ** 0.9 of base at the start
+        # the start of round k that docs/METHOD.md states: (1 / (k + 1)) ** 0.9 of base
         assert first / r.base_lr == pytest.approx((1 / (k + 1)) ** 0.9, rel=2e-3)
         # hand the next round a teacher whose optimizer carries a known momentum
         for group in trainer.optimizer.param_groups:

@@ -1,4 +1,4 @@
-"""shards: N > 1 -- inference and pseudo-labeling as sharded jobs, identical to shards: 1."""
+"""shards: N > 1 -- inference as sharded jobs, identical to shards: 1; one thresholding job."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import zarr
@@ -18,7 +17,6 @@ from workflow_helpers import (
     REPO,
     copy_run,
     job_counts,
-    planned_jobs,
     shared_tiny_run,
     snakemake,
 )
@@ -31,13 +29,7 @@ from dars.errors import DarsError
 from dars.models import build_model
 from dars.options import DatasetOptions
 from dars.probstore import ProbStoreWriter, partial_path
-from dars.pseudo.merge import merge_tables
 
-# Only the pseudo-label rules may run: the copied round-2 store stays what it was even though
-# round 1's labels are rewritten (they are identical, but a directory has no checksum).
-SHARD_RULES = ("--allowed-rules", "pseudo_label_shard", "pseudo_label")
-ROUND2_ALPHA = ("rounds=[{alpha: 0.2, epochs: 4},"
-                " {alpha: 0.4, beta_min: 0.2, beta_max: 0.5, epochs: 4}]")
 # The shards keep the unsharded job's threads: float sums over another thread count round
 # differently, and the store must be bit-identical.
 INFER_RULES = ("--allowed-rules", "infer_init", "infer_probabilities_shard", "infer_finalize")
@@ -48,22 +40,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_tiny_run(tmp_path_factory)
 
 
-def test_sharded_dag_maps_and_reduces_every_round(tmp_path: Path) -> None:
+def test_sharded_dag_shards_inference_and_labels_each_round_in_one_job(tmp_path: Path) -> None:
     demo = REPO / "config" / "config.yaml"
     counts = job_counts(tmp_path, "--config", "shards=3", configfile=demo)
     # inference: per round one store created, filled by 3 shard jobs, finalized once
     assert counts["infer_probabilities_shard"] == 6  # 3 per round, 2 rounds
     assert counts["infer_init"] == counts["infer_finalize"] == 2
     assert "infer_probabilities" not in counts
-    assert counts["pseudo_label_shard"] == 6
-    assert counts["pseudo_label"] == 2  # the merge, under the unsharded rule's name and outputs
-    # every label-writing shard reads its own round's store, whose rows give the thresholds
+    assert counts["pseudo_label"] == 2  # one thresholding job a round reads the whole store
     proc = snakemake(tmp_path, "-n", "-p", "--config", "shards=3", configfile=demo)
     text = proc.stdout + proc.stderr
-    shard_commands = re.findall(r"dars pseudo-label [^\n]*--shard (\d)/3[^\n]*", text)
-    assert sorted(shard_commands) == ["0", "0", "1", "1", "2", "2"]
+    commands = re.findall(r"dars pseudo-label [^\n]*", text)
+    assert len(commands) == 2 and not any("--shard" in c for c in commands)
     unsharded = job_counts(tmp_path, configfile=demo)
-    assert "pseudo_label_shard" not in unsharded and "infer_init" not in unsharded
+    assert "infer_init" not in unsharded
     assert unsharded["infer_probabilities"] == 2
 
 
@@ -87,66 +77,6 @@ def test_temperature_auto_calibrates_the_teacher_before_inference(tmp_path: Path
     fixed = snakemake(tmp_path, "-n", "-p", "results/demo/round1/probs.zarr", "--config",
                       auto.replace("auto", "1.27"), configfile=demo)
     assert "--temperature 1.27" in fixed.stdout and "rule calibrate:" not in fixed.stdout
-
-
-def _stats(kept: list[int], precision: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"class": [0, 1], "name": ["a", "b"], "labeled_ratio": [0.5, 0.5],
-                         "pseudo_ratio": 0.0, "target": [10, 10], "threshold": [0.5, 0.9],
-                         "selected": [12, 8], "keep": [0.8, 1.0], "kept": kept,
-                         "shortfall": 0, "precision": precision})
-
-
-def _thresholds(kept: list[int]) -> pd.DataFrame:
-    return pd.DataFrame({"class": [0, 1], "name": ["a", "b"], "target": [10, 10],
-                         "threshold": [0.5, 0.9], "selected": [12, 8], "tied": [1, 0],
-                         "keep": [0.8, 1.0], "kept": kept})
-
-
-def test_merge_adds_counts_and_recomputes_ratios() -> None:
-    thresholds, stats, correct, evaluated = merge_tables(
-        [_thresholds([6, 1]), _thresholds([4, 7])],
-        [_stats([6, 1], [0.5, 1.0]), _stats([4, 7], [0.25, np.nan])])
-    assert thresholds["kept"].tolist() == [10, 8]
-    assert stats["shortfall"].tolist() == [0, 2]
-    np.testing.assert_allclose(stats["pseudo_ratio"], [10 / 18, 8 / 18])
-    # precision = sum(correct) / sum(evaluated) with correct = precision x kept per shard
-    assert correct.tolist() == [4, 1] and evaluated.tolist() == [10, 1]
-    np.testing.assert_allclose(stats["precision"], [0.4, 1.0])
-
-
-def test_merge_refuses_shards_with_different_thresholds() -> None:
-    other = _thresholds([4, 7]).assign(threshold=[0.6, 0.9])
-    with pytest.raises(DarsError, match="not computed from the same confidence histograms"):
-        merge_tables([_thresholds([6, 1]), other], [_stats([6, 1], [1, 1])] * 2)
-
-
-@pytest.mark.slow
-def test_three_shards_give_byte_identical_pseudo_labels(tiny_run: Path, tmp_path: Path) -> None:
-    work = copy_run(tiny_run, tmp_path / "sharded")
-    targets = [f"results/tiny/round{r}/pseudo_labels" for r in (1, 2)]
-    snakemake(work, *targets, "--config", "shards=3", *SHARD_RULES)
-    for r in (1, 2):
-        one, three = tiny_run / f"results/tiny/round{r}", work / f"results/tiny/round{r}"
-        pngs = sorted(p.name for p in (one / "pseudo_labels").glob("*.png"))
-        assert pngs and pngs == sorted(p.name for p in (three / "pseudo_labels").glob("*.png"))
-        for name in pngs:
-            assert (one / "pseudo_labels" / name).read_bytes() == \
-                (three / "pseudo_labels" / name).read_bytes(), name
-        # each shard wrote its own disjoint part of the images
-        parts = [sorted(p.name for p in (three / "shards" / f"labels_{i}").glob("*.png"))
-                 for i in range(3)]
-        assert all(parts) and sorted(sum(parts, [])) == pngs
-        for table in ("thresholds.csv", "pseudo_stats.csv"):
-            assert (one / table).read_text() == (three / table).read_text(), table
-        s1 = json.loads((one / "pseudo_summary.json").read_text())
-        s3 = json.loads((three / "pseudo_summary.json").read_text())
-        assert s3["shards"] == 3
-        for key in ("num_images", "num_pixels", "kept_pixels", "kept_fraction",
-                    "kl_labeled_pseudo", "mean_precision", "pixel_precision"):
-            assert s3[key] == pytest.approx(s1[key], rel=1e-12), key
-    # precise reruns in sharded mode: round 2's alpha reaches only its label shards and merge
-    jobs = planned_jobs(work, *targets, "--config", "shards=3", ROUND2_ALPHA, *SHARD_RULES)
-    assert jobs == {"pseudo_label_shard:2", "pseudo_label:2"}
 
 
 # ------------------------------------------------------------------------ sharded inference
@@ -245,7 +175,7 @@ def test_inference_stores_the_confidence_at_its_temperature(
     infer_mod.infer(InferOptions.from_config(cfg), untrained_teacher, tmp_path / "t.zarr",
                     temperature=t)
     store = ProbStore(tmp_path / "t.zarr")
-    assert store.temperature == t and not store.has_probs and "probs" not in store.group
+    assert store.temperature == t and "probs" not in store.group
     model = checkpoint.load_model(untrained_teacher, 3)
     samples = dataset_spec(DatasetOptions.from_config(cfg)).samples("unlabeled",
                                                                     require_masks=False)

@@ -97,7 +97,7 @@ def test_end_to_end_outputs(tiny_run: Path) -> None:
 
 
 # lr / base at the end of each epoch of the 3 rounds of .test/config.yaml (4 epochs each,
-# schedule continue), as issue 12 states them from the released tool/train_func.py
+# schedule continue), from the released formula (docs/METHOD.md, "The released lr schedule")
 RELEASED_LR_AT_EPOCH_ENDS = [[0.772, 0.536, 0.287, 0.0], [0.414, 0.287, 0.154, 0.0],
                              [0.287, 0.199, 0.107, 0.0]]
 
@@ -175,7 +175,7 @@ def test_every_method_thresholds_the_cached_round1_store(tiny_run: Path) -> None
         text = proc.stdout + proc.stderr
         jobs = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", text, flags=re.M)}
         assert jobs == {"pseudo_label", "train_student", "evaluate"}, method
-        assert f"--method {method} " in text and "results/tiny/round1/probs.zarr" in text
+        assert f'"method": "{method}"' in text and "results/tiny/round1/probs.zarr" in text
 
 
 @pytest.mark.slow

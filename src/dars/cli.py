@@ -6,7 +6,9 @@ pass exactly those as JSON (``--options-json``, the rule's params); by hand, ``-
 config/config.yaml`` (or ``--config-json``, a full or partial config) is simpler: the schema
 validates it, fills defaults and the stage's options are taken from it. Values that only change
 how fast a stage runs (``--threads``, ``--workers``) are arguments of their own. A
-:class:`DarsError` becomes one ``error:`` line and exit status 2.
+:class:`DarsError` becomes one ``error:`` line and exit status 2. Every subcommand is registered
+here the same way (``add`` in :func:`build_parser`); a module with many arguments of its own
+(report, compare, gpu-run) only adds them to the parser it is given.
 
 Multi-GPU training: ``torchrun --nproc_per_node=N -m dars.cli train ...`` (DDP + SyncBN; see
 :mod:`dars.engine.distributed`).
@@ -24,7 +26,13 @@ from pathlib import Path
 from dars.data.demo import DemoOptions
 from dars.engine.options import CalibrateOptions, EvaluateOptions, InferOptions, TrainOptions
 from dars.errors import DarsError
-from dars.options import DatasetOptions, add_options_args, config_of, options_of
+from dars.options import (
+    DatasetOptions,
+    add_options_args,
+    config_of,
+    options_of,
+    temperature_arg,
+)
 from dars.sharding import parse_shard
 from dars.stage_log import stage_summary
 
@@ -81,6 +89,18 @@ def cmd_histogram(args: argparse.Namespace) -> None:
     from dars.pseudo.label_histogram import label_histogram
 
     label_histogram(options_of(args, DatasetOptions), Path(args.out))
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from dars.pseudo.stage import mask_reader, pseudo_label
+    from dars.pseudo.thresholds import PseudoLabelOptions
+
+    options = options_of(args, PseudoLabelOptions, round_index=args.round)
+    pseudo_label(args.store, args.label_hist, args.labels_out, options,
+                 thresholds_out=args.thresholds_out, stats_out=args.stats_out,
+                 summary_out=args.summary_out,
+                 true_mask=mask_reader(args.true_masks) if args.true_masks else None,
+                 temperature=args.temperature, threads=args.threads)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -146,8 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DataLoader worker processes (default: train.num_workers of --config, "
                         "else 0)")
 
-    from dars.pseudo.cli import temperature_arg
-
     p = add("infer", cmd_infer, "teacher probabilities on the unlabeled pool → zarr",
             threads=True)
     p.add_argument("--model", required=True)
@@ -162,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only predict shard i of N (contiguous image range) into it")
     sharded.add_argument("--finalize", action="store_true",
                          help="check every shard's images are in and move the store to --out")
+
+    p = add("pseudo-label", cmd_pseudo_label, "thresholds (DARS, DA, ST, CBST) and one "
+            "pseudo-label PNG per image (255 = ignore) from a probability store", threads=True)
+    p.add_argument("--round", type=int, default=1,
+                   help="the student round whose alpha applies (with --config)")
+    p.add_argument("--store", required=True, help="probs.zarr of the teacher")
+    p.add_argument("--label-hist", required=True, help="label_histogram.csv of the labeled "
+                   "split (class,name,pixels,ratio)")
+    p.add_argument("--temperature", type=temperature_arg, default=None, metavar="T|FILE",
+                   help="the temperature T the store must have been inferred at (a number or "
+                        "the json `dars calibrate` wrote); inference applies T, this stage "
+                        "only checks it (default: the store's)")
+    p.add_argument("--true-masks", help="directory of <image_id>.png true masks, for precision")
+    p.add_argument("--labels-out", required=True, help="directory of <image_id>.png")
+    p.add_argument("--thresholds-out", help="thresholds.csv")
+    p.add_argument("--stats-out", help="pseudo_stats.csv")
+    p.add_argument("--summary-out", help="summary.json")
 
     p = add("histogram", cmd_histogram, "class pixel counts/ratios of the labeled masks → csv")
     p.add_argument("--out", required=True)
@@ -196,15 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-summaries", nargs="*", default=[], help="pseudo-label summary json")
     p.add_argument("--out", required=True, help="summary csv")
 
-    from dars.pseudo.cli import add_subcommands
-
-    add_subcommands(sub)
-    # report; compare, blank-labels; gpu-run; merge-pseudo-shards
     from dars import compare, gpu_slots, report
-    from dars.pseudo import merge
 
-    for module in (gpu_slots, report, compare, merge):
-        module.add_subcommands(sub)
+    p = add("report", report.report_command, "figures and tables of the HTML report from a "
+            "finished run directory")
+    report.add_arguments(p)
+    p = add("compare", compare.compare_command, "tables and plots of the method comparison "
+            "(Table 4/5, Fig. 1/3)", config=False)
+    compare.add_compare_arguments(p)
+    p = add("blank-labels", compare.blank_labels_command, "the labeled-only control: "
+            "all-ignore pseudo labels + stats", config=False)
+    compare.add_blank_labels_arguments(p)
+    p = add("gpu-run", gpu_slots.gpu_run_command, "run a command on its own GPUs "
+            "(CUDA_VISIBLE_DEVICES from file locks)", config=False)
+    gpu_slots.add_arguments(p)
     return parser
 
 

@@ -50,6 +50,7 @@ import pandas as pd
 
 from dars.atomic import atomic_path, write_csv, write_json
 from dars.errors import DarsError
+from dars.options import temperature_arg
 from dars.pseudo.thresholds import METHODS, check_alpha, round_half_up
 from dars.readers import read_csv, read_json
 from dars.render import (
@@ -774,14 +775,11 @@ def compare_command(args: argparse.Namespace) -> None:
     missing = [f"--{a.replace('_', '-')}" for a in _BUILD_ARGS if getattr(args, a) is None]
     if missing:
         raise DarsError(f"dars compare needs {', '.join(missing)} (or --markdown RESULTS_DIR)")
-    from dars.pseudo.cli import temperature_arg
-
-    temperature = temperature_arg(args.temperature) if args.temperature else None
     run_seed = args.run_seed if args.run_seed is not None else (args.teacher_seeds or [0])[0]
     comparison = Comparison(tuple(args.methods), tuple(args.progressive), tuple(args.seeds),
                             tuple(resolve_teacher_seeds(args.teacher_seeds, run_seed)),
                             run_seed, args.rounds)
-    build_comparison(args.run_dir, comparison, args.out_dir, temperature=temperature,
+    build_comparison(args.run_dir, comparison, args.out_dir, temperature=args.temperature,
                      threads=args.threads)
 
 
@@ -790,11 +788,8 @@ def blank_labels_command(args: argparse.Namespace) -> None:
                        args.summary_out, args.alpha)
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``compare`` and ``blank-labels``."""
-    p = subparsers.add_parser(
-        "compare", help="tables and plots of the method comparison (Table 4/5, Fig. 1/3)",
-        description=__doc__.splitlines()[0])
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dars compare``."""
     p.add_argument("--markdown", metavar="RESULTS_DIR",
                    help="print Tables 4 and 5 (markdown, with the command, commit, machine and "
                         "seeds) of a finished comparison in results/<run>; nothing is built")
@@ -808,15 +803,14 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                    help="the run's seed: its teacher is results/<run>/round0 itself "
                         "(default: the first teacher seed)")
     p.add_argument("--rounds", type=int, help="rounds of progressive methods")
-    p.add_argument("--temperature", default=None, metavar="T|FILE",
+    p.add_argument("--temperature", type=temperature_arg, default=None, metavar="T|FILE",
                    help="T of the +ts methods (a number or calibration json), for Fig. 3")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out-dir", help="folder for the tables and plots")
-    p.set_defaults(handler=compare_command)
 
-    b = subparsers.add_parser(
-        "blank-labels", help="the labeled-only control: all-ignore pseudo labels + stats",
-        description=write_blank_labels.__doc__.splitlines()[0])
+
+def add_blank_labels_arguments(b: argparse.ArgumentParser) -> None:
+    """The arguments of ``dars blank-labels``."""
     b.add_argument("--store", required=True, help="probs.zarr giving the unlabeled images")
     b.add_argument("--label-hist", required=True, help="label_histogram.csv")
     b.add_argument("--alpha", type=float, required=True,
@@ -824,4 +818,3 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--labels-out", required=True, help="directory of <image_id>.png")
     b.add_argument("--stats-out", required=True, help="pseudo_stats.csv")
     b.add_argument("--summary-out", required=True, help="pseudo_summary.json")
-    b.set_defaults(handler=blank_labels_command)

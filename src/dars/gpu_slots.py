@@ -162,7 +162,8 @@ def gpu_run_command(args: argparse.Namespace) -> None:
     run(command, args.gpus, args.ddp)
 
 
-def _arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of ``dars gpu-run`` and of ``python -m dars.gpu_slots``."""
     p.add_argument("--gpus", type=int, required=True, help="GPUs the command gets (0 = none)")
     p.add_argument("--ddp", action="store_true",
                    help="with --gpus > 1, start the command through torchrun, one process per GPU")
@@ -171,20 +172,13 @@ def _arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``gpu-run``."""
-    _arguments(subparsers.add_parser(
-        "gpu-run", help="run a command on its own GPUs (CUDA_VISIBLE_DEVICES from file locks)",
-        description=__doc__.split("\n\n")[0]))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dars.gpu_slots``: the same as ``dars gpu-run`` without importing torch first.
 
     The rules use this form: the wrapper starts in 0.1 s instead of the seconds ``dars`` (and
     its torch import) takes, and the wrapped ``dars`` command imports torch once anyway.
     """
-    args = _arguments(argparse.ArgumentParser(prog="python -m dars.gpu_slots",
+    args = add_arguments(argparse.ArgumentParser(prog="python -m dars.gpu_slots",
                                               description=__doc__.split("\n\n")[0])
                       ).parse_args(argv)
     logging.basicConfig(level=logging.INFO,

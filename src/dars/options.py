@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, get_type_hints
 
 from dars.errors import DarsError
@@ -145,6 +146,20 @@ def add_options_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (validated with defaults)")
     p.add_argument("--config-json", help="config (or part of it) as JSON; overrides --config "
                    "keys")
+
+
+def temperature_arg(text: str) -> float:
+    """``--temperature``: a number, or the json of ``dars calibrate`` (``temperature: auto``)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return float(json.loads(Path(text).read_text())["temperature"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number nor a calibration json with a temperature: {exc}"
+        ) from exc
 
 
 def config_of(args: argparse.Namespace) -> Config:

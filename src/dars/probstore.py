@@ -63,7 +63,6 @@ from dars.atomic import (
 from dars.constants import NUM_BINS, PAD
 from dars.errors import DarsError
 from dars.pseudo.counting import valid_histogram
-from dars.sharding import shard_range
 
 FORMAT_VERSION = 2
 CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file
@@ -72,9 +71,9 @@ _BUFFER_BYTES = 1 << 30  # pending images held for incomplete chunks before writ
 ARRAYS = ("confidence", "prediction", "probs", "shapes", "written", "histogram")
 _CHUNKED = ("confidence", "prediction", "written")  # arrays of images_per_chunk images a chunk
 _PER_CHUNK_ROW = ("histogram",)  # arrays of one row per chunk of images
-# What thresholding reads twice per store (confidence, prediction) is LZ4: it decodes ~4x
-# faster than zstd level 3 (1.2 against 4.8 ns a pixel for both arrays) for ~30 % more bytes,
-# still ~1-1.5 B/px; the opt-in probabilities, C times bigger and read rarely, stay zstd.
+# What thresholding reads (confidence, prediction) is LZ4: it decodes ~4x faster than zstd
+# level 3 (1.2 against 4.8 ns a pixel for both arrays) for ~30 % more bytes, still ~1-1.5 B/px;
+# the opt-in probabilities, C times bigger and read by no stage, stay zstd.
 _FAST = BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
 _SMALL = ZstdCodec(level=3)
 
@@ -102,7 +101,6 @@ class Block:
     indices: np.ndarray  # (B,) image indices in the store
     confidence: np.ndarray  # (B, H, W) float16
     prediction: np.ndarray  # (B, H, W) uint8, PAD outside each image
-    probs: np.ndarray | None  # (B, C, H, W) float16, when requested
 
 
 class ProbStoreWriter:
@@ -370,11 +368,10 @@ class ProbStore:
         self.image_ids: list[str] = list(attrs["image_ids"])
         self.class_names: list[str] = list(attrs["class_names"])
         self.num_classes: int = int(attrs["num_classes"])
-        self.has_probs: bool = bool(attrs["store_probs"])
         self.temperature: float = float(attrs["temperature"])
         self.per_chunk: int = int(attrs["images_per_chunk"])
         self.arrays: dict[str, zarr.Array] = self._verify()
-        self._last: tuple[tuple[int, int, bool], Block] | None = None  # see blocks()
+        self._last: tuple[tuple[int, int], Block] | None = None  # see blocks()
         self.shapes: np.ndarray = (self._read("shapes", 0, len(self)) if self.image_ids
                                    else np.zeros((0, 2)))
 
@@ -469,19 +466,14 @@ class ProbStore:
                             f"`dars infer --temperature {float(temperature):g}` (the workflow "
                             "passes pseudo_label.temperature to inference)")
 
-    def blocks(
-        self, indices: Sequence[int] | None = None, block: int = 64, probs: bool = False
-    ) -> Iterator[Block]:
+    def blocks(self, indices: Sequence[int] | None = None, block: int = 64) -> Iterator[Block]:
         """Yield consecutive runs of images (at most ``block`` each) from ``indices``.
 
         Reading contiguous slices lets zarr fetch and decode many chunks concurrently, which is
         what keeps the streaming passes fast. The last block read is kept: a second pass over a
-        store (or shard) of one block, as the pseudo-label stage makes, reads nothing again.
-        Blocks are shared, read-only arrays.
+        store of one block (the pseudo-label stage's, when it counts pass 1 from the images)
+        reads nothing again. Blocks are shared, read-only arrays.
         """
-        if probs and not self.has_probs:
-            raise DarsError(f"{self.path}: store was written without probabilities "
-                            "(infer.store_probs: false)")
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         start = 0
         while start < len(idx):
@@ -489,20 +481,11 @@ class ProbStore:
             while stop < len(idx) and stop - start < block and idx[stop] == idx[stop - 1] + 1:
                 stop += 1
             lo, hi = int(idx[start]), int(idx[stop - 1]) + 1
-            if self._last is None or self._last[0] != (lo, hi, probs):
-                self._last = (lo, hi, probs), Block(
+            if self._last is None or self._last[0] != (lo, hi):
+                self._last = (lo, hi), Block(
                     indices=idx[start:stop],
                     confidence=self._read("confidence", lo, hi),
                     prediction=self._read("prediction", lo, hi),
-                    probs=self._read("probs", lo, hi) if probs else None,
                 )
             yield self._last[1]
             start = stop
-
-    def shard(self, index: int, count: int) -> list[int]:
-        """Image indices of shard ``index`` of ``count`` (contiguous, balanced).
-
-        Readers need not cut at chunk boundaries (only concurrent writers must), so reading
-        shards stay balanced on stores of few chunks.
-        """
-        return list(shard_range(index, count, len(self)))

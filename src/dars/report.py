@@ -24,7 +24,7 @@ from PIL import Image
 from dars.config import Config
 from dars.constants import IGNORE
 from dars.errors import DarsError
-from dars.options import DatasetOptions, Options, add_options_args, options_of
+from dars.options import DatasetOptions, Options, options_of
 from dars.readers import read_csv, read_json
 from dars.render import (
     class_distribution_plot,
@@ -255,15 +255,10 @@ def report_command(args: argparse.Namespace) -> None:
                  args.examples)
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``report``."""
-    p = subparsers.add_parser(
-        "report", help="figures and tables of the HTML report from a finished run directory",
-        description=__doc__.splitlines()[0])
-    add_options_args(p)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dars report`` besides its options."""
     p.add_argument("--run-dir", required=True, help="results/<run>")
     p.add_argument("--rounds", type=int, required=True, help="number of student rounds")
     p.add_argument("--out-dir", required=True, help="folder for the report files")
     p.add_argument("--examples", type=int, default=EXAMPLES,
                    help="pseudo-label examples per round")
-    p.set_defaults(handler=report_command)

@@ -1,8 +1,5 @@
-"""Contiguous image ranges of sharded stages: what every sharded stage (``infer``,
-``pseudo-label``) shares, so all of them cut the images the same way.
-
-Pure range arithmetic, apart from the label merging (:mod:`dars.pseudo.merge`) that uses it.
-"""
+"""Contiguous image ranges of sharded inference (``dars infer --shard i/N``, and the
+processes of a multi-GPU job): pure range arithmetic."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from dars.engine.options import (
     TrainOptions,
 )
 from dars.options import DatasetOptions
+from dars.pseudo.thresholds import PseudoLabelOptions
 from dars.report import PER_ROUND_REPORTS, ReportOptions, report_files
 
 RUN = config["run"]
@@ -168,23 +169,20 @@ def round_alpha(wc):
 
 
 def pseudo_params(method, temperature, seed, alpha=round_alpha):
-    """params: of a thresholding job: everything its pseudo labels depend on.
-
-    Each argument is a value or a function of the wildcards. The temperature is the T the
-    store must have been inferred at (inference applies it; thresholding checks it): "auto"
-    reads the teacher's calibration json, which the job then has as input `temperature`.
+    """params: of a thresholding job: its options (everything its pseudo labels depend on) for
+    --options-json, and the T the store must have been inferred at (inference applies it;
+    thresholding checks it): "auto" reads the teacher's calibration json, which the job then
+    has as input `temperature`. Each argument is a value or a function of the wildcards.
     """
     return dict(
-        alpha=alpha,
-        method=method,
-        sampling=config["pseudo_label"]["sampling"],
+        opts=lambda wc: PseudoLabelOptions.from_config(
+            config,
+            int(wc.s),
+            as_function(method)(wc),
+            int(as_function(seed)(wc)),
+            as_function(alpha)(wc),
+        ).to_json(),
         temperature=temperature_param(temperature),
-        seed=seed,
-        threshold=(
-            f"--threshold {config['pseudo_label']['threshold']}"
-            if config["pseudo_label"]["threshold"] is not None
-            else ""
-        ),
         # The demo's unlabeled images keep their true masks: report pseudo-label precision.
         true_masks=(
             f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else ""

@@ -2,12 +2,11 @@
 # Temperature scaling happens in inference: with `pseudo_label.temperature: auto` the teacher is
 # calibrated first (rule calibrate) and its temperature.json is an input of inference, so the
 # store (confidence = max softmax(logits / T)) depends on T; thresholding only checks it.
-# With `shards: N > 1` both are spread over N contiguous image ranges. Inference: infer_init
-# creates the (unfinished) store, N infer_probabilities_shard jobs each write their range's
-# images into it, and infer_finalize checks that it is whole and moves it to probs.zarr -- the
-# same store, bit for bit, as the unsharded job writes. Thresholding: N pseudo_label_shard jobs
-# that each sum the store's per-chunk histograms (inference counted them) into the same
-# thresholds and write their range's labels, and pseudo_label merging them.
+# With `shards: N > 1` inference is spread over N contiguous image ranges: infer_init creates
+# the (unfinished) store, N infer_probabilities_shard jobs each write their range's images into
+# it, and infer_finalize checks that it is whole and moves it to probs.zarr -- the same store,
+# bit for bit, as the unsharded job writes. Thresholding is one job per round whatever N: it
+# sums the store's per-chunk histograms (inference counted them) and writes every label.
 
 PSEUDO_TEMPERATURE = calibration_file(
     config["pseudo_label"]["temperature"], lambda wc: f"{RESULTS}/round{int(wc.s) - 1}"
@@ -117,100 +116,40 @@ if SHARDS > 1:
             f"{INFER_SHELL} --finalize > {{log}} 2>&1"
 
 
-# The main run's thresholding of round s (the same in sharded and unsharded runs).
+# The main run's thresholding of round s.
 PSEUDO_PARAMS = pseudo_params(
     config["pseudo_label"]["method"],
     config["pseudo_label"]["temperature"],
     config["pseudo_label"]["seed"],
 )
-PSEUDO_OPTIONS = (
-    " --alpha {params.alpha} --method {params.method} --sampling {params.sampling}"
-    " --temperature {params.temperature} --seed {params.seed} {params.threshold}"
-    " {params.true_masks} --threads {threads}"
-)
-# The unsharded thresholding job's command (also the comparison branches').
+# The thresholding job's command (also the comparison branches').
 PSEUDO_LABEL_SHELL = (
-    "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
-    + PSEUDO_OPTIONS
-    + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
-    " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"
+    "dars pseudo-label --options-json {params.opts:q} --store {input.store}"
+    " --label-hist {input.histogram} --temperature {params.temperature}"
+    " {params.true_masks} --threads {threads} --labels-out {output.labels}"
+    " --thresholds-out {output.thresholds} --stats-out {output.stats}"
+    " --summary-out {output.summary} > {log} 2>&1"
 )
 
 
-if SHARDS == 1:
-
-    rule pseudo_label:
-        input:
-            store=f"{RESULTS}/round{{s}}/probs.zarr",
-            histogram=f"{RESULTS}/label_histogram.csv",
-            temperature=PSEUDO_TEMPERATURE,
-        output:
-            labels=directory(f"{RESULTS}/round{{s}}/pseudo_labels"),
-            thresholds=f"{RESULTS}/round{{s}}/thresholds.csv",
-            stats=f"{RESULTS}/round{{s}}/pseudo_stats.csv",
-            summary=f"{RESULTS}/round{{s}}/pseudo_summary.json",
-        log:
-            f"{LOGS}/round{{s}}/pseudo_label.log",
-        benchmark:
-            f"{LOGS}/round{{s}}/pseudo_label.benchmark.tsv"
-        threads: threads_of("pseudo_label")
-        resources:
-            **job_resources("pseudo_label"),
-        params:
-            **PSEUDO_PARAMS,
-        shell:
-            PSEUDO_LABEL_SHELL
-
-else:
-    SHARD_DIR = f"{RESULTS}/round{{s}}/shards"
-
-    rule pseudo_label_shard:
-        input:
-            store=f"{RESULTS}/round{{s}}/probs.zarr",
-            histogram=f"{RESULTS}/label_histogram.csv",
-            temperature=PSEUDO_TEMPERATURE,
-        output:
-            labels=directory(f"{SHARD_DIR}/labels_{{i}}"),
-            thresholds=f"{SHARD_DIR}/thresholds_{{i}}.csv",
-            stats=f"{SHARD_DIR}/pseudo_stats_{{i}}.csv",
-            summary=f"{SHARD_DIR}/pseudo_summary_{{i}}.json",
-        log:
-            f"{LOGS}/round{{s}}/pseudo_label_shard_{{i}}.log",
-        benchmark:
-            f"{LOGS}/round{{s}}/pseudo_label_shard_{{i}}.benchmark.tsv"
-        threads: threads_of("pseudo_label_shard")
-        resources:
-            **job_resources("pseudo_label_shard"),
-        params:
-            **PSEUDO_PARAMS,
-            shards=SHARDS,
-        shell:
-            "dars pseudo-label --store {input.store} --label-hist {input.histogram}"
-            " --shard {wildcards.i}/{params.shards}"
-            + PSEUDO_OPTIONS
-            + " --labels-out {output.labels} --thresholds-out {output.thresholds}"
-            " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"
-
-    rule pseudo_label:
-        input:
-            labels=shard_files(f"{SHARD_DIR}/labels_{{i}}"),
-            thresholds=shard_files(f"{SHARD_DIR}/thresholds_{{i}}.csv"),
-            stats=shard_files(f"{SHARD_DIR}/pseudo_stats_{{i}}.csv"),
-            summaries=shard_files(f"{SHARD_DIR}/pseudo_summary_{{i}}.json"),
-        output:
-            labels=directory(f"{RESULTS}/round{{s}}/pseudo_labels"),
-            thresholds=f"{RESULTS}/round{{s}}/thresholds.csv",
-            stats=f"{RESULTS}/round{{s}}/pseudo_stats.csv",
-            summary=f"{RESULTS}/round{{s}}/pseudo_summary.json",
-        log:
-            f"{LOGS}/round{{s}}/pseudo_label.log",
-        benchmark:
-            f"{LOGS}/round{{s}}/pseudo_label.benchmark.tsv"
-        threads: threads_of("pseudo_label")
-        resources:
-            **job_resources("pseudo_label"),
-        shell:
-            "dars merge-pseudo-shards --labels {input.labels} --thresholds {input.thresholds}"
-            " --stats {input.stats} --summaries {input.summaries}"
-            " --labels-out {output.labels} --thresholds-out {output.thresholds}"
-            " --stats-out {output.stats} --summary-out {output.summary} > {log} 2>&1"
+rule pseudo_label:
+    input:
+        store=f"{RESULTS}/round{{s}}/probs.zarr",
+        histogram=f"{RESULTS}/label_histogram.csv",
+        temperature=PSEUDO_TEMPERATURE,
+    output:
+        labels=directory(f"{RESULTS}/round{{s}}/pseudo_labels"),
+        thresholds=f"{RESULTS}/round{{s}}/thresholds.csv",
+        stats=f"{RESULTS}/round{{s}}/pseudo_stats.csv",
+        summary=f"{RESULTS}/round{{s}}/pseudo_summary.json",
+    log:
+        f"{LOGS}/round{{s}}/pseudo_label.log",
+    benchmark:
+        f"{LOGS}/round{{s}}/pseudo_label.benchmark.tsv"
+    threads: threads_of("pseudo_label")
+    resources:
+        **job_resources("pseudo_label"),
+    params:
+        **PSEUDO_PARAMS,
+    shell:
+        PSEUDO_LABEL_SHELL

@@ -33,7 +33,7 @@ from PIL import Image
 
 from dars.config import Config
 from dars.data import shapes
-from dars.data.png import png_bytes
+from dars.data.io import png_bytes
 from dars.data.shapes import SHAPES_CLASSES
 from dars.options import Options
 
@@ -242,8 +242,8 @@ def _write_split(
     for i in range(count):
         image, mask = render(np.random.default_rng([seed, _SPLIT_CODE[prefix], i]))
         name = f"{prefix}_{i:05d}.png"
-        (root / "images" / name).write_bytes(png_bytes(image, 0))
-        (root / "masks" / name).write_bytes(png_bytes(mask, 1))
+        (root / "images" / name).write_bytes(png_bytes(image))
+        (root / "masks" / name).write_bytes(png_bytes(mask))
         counts += np.bincount(mask.ravel(), minlength=len(counts))
         lines.append(f"images/{name} masks/{name}")
     return lines, counts

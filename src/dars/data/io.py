@@ -1,7 +1,8 @@
-"""Reading images and index masks with checks that name the offending file."""
+"""Reading images and index masks with checks that name the offending file; writing PNGs."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,27 @@ def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
         raise DarsError(f"mask {path} has values {values} outside [0, {num_classes}) and "
                         f"ignore {ignore_index} (class count in config does not match the data?)")
     return np.where(mask == ignore_index, IGNORE, mask).astype(np.uint8)
+
+
+#: A palette that shows index i as grey level i: a palette mask looks like a greyscale one.
+_GREY = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG (Pillow, zlib level 1) of a uint8 index mask (H, W) or RGB image (H, W, 3).
+
+    A mask is written as a palette image with a grey palette: Pillow filters no row of a
+    palette image, while it tries five filters on every row of a greyscale one (four times
+    slower on 2-Mpx label maps, benchmarks/RESULTS.md). Every reader here, and Pillow's
+    ``np.asarray``, takes a palette PNG's indices as the mask, as VOC masks are stored.
+    """
+    if array.dtype != np.uint8 or not (array.ndim == 2 or array.ndim == 3
+                                       and array.shape[2] == 3):
+        raise DarsError(f"a PNG is written from uint8 (H, W) or (H, W, 3), got {array.dtype} "
+                        f"{array.shape}")
+    image = Image.fromarray(array, "RGB" if array.ndim == 3 else "P")
+    if array.ndim == 2:
+        image.putpalette(_GREY)
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()

@@ -1,6 +1,6 @@
-"""infer-probabilities: the teacher's softmax on the unlabeled pool into a zarr store.
+"""``dars infer``: the teacher's prediction and confidence on the unlabeled pool into a store.
 
-The stored probabilities are softmax(logits / T) of the released protocol
+The confidence is the maximum of softmax(logits / T) of the released protocol
 (:mod:`dars.engine.predict`): the logits averaged over windows and flip at the base size,
 resized back to the full image, divided by ``temperature`` (1 = no temperature scaling).
 
@@ -12,8 +12,8 @@ store must equal an uninterrupted one bit for bit.
 
 Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
 the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
-(:func:`dars.sharding.shard_range` cut at the store's chunk boundaries, the ranges the
-thresholding shards use, so no two shards write one file) and
+(:func:`dars.sharding.shard_range` cut at the store's chunk boundaries, so no two shards
+write one file) and
 :func:`finalize_store` checks every image is in and moves the store into place. A shard
 predicts the batches an unsharded run forms, so a batch straddling two ranges is predicted by
 both shards and each keeps its own images: a few extra images per shard buy values

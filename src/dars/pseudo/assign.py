@@ -1,48 +1,27 @@
-"""Pass 2: turn images' predictions and confidences into pseudo labels (255 = ignore).
+"""Pass 2: turn an image's prediction and confidence into pseudo labels (255 = ignore).
 
 Randomness is a pure function of (seed, image id, pixel): pixel i (raster order over the
 image's own h x w) of an image with key k gets the 24-bit uniform ``fmix32((i * PHI) ^ k) >> 8``
 (MurmurHash3's finaliser of a Weyl sequence, as in SplitMix). An image therefore gets the same
-labels whatever the shard count, block, processing order or number of workers.
-
-Labelling is one compiled pass (numba) over a block of images: per pixel two table lookups,
-the hash, two comparisons written without branches, and the count. The numpy formulation it
-replaced made ~20 passes over each piece of a block (6-12 ns a pixel on the benchmark
-machine); this one costs ~5 ns and holds no GIL, so one worker labels a block while another
-writes PNGs (benchmarks/RESULTS.md). numba compiles it on a machine's first run (~1 s) and
-caches the machine code beside this file (or in ``NUMBA_CACHE_DIR``).
+labels whatever order, grouping or machine processes it. In numpy the hash is eight in-place
+uint32 passes (multiplication wraps modulo 2^32, which is the hash's own arithmetic).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 
-import numba
 import numpy as np
 
-from dars.constants import IGNORE, ONE_BITS, PAD
+from dars.constants import ONE_BITS, PAD
 from dars.errors import DarsError
 from dars.pseudo.thresholds import NONE_BITS, Thresholds
 
-_INVALID_CLASS = 0xFFFF  # threshold-table entry of classes C..254: above every other entry
 _UNIFORM_BITS = 24  # a keep probability p is exact to 2^-24, as with float32 uniforms
 _SEED_LIMIT = 1 << 64
-_LANES = 4  # counters per class in the kernel: a run of one class spreads over four of them
-# the kernel's integer constants, typed so numba keeps every step in uint64
-_PHI = np.uint64(0x9E3779B9)  # 2^32 / golden ratio: the Weyl step between pixels' counters
-_M1, _M2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)  # fmix32's multipliers
-_LOW32, _FF, _ONE = np.uint64(0xFFFFFFFF), np.uint64(0xFF), np.uint64(1)
-_S8, _S13, _S16, _S63 = (np.uint64(s) for s in (32 - _UNIFORM_BITS, 13, 16, 63))
-_ONE_BITS = np.uint64(ONE_BITS)
-
-
-class InvalidPixels(DarsError):
-    """A pixel no label can come from; ``image`` is its image's index in the block."""
-
-    def __init__(self, message: str, image: int) -> None:
-        super().__init__(message)
-        self.image = image
+_CHUNK = 1 << 16  # pixels per slice of pass 2: its uint32 temporaries (256 KiB) stay in cache
+_PHI = np.uint32(0x9E3779B9)  # 2^32 / golden ratio: the Weyl step between pixels' counters
+_M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # fmix32's multipliers
 
 
 def image_key(seed: int, image_id: str) -> int:
@@ -59,23 +38,18 @@ def image_key(seed: int, image_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-@numba.njit(inline="always")
-def _uniform_bits(index: np.uint64, key: np.uint64) -> np.uint64:
-    """The 24-bit uniform of raster index ``index`` under ``key``: MurmurHash3's 32-bit
-    finaliser (a bijection with full avalanche) of ``(index * PHI) ^ key``, top bits kept."""
-    x = ((index * _PHI) & _LOW32) ^ key
-    x ^= x >> _S16
-    x = (x * _M1) & _LOW32
-    x ^= x >> _S13
-    x = (x * _M2) & _LOW32
-    x ^= x >> _S16
-    return x >> _S8
-
-
-@numba.njit(cache=True, nogil=True)
-def _uniforms_kernel(key: np.uint64, out: np.ndarray) -> None:
-    for i in range(out.size):
-        out[i] = _uniform_bits(np.uint64(i), key)
+def _uniform_bits(key: int, start: int, stop: int) -> np.ndarray:
+    """The 24-bit uniforms (uint32) of raster indices start..stop-1 under ``key``."""
+    x = np.arange(start, stop, dtype=np.uint32)
+    x *= _PHI
+    x ^= np.uint32(key)
+    x ^= x >> 16
+    x *= _M1
+    x ^= x >> 13
+    x *= _M2
+    x ^= x >> 16
+    x >>= 32 - _UNIFORM_BITS
+    return x
 
 
 def image_uniforms(key: int, shape: tuple[int, int]) -> np.ndarray:
@@ -85,105 +59,85 @@ def image_uniforms(key: int, shape: tuple[int, int]) -> np.ndarray:
     below its keep probability.
     """
     h, w = shape
-    bits = np.empty(h * w, np.uint64)
-    _uniforms_kernel(np.uint64(key), bits)
-    return (bits / 2.0**_UNIFORM_BITS).reshape(h, w)
+    return (_uniform_bits(key, 0, h * w) / 2.0**_UNIFORM_BITS).reshape(h, w)
 
 
-@numba.njit(cache=True, nogil=True)
-def _label_kernel(pred: np.ndarray, bits: np.ndarray, shapes: np.ndarray, keys: np.ndarray,
-                  limits: np.ndarray, keep: np.ndarray, out: np.ndarray, counts: np.ndarray
-                  ) -> int:
-    """Labels of a padded (B, H, W) block into ``out``, counts by lane * 256 + label into
-    ``counts``; returns the index of the first image holding an invalid pixel, or -1.
-
-    ``limits[p]``: t_j's bits for class p (_INVALID_CLASS beyond C); ``keep[2p + tied]``: the
-    24-bit keep limit above / at t_j. Branch-free by construction: which pixels survive is
-    random, so a branch on it mispredicts about half the time (2x slower). The comparisons
-    are written as the sign bit of a uint64 difference of table values -- a form LLVM cannot
-    turn back into a branch, as it did with ``a < b`` on values it knew to be small.
-    """
-    width = pred.shape[2]
-    for j in range(pred.shape[0]):
-        h, w = shapes[j, 0], shapes[j, 1]
-        key = np.uint64(keys[j])
-        out[j, h:, :] = IGNORE  # padding, below and right of the image
-        out[j, :h, w:] = IGNORE
-        p_row, b_row, o_row = pred[j].ravel(), bits[j].ravel(), out[j].ravel()
-        bad = np.uint64(0)
-        for y in range(h):
-            start = y * width
-            index = np.uint64(y * w)  # raster index within the image's own h x w
-            for x in range(w):
-                p = np.intp(p_row[start + x])
-                b = np.uint64(b_row[start + x])
-                limit = limits[p]
-                bad |= np.uint64(limit == _INVALID_CLASS) | np.uint64(b > _ONE_BITS)
-                below = (b - limit) >> _S63  # 1: not selected
-                draw = (_uniform_bits(index + np.uint64(x), key)
-                        - keep[(p << 1) | np.intp(b == limit)]) >> _S63  # 1: kept
-                label = np.intp((np.uint64(p) | (below | (draw ^ _ONE)) * _FF) & _FF)
-                o_row[start + x] = label
-                counts[((x & (_LANES - 1)) << 8) | label] += 1
-        if bad:
-            return j
-    return -1
-
-
-def _probability_table(p: np.ndarray) -> np.ndarray:
-    """Keep probabilities as 24-bit integer limits (keep when uniform < limit), by class."""
-    return _lut(np.round(np.asarray(p, np.float64) * 2**_UNIFORM_BITS), 0, np.uint64)
-
-
-def assign_labels(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thresholds,
-                  key: int) -> np.ndarray:
-    """Pseudo labels of one (unpadded) image as uint8, IGNORE where no label is kept.
-
-    A pixel predicted j is selected when its confidence is >= t_j; a selected pixel is kept
-    with ``keep_above[j]`` or, when tied exactly at t_j, ``keep_at[j]``, against its uniform
-    from :func:`image_uniforms` (``key`` from :func:`image_key`).
-    """
-    if prediction.shape != confidence.shape or prediction.ndim != 2:
-        raise DarsError(f"prediction {prediction.shape} and confidence {confidence.shape} "
-                        "must be equal 2-D shapes")
-    labels, _ = assign_block(prediction[None], confidence[None], thresholds, [key],
-                             np.asarray([prediction.shape]))
-    return labels[0]
-
-
-def assign_block(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thresholds,
-                 keys: Sequence[int], shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`assign_labels` of a block of padded images (B, H, W) at once, with the number of
-    labels kept per class 0..C-1.
-
-    Image j's real pixels are ``[:h_j, :w_j]`` (``shapes[j]``) and its uniforms come from
-    ``keys[j]`` exactly as :func:`assign_labels` draws them, so labels never depend on how
-    images are grouped. Padding gets IGNORE. A prediction outside 0..C-1 (other than PAD) or
-    a confidence that is not a float16 in [0, 1] raises :class:`InvalidPixels`.
-    """
-    c = thresholds.num_classes
-    pred = np.ascontiguousarray(prediction, dtype=np.uint8)
-    bits = np.ascontiguousarray(np.asarray(confidence, dtype=np.float16).view(np.uint16))
-    limits = _lut(thresholds.threshold_bits, _INVALID_CLASS, np.uint64)
-    limits[PAD] = NONE_BITS  # padding: selects nothing
-    keep = np.stack([_probability_table(thresholds.keep_above),
-                     _probability_table(thresholds.keep_at)], axis=1).reshape(-1)
-    out = np.empty(pred.shape, np.uint8)
-    counts = np.zeros(_LANES * (PAD + 1), np.int64)
-    bad = _label_kernel(pred, bits, np.ascontiguousarray(shapes, dtype=np.int64),
-                        np.asarray(keys, np.uint32).reshape(-1), limits, keep, out, counts)
-    if bad >= 0:
-        h, w = shapes[bad]
-        real_pred, real_bits = pred[bad, :h, :w], bits[bad, :h, :w]
-        if real_bits.max() > ONE_BITS:
-            raise InvalidPixels("confidences are NaN, infinite or outside [0, 1]", bad)
-        wrong = int(real_pred[(real_pred >= c) & (real_pred != PAD)].max())
-        raise InvalidPixels(f"prediction holds class {wrong}, outside 0..{c - 1}", bad)
-    return out, counts.reshape(_LANES, PAD + 1).sum(axis=0)[:c]
-
-
-def _lut(values: np.ndarray, fill: float, dtype: type) -> np.ndarray:
+def _lut(values: np.ndarray, fill: int, dtype: type) -> np.ndarray:
     """A 256-entry table indexed by predicted class (every uint8 has an entry)."""
     table = np.full(PAD + 1, fill, dtype)
     table[:len(values)] = values
     return table
+
+
+def _keep_limits(p: np.ndarray) -> np.ndarray:
+    """Keep probabilities as 24-bit integer limits (keep when uniform < limit), by class."""
+    return _lut(np.round(np.asarray(p, np.float64) * 2**_UNIFORM_BITS), 0, np.uint32)
+
+
+def _check(pred: np.ndarray, bits: np.ndarray, num_classes: int) -> None:
+    """A prediction outside 0..C-1 (PAD aside) or a confidence outside [0, 1] is an error."""
+    if not pred.size:
+        return
+    if bits.max() > ONE_BITS:
+        raise DarsError("confidences are NaN, infinite or outside [0, 1]")
+    if pred.max() >= num_classes:
+        wrong = pred[(pred >= num_classes) & (pred != PAD)]
+        if wrong.size:
+            raise DarsError(f"prediction holds class {int(wrong.max())}, outside "
+                            f"0..{num_classes - 1}")
+
+
+class LabelRule:
+    """The keep rule of one set of thresholds, as the 256-entry tables (indexed by predicted
+    class) that pass 2 looks every pixel up in; built once for all images of a stage."""
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.num_classes = thresholds.num_classes
+        self._threshold = _lut(thresholds.threshold_bits, NONE_BITS, np.uint16)
+        self._above = _keep_limits(thresholds.keep_above)
+        self._at = _keep_limits(thresholds.keep_at)
+        self._ties_apart = not np.array_equal(self._above, self._at)
+
+    def labels(self, prediction: np.ndarray, confidence: np.ndarray, key: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """One image's pseudo labels (uint8, IGNORE where none is kept) and the number kept
+        of each class 0..C-1.
+
+        A pixel predicted j is selected when its confidence is >= t_j; a selected pixel is
+        kept with ``keep_above[j]`` or, when tied exactly at t_j, ``keep_at[j]``, against its
+        uniform from :func:`image_uniforms` (``key`` from :func:`image_key`). A pixel
+        predicted PAD gets IGNORE. Comparisons are on float16 bit patterns and 24-bit
+        integers, so no float rounding decides a label. The pixels go in slices of _CHUNK,
+        whose temporaries stay in cache (a third faster than whole 2-Mpx images).
+        """
+        if prediction.shape != confidence.shape or prediction.ndim != 2:
+            raise DarsError(f"prediction {prediction.shape} and confidence {confidence.shape} "
+                            "must be equal 2-D shapes")
+        pred = np.ascontiguousarray(prediction, dtype=np.uint8).reshape(-1)
+        bits = np.ascontiguousarray(confidence, dtype=np.float16).reshape(-1).view(np.uint16)
+        _check(pred, bits, self.num_classes)
+        out = np.empty_like(pred)
+        counts = np.zeros(PAD + 1, np.int64)
+        for start in range(0, pred.size, _CHUNK):
+            part = slice(start, start + _CHUNK)
+            kept = self._kept(pred[part], bits[part], key, start)
+            counts += np.bincount(pred[part][kept], minlength=PAD + 1)
+            # IGNORE where the pixel is not kept (p | 255 = 255), p where it is
+            np.bitwise_or(pred[part], np.subtract(kept.view(np.uint8), 1), out=out[part])
+        return out.reshape(prediction.shape), counts[:self.num_classes]
+
+    def _kept(self, pred: np.ndarray, bits: np.ndarray, key: int, start: int) -> np.ndarray:
+        """Which of the flat pixels start.. of an image keep their label."""
+        threshold = self._threshold.take(pred)
+        limit = self._above.take(pred)
+        if self._ties_apart:  # ties sampled apart from the pixels above t_j
+            limit = np.where(bits == threshold, self._at.take(pred), limit)
+        kept = bits >= threshold
+        kept &= _uniform_bits(key, start, start + pred.size) < limit
+        return kept
+
+
+def assign_labels(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thresholds,
+                  key: int) -> np.ndarray:
+    """The pseudo labels of one image under ``thresholds`` (:meth:`LabelRule.labels`)."""
+    return LabelRule(thresholds).labels(prediction, confidence, key)[0]

@@ -6,10 +6,6 @@ counted from the images when the store has none); compute
 thresholds; write every label PNG into a temporary directory renamed onto ``labels_out`` only
 when all images succeeded (pass 2), with a manifest of every PNG's size and digest (the
 student checks it before training); then write the csv and json diagnostics.
-
-With ``shard=(i, n)`` pass 2 labels only that shard's images (into its own directory) and the
-diagnostics cover those images; thresholds always come from the whole store: its rows
-(summed in milliseconds, so every shard job does it), or else a pass 1 over all images.
 """
 
 from __future__ import annotations
@@ -17,8 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -28,18 +23,12 @@ from PIL import Image
 
 from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.constants import IGNORE
-from dars.data.png import png_bytes
+from dars.data.io import png_bytes
 from dars.errors import DarsError
-from dars.probstore import Block, ProbStore
-from dars.pseudo.assign import InvalidPixels, assign_block, image_key
-from dars.pseudo.confidence_hist import (
-    check_temperature,
-    images_per_block,
-    read_ahead,
-    store_histogram,
-)
-from dars.pseudo.counting import available_threads
-from dars.pseudo.thresholds import Thresholds, check_options, compute_thresholds
+from dars.probstore import ProbStore
+from dars.pseudo.assign import LabelRule, image_key
+from dars.pseudo.confidence_hist import check_temperature, images_per_block, store_histogram
+from dars.pseudo.thresholds import PseudoLabelOptions, Thresholds, compute_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +36,6 @@ KL_EPSILON = 1e-6  # added to both class distributions before the KL (empty clas
 _HIST_COLUMNS = ("class", "name", "pixels", "ratio")
 
 TrueMask = Callable[[str], np.ndarray]
-
-
-@dataclass(frozen=True)
-class PseudoLabelOptions:
-    """The config values the pseudo labels depend on (pseudo_label block + the round's alpha)."""
-
-    alpha: float
-    method: str = "dars"
-    sampling: str = "paper"
-    temperature: float | None = None  # the T the store must be at (None: whatever it is)
-    seed: int = 0
-    fixed_threshold: float | None = None
-
-    def check(self) -> None:
-        check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
-        if self.temperature is not None:
-            check_temperature(self.temperature)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
 
 
 @dataclass
@@ -78,14 +48,6 @@ class _Pass2Counts:
     pixels: int = 0
     images: int = 0
     files: dict[str, dict] = field(default_factory=dict)  # manifest entries of the PNGs
-
-    def add(self, other: _Pass2Counts) -> None:
-        self.kept += other.kept
-        self.correct += other.correct
-        self.evaluated += other.evaluated
-        self.pixels += other.pixels
-        self.images += other.images
-        self.files.update(other.files)
 
 
 def read_label_histogram(path: str | os.PathLike[str], num_classes: int
@@ -152,103 +114,38 @@ def _label_name(image_id: str) -> str:
     return name
 
 
-def _indices(store: ProbStore, shard: tuple[int, int] | None) -> list[int]:
-    return list(range(len(store))) if shard is None else store.shard(*shard)
-
-
-def _write_labels(store: ProbStore, indices: Sequence[int], thresholds: Thresholds,
-                  options: PseudoLabelOptions, root: Path, true_mask: TrueMask | None,
-                  threads: int | None) -> _Pass2Counts:
+def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabelOptions,
+                  root: Path, true_mask: TrueMask | None) -> _Pass2Counts:
     """Pass 2: one PNG per image under ``root``, returning per-class tallies.
 
-    A pipeline of three steps on consecutive blocks: reading block k + 2 (a background
-    thread, LZ4 decoding), labelling block k + 1 (one compiled :func:`assign_block` call on a
-    worker, without the GIL) and writing block k's PNGs (here, or split over the other
-    workers: ISA-L and file writes release the GIL on large images). Writing small images is
-    many short calls that hold the GIL, so it gets one thread to itself rather than sharing
-    it with a second writer (benchmarks/RESULTS.md). With one thread the steps take turns.
-    Images are independent (their randomness comes from their id), so no split changes a
-    label.
+    Image by image, a block of whole chunk files read at a time. Images are independent
+    (their randomness comes from their id), so neither the order nor the block size changes
+    a label.
     """
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
-    workers = threads or available_threads()
-    for folder in {(root / _label_name(store.image_ids[i])).parent for i in indices
-                   if "/" in store.image_ids[i]}:  # ids like city/frame
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def label(block: Block) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-        """A whole block's labels: one compiled call, without the GIL."""
-        shapes = store.shapes[block.indices].astype(np.int64)
-        ids = [store.image_ids[i] for i in block.indices]
-        try:
-            labels, kept = assign_block(block.prediction, block.confidence, thresholds,
-                                        [image_key(options.seed, i) for i in ids], shapes)
-        except InvalidPixels as exc:
-            raise DarsError(f"{store.path}: image {ids[exc.image]!r}: {exc}") from None
-        return ids, shapes, labels, kept
-
-    def write(ids: list[str], shapes: np.ndarray, labels: np.ndarray) -> _Pass2Counts:
-        """PNGs of labelled images, with their manifest entries (and precision tallies)."""
-        one = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64),
-                           int(np.prod(shapes, axis=1).sum()), len(ids))
-        for image, image_id, (h, w) in zip(labels, ids, shapes, strict=True):
-            image = image[:h, :w]
-            data = png_bytes(image)
-            name = _label_name(image_id)
-            _create_file(root_fd, name, data)
-            one.files[name] = {"size": len(data), "blake2b": digest(data)}
+    rule = LabelRule(thresholds)
+    for block in store.blocks(block=images_per_block(store)):
+        for j, index in enumerate(block.indices):
+            image_id = store.image_ids[index]
+            h, w = (int(v) for v in store.shapes[index])
+            try:
+                labels, kept = rule.labels(block.prediction[j, :h, :w],
+                                           block.confidence[j, :h, :w],
+                                           image_key(options.seed, image_id))
+            except DarsError as exc:
+                raise DarsError(f"{store.path}: image {image_id!r}: {exc}") from None
+            data, name = png_bytes(labels), _label_name(image_id)
+            if "/" in name:  # ids like city/frame
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+            counts.files[name] = {"size": len(data), "blake2b": digest(data)}
+            counts.kept += kept
+            counts.pixels += h * w
+            counts.images += 1
             if true_mask is not None:
-                _tally_precision(one, image, true_mask(image_id), image_id, c)
-        return one
-
-    def write_block(ids: list[str], shapes: np.ndarray, labels: np.ndarray,
-                    kept: np.ndarray) -> None:
-        """Write a labelled block, over the workers the labelling leaves free."""
-        n = len(ids)
-        bounds = np.linspace(0, n, min(max(workers - 1, 1), n) + 1).round().astype(int)
-        parts = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        if len(parts) == 1:
-            ones = [write(ids, shapes, labels)]
-        else:
-            ones = list(pool.map(lambda s: write(ids[s], shapes[s], labels[s]), parts))
-        counts.kept += kept
-        for one in ones:
-            counts.add(one)
-
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            labelled = None
-            for block in read_ahead(store.blocks(indices, block=images_per_block(store))):
-                if workers == 1:  # one core asked for: label and write in turn
-                    write_block(*label(block))
-                    continue
-                following = pool.submit(label, block)
-                if labelled is not None:
-                    write_block(*labelled.result())
-                labelled = following
-            if labelled is not None:
-                write_block(*labelled.result())
-    finally:
-        os.close(root_fd)
+                _tally_precision(counts, labels, true_mask(image_id), image_id, c)
     return counts
-
-
-def _create_file(dir_fd: int, name: str, data: bytes) -> None:
-    """Write a new file ``name`` (relative to the open directory ``dir_fd``).
-
-    os.open relative to a directory descriptor skips what ``open()`` adds (path resolution
-    from the root, a buffered writer): half the cost of creating a small file, which is most
-    of the cost of a small image's pseudo label.
-    """
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
 
 
 def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray,
@@ -313,21 +210,26 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
                  thresholds_out: str | os.PathLike[str] | None = None,
                  stats_out: str | os.PathLike[str] | None = None,
                  summary_out: str | os.PathLike[str] | None = None,
-                 shard: tuple[int, int] | None = None,
                  true_mask: TrueMask | None = None,
+                 temperature: float | None = None,
                  threads: int | None = None) -> dict:
-    """Run the whole stage and return the summary (also written to ``summary_out``)."""
+    """Run the whole stage and return the summary (also written to ``summary_out``).
+
+    ``temperature``: the T the store must have been inferred at (None: whatever it was);
+    ``threads``: of pass 1 when it counts the images (a store without per-chunk rows).
+    """
     options.check()
+    if temperature is not None:
+        check_temperature(temperature)
     store = ProbStore(store_path)
-    store.check_temperature(options.temperature)  # inference applied T, not this stage
+    store.check_temperature(temperature)  # inference applied T, not this stage
     names, ratios = read_label_histogram(label_hist, store.num_classes)
-    indices = _indices(store, shard)
-    for index in indices:
-        _label_name(store.image_ids[index])
+    for image_id in store.image_ids:
+        _label_name(image_id)
 
     start = time.perf_counter()
     hist, source = store.histogram(), "inference"  # pass 1: the rows inference counted
-    if hist is None:  # or else the images themselves (every image, also for a shard)
+    if hist is None:  # or else the images themselves
         hist, source = store_histogram(store, threads=threads), "images"
     pass1 = time.perf_counter() - start
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
@@ -340,19 +242,19 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     start = time.perf_counter()
     with atomic_path(labels_out) as tmp:
         tmp.mkdir()
-        counts = _write_labels(store, indices, thresholds, options, tmp, true_mask, threads)
+        counts = _write_labels(store, thresholds, options, tmp, true_mask)
         write_manifest(tmp, counts.files)  # what the student checks before training
     pass2 = time.perf_counter() - start
     log.info("wrote %d pseudo-label images (%d pixels) in %.2f s", counts.images, counts.pixels,
              pass2)
 
     thresholds_df, stats = _tables(names, ratios, thresholds, counts, true_mask is not None)
-    summary = _summary(options, store, hist, thresholds, counts, ratios, shard,
+    summary = _summary(options, store, hist, thresholds, counts, ratios,
                        true_mask is not None, {"pass1": pass1, "thresholds": maths,
                                                "pass2": pass2}, source)
     missing = [n for n, k, t in zip(store.class_names, counts.kept, thresholds.target,
                                     strict=True) if t > 0 and k == 0]
-    if missing and shard is None:  # the student gets none of these classes: say so
+    if missing:  # the student gets none of these classes: say so
         log.warning("no pseudo label of class(es) %s although the labeled set has them: the "
                     "teacher (almost) never predicts them", ", ".join(missing))
     if thresholds_out is not None:
@@ -370,7 +272,7 @@ def _rate(pixels: float, seconds: float) -> float | None:
 
 def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
              thresholds: Thresholds, counts: _Pass2Counts, ratios: np.ndarray,
-             shard: tuple[int, int] | None, with_precision: bool, timings: dict[str, float],
+             with_precision: bool, timings: dict[str, float],
              histogram_source: str) -> dict:
     kept = int(counts.kept.sum())
     evaluated = counts.evaluated > 0
@@ -382,7 +284,6 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "temperature": store.temperature,
         "seed": options.seed,
         "fixed_threshold": options.fixed_threshold,
-        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "num_classes": store.num_classes,
         "num_images": counts.images,
         "num_pixels": counts.pixels,

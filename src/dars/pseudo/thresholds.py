@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dars.constants import NUM_BINS, ONE_BITS
 from dars.errors import DarsError
+from dars.options import Options
+
+if TYPE_CHECKING:  # the config module loads jsonschema
+    from dars.config import Config
 
 METHODS = ("dars", "da", "st", "cbst")
 SAMPLINGS = ("paper", "ties")
@@ -90,6 +95,40 @@ def check_options(alpha: float, method: str, sampling: str,
             raise DarsError(f"a fixed threshold applies to method 'st' only, not {method!r}")
         if not (math.isfinite(fixed_threshold) and 0 <= fixed_threshold <= 1):
             raise DarsError(f"fixed threshold must be in [0, 1], got {fixed_threshold!r}")
+
+
+@dataclass(frozen=True)
+class PseudoLabelOptions(Options):
+    """What the pseudo labels of a round depend on: the ``pseudo_label`` section and the
+    round's alpha. The temperature is the job's argument, as for inference: the T the store
+    must be at, read from a calibration file when it is ``auto``."""
+
+    alpha: float
+    method: str = "dars"
+    sampling: str = "paper"
+    seed: int = 0
+    fixed_threshold: float | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, round_index: int = 1, method: str | None = None,
+                    seed: int | None = None, alpha: float | None = None) -> PseudoLabelOptions:
+        """Round ``round_index`` (1-based) of the config; the comparison's branches give
+        their own ``method`` and ``seed`` (and ``alpha``: a "dars@0.45" branch's round 1)."""
+        rounds = len(config["rounds"])
+        if not 1 <= round_index <= rounds:
+            raise DarsError(f"round {round_index} is not configured (the config has student "
+                            f"rounds 1..{rounds})")
+        section = config["pseudo_label"]
+        return cls(alpha=config["rounds"][round_index - 1]["alpha"] if alpha is None else alpha,
+                   method=section["method"] if method is None else method,
+                   sampling=section["sampling"],
+                   seed=section["seed"] if seed is None else seed,
+                   fixed_threshold=section["threshold"])
+
+    def check(self) -> None:
+        check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
 
 
 def round_half_up(x: np.ndarray | float) -> np.ndarray:
