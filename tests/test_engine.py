@@ -7,6 +7,7 @@ import torch
 from fake_datasets import write_mask
 from tqdm import tqdm
 
+from dars.data import dataset as dataset_module
 from dars.engine import checkpoint
 from dars.engine.evaluate import confusion_matrix, evaluate, iou_from_confusion
 from dars.engine.infer import infer
@@ -85,6 +86,26 @@ def test_full_round_trip_learns(folder_config: dict, tmp_path: Path) -> None:
     assert state["round"] == 1 and state["epoch"] == 1
     log1 = pd.read_csv(tmp_path / "r1" / "log.csv")
     assert log1["loss_pseudo"].notna().all()
+
+
+def test_a_student_never_reads_the_masks_the_unlabeled_split_lists(
+        folder_config: dict, folder_dataset: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unlabeled split lists true masks (for pseudo-label precision); the student's
+    pseudo-labeled half reads the pseudo labels in their place, never those masks."""
+    teacher = _train(folder_config, tmp_path)
+    unlabeled = [f"img{i:03d}" for i in range(4, 8)]
+    pseudo = tmp_path / "pseudo"
+    pseudo.mkdir()
+    for image_id in unlabeled:
+        write_mask(pseudo / f"{image_id}.png", np.zeros((16, 16), np.uint8))
+    read = []
+    real = dataset_module.read_mask
+    monkeypatch.setattr(dataset_module, "read_mask",
+                        lambda path, *a: read.append(Path(path)) or real(path, *a))
+    _train(folder_config, tmp_path, 1, init=teacher, pseudo_dir=pseudo)
+    assert {p.stem for p in read if p.parent == pseudo} == set(unlabeled)  # the spy sees reads
+    assert not {folder_dataset / "masks" / f"{i}.png" for i in unlabeled} & set(read)
 
 
 def test_resume_continues_identically(folder_config: dict, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 from dars.cli import main
 from dars.constants import NUM_BINS
 from dars.errors import DarsError
+from dars.options import DatasetOptions, SplitFiles
 from dars.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
 from dars.pseudo.confidence_hist import store_histogram
 from dars.pseudo.counting import confidence_histogram
@@ -153,9 +154,10 @@ def test_stage_end_to_end(setup: dict, tmp_path: Path, method: str) -> None:
 
 
 def test_precision_counts_agreement_with_true_masks(setup: dict, tmp_path: Path) -> None:
+    masks = _write_masks(setup["truth"], tmp_path / "masks")
     pseudo_label(setup["store"], setup["hist"], tmp_path / "labels",
                  PseudoLabelOptions(alpha=0.5, method="da"), stats_out=tmp_path / "s.csv",
-                 true_mask=mask_reader(_write_masks(setup["truth"], tmp_path / "masks")))
+                 true_mask=mask_reader({p.stem: p for p in masks.glob("*.png")}, C, 255))
     correct = np.zeros(C)
     total = np.zeros(C)
     for image_id, true in setup["truth"].items():
@@ -167,11 +169,43 @@ def test_precision_counts_agreement_with_true_masks(setup: dict, tmp_path: Path)
     np.testing.assert_allclose(stats["precision"], correct / total)
 
 
+def test_precision_where_the_unlabeled_split_lists_masks(setup: dict, tmp_path: Path) -> None:
+    """Any folder data set whose unlabeled split lists masks gets precision (not only the
+    demo); one listing images only gets none."""
+    for listed in (True, False):
+        out = tmp_path / str(listed)
+        dataset = _folder_dataset(setup["truth"], out / "data", listed)
+        assert main(["pseudo-label", "--options-json", PseudoLabelOptions(alpha=0.3).to_json(),
+                     "--store", str(setup["store"]), "--label-hist", str(setup["hist"]),
+                     "--labels-out", str(out / "labels"), "--summary-out", str(out / "s.json"),
+                     "--dataset-json", dataset.to_json()]) == 0
+        precision = json.loads((out / "s.json").read_text())["mean_precision"]
+        assert (precision is not None) == listed
+
+
 def _write_masks(truth: dict[str, np.ndarray], root: Path) -> Path:
     root.mkdir()
     for image_id, mask in truth.items():
         Image.fromarray(mask).save(root / f"{image_id}.png")
     return root
+
+
+def _folder_dataset(truth: dict[str, np.ndarray], root: Path, listed: bool = True
+                    ) -> DatasetOptions:
+    """A folder data set whose unlabeled split lists the store's images (with their true
+    masks when ``listed``), as a user's own data would."""
+    root.mkdir(parents=True)
+    _write_masks(truth, root / "masks")
+    (root / "images").mkdir()
+    lines = []
+    for image_id, mask in truth.items():
+        Image.fromarray(np.zeros((*mask.shape, 3), np.uint8)).save(root / f"images/{image_id}.png")
+        lines.append(f"images/{image_id}.png" + (f" masks/{image_id}.png" if listed else ""))
+    (root / "splits").mkdir()
+    (root / "splits/unlabeled.txt").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    return DatasetOptions("folder", str(root), (), 255, SplitFiles(
+        "splits/labeled.txt", "splits/unlabeled.txt", "splits/val.txt"))
 
 
 def test_block_size_changes_no_label(setup: dict, tmp_path: Path,
@@ -329,13 +363,13 @@ def test_cli_takes_the_options_json_or_a_config(setup: dict, tmp_path: Path) -> 
     same options (the round's alpha, the pseudo_label section)."""
     from dars import config
 
-    masks = _write_masks(setup["truth"], tmp_path / "masks")
+    dataset = _folder_dataset(setup["truth"], tmp_path / "data")
     options = PseudoLabelOptions(alpha=0.4, method="dars", sampling="ties", seed=3)
     assert main(["pseudo-label", "--options-json", options.to_json(), "--store",
                  str(setup["store"]), "--label-hist", str(setup["hist"]),
                  "--labels-out", str(tmp_path / "labels"), "--summary-out",
                  str(tmp_path / "s.json"), "--thresholds-out", str(tmp_path / "t.csv"),
-                 "--stats-out", str(tmp_path / "p.csv"), "--true-masks", str(masks)]) == 0
+                 "--stats-out", str(tmp_path / "p.csv"), "--dataset-json", dataset.to_json()]) == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     assert (summary["alpha"], summary["sampling"], summary["seed"]) == (0.4, "ties", 3)
     assert summary["histogram_source"] == "inference" and summary["mean_precision"] is not None
@@ -415,5 +449,8 @@ def test_bad_true_mask_writes_nothing(setup: dict, inputs: Path) -> None:
                      PseudoLabelOptions(alpha=0.2), true_mask=truth.__getitem__,
                      **outputs(inputs))
     assert_nothing_written(inputs)
-    with pytest.raises(DarsError, match="cannot read true mask"):
-        mask_reader(inputs / "in")("img00")
+    with pytest.raises(DarsError, match="cannot read mask"):
+        mask_reader({"img00": inputs / "in" / "img00.png"}, C, 255)("img00")
+    with pytest.raises(DarsError, match="'img09' of the probability store is not in the "
+                                        "unlabeled split"):
+        mask_reader({"img00": inputs / "in" / "img00.png"}, C, 255)("img09")

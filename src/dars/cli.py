@@ -92,14 +92,22 @@ def cmd_histogram(args: argparse.Namespace) -> None:
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from dars.data.dataset import dataset_spec
     from dars.pseudo.stage import mask_reader, pseudo_label
     from dars.pseudo.thresholds import PseudoLabelOptions
 
     options = options_of(args, PseudoLabelOptions, round_index=args.round)
+    true_mask = None
+    if args.dataset_json is not None:
+        spec = dataset_spec(DatasetOptions.from_json(args.dataset_json))
+        masks = spec.listed_masks("unlabeled")
+        if masks is None:
+            log.info("the unlabeled split lists no mask for some image: no precision")
+        else:
+            true_mask = mask_reader(masks, spec.num_classes, spec.ignore_index)
     pseudo_label(args.store, args.label_hist, args.labels_out, options,
                  thresholds_out=args.thresholds_out, stats_out=args.stats_out,
-                 summary_out=args.summary_out,
-                 true_mask=mask_reader(args.true_masks) if args.true_masks else None,
+                 summary_out=args.summary_out, true_mask=true_mask,
                  temperature=args.temperature, threads=args.threads)
 
 
@@ -192,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the temperature T the store must have been inferred at (a number or "
                         "the json `dars calibrate` wrote); inference applies T, this stage "
                         "only checks it (default: the store's)")
-    p.add_argument("--true-masks", help="directory of <image_id>.png true masks, for precision")
+    p.add_argument("--dataset-json", help="the dataset options (JSON, as the rules pass them): "
+                   "when its unlabeled split lists a mask for every image, the pseudo labels' "
+                   "precision against them")
     p.add_argument("--labels-out", required=True, help="directory of <image_id>.png")
     p.add_argument("--thresholds-out", help="thresholds.csv")
     p.add_argument("--stats-out", help="pseudo_stats.csv")

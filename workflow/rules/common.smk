@@ -183,10 +183,8 @@ def pseudo_params(method, temperature, seed, alpha=round_alpha):
             as_function(alpha)(wc),
         ).to_json(),
         temperature=temperature_param(temperature),
-        # The demo's unlabeled images keep their true masks: report pseudo-label precision.
-        true_masks=(
-            f"--true-masks {DATA}/masks" if config["dataset"]["name"] == "demo" else ""
-        ),
+        # precision against the unlabeled split's masks, where it lists them (never trained on)
+        dataset=DATASET_OPTIONS,
     )
 
 

@@ -121,6 +121,7 @@ rule compare_pseudo_label:
     input:
         store=branch_store,
         histogram=f"{RESULTS}/label_histogram.csv",
+        splits=split_files("unlabeled"),  # masks it lists give the precision
         temperature=calibration_file(
             branch_temperature, lambda wc: branch_round(wc, int(wc.s) - 1)
         ),

@@ -126,7 +126,7 @@ PSEUDO_PARAMS = pseudo_params(
 PSEUDO_LABEL_SHELL = (
     "dars pseudo-label --options-json {params.opts:q} --store {input.store}"
     " --label-hist {input.histogram} --temperature {params.temperature}"
-    " {params.true_masks} --threads {threads} --labels-out {output.labels}"
+    " --dataset-json {params.dataset:q} --threads {threads} --labels-out {output.labels}"
     " --thresholds-out {output.thresholds} --stats-out {output.stats}"
     " --summary-out {output.summary} > {log} 2>&1"
 )
@@ -136,6 +136,7 @@ rule pseudo_label:
     input:
         store=f"{RESULTS}/round{{s}}/probs.zarr",
         histogram=f"{RESULTS}/label_histogram.csv",
+        splits=split_files("unlabeled"),  # masks it lists give the precision
         temperature=PSEUDO_TEMPERATURE,
     output:
         labels=directory(f"{RESULTS}/round{{s}}/pseudo_labels"),

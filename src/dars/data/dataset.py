@@ -49,6 +49,15 @@ class DatasetSpec:
         return read_split(self.root, self.splits[split], require_masks=require_masks,
                           resolve_mask=self.definition.resolve_mask)
 
+    def listed_masks(self, split: str) -> dict[str, Path] | None:
+        """image id -> mask of a split that lists one for every image (e.g. Cityscapes' train
+        masks behind the unlabeled list, or the demo's), else None: what pseudo-label precision
+        is measured against. Training never reads these for the unlabeled pool."""
+        samples = self.samples(split, require_masks=False)
+        if not samples or any(s.mask is None for s in samples):
+            return None
+        return {s.id: s.mask for s in samples}
+
 
 def _check_fixed(definition: DatasetDefinition, options: DatasetOptions) -> None:
     """A dataset whose files fix classes/ignore value must not be contradicted by the config."""

@@ -13,17 +13,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
 from dars.constants import IGNORE
-from dars.data.io import png_bytes
+from dars.data.io import png_bytes, read_mask
 from dars.errors import DarsError
 from dars.probstore import ProbStore
 from dars.pseudo.assign import LabelRule, image_key
@@ -83,21 +82,16 @@ def read_label_histogram(path: str | os.PathLike[str], num_classes: int
     return names, pixels[order] / pixels.sum()
 
 
-def mask_reader(directory: str | os.PathLike[str]) -> TrueMask:
-    """Read ``<directory>/<image_id>.png`` true masks (for pseudo-label precision)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise DarsError(f"true mask directory not found: {root}")
+def mask_reader(masks: Mapping[str, Path], num_classes: int, ignore_index: int) -> TrueMask:
+    """The true mask of a store image, from ``masks`` (image id -> the mask the unlabeled split
+    lists, read in the dataset's encoding), for pseudo-label precision only."""
 
     def read(image_id: str) -> np.ndarray:
-        path = root / f"{image_id}.png"
-        try:
-            with Image.open(path) as img:
-                if img.mode not in ("L", "P"):
-                    raise DarsError(f"{path}: mask must be a single-channel PNG, got {img.mode}")
-                return np.asarray(img, dtype=np.uint8)
-        except OSError as exc:
-            raise DarsError(f"cannot read true mask {path}: {exc}") from exc
+        if image_id not in masks:
+            raise DarsError(f"image {image_id!r} of the probability store is not in the "
+                            f"unlabeled split whose masks give the precision: re-run inference "
+                            f"on that split")
+        return read_mask(masks[image_id], num_classes, ignore_index)
 
     return read
 
