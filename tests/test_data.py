@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dars import config
@@ -12,7 +11,6 @@ from dars.data.demo import DEMO_CLASSES, DemoOptions, build_demo
 from dars.data.io import read_image, read_mask
 from dars.data.shapes import SHAPES_CLASSES
 from dars.data.splits import read_split
-from dars.data.transforms import RandomCrop, train_transform
 from dars.errors import DarsError
 from dars.options import DatasetOptions
 from dars.pseudo.label_histogram import label_histogram
@@ -89,23 +87,6 @@ def test_classes_from_file_and_count_mismatch(folder_config: dict, folder_datase
     with pytest.raises(DarsError, match="class count in config does not match"):
         for i in range(len(ds)):
             ds[i]
-
-
-def test_crop_pads_with_ignore() -> None:
-    torch.manual_seed(0)
-    image, mask = torch.ones(3, 4, 5), torch.zeros(4, 5, dtype=torch.long)
-    x, y = RandomCrop(8, 255)(image, mask)
-    assert x.shape == (3, 8, 8) and y.shape == (8, 8)
-    assert (y == 255).sum() == 64 - 20 and (x == 0).sum() == 3 * (64 - 20)
-
-
-def test_train_transform_keeps_labels_valid() -> None:
-    torch.manual_seed(0)
-    t = train_transform((0.5, 1.5), 16, True, 255)
-    for _ in range(10):
-        x, y = t(torch.randn(3, 20, 24), torch.randint(0, 3, (20, 24)))
-        assert x.shape == (3, 16, 16)
-        assert set(y.unique().tolist()) <= {0, 1, 2, 255}
 
 
 def _file_bytes(root: Path) -> dict[str, bytes]:
