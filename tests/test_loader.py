@@ -10,11 +10,11 @@ from dars.data.transforms import train_transform
 from dars.engine import distributed
 from dars.engine.loader import (
     SeededSampler,
-    default_workers,
     sample_seed,
     split_workers,
     train_loader,
 )
+from dars.gpu_slots import default_workers
 from dars.options import DatasetOptions
 
 

@@ -44,13 +44,6 @@ def split_workers(total: int, ranks: int, loaders: int) -> list[int]:
     return [per_rank // loaders + (i < per_rank % loaders) for i in range(loaders)]
 
 
-def default_workers(cores: int, gpus: int) -> int:
-    """``train.num_workers`` when the config leaves it unset: on GPUs every core of the job
-    but one per rank (the rank's own process feeds its GPU); on the CPU none, since the
-    model's threads use the cores."""
-    return max(cores - gpus, 0) if gpus else 0
-
-
 def train_loader(dataset: Dataset, batch: int, workers: int, world: distributed.World,
                  seed: int) -> DataLoader:
     """Shuffled batches of this rank's share; ``batch`` is the batch over all ranks.
