@@ -60,12 +60,26 @@ def test_mask_checks(tmp_path: Path) -> None:
         read_mask(rgb, 3, 255)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_png_images_decode_as_pillow_does(tmp_path: Path, mode: str) -> None:
+    """OpenCV decodes PNG images (faster): the same RGB pixels as Pillow's convert("RGB")."""
+    noisy = np.random.default_rng(0).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    Image.fromarray(noisy).convert(mode).save(path)
+    image = read_image(path)
+    assert image.dtype == np.uint8 and image.flags.c_contiguous
+    np.testing.assert_array_equal(image, np.asarray(Image.open(path).convert("RGB")))
+
+
 def test_corrupt_image_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     good = tmp_path / "ok.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
     bad.write_bytes(good.read_bytes()[:30])
     with pytest.raises(DarsError, match="broken.png"):
+        read_image(bad)
+    bad.write_bytes(good.read_bytes()[:-12])  # the pixels whole, IEND cut
+    with pytest.raises(DarsError, match="cannot read image .*broken.png: missing, truncated"):
         read_image(bad)
 
 

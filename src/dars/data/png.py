@@ -1,8 +1,9 @@
 """The PNG writer of the project: label masks (pseudo labels, the demo's masks) and RGB images.
 
-Pillow reads every PNG here; writing is done directly because the pseudo-label stage writes one
-PNG per unlabeled image and Pillow's encoder was its largest cost (see :func:`png_bytes`). Kept
-apart from :mod:`dars.data.io` so that reading data (all a GPU job needs) does not import ISA-L.
+Pillow reads the masks and OpenCV the images (:mod:`dars.data.io`); writing is done directly
+because the pseudo-label stage writes one PNG per unlabeled image and Pillow's encoder was its
+largest cost (see :func:`png_bytes`). Kept apart from :mod:`dars.data.io` so that reading data
+(all a GPU job needs) does not import ISA-L.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dars.errors import DarsError
 def png_bytes(array: np.ndarray, level: int = 0) -> bytes:
     """PNG of a uint8 (H, W) index mask or (H, W, 3) RGB image: 8-bit greyscale or RGB.
 
-    Written here rather than by Pillow, which reads every PNG in this project: the
+    Written here rather than by Pillow, which reads the masks in this project: the
     pseudo-label stage writes one PNG per unlabeled image, and Pillow's encoder (zlib, with
     each row's filter chosen by trying all five) was its largest cost -- about 150 us of
     overhead per 64 x 64 mask and 27 ns a pixel on 1024 x 2048 ones, against 12 us and 3 ns
