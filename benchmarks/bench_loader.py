@@ -42,12 +42,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
-from dars import config
-from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec, to_tensor
+from dars.data.dataset import DatasetSpec, SegmentationDataset, to_tensor
 from dars.data.transforms import MEAN_COLOUR, Draw, train_transform
 from dars.engine import distributed
 from dars.engine.loader import train_loader
-from dars.options import DatasetOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_transforms import released  # noqa: E402  (the re-statement the test checks against)
@@ -58,32 +56,26 @@ SCALES = {"r01": (0.5, 2.0), "r2": (0.5, 3.0)}
 CROPS = (713, 361)
 
 
-def write_dataset(root: Path, images: int) -> None:
+def write_dataset(root: Path, images: int, h: int = H, w: int = W) -> DatasetSpec:
     """Street-like PNGs: smooth colour fields with fine texture (compresses like a photo) and a
-    blocky 19-class mask with some ignore; a split file listing them."""
+    blocky 19-class mask with some ignore, listed in a split file; their dataset."""
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     lines = []
     for i in range(images):
-        coarse = rng.integers(0, 256, (H // 16, W // 16, 3), dtype=np.uint8)
-        image = cv2.resize(coarse, (W, H), interpolation=cv2.INTER_CUBIC)
-        image = cv2.add(image, rng.integers(0, 12, (H, W, 3), dtype=np.uint8))
-        mask = rng.integers(0, CLASSES, (H // 32, W // 32), dtype=np.uint8)
+        coarse = rng.integers(0, 256, (max(h // 16, 1), max(w // 16, 1), 3), dtype=np.uint8)
+        image = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+        image = cv2.add(image, rng.integers(0, 12, (h, w, 3), dtype=np.uint8))
+        mask = rng.integers(0, CLASSES, (max(h // 32, 1), max(w // 32, 1)), dtype=np.uint8)
         mask[rng.random(mask.shape) < 0.1] = IGNORE
-        mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         Image.fromarray(image).save(root / "images" / f"{i}.png")
         Image.fromarray(mask, mode="L").save(root / "masks" / f"{i}.png")
         lines.append(f"images/{i}.png masks/{i}.png")
     (root / "train.txt").write_text("\n".join(lines) + "\n")
-    (root / "classes.txt").write_text("\n".join(f"c{k}" for k in range(CLASSES)) + "\n")
-
-
-def spec_of(root: Path) -> DatasetSpec:
     splits = {"labeled": "train.txt", "unlabeled": "train.txt", "val": "train.txt"}
-    return dataset_spec(DatasetOptions.from_config(config.validate({
-        "dataset": {"name": "folder", "root": str(root), "splits": splits},
-        "model": {"name": "tiny"}, "rounds": [{"alpha": 0.5}]})))
+    return DatasetSpec(root, [f"c{k}" for k in range(CLASSES)], IGNORE, splits)
 
 
 def torchvision_v2(image: np.ndarray, mask: np.ndarray, d: Draw, crop: int) -> None:
@@ -184,8 +176,7 @@ def main() -> None:
         "load_average_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_dataset(root, 8)
-        spec = spec_of(root)
+        spec = write_dataset(root, 8)
         # the loader first: a worker forked later would count the pages of the
         # whole-image references in its RSS
         for workers in sorted({1, 2, cores}):
