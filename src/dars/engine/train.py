@@ -10,13 +10,15 @@ over round k's own loader, so each round anneals to 0 -- as in the authors' code
 begins a fresh schedule and optimizer per round.
 
 State is checkpointed atomically after every epoch into ``state_dir/last.pt`` (the log so far
-into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The
-data order and augmentation of an epoch are seeded from (seed, round, epoch, rank) alone, so a
-killed job resumes at its last finished epoch and ends with the same weights, on one GPU or many
-(``torchrun``, see :mod:`dars.engine.distributed`). SIGTERM (what SLURM sends before killing a
-pre-empted job) stops after the current step, saves the position inside the epoch with every
-rank's RNG state, and exits with status 143; the rerun replays the epoch's data up to that step
-without training on it, restores the RNG and continues bit for bit (see docs/RELIABILITY.md).
+into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The data
+order of an epoch is seeded from (seed, round, epoch) and each sample's augmentation from (seed,
+round, epoch, index) alone (:mod:`dars.engine.loader`), so a killed job resumes at its last
+finished epoch and ends with the same weights, on one GPU or many, with any number of loader
+workers (``torchrun``, see :mod:`dars.engine.distributed`). SIGTERM (what SLURM sends before
+killing a pre-empted job) stops after the current step, saves the position inside the epoch with
+every rank's RNG state, and exits with status 143; the rerun replays the epoch's data up to that
+step without training on it, restores the RNG and continues bit for bit (see
+docs/RELIABILITY.md).
 
 Models with a pretrained backbone train their head at ``train.head_lr_mult`` x the lr (one
 optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run under
