@@ -6,7 +6,8 @@ flip p 0.5), for crops 713 and 361 and the scale ranges of rounds 0-1 ([0.5, 2.0
 ([0.5, 3.0]), one thread:
 
 - ``ours``: ``SegmentationDataset`` with :func:`dars.data.transforms.train_transform` (decode,
-  augment on uint8, normalise the crop);
+  augment on uint8, normalise the crop); ``fused``: the same with ``train.augment: fused``
+  (one warp of only the crop; ``ratio_fused`` = fused / released);
 - ``released``: the same draws through the re-statement of the authors' transform in
   tests/test_transforms.py (cv2 on uint8, every step on the whole image), decoded the
   authors' way (``cv2.imread``) and normalised after the crop -- the reference;
@@ -105,11 +106,16 @@ def per_core(spec: DatasetSpec, samples: int, crop: int,
     """ms per sample of ours, the released re-statement and torchvision v2, one thread."""
     transform = train_transform(scale, crop, True, IGNORE, rotate=10, blur=True)
     ours = SegmentationDataset(spec, spec.samples("labeled"), transform)
+    fused = SegmentationDataset(spec, spec.samples("labeled"), train_transform(
+        scale, crop, True, IGNORE, rotate=10, blur=True, fused=True))
     rng = np.random.default_rng(1)
-    times = {"ours": 0.0, "released": 0.0, "torchvision": 0.0}
+    times = {"ours": 0.0, "fused": 0.0, "released": 0.0, "torchvision": 0.0}
     for i in range(samples):
         index, seed = i % len(ours), int(rng.integers(2**62))
+        t = time.perf_counter()
+        fused[(index, seed)]
         t0 = time.perf_counter()
+        times["fused"] += t0 - t
         ours[(index, seed)]
         t1 = time.perf_counter()
         sample = ours.samples[index]
@@ -194,9 +200,12 @@ def main() -> None:
                 results[f"{key}_samples_s_released"] = round(1000 / ms["released"], 2)
                 results[f"{key}_samples_s_torchvision"] = round(1000 / ms["torchvision"], 2)
                 results[f"{key}_ratio"] = round(ms["released"] / ms["ours"], 2)
-                log.info("crop %d scale %s: ours %.0f ms, released %.0f ms (%.2fx), "
-                         "torchvision v2 augmentation only %.0f ms", crop, scale, ms["ours"],
-                         ms["released"], ms["released"] / ms["ours"], ms["torchvision"])
+                results[f"{key}_samples_s_fused"] = round(1000 / ms["fused"], 2)
+                results[f"{key}_ratio_fused"] = round(ms["released"] / ms["fused"], 2)
+                log.info("crop %d scale %s: ours %.0f ms, released %.0f ms (%.2fx), fused "
+                         "%.0f ms (%.2fx), torchvision v2 augmentation only %.0f ms", crop,
+                         scale, ms["ours"], ms["released"], ms["released"] / ms["ours"],
+                         ms["fused"], ms["released"] / ms["fused"], ms["torchvision"])
     results["load_average_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(results))
 

@@ -125,6 +125,47 @@ class ReleasedAugment:
         return out_image, out_mask
 
 
+class FusedAugment(ReleasedAugment):
+    """The released draws, but scale, rotation, flip, padding and crop composed into one
+    ``cv2.warpAffine`` from the decoded image to the crop (plus the blur's margin): no
+    scaled or rotated whole image is ever made, which at scale 3 is most of the work.
+
+    A documented difference from the released pipeline (``train.augment: fused``): the image
+    is resampled once instead of twice (slightly sharper where the released pipeline both
+    scales and rotates), the mask's nearest neighbour rounds the mapped position (``resize``
+    takes its floor), so label borders may move by a scaled pixel, and the blur reads real
+    neighbours at the crop's edges. tests/test_transforms.py bounds the difference.
+    """
+
+    def apply(self, image: np.ndarray, mask: np.ndarray,
+              d: Draw) -> tuple[np.ndarray, np.ndarray]:
+        c, m = self.crop, BLUR_MARGIN if d.blur else 0
+        h0, w0 = mask.shape
+        h, w = round(h0 * d.scale), round(w0 * d.scale)  # cv2.resize's size for fx = fy = s
+        ph, pw = max(c - h, 0), max(c - w, 0)
+        top = crop_offset(d.top, h + ph, c) - ph // 2
+        left = crop_offset(d.left, w + pw, c) - pw // 2
+        # source pixel -> scaled (half-pixel centres, as cv2.resize with fx = fy = s) ->
+        # rotated -> flipped -> crop coordinates, as one 3 x 3 matrix
+        s = d.scale
+        matrix = np.array([[s, 0, (s - 1) / 2], [0, s, (s - 1) / 2], [0, 0, 1]])
+        if d.angle is not None:
+            rotation = cv2.getRotationMatrix2D((w / 2, h / 2), d.angle, 1)
+            matrix = np.vstack([rotation, [0, 0, 1]]) @ matrix
+        if d.flip:
+            matrix = np.array([[-1, 0, w - 1], [0, 1, 0], [0, 0, 1]]) @ matrix
+        matrix = np.array([[1, 0, -left], [0, 1, -top], [0, 0, 1]]) @ matrix
+        mask = cv2.warpAffine(mask, matrix[:2], (c, c), flags=cv2.INTER_NEAREST,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=self.ignore)
+        matrix[:2, 2] += m  # the image with the blur's margin around the crop
+        image = cv2.warpAffine(image, matrix[:2], (c + 2 * m, c + 2 * m),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=MEAN_COLOUR)
+        if d.blur:
+            image = cv2.GaussianBlur(image, (BLUR_KERNEL, BLUR_KERNEL), 0)[m:m + c, m:m + c]
+        return np.ascontiguousarray(image), mask
+
+
 def _blur_window(image: np.ndarray, rows: slice, cols: slice, h: int, w: int) -> np.ndarray:
     """``cv2.GaussianBlur(image, (5, 5), 0)[rows, cols]`` from the window and its margin.
 
@@ -138,7 +179,9 @@ def _blur_window(image: np.ndarray, rows: slice, cols: slice, h: int, w: int) ->
 
 
 def train_transform(scale: tuple[float, float], crop_size: int, flip: bool,
-                    ignore_index: int, rotate: float = 0.0, blur: bool = False
-                    ) -> ReleasedAugment:
-    """The round's augmentation (see :class:`ReleasedAugment`)."""
-    return ReleasedAugment(scale, crop_size, flip, ignore_index, rotate, blur)
+                    ignore_index: int, rotate: float = 0.0, blur: bool = False,
+                    fused: bool = False) -> ReleasedAugment:
+    """The round's augmentation: :class:`ReleasedAugment`, or :class:`FusedAugment` (the
+    same draws in one warp, ``train.augment: fused``)."""
+    kind = FusedAugment if fused else ReleasedAugment
+    return kind(scale, crop_size, flip, ignore_index, rotate, blur)

@@ -165,7 +165,8 @@ class Trainer:
         torch.manual_seed(self.seed)  # model initialisation, identical on every rank
 
         transform = train_transform(options.scale_range, options.crop_size, options.flip,
-                                    IGNORE, options.rotate, options.blur)
+                                    IGNORE, options.rotate, options.blur,
+                                    fused=options.augment == "fused")
         labeled_samples = self.spec.samples("labeled")
         unlabeled = (self.spec.samples("unlabeled", require_masks=False)
                      if round_index or options.baseline_list == "match_unlabeled" else [])
