@@ -74,6 +74,25 @@ def test_ddp_world_of_one_trains_like_a_single_process(folder_config: dict, fold
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_loader_workers_leave_the_weights_unchanged(folder_config: dict, folder_dataset: Path,
+                                                    tmp_path: Path) -> None:
+    """A teacher and a student trained with 2 persistent loader workers (the student's two
+    halves get one each) over two epochs end bit-identical to runs without."""
+    folder_config["train"].update(epochs=2, rotate=10, blur=True)
+    pseudo = folder_dataset / "masks"  # <id>.png for every image: stands in for pseudo labels
+
+    def rounds(out: Path, workers: int) -> dict[str, torch.Tensor]:
+        for r in (0, 1):
+            init = {"init": out / "r0.pt", "pseudo_dir": pseudo} if r else {}
+            trainer = Trainer(TrainOptions.from_config(folder_config, r), out / f"s{r}",
+                              num_workers=workers, **init)
+            trainer.run(out / f"r{r}.pt", out / f"r{r}.csv")
+        return checkpoint.load(out / "r1.pt")["model"]
+
+    a, b = rounds(tmp_path / "inline", 0), rounds(tmp_path / "workers", 2)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # -- sliding window --------------------------------------------------------------------------
 def test_sliding_evaluation_equals_whole_when_the_crop_covers_the_image(
         folder_config: dict, tmp_path: Path) -> None:
