@@ -2,7 +2,8 @@
 
 A released crop-713 run decodes and augments 16 Cityscapes images a step; the loader keeps
 its workers for the whole round (an epoch of round 0 can be 23 steps long: restarting them
-every epoch cost more than the epoch) and each worker prefetches batches while the GPU trains.
+every epoch meant 200 restarts a round) and each worker prefetches batches (DataLoader's
+default two) while the GPU trains.
 Persistent workers keep their RNG across epochs, so the augmentation cannot come from a worker's
 generator and still resume bit for bit: :class:`SeededSampler` hands every sample its own seed
 from (run seed, sampler epoch, index) instead, which also makes it independent of the worker
