@@ -6,23 +6,28 @@ On a CUDA machine, in about 5 minutes (budget: 8 on one H200), this
 2. times PSPNet-ResNet50 (deep stem, 19 classes, random init) training steps at crop 713 on
    one fixed random batch, fp32 vs bf16 autocast + channels_last (same steps, same data, same
    initial weights; warm-up steps untimed; ``torch.cuda.synchronize`` around the timing);
-3. times sliding-window inference on 1024x2048 random images through the workflow's own
-   ``predict_probs`` (PNG decode, windows of 713 at stride 2/3, probabilities back on the CPU)
-   and through ``sliding_scores`` on GPU-resident images (the network alone), fp32 and bf16;
+3. times sliding-window inference on 1024x2048 random images through what ``dars infer``
+   runs, ``predict_labels`` (PNG decode one batch ahead, windows of 713 at stride 2/3 with flip
+   as released, argmax and float16 confidence on the GPU, only those to the CPU), and through
+   ``sliding_scores`` on GPU-resident images (the network alone, no flip), fp32 and bf16;
+3b. times the training input: the training loader (decode, released augmentation at crop 713,
+   scale ranges [0.5, 2.0] and [0.5, 3.0]) on 1024x2048 PNGs with every core but one as
+   workers, beside the bf16 training rate (``loader_over_train`` < 1: the GPU waits);
 4. records peak GPU memory (``torch.cuda.max_memory_allocated``) of every measurement;
 5. with two or more GPUs, times 2-GPU DDP training (NCCL, SyncBN, via
    ``dars.engine.distributed`` as ``torchrun`` would), else records why it was skipped;
 
 and writes one JSON (default ``benchmarks/gpu_check.json``): ``machine``, ``sizes``,
 ``cuda_tests``, ``train``, ``inference``, ``ddp``, ``figures`` (the headline numbers, flat),
-``forbidden_imports`` and ``seconds_total``.
+``loader``, ``forbidden_imports`` and ``seconds_total``.
 
 ``--dry`` runs the same code paths on the CPU at toy sizes (the tiny model, crop 33, 2 images,
 1-2 steps, DDP over gloo) in seconds; tests/test_gpu_check.py runs it so the script cannot
 rot. Peak memory on the CPU is the process's maximum RSS.
 
-Only torch, torchvision, numpy, pandas, pillow, pyyaml, tqdm and pytest are assumed on the GPU
-machine, so nothing here imports a module that needs zarr, jsonschema or
+Only torch, torchvision, numpy, pandas, pillow, pyyaml, tqdm, pytest and opencv-python-headless
+(the project's image decoding and augmentation; carry its wheel if the machine lacks it) are
+assumed on the GPU machine, so nothing here imports a module that needs zarr, jsonschema or
 snakemake (the JSON lists any that got imported anyway). The training step is therefore
 written out here (CE + 0.4 x aux CE, SGD with the 10x head group) instead of importing
 ``dars.engine.train``, whose config import needs jsonschema.
@@ -60,7 +65,7 @@ from dars.atomic import write_json
 from dars.constants import IGNORE
 from dars.data.splits import Sample
 from dars.engine import distributed
-from dars.engine.predict import PredictOptions, bf16_autocast, predict_probs
+from dars.engine.predict import PredictOptions, bf16_autocast, predict_labels
 from dars.engine.sliding import sliding_scores
 from dars.models import build_model
 from dars.models.backbone import lr_groups
@@ -83,20 +88,22 @@ class Sizes:
     warmup: int
     steps: int
     image_hw: tuple[int, int]  # inference image size
-    images: int  # inference images (predict_probs)
+    images: int  # inference images (predict_labels)
     infer_batch: int
     repeats: int  # sliding_scores repetitions on GPU-resident images
     step_cap_s: float  # timed seconds per training measurement before it stops early
     tests_timeout_s: float
+    loader_samples: int  # samples the training loader delivers per scale range
 
 
 FULL = Sizes(model=PSPNET_R50, crop=713, batch=8, warmup=5, steps=20, image_hw=(1024, 2048),
-             images=8, infer_batch=2, repeats=4, step_cap_s=45.0, tests_timeout_s=150.0)
+             images=8, infer_batch=4, repeats=4, step_cap_s=45.0, tests_timeout_s=150.0,
+             loader_samples=320)
 # The tiny model keeps the dry run to seconds on a shared 2-core machine (PSPNet-R50 at crop 33
 # took minutes there); every code path but the model is the same.
 DRY = Sizes(model={"name": "tiny", "width": 8}, crop=33, batch=2, warmup=1, steps=2,
             image_hw=(48, 96), images=2, infer_batch=2, repeats=1, step_cap_s=30.0,
-            tests_timeout_s=120.0)
+            tests_timeout_s=120.0, loader_samples=8)
 
 
 def say(message: str) -> None:
@@ -258,17 +265,19 @@ def write_random_images(folder: Path, sizes: Sizes) -> list[Sample]:
 
 def measure_inference(dev: torch.device, sizes: Sizes, samples: list[Sample], fast: bool
                       ) -> dict[str, Any]:
-    """Mpx/s of the workflow's ``predict_probs`` (sliding window, no flip) over the image
-    files, and of ``sliding_scores`` alone on GPU-resident images."""
+    """Mpx/s of the workflow's ``predict_labels`` (sliding window with flip, the paper
+    configs' batch of 4) over the image files, and of ``sliding_scores`` alone on
+    GPU-resident images."""
     model = fresh_model(dev, sizes, fast).eval()
     options = PredictOptions(mode="sliding", crop_size=sizes.crop, stride_ratio=STRIDE_RATIO,
-                             flip=False, bf16=fast)
+                             flip=True, bf16=fast)
     indices = list(range(len(samples)))
     mpx = len(samples) * math.prod(sizes.image_hw) / 1e6
 
     def predict(idx: list[int]) -> None:
-        for _, probs in predict_probs(model, samples, idx, sizes.infer_batch, options):
-            assert probs.shape[0] == NUM_CLASSES
+        for _, prediction, _, _ in predict_labels(model, samples, idx, sizes.infer_batch,
+                                                  options):
+            assert prediction.shape == sizes.image_hw
 
     predict(indices[:sizes.infer_batch])  # warm-up: cuDNN picks kernels for the window shapes
     reset_peak(dev)
@@ -291,13 +300,33 @@ def measure_inference(dev: torch.device, sizes: Sizes, samples: list[Sample], fa
     reset_peak(dev)
     reps, sliding_s = timed(windows, 1, sizes.repeats, sizes.step_cap_s, dev)
     result = {
-        "predict_probs_mpx_per_s": mpx / workflow_s, "predict_probs_seconds": workflow_s,
-        "predict_probs_peak_memory_gib": workflow_peak, "images": len(samples),
+        "predict_mpx_per_s": mpx / workflow_s, "predict_seconds": workflow_s,
+        "predict_peak_memory_gib": workflow_peak, "images": len(samples),
         "image_hw": list(sizes.image_hw), "batch": sizes.infer_batch, "crop": sizes.crop,
-        "stride_ratio": STRIDE_RATIO, "flip": False,
+        "stride_ratio": STRIDE_RATIO, "flip": True, "sliding_flip": False,
         "sliding_mpx_per_s": reps * x.shape[0] * math.prod(sizes.image_hw) / 1e6 / sliding_s,
         "sliding_peak_memory_gib": peak_gib(dev), "autocast_bf16": fast and dev.type == "cuda",
     }
+    return result
+
+
+def measure_loader(sizes: Sizes, train_images_per_s: float) -> dict[str, Any]:
+    """samples/s of the training loader at crop ``sizes.crop`` for both released scale
+    ranges, with every core but one as workers (the default of a 1-GPU job), and the slower
+    one over the model's training rate: below 1 the GPU waits for its input."""
+    import bench_loader  # next to this script: its synthetic street scenes
+
+    workers = max(len(os.sched_getaffinity(0)) - 1, 1)
+    result: dict[str, Any] = {"workers": workers, "batch": sizes.batch, "crop": sizes.crop}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = bench_loader.write_dataset(Path(tmp), 8, *sizes.image_hw)
+        for name, scale in bench_loader.SCALES.items():
+            rate, rss = bench_loader.loader_rate(spec, workers, sizes.loader_samples,
+                                                 sizes.batch, sizes.crop, scale)
+            result[name] = {"scale": list(scale), "samples_per_s": rate,
+                            "peak_rss_mib_per_worker": rss}
+    result["over_train"] = min(result[k]["samples_per_s"] for k in bench_loader.SCALES
+                               ) / train_images_per_s
     return result
 
 
@@ -368,12 +397,15 @@ def figures(report: dict[str, Any]) -> dict[str, float]:
         "train_speedup_bf16_cl": train["speedup"],
         "train_peak_gib_fp32": train["fp32"]["peak_memory_gib"],
         "train_peak_gib_bf16_cl": train["bf16_channels_last"]["peak_memory_gib"],
-        "infer_mpx_s_fp32": infer["fp32"]["predict_probs_mpx_per_s"],
-        "infer_mpx_s_bf16": infer["bf16"]["predict_probs_mpx_per_s"],
+        "infer_mpx_s_fp32": infer["fp32"]["predict_mpx_per_s"],
+        "infer_mpx_s_bf16": infer["bf16"]["predict_mpx_per_s"],
         "sliding_mpx_s_fp32": infer["fp32"]["sliding_mpx_per_s"],
         "sliding_mpx_s_bf16": infer["bf16"]["sliding_mpx_per_s"],
-        "infer_peak_gib_fp32": infer["fp32"]["predict_probs_peak_memory_gib"],
-        "infer_peak_gib_bf16": infer["bf16"]["predict_probs_peak_memory_gib"],
+        "infer_peak_gib_fp32": infer["fp32"]["predict_peak_memory_gib"],
+        "infer_peak_gib_bf16": infer["bf16"]["predict_peak_memory_gib"],
+        **{f"loader_samples_s_{k}": v["samples_per_s"] for k, v in report["loader"].items()
+           if isinstance(v, dict)},
+        "loader_over_train": report["loader"]["over_train"],
     }
     if report["ddp"]["status"] == "ran":
         out["ddp_img_s"] = report["ddp"]["images_per_s"]
@@ -425,14 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         for key, fast in (("fp32", False), ("bf16", True)):
             say(f"inference {key}: {len(samples)} images of {sizes.image_hw} ...")
             inference[key] = measure_inference(dev, sizes, samples, fast)
-            say(f"inference {key}: predict_probs {inference[key]['predict_probs_mpx_per_s']:.2f}"
+            say(f"inference {key}: predict_labels {inference[key]['predict_mpx_per_s']:.2f}"
                 f" Mpx/s, sliding_scores {inference[key]['sliding_mpx_per_s']:.2f} Mpx/s")
-    inference["speedup"] = (inference["bf16"]["predict_probs_mpx_per_s"]
-                            / inference["fp32"]["predict_probs_mpx_per_s"])
+    inference["speedup"] = (inference["bf16"]["predict_mpx_per_s"]
+                            / inference["fp32"]["predict_mpx_per_s"])
     report["inference"] = inference
 
-    say("DDP ...")
     fast_key = "bf16_channels_last" if dev.type == "cuda" else "fp32"
+    report["loader"] = measure_loader(sizes, train[fast_key]["images_per_s"])
+    say(f"loader: {json.dumps(report['loader'])}")
+
+    say("DDP ...")
     report["ddp"] = measure_ddp(dev, sizes, args.dry, train[fast_key]["images_per_s"])
     say(f"DDP: {report['ddp'].get('images_per_s', report['ddp'].get('reason'))}")
 

@@ -668,14 +668,14 @@ def _(w, mp):
 def _(w, mp):
     argv, outs = w.infer()
     chunk = w.out / "probs.zarr.partial" / "probs" / "c" / "2" / "0" / "0" / "0"
-    real = ProbStoreWriter.write
+    real = ProbStoreWriter.write_prediction
 
-    def write(self, index, probs):  # noqa: ANN001, ANN202
+    def write(self, index, *arrays):  # noqa: ANN001, ANN002, ANN202
         if index == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(chunk))
-        real(self, index, probs)
+        real(self, index, *arrays)
 
-    mp.setattr(ProbStoreWriter, "write", write)
+    mp.setattr(ProbStoreWriter, "write_prediction", write)
     return Run(argv, outs, [str(chunk), "No space left on device"])
 
 

@@ -157,30 +157,30 @@ def test_infer_resume_skips_written_images_and_equals_a_full_run(
     infer_mod.infer(InferOptions.from_config(cfg), teacher, tmp_path / "ref.zarr")
 
     store = tmp_path / "probs.zarr"
-    real_write, written = ProbStoreWriter.write, []
+    real_write, written = ProbStoreWriter.write_prediction, []
 
-    def write_then_die(self, index, probs):  # noqa: ANN001, ANN202
+    def write_then_die(self, index, *arrays):  # noqa: ANN001, ANN002, ANN202
         if len(written) == 4:
             raise KeyboardInterrupt  # stands in for SIGKILL: nothing after this runs
-        real_write(self, index, probs)
+        real_write(self, index, *arrays)
         written.append(index)
 
-    monkeypatch.setattr(ProbStoreWriter, "write", write_then_die)
+    monkeypatch.setattr(ProbStoreWriter, "write_prediction", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         infer_mod.infer(InferOptions.from_config(cfg), teacher, store)
-    monkeypatch.setattr(ProbStoreWriter, "write", real_write)
+    monkeypatch.setattr(ProbStoreWriter, "write_prediction", real_write)
     assert not store.exists() and partial_path(store).exists()
     with pytest.raises(Exception, match="unfinished one exists"):
         ProbStore(store)
 
     predicted: list[int] = []
-    real_predict = infer_mod.predict_probs
+    real_predict = infer_mod.predict_labels
 
-    def spy(model, samples, indices, *args):  # noqa: ANN001, ANN202
+    def spy(model, samples, indices, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
         predicted.extend(indices)
-        return real_predict(model, samples, indices, *args)
+        return real_predict(model, samples, indices, *args, **kw)
 
-    monkeypatch.setattr(infer_mod, "predict_probs", spy)
+    monkeypatch.setattr(infer_mod, "predict_labels", spy)
     with caplog.at_level(logging.INFO, logger="dars.engine.infer"):
         infer_mod.infer(InferOptions.from_config(cfg), teacher, store)
     assert "resuming: 4 of 8 images already written; predicting 5 (1 of them again" in caplog.text
@@ -204,17 +204,17 @@ def test_infer_never_resumes_a_partial_store_of_another_teacher(
     cfg["train"]["epochs"] = 2
     _train(cfg, tmp_path / "new", 0, None, None)
     store = tmp_path / "probs.zarr"
-    real_write = ProbStoreWriter.write
+    real_write = ProbStoreWriter.write_prediction
 
-    def die_after_two(self, index, probs):  # noqa: ANN001, ANN202
+    def die_after_two(self, index, *arrays):  # noqa: ANN001, ANN002, ANN202
         if index >= 2:
             raise KeyboardInterrupt
-        real_write(self, index, probs)
+        real_write(self, index, *arrays)
 
-    monkeypatch.setattr(ProbStoreWriter, "write", die_after_two)
+    monkeypatch.setattr(ProbStoreWriter, "write_prediction", die_after_two)
     with pytest.raises(KeyboardInterrupt):  # the old teacher's inference, killed
         infer_mod.infer(InferOptions.from_config(cfg), tmp_path / "old" / "model.pt", store)
-    monkeypatch.setattr(ProbStoreWriter, "write", real_write)
+    monkeypatch.setattr(ProbStoreWriter, "write_prediction", real_write)
     infer_mod.infer(InferOptions.from_config(cfg), tmp_path / "new" / "model.pt", store)
     infer_mod.infer(InferOptions.from_config(cfg), tmp_path / "new" / "model.pt",
                     tmp_path / "ref.zarr")

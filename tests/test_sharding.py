@@ -121,23 +121,23 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
         infer_mod.infer_shard(InferOptions.from_config(cfg), teacher, store, (0, 2))
 
     predicted: list[int] = []
-    real_predict, real_write = infer_mod.predict_probs, ProbStoreWriter.write
+    real_predict, real_write = infer_mod.predict_labels, ProbStoreWriter.write_prediction
 
-    def spy(model, samples, indices, *args):  # noqa: ANN001, ANN202
+    def spy(model, samples, indices, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
         predicted.extend(indices)
-        return real_predict(model, samples, indices, *args)
+        return real_predict(model, samples, indices, *args, **kw)
 
-    def write_then_die(self, index, probs):  # noqa: ANN001, ANN202
+    def write_then_die(self, index, *arrays):  # noqa: ANN001, ANN002, ANN202
         if index == 3:
             raise KeyboardInterrupt  # the shard job is killed after writing image 2
-        real_write(self, index, probs)
+        real_write(self, index, *arrays)
 
-    monkeypatch.setattr(infer_mod, "predict_probs", spy)
+    monkeypatch.setattr(infer_mod, "predict_labels", spy)
     infer_mod.init_store(InferOptions.from_config(cfg), teacher, store)
-    monkeypatch.setattr(ProbStoreWriter, "write", write_then_die)
+    monkeypatch.setattr(ProbStoreWriter, "write_prediction", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         infer_mod.infer_shard(InferOptions.from_config(cfg), teacher, store, (1, 2))
-    monkeypatch.setattr(ProbStoreWriter, "write", real_write)
+    monkeypatch.setattr(ProbStoreWriter, "write_prediction", real_write)
     predicted.clear()
     # a rerun of the init step keeps what is written
     infer_mod.init_store(InferOptions.from_config(cfg), teacher, store)

@@ -68,6 +68,16 @@ def test_rule_params_are_the_stage_options_of_the_config(tmp_path: Path) -> None
     assert seen == set(RULE_OPTIONS)
 
 
+def test_training_workers_default_to_the_job_cores(tmp_path: Path) -> None:
+    """train.num_workers unset: a training job on 2 GPUs with 10 cores gets 8 workers (one
+    core per rank's own process), shared by its ranks inside `dars train`."""
+    out = snakemake(tmp_path, "-n", "-p", "--config", "gpus=2",
+                    "resources={gpu_rules: {cpus_per_task: 10}}").stdout
+    workers = [re.search(r"--workers (\d+) ", line)[1] for line in out.splitlines()
+               if "dars train" in line]
+    assert workers == ["8"] * 3  # round 0 and the two students
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole workflow on .test/config.yaml, once per session (~1-2 min; shared with the

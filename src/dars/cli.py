@@ -55,15 +55,21 @@ def cmd_build_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
     from dars.engine.train import Trainer
+    from dars.gpu_slots import default_workers
 
     _threads(args.threads)
     options = options_of(args, TrainOptions, round_index=args.round)
     if args.round != options.round:  # --options-json is for one round
         raise DarsError(f"--round {args.round}, but --options-json is round {options.round}'s")
     workers = args.workers
-    if workers is None:  # by hand: the config's, if one was given
-        workers = 0 if args.options_json is not None else config_of(args)["train"]["num_workers"]
+    if workers is None:  # by hand: the config's, if one was given, else from the cores
+        workers = None if args.options_json is not None else config_of(args)["train"][
+            "num_workers"]
+    if workers is None:
+        workers = default_workers(len(os.sched_getaffinity(0)), torch.cuda.device_count())
     trainer = Trainer(options, Path(args.state_dir), init=args.init and Path(args.init),
                       pseudo_dir=args.pseudo and Path(args.pseudo), num_workers=workers)
     trainer.run(Path(args.out), Path(args.log_csv))
@@ -171,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-csv", required=True, help="per-epoch training log")
     p.add_argument("--state-dir", required=True, help="where last.pt is kept for resuming")
     p.add_argument("--workers", type=int,
-                   help="DataLoader worker processes (default: train.num_workers of --config, "
-                        "else 0)")
+                   help="DataLoader worker processes of the job (default: train.num_workers of "
+                        "--config, else the cores but one per GPU; 0 without a GPU)")
 
     p = add("infer", cmd_infer, "teacher probabilities on the unlabeled pool → zarr",
             threads=True)

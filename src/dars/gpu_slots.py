@@ -106,6 +106,13 @@ def acquire(pool: Sequence[str], count: int, directory: Path, poll: float = 2.0,
         time.sleep(poll)
 
 
+def default_workers(cores: int, gpus: int) -> int:
+    """``train.num_workers`` when the config leaves it unset: on GPUs every core of the job
+    but one per rank (the rank's own process feeds its GPU); on the CPU none, since the
+    model's threads use the cores."""
+    return max(cores - gpus, 0) if gpus else 0
+
+
 def split_threads(command: Sequence[str], processes: int) -> list[str]:
     """``--threads T`` (or ``--threads=T``) in ``command`` becomes ``max(1, T // processes)``."""
     out = list(command)

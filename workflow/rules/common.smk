@@ -30,6 +30,7 @@ from dars.engine.options import (
     InferOptions,
     TrainOptions,
 )
+from dars.gpu_slots import default_workers
 from dars.options import DatasetOptions
 from dars.pseudo.thresholds import PseudoLabelOptions
 from dars.report import PER_ROUND_REPORTS, ReportOptions, report_files
@@ -93,7 +94,12 @@ def job_resources(name):
     if (
         name in TRAIN_RULES
     ):  # a resource, not a param: it changes speed, not the weights
-        res["workers"] = config["train"]["num_workers"]
+        workers = config["train"]["num_workers"]
+        res["workers"] = (
+            default_workers(res["cpus_per_task"], res["gpu"])
+            if workers is None
+            else workers
+        )
     return res
 
 

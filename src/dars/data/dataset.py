@@ -25,7 +25,7 @@ from dars.data.splits import Sample, read_split
 from dars.errors import DarsError
 from dars.options import DatasetOptions
 
-Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -113,7 +113,11 @@ class SegmentationDataset(Dataset):
     """Images of one split with masks from the split file or from a pseudo-label directory.
 
     ``mask_dir`` (pseudo labels) maps each image id to ``mask_dir/<id>.png``; without it the
-    split's own masks are used. Items are ``(image, mask, index)`` tensors after ``transform``.
+    split's own masks are used. Items are ``(image, mask, index)`` tensors: ``transform``
+    augments the uint8 pair, and only its output is normalised. The key is an index or
+    ``(index, seed)`` (what :class:`dars.engine.loader.SeededSampler` yields): the seed drives
+    the augmentation, so it is the same in any worker; a bare index draws the seed from torch's
+    global generator.
     """
 
     def __init__(
@@ -158,9 +162,11 @@ class SegmentationDataset(Dataset):
                             f"{s.image} is {image.shape[1]}x{image.shape[0]}")
         return image, mask
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         image, mask = self.load(index)
-        x, y = to_tensor(image), torch.from_numpy(mask.astype(np.int64))
         if self.transform is not None:
-            x, y = self.transform(x, y)
-        return x, y, index
+            if seed is None:
+                seed = int(torch.randint(2**63 - 1, ()))
+            image, mask = self.transform(image, mask, np.random.default_rng(seed))
+        return to_tensor(image), torch.from_numpy(mask.astype(np.int64)), index

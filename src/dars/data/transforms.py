@@ -1,132 +1,192 @@
-"""Training augmentation on ``(image, mask)`` tensor pairs, masks padded with ignore.
+"""Training augmentation: the released pipeline on uint8 images with OpenCV.
 
-Each transform takes and returns ``(image (3,H,W) float, mask (H,W) int64)`` so they compose
-freely (the torchvision references convention). Randomness comes from torch's global generator,
-which the training loop seeds, so a run is reproducible on CPU.
+The authors' util/transform.py (CVMI-Lab/DARS) scales (``cv2.resize``, INTER_LINEAR image,
+INTER_NEAREST mask), rotates with probability 0.5 about the centre (``cv2.warpAffine``, borders
+the mean colour for the image and ignore for the mask), blurs with probability 0.5
+(``cv2.GaussianBlur`` 5 x 5, sigma from the kernel size), flips with probability 0.5, pads to the
+crop size half on each side, and crops at random -- in that order, all on the whole image.
+:class:`ReleasedAugment` gives the same pixels (the equivalence test in tests/test_transforms.py
+draws fixed parameters and checks masks identical, images within one grey level) while doing the
+work on uint8 and only where the crop needs it: rotation stops at the crop's last row and column
+(every output pixel of ``warpAffine`` depends only on its own position, so a smaller ``dsize``
+gives the same pixels), blur and flip touch only the crop window (plus the blur's 2-pixel
+margin), and the caller normalises the crop, not the scaled image. On a 1024 x 2048 image
+scaled by 3 that is the difference between ~226 MB of float work per sample and a few MB.
 
-torchvision is imported only by the transforms that use it (rotation, blur): importing it costs
-1-7 s on a busy 2-core machine, and every training job imports this module, also those that
-augment with neither.
+:class:`FusedAugment` (``train.augment: fused``) makes the same draws but composes scale,
+rotation, flip, padding and crop into one warp of only the crop: faster, not the same pixels.
+
+Randomness comes from the ``numpy.random.Generator`` passed in: the loader seeds one per sample
+from (run seed, epoch, index), so a sample's augmentation does not depend on which worker,
+rank or resumed process draws it.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import math
+from dataclasses import dataclass
 
-Pair = tuple[torch.Tensor, torch.Tensor]
+import cv2
+import numpy as np
 
-
-class Compose:
-    def __init__(self, transforms: list) -> None:
-        self.transforms = transforms
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        for t in self.transforms:
-            image, mask = t(image, mask)
-        return image, mask
+# The released padding colour: the ImageNet mean in 0..255 (normalises to ~0), rounded to uint8.
+MEAN_COLOUR = (124, 116, 104)
+BLUR_KERNEL = 5
+BLUR_MARGIN = BLUR_KERNEL // 2  # pixels beyond the crop that the blur reads
 
 
-class RandomScale:
-    """Resize by a factor drawn uniformly from [s_min, s_max] (bilinear image, nearest mask)."""
+@dataclass(frozen=True)
+class Draw:
+    """The random choices of one sample, in the released order.
 
-    def __init__(self, s_min: float, s_max: float) -> None:
-        self.s_min, self.s_max = s_min, s_max
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        s = self.s_min + (self.s_max - self.s_min) * float(torch.rand(()))
-        h, w = mask.shape
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
-        return image, mask
-
-
-class RandomCrop:
-    """Square crop of ``size``; smaller images are padded (image 0, mask ``ignore_index``)."""
-
-    def __init__(self, size: int, ignore_index: int) -> None:
-        self.size, self.ignore_index = size, ignore_index
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        h, w = mask.shape
-        ph, pw = max(self.size - h, 0), max(self.size - w, 0)
-        if ph or pw:
-            image = F.pad(image, (0, pw, 0, ph), value=0.0)
-            mask = F.pad(mask, (0, pw, 0, ph), value=self.ignore_index)
-            h, w = mask.shape
-        top = int(torch.randint(0, h - self.size + 1, ()))
-        left = int(torch.randint(0, w - self.size + 1, ()))
-        window = (slice(top, top + self.size), slice(left, left + self.size))
-        return image[(slice(None), *window)], mask[window]
-
-
-class RandomRotate:
-    """With probability ``p``, rotate by an angle uniform in [-max_degrees, max_degrees].
-
-    The image keeps its size (corners cut, uncovered area 0 = the mean colour after
-    normalisation); the mask is rotated with nearest neighbour and uncovered pixels become
-    ``ignore_index`` so the loss never sees invented labels -- as in the authors' semseg code.
+    ``top``/``left`` are fractions in [0, 1) that place the crop in the scaled, rotated,
+    flipped and padded image (``floor(fraction * (side - crop + 1))``), so they can be drawn
+    before that image's size is known.
     """
 
-    def __init__(self, max_degrees: float, ignore_index: int, p: float = 0.5) -> None:
-        self.max_degrees, self.ignore_index, self.p = max_degrees, ignore_index, p
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        angle = self.max_degrees * (2 * float(torch.rand(())) - 1)
-        if float(torch.rand(())) >= self.p:
-            return image, mask
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2 import functional as TF
-
-        image = TF.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=0.0)
-        # grid sampling needs floats; ids <= 255 are exact in float32
-        mask = TF.rotate(mask[None].float(), angle, interpolation=InterpolationMode.NEAREST,
-                         fill=float(self.ignore_index))[0].long()
-        return image, mask
+    scale: float
+    angle: float | None  # degrees; None = not rotated
+    blur: bool
+    flip: bool
+    top: float
+    left: float
 
 
-class RandomGaussianBlur:
-    """With probability ``p``, blur the image with a 5x5 Gaussian (sigma 1.1, OpenCV's default
-    for that kernel, as the authors' ``cv2.GaussianBlur(image, (5, 5), 0)``); mask unchanged."""
-
-    KERNEL, SIGMA = 5, 1.1
-
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = p
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        if float(torch.rand(())) < self.p:
-            from torchvision.transforms.v2 import functional as TF
-
-            image = TF.gaussian_blur(image, [self.KERNEL] * 2, [self.SIGMA] * 2)
-        return image, mask
+def crop_offset(fraction: float, side: int, crop: int) -> int:
+    return math.floor(fraction * (side - crop + 1))
 
 
-class RandomHorizontalFlip:
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = p
+class ReleasedAugment:
+    """scale -> rotate (p 0.5) -> blur (p 0.5) -> flip (p 0.5) -> centred pad -> random crop.
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        if float(torch.rand(())) < self.p:
-            return image.flip(-1), mask.flip(-1)
-        return image, mask
+    Call with a uint8 (H, W, 3) RGB image, a uint8 (H, W) mask and a Generator; returns the
+    uint8 crop pair. Disabled steps draw nothing.
+    """
+
+    def __init__(self, scale: tuple[float, float], crop_size: int, flip: bool,
+                 ignore_index: int, rotate: float = 0.0, blur: bool = False) -> None:
+        self.scale, self.crop, self.flip = scale, crop_size, flip
+        self.ignore, self.rotate, self.blur = ignore_index, rotate, blur
+
+    def draw(self, rng: np.random.Generator) -> Draw:
+        s_min, s_max = self.scale
+        scale = s_min + (s_max - s_min) * rng.random()
+        angle = None
+        if self.rotate and rng.random() < 0.5:
+            angle = self.rotate * (2 * rng.random() - 1)
+        blur = bool(self.blur and rng.random() < 0.5)
+        flip = bool(self.flip and rng.random() < 0.5)
+        return Draw(scale, angle, blur, flip, rng.random(), rng.random())
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.apply(image, mask, self.draw(rng))
+
+    def apply(self, image: np.ndarray, mask: np.ndarray,
+              d: Draw) -> tuple[np.ndarray, np.ndarray]:
+        """The crop the released transform gives for the choices ``d``."""
+        c = self.crop
+        # by factor, as released: a target size would resample at size / old size instead
+        image = cv2.resize(image, None, fx=d.scale, fy=d.scale, interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, None, fx=d.scale, fy=d.scale, interpolation=cv2.INTER_NEAREST)
+        h, w = mask.shape
+        top, left = self._origin(d, h, w)
+        if d.flip:  # the window in the unflipped image
+            left = w - left - c
+        rows = slice(max(top, 0), min(top + c, h))
+        cols = slice(max(left, 0), min(left + c, w))
+        if d.angle is not None:
+            matrix = cv2.getRotationMatrix2D((w / 2, h / 2), d.angle, 1)
+            # only up to what the crop (and its blur margin) reads: same pixels, less work
+            size = (min(w, cols.stop + BLUR_MARGIN), min(h, rows.stop + BLUR_MARGIN))
+            image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=MEAN_COLOUR)
+            mask = cv2.warpAffine(mask, matrix, size, flags=cv2.INTER_NEAREST,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=self.ignore)
+        image = _blur_window(image, rows, cols, h, w) if d.blur else image[rows, cols]
+        mask = mask[rows, cols]
+        if d.flip:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        return self._place(image, mask, rows.start - top, (left + c - cols.stop) if d.flip
+                           else cols.start - left)
+
+    def _origin(self, d: Draw, h: int, w: int) -> tuple[int, int]:
+        """Where the crop starts in the scaled (h, w) image, flipped if ``d.flip``: its offset
+        in the padded image minus the padding's top/left half (negative when padded)."""
+        ph, pw = max(self.crop - h, 0), max(self.crop - w, 0)
+        return (crop_offset(d.top, h + ph, self.crop) - ph // 2,
+                crop_offset(d.left, w + pw, self.crop) - pw // 2)
+
+    def _place(self, image: np.ndarray, mask: np.ndarray, y: int,
+               x: int) -> tuple[np.ndarray, np.ndarray]:
+        """The window at (y, x) of a crop-sized canvas of padding (mean colour / ignore)."""
+        c = self.crop
+        if image.shape[:2] == (c, c):
+            return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+        out_image = np.empty((c, c, 3), np.uint8)
+        out_image[:] = MEAN_COLOUR
+        out_mask = np.full((c, c), self.ignore, np.uint8)
+        hh, ww = mask.shape
+        out_image[y:y + hh, x:x + ww] = image
+        out_mask[y:y + hh, x:x + ww] = mask
+        return out_image, out_mask
+
+
+class FusedAugment(ReleasedAugment):
+    """The released draws, but scale, rotation, flip, padding and crop composed into one
+    ``cv2.warpAffine`` from the decoded image to the crop (plus the blur's margin): no
+    scaled or rotated whole image is ever made, which at scale 3 is most of the work.
+
+    A documented difference from the released pipeline (``train.augment: fused``): the image
+    is resampled once instead of twice (slightly sharper where the released pipeline both
+    scales and rotates), the mask's nearest neighbour rounds the mapped position (``resize``
+    takes its floor), so label borders may move by a scaled pixel, and the blur reads real
+    neighbours at the crop's edges. tests/test_transforms.py bounds the difference.
+    """
+
+    def apply(self, image: np.ndarray, mask: np.ndarray,
+              d: Draw) -> tuple[np.ndarray, np.ndarray]:
+        c, m = self.crop, BLUR_MARGIN if d.blur else 0
+        h0, w0 = mask.shape
+        h, w = round(h0 * d.scale), round(w0 * d.scale)  # cv2.resize's size for fx = fy = s
+        top, left = self._origin(d, h, w)
+        # source pixel -> scaled (half-pixel centres, as cv2.resize with fx = fy = s) ->
+        # rotated -> flipped -> crop coordinates, as one 3 x 3 matrix
+        s = d.scale
+        matrix = np.array([[s, 0, (s - 1) / 2], [0, s, (s - 1) / 2], [0, 0, 1]])
+        if d.angle is not None:
+            rotation = cv2.getRotationMatrix2D((w / 2, h / 2), d.angle, 1)
+            matrix = np.vstack([rotation, [0, 0, 1]]) @ matrix
+        if d.flip:
+            matrix = np.array([[-1, 0, w - 1], [0, 1, 0], [0, 0, 1]]) @ matrix
+        matrix = np.array([[1, 0, -left], [0, 1, -top], [0, 0, 1]]) @ matrix
+        mask = cv2.warpAffine(mask, matrix[:2], (c, c), flags=cv2.INTER_NEAREST,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=self.ignore)
+        matrix[:2, 2] += m  # the image with the blur's margin around the crop
+        image = cv2.warpAffine(image, matrix[:2], (c + 2 * m, c + 2 * m),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=MEAN_COLOUR)
+        if d.blur:
+            image = cv2.GaussianBlur(image, (BLUR_KERNEL, BLUR_KERNEL), 0)[m:m + c, m:m + c]
+        return np.ascontiguousarray(image), mask
+
+
+def _blur_window(image: np.ndarray, rows: slice, cols: slice, h: int, w: int) -> np.ndarray:
+    """``cv2.GaussianBlur(image, (5, 5), 0)[rows, cols]`` from the window and its margin.
+
+    The margin is cut at the image's edges, where OpenCV's reflected border then stands in
+    for it exactly as it does on the whole image.
+    """
+    r0, c0 = max(rows.start - BLUR_MARGIN, 0), max(cols.start - BLUR_MARGIN, 0)
+    r1, c1 = min(rows.stop + BLUR_MARGIN, h), min(cols.stop + BLUR_MARGIN, w)
+    blurred = cv2.GaussianBlur(image[r0:r1, c0:c1], (BLUR_KERNEL, BLUR_KERNEL), 0)
+    return blurred[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
 
 
 def train_transform(scale: tuple[float, float], crop_size: int, flip: bool,
-                    ignore_index: int, rotate: float = 0.0, blur: bool = False) -> Compose:
-    """The round's augmentation: random scale in the round's range, optional rotation and
-    blur (on the whole scaled image, as the authors do), crop, optional flip.
-
-    Disabled steps are left out rather than drawn and skipped, so enabling none of them keeps
-    the random stream -- and a seeded run -- exactly as before they existed.
-    """
-    steps: list = [RandomScale(*scale)]
-    if rotate:
-        steps.append(RandomRotate(rotate, ignore_index))
-    if blur:
-        steps.append(RandomGaussianBlur())
-    steps.append(RandomCrop(crop_size, ignore_index))
-    if flip:
-        steps.append(RandomHorizontalFlip())
-    return Compose(steps)
+                    ignore_index: int, rotate: float = 0.0, blur: bool = False,
+                    fused: bool = False) -> ReleasedAugment:
+    """The round's augmentation: :class:`ReleasedAugment`, or :class:`FusedAugment` (the
+    same draws in one warp, ``train.augment: fused``)."""
+    kind = FusedAugment if fused else ReleasedAugment
+    return kind(scale, crop_size, flip, ignore_index, rotate, blur)

@@ -22,7 +22,7 @@ from dars.data.dataset import dataset_spec
 from dars.data.io import read_mask
 from dars.engine import checkpoint
 from dars.engine.options import EvaluateOptions
-from dars.engine.predict import predict_scores
+from dars.engine.predict import device, predict_classes
 from dars.errors import DarsError
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,15 @@ def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summ
     samples = spec.samples("val")
     model = checkpoint.load_model(model_path, spec.num_classes)
     c = spec.num_classes
-    cm = torch.zeros(c, c, dtype=torch.int64)
-    for index, scores in tqdm(predict_scores(model, samples, range(len(samples)),
-                                             options.batch_size, options.predict),
-                              total=len(samples), desc="evaluate", mininterval=2, unit="img"):
+    cm = torch.zeros(c, c, dtype=torch.int64, device=device())  # counted where predicted
+    for index, pred in tqdm(predict_classes(model, samples, range(len(samples)),
+                                            options.batch_size, options.predict),
+                            total=len(samples), desc="evaluate", mininterval=2, unit="img"):
         target = torch.from_numpy(read_mask(samples[index].mask, c, spec.ignore_index))
-        if target.shape != scores.shape[1:]:
+        if target.shape != pred.shape:
             raise DarsError(f"mask {samples[index].mask} size differs from its image")
-        cm += confusion_matrix(target, scores.argmax(0), c)
-    cm_np = cm.numpy()
+        cm += confusion_matrix(target.to(pred.device, non_blocking=True), pred, c)
+    cm_np = cm.cpu().numpy()
     iou = iou_from_confusion(cm_np)
     summary = {
         "round": round_index,

@@ -39,7 +39,7 @@ from dars.data.io import image_size
 from dars.data.splits import Sample
 from dars.engine import checkpoint, distributed
 from dars.engine.options import InferOptions
-from dars.engine.predict import predict_probs, size_batches
+from dars.engine.predict import predict_labels, size_batches
 from dars.errors import DarsError
 from dars.probstore import ProbStoreWriter
 from dars.sharding import shard_range
@@ -160,11 +160,13 @@ def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[S
                  "to batch as an unsharded run does", own.start, own.stop - 1, len(samples),
                  neighbours)
     t0 = time.perf_counter()
-    for index, probs in tqdm(predict_probs(model, samples, todo, batch, options.predict,
-                                           temperature),
-                             total=len(todo), desc="infer", mininterval=2, unit="img"):
+    labels = predict_labels(model, samples, todo, batch, options.predict, temperature,
+                            with_probs=options.store_probs)
+    for index, prediction, confidence, probs in tqdm(labels, total=len(todo), desc="infer",
+                                                     mininterval=2, unit="img"):
         if index in own:
-            writer.write(index, probs.numpy())
+            writer.write_prediction(index, prediction.numpy(), confidence.numpy(),
+                                    None if probs is None else probs.numpy())
     writer.close(own)
     seconds = time.perf_counter() - t0
     log.info("inferred %d images in %.1f s (%.1f img/s)", len(todo), seconds,

@@ -44,6 +44,7 @@ class TrainOptions(Options):
     flip: bool
     rotate: float
     blur: bool
+    augment: str
     head_lr_mult: float
     bf16: bool
     channels_last: bool

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import groupby
 
 import torch
@@ -37,7 +37,7 @@ from dars.data.splits import Sample
 from dars.engine.sliding import forward_scores, sliding_scores
 from dars.options import PredictOptions
 
-LOAD_THREADS = 4  # image decoding (PIL releases the GIL) overlaps across a batch
+LOAD_THREADS = 4  # image decoding (OpenCV, Pillow) releases the GIL: a batch decodes in parallel
 MIN_PROB = 1e-12  # float32 probabilities underflow to 0; log(0) would make an NLL infinite
 
 
@@ -108,25 +108,51 @@ def _scores(model: nn.Module, x: Tensor, options: PredictOptions) -> Tensor:
     return scores.float()
 
 
+def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.device
+            ) -> Iterator[tuple[list[int], Tensor]]:
+    """``(indices, normalised images (B, 3, H, W))`` per batch, decoded by threads one batch
+    ahead: the next batch's files are read while the device works on this one (decoding
+    releases the GIL; threads, not worker processes, since a process that holds a CUDA
+    context must not fork). On CUDA the batch comes from pinned memory, copied without
+    blocking."""
+    def load(idx: list[int]) -> Tensor:
+        x = torch.stack([to_tensor(read_image(samples[i].image)) for i in idx])
+        return x.pin_memory() if dev.type == "cuda" else x
+
+    with ThreadPoolExecutor(LOAD_THREADS) as pool:
+        ahead: tuple[list[int], Future] | None = None
+        for idx in batches:
+            current, ahead = ahead, (idx, pool.submit(load, idx))
+            if current is not None:
+                yield current[0], current[1].result().to(dev, non_blocking=True)
+        if ahead is not None:
+            yield ahead[0], ahead[1].result().to(dev, non_blocking=True)
+
+
 @torch.inference_mode()
-def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
-             options: PredictOptions, finish: Callable[[Tensor], Tensor]
-             ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(index, finish(scores) (C, H, W) float32 on CPU)`` at each image's full size,
-    grouped by image size (callers address results by index, not by order); ``finish`` runs
-    on the device, before the copy."""
+def _device_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
+                   batch: int, options: PredictOptions) -> Iterator[tuple[list[int], Tensor]]:
+    """``(indices, averaged scores (B, C, H, W) float32 on the device)`` per batch at the
+    images' full size, grouped by image size (callers address results by index)."""
     dev = device()
     model = model.to(dev).eval()
     channels_last = options.bf16 and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    with ThreadPoolExecutor(LOAD_THREADS) as pool:
-        for idx in size_batches(samples, indices, batch):
-            x = torch.stack(list(pool.map(lambda i: to_tensor(read_image(samples[i].image)),
-                                          idx))).to(dev)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield from zip(idx, finish(_scores(model, x, options)).cpu(), strict=True)
+    for idx, x in _inputs(samples, size_batches(samples, indices, batch), dev):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield idx, _scores(model, x, options)
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
+             options: PredictOptions, finish: Callable[[Tensor], Tensor]
+             ) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(index, finish(scores) (C, H, W) float32 on CPU)``; ``finish`` runs on the
+    device, before the copy."""
+    for idx, scores in _device_scores(model, samples, indices, batch, options):
+        yield from zip(idx, finish(scores).cpu(), strict=True)
 
 
 def predict_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
@@ -152,3 +178,31 @@ def predict_logits(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
     what temperature scaling divides by T, hence what calibration fits T on."""
     return _predict(model, samples, indices, batch, options,
                     lambda s: to_logits(s, options.average))
+
+
+@torch.inference_mode()
+def predict_labels(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
+                   batch: int, options: PredictOptions = PredictOptions(),
+                   temperature: float = 1.0, with_probs: bool = False
+                   ) -> Iterator[tuple[int, Tensor, Tensor, Tensor | None]]:
+    """Yield ``(index, argmax (H, W) uint8, max probability (H, W) float16, probabilities
+    (C, H, W) float16 or None)`` of :func:`predict_probs`' softmax: what a probability store
+    keeps, computed on the device so that only those bytes reach the host (not the C x H x W
+    float32 probabilities: 159 MB for a Cityscapes image with 19 classes). The argmax is the
+    first maximal class, as numpy's; float16 rounds to nearest even, as numpy's cast."""
+    for idx, scores in _device_scores(model, samples, indices, batch, options):
+        probs = to_probs(scores, options.average, temperature)
+        confidence, prediction = probs.max(dim=1)
+        out = [prediction.to(torch.uint8).cpu(), confidence.half().cpu(),
+               probs.half().cpu() if with_probs else [None] * len(idx)]
+        yield from zip(idx, *out, strict=True)
+
+
+@torch.inference_mode()
+def predict_classes(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
+                    batch: int, options: PredictOptions = PredictOptions()
+                    ) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(index, argmax (H, W) int64)`` of :func:`predict_scores`, left on the device
+    (evaluation counts its confusion matrix there)."""
+    for idx, scores in _device_scores(model, samples, indices, batch, options):
+        yield from zip(idx, scores.argmax(dim=1), strict=True)

@@ -10,13 +10,15 @@ over round k's own loader, so each round anneals to 0 -- as in the authors' code
 begins a fresh schedule and optimizer per round.
 
 State is checkpointed atomically after every epoch into ``state_dir/last.pt`` (the log so far
-into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The
-data order and augmentation of an epoch are seeded from (seed, round, epoch, rank) alone, so a
-killed job resumes at its last finished epoch and ends with the same weights, on one GPU or many
-(``torchrun``, see :mod:`dars.engine.distributed`). SIGTERM (what SLURM sends before killing a
-pre-empted job) stops after the current step, saves the position inside the epoch with every
-rank's RNG state, and exits with status 143; the rerun replays the epoch's data up to that step
-without training on it, restores the RNG and continues bit for bit (see docs/RELIABILITY.md).
+into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The data
+order of an epoch is seeded from (seed, round, epoch) and each sample's augmentation from (seed,
+round, epoch, index) alone (:mod:`dars.engine.loader`), so a killed job resumes at its last
+finished epoch and ends with the same weights, on one GPU or many, with any number of loader
+workers (``torchrun``, see :mod:`dars.engine.distributed`). SIGTERM (what SLURM sends before
+killing a pre-empted job) stops after the current step, saves the position inside the epoch with
+every rank's RNG state, and exits with status 143; the rerun replays the epoch's data up to that
+step without training on it, restores the RNG and continues bit for bit (see
+docs/RELIABILITY.md).
 
 Models with a pretrained backbone train their head at ``train.head_lr_mult`` x the lr (one
 optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run under
@@ -41,7 +43,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dars.atomic import write_csv
@@ -50,6 +51,7 @@ from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec
 from dars.data.splits import Sample
 from dars.data.transforms import train_transform
 from dars.engine import checkpoint, distributed
+from dars.engine.loader import sample_seed, split_workers, train_loader
 from dars.engine.options import TrainOptions
 from dars.engine.predict import bf16_autocast
 from dars.errors import DarsError
@@ -133,35 +135,6 @@ def match_length(samples: list[Sample], length: int) -> list[Sample]:
     return (samples * math.ceil(length / len(samples)))[:length] if samples else []
 
 
-def _loader(dataset: SegmentationDataset, batch: int, workers: int,
-            world: distributed.World, seed: int) -> DataLoader:
-    """Shuffled batches of this rank's share; ``batch`` is the batch over all ranks.
-
-    The sampler's order depends only on (seed, epoch) via ``set_epoch``, never on an RNG
-    carried across epochs, which is what makes resuming and multi-GPU runs reproducible.
-    """
-    if len(dataset) < batch:
-        raise DarsError(f"split has {len(dataset)} images, fewer than one batch of {batch}")
-    sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank,
-                                 shuffle=True, seed=seed, drop_last=True)
-    return DataLoader(dataset, batch_size=batch // world.size, sampler=sampler, drop_last=True,
-                      num_workers=workers, persistent_workers=False,
-                      pin_memory=world.device.type == "cuda",
-                      worker_init_fn=_ignore_sigterm if workers else None)
-
-
-def _ignore_sigterm(_: int) -> None:
-    """Loader workers outlive a SIGTERM sent to the whole job (SLURM signals every process),
-    so the main process can finish its step and save; they end with it."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _epoch_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (run seed, epoch, rank): independent streams per epoch."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def _signature(options: TrainOptions) -> str:
     """Identity of a training job, so a stale last.pt of a different job is never resumed."""
     return hashlib.sha256(options.to_json().encode()).hexdigest()[:16]
@@ -173,7 +146,8 @@ class Trainer:
     def __init__(self, options: TrainOptions, state_dir: Path, init: Path | None = None,
                  pseudo_dir: Path | None = None, num_workers: int = 0) -> None:
         """``options`` say what is trained (the round included); ``num_workers`` (DataLoader
-        worker processes) changes speed, never the result."""
+        worker processes of the whole job, all ranks together) changes speed, never the
+        result."""
         round_index = options.round
         if round_index > 0 and (init is None or pseudo_dir is None):
             raise DarsError("a student round needs --init (teacher checkpoint) and --pseudo")
@@ -191,7 +165,8 @@ class Trainer:
         torch.manual_seed(self.seed)  # model initialisation, identical on every rank
 
         transform = train_transform(options.scale_range, options.crop_size, options.flip,
-                                    IGNORE, options.rotate, options.blur)
+                                    IGNORE, options.rotate, options.blur,
+                                    fused=options.augment == "fused")
         labeled_samples = self.spec.samples("labeled")
         unlabeled = (self.spec.samples("unlabeled", require_masks=False)
                      if round_index or options.baseline_list == "match_unlabeled" else [])
@@ -206,11 +181,13 @@ class Trainer:
                             f"over {self.world.size} GPUs"
                             + (" (students: half labeled, half pseudo-labeled)" if round_index
                                else ""))
-        self.labeled = _loader(labeled, half, num_workers, self.world, self.seed)
+        # the job's workers, shared by its ranks and a student's two halves
+        workers = split_workers(num_workers, self.world.size, 2 if round_index else 1)
+        self.labeled = train_loader(labeled, half, workers[-1], self.world, self.seed)
         self.pseudo = None
         if round_index:
             pseudo = SegmentationDataset(self.spec, unlabeled, transform, mask_dir=pseudo_dir)
-            self.pseudo = _loader(pseudo, half, num_workers, self.world, self.seed)
+            self.pseudo = train_loader(pseudo, half, workers[0], self.world, self.seed)
         self.schedule = plan_schedule(options.schedule, options.poly_power,
                                       list(options.epochs_per_round), round_index,
                                       len(self.pseudo or self.labeled))
@@ -436,7 +413,7 @@ class Trainer:
     def _epoch(self, bar: tqdm) -> None:
         """One epoch (or its rest after an interrupted one), then its checkpoint."""
         sched, main = self.schedule, self.world.is_main
-        torch.manual_seed(_epoch_seed(self.seed, self.epoch, self.world.rank))
+        torch.manual_seed(sample_seed(self.seed, self.epoch, self.world.rank))
         skip, p = self.step, self._partial
         seen, sums, n = p.get("seen", 0), list(p.get("sums", [0.0, 0.0])), p.get("n", 0)
         t0 = time.perf_counter() - p.get("seconds", 0.0)
