@@ -35,10 +35,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _frozen(value: Any) -> Any:
+def frozen(value: Any) -> Any:
     """JSON data as a field value: lists become tuples (hashable, immutable, and equal to what
     ``from_config`` builds)."""
-    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+    return tuple(frozen(v) for v in value) if isinstance(value, list) else value
 
 
 class Options:
@@ -64,7 +64,7 @@ class Options:
         hints = get_type_hints(cls)
         return cls(**{n: hints[n].from_params(params[n])
                       if isinstance(hints[n], type) and issubclass(hints[n], Options)
-                      else _frozen(params[n]) for n in names})
+                      else frozen(params[n]) for n in names})
 
     @classmethod
     def from_json(cls, text: str) -> Self:
@@ -104,18 +104,26 @@ class DatasetOptions(Options):
 
 @dataclass(frozen=True)
 class ModelOptions(Options):
-    """The ``model`` section: what :func:`dars.models.build_model` builds; its ``params()`` is
-    the ``model_config`` a checkpoint records."""
+    """What :func:`dars.models.build_model` builds; its ``params()`` is the ``model_config`` a
+    checkpoint records."""
 
     name: str
     width: int
     backbone: str | None
     deep_stem: bool
     pretrained: str | None
+    frozen_bn: bool
+    stride_in_1x1: bool
+    ceil_mode_pool: bool
+    aspp_rates: tuple[int, ...]
+    aux_head: bool
 
     @classmethod
     def from_config(cls, config: Config) -> ModelOptions:
-        return cls(**config["model"])
+        """The ``model`` section, plus ``aux_head``: an auxiliary head is built only when
+        ``train.aux_weight`` gives its loss a weight (see :class:`dars.models.pspnet.PSPNet`)."""
+        model = {k: frozen(v) for k, v in config["model"].items()}
+        return cls(**model, aux_head=config["train"]["aux_weight"] > 0)
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ class PredictOptions(Options):
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> PredictOptions:
         """From ``config["infer"]`` or ``config["evaluate"]`` (which share these keys)."""
-        return cls(**{f.name: _frozen(section[f.name]) for f in fields(cls)})
+        return cls(**{f.name: frozen(section[f.name]) for f in fields(cls)})
 
 
 def add_options_args(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 from dars.config import Config, epochs_per_round, scale_range
 from dars.errors import DarsError
-from dars.options import DatasetOptions, ModelOptions, Options, PredictOptions
+from dars.options import DatasetOptions, ModelOptions, Options, PredictOptions, frozen
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class TrainOptions(Options):
     rotate: float
     blur: bool
     head_lr_mult: float
+    head_lr_stages: tuple[str, ...]
     bf16: bool
     channels_last: bool
 
@@ -60,7 +61,7 @@ class TrainOptions(Options):
                    round=round_index,
                    epochs_per_round=tuple(epochs_per_round(config)[:round_index + 1]),
                    scale_range=scale_range(config, round_index),
-                   **{f.name: train[f.name] for f in fields(cls) if f.name in train})
+                   **{f.name: frozen(train[f.name]) for f in fields(cls) if f.name in train})
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.net = distributed.wrap(model, self.world)  # what the step calls
         self.model = distributed.unwrap(self.net)  # what checkpoints hold
-        groups = lr_groups(self.model, options.head_lr_mult)
+        groups = lr_groups(self.model, options.head_lr_mult, options.head_lr_stages)
         self.base_lrs = [options.lr * mult for _, mult in groups]
         self.optimizer = torch.optim.SGD(
             [{"params": params, "lr": lr} for (params, _), lr in zip(groups, self.base_lrs,
