@@ -19,8 +19,9 @@ rank's RNG state, and exits with status 143; the rerun replays the epoch's data 
 without training on it, restores the RNG and continues bit for bit (see docs/RELIABILITY.md).
 
 Models with a pretrained backbone train their head at ``train.head_lr_mult`` x the lr (one
-optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run under
-bf16 autocast in channels_last layout (``train.bf16``/``train.channels_last``).
+optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run in
+channels_last layout (``train.channels_last``) and, where the GPU computes bf16 natively, under
+bf16 autocast (``train.bf16``; the released runs are float32).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from dars.data.splits import Sample
 from dars.data.transforms import train_transform
 from dars.engine import checkpoint, distributed
 from dars.engine.options import TrainOptions
+from dars.engine.precision import use_bf16
 from dars.engine.predict import bf16_autocast
 from dars.errors import DarsError
 from dars.models import build_model
@@ -183,7 +185,7 @@ class Trainer:
         self.world = distributed.setup()
         self.device = self.world.device
         cuda = self.device.type == "cuda"
-        self.bf16 = options.bf16 and cuda
+        self.bf16 = use_bf16(options.bf16, self.device)
         self.channels_last = options.channels_last and cuda
         if cuda:  # fixed crop size: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
