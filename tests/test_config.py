@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_defaults_are_filled_and_nested_defaults_are_independent() -> None:
     a = config.validate({})
     b = config.validate({})
-    assert a["rounds"][1] == {"alpha": 0.5, "beta_min": 0.2, "beta_max": 0.5, "epochs": 2}
+    assert a["rounds"][1] == {"alpha": 0.5, "beta_min": 0.2, "beta_max": 0.5, "epochs": 2,
+                              "evaluate_every": None, "evaluate_start": None}
     assert a["dataset"]["splits"]["labeled"] == "splits/labeled.txt"
     a["dataset"]["splits"]["labeled"] = "changed"
     assert b["dataset"]["splits"]["labeled"] == "splits/labeled.txt"
@@ -24,7 +25,8 @@ def test_defaults_are_filled_and_nested_defaults_are_independent() -> None:
 
 def test_round_items_get_defaults() -> None:
     c = config.validate({"rounds": [{"alpha": 0.3}]})
-    assert c["rounds"] == [{"alpha": 0.3, "beta_min": 0.0, "beta_max": 0.0, "epochs": 2}]
+    assert c["rounds"] == [{"alpha": 0.3, "beta_min": 0.0, "beta_max": 0.0, "epochs": 2,
+                            "evaluate_every": None, "evaluate_start": None}]
 
 
 @pytest.mark.parametrize(

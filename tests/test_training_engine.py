@@ -61,8 +61,9 @@ def test_pspnet_step_lowers_loss_with_head_at_ten_times_lr(folder_config: dict,
     x, y, _ = next(iter(trainer.labeled))
     losses = []
     for i in range(3):
-        # released: lr = base * (1 - (i + 1) / (epochs * len(loader))) ** 0.9, head at 10x
-        factor = (1 - (i + 1) / 8) ** 0.9
+        # released: set after step i - 1, lr = base * (1 - i / (epochs * len(loader))) ** 0.9
+        # (step 0 at base), head at 10x
+        factor = (1 - i / 8) ** 0.9
         lrs = [g["lr"] for g in trainer.optimizer.param_groups]
         assert lrs == pytest.approx([0.002 * factor, 0.02 * factor]), i
         torch.manual_seed(0)  # the same dropout masks: only the weights change between steps

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Self, get_type_hints
+from typing import TYPE_CHECKING, Any, Self, get_args, get_type_hints
 
 from dars.errors import DarsError
 
@@ -39,6 +39,16 @@ def frozen(value: Any) -> Any:
     """JSON data as a field value: lists become tuples (hashable, immutable, and equal to what
     ``from_config`` builds)."""
     return tuple(frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def _from_plain(hint: Any, value: Any) -> Any:
+    """A field's value from its JSON data: nested options (fields typed ``X`` or ``X | None``)
+    rebuilt, anything else frozen."""
+    if value is not None:
+        for kind in (hint, *get_args(hint)):
+            if isinstance(kind, type) and issubclass(kind, Options):
+                return kind.from_params(value)
+    return frozen(value)
 
 
 class Options:
@@ -62,9 +72,7 @@ class Options:
         if missing or unknown:
             raise DarsError(f"{cls.__name__}: missing keys {missing}, unknown keys {unknown}")
         hints = get_type_hints(cls)
-        return cls(**{n: hints[n].from_params(params[n])
-                      if isinstance(hints[n], type) and issubclass(hints[n], Options)
-                      else frozen(params[n]) for n in names})
+        return cls(**{n: _from_plain(hints[n], params[n]) for n in names})
 
     @classmethod
     def from_json(cls, text: str) -> Self:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
+
+#: How long a rank waits for the others at a collective: rank 0 validates alone during training
+#: (train.evaluate_every) while the others wait at the epoch's barrier, and a full-size
+#: Cityscapes validation takes longer than the default 10 minutes on one GPU.
+WAIT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ def setup() -> World:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=WAIT)
     world = World(dist.get_rank(), dist.get_world_size(),
                   torch.device("cuda", local_rank) if cuda else torch.device("cpu"), True)
     log.info("rank %d of %d on %s", world.rank, world.size, world.device)

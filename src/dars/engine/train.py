@@ -9,6 +9,10 @@ checkpoint): with ``train.schedule: continue`` round k resumes the previous roun
 over round k's own loader, so each round anneals to 0 -- as in the authors' code; ``restart``
 begins a fresh schedule and optimizer per round.
 
+With ``train.evaluate_every`` the main process validates at the released epochs (the
+``evaluate`` protocol) and logs the mIoU per epoch (``val_miou``); the weights it keeps and
+hands on stay the last ones, and ``dars evaluate`` reports the best validation with its epoch.
+
 State is checkpointed atomically after every epoch into ``state_dir/last.pt`` (the log so far
 into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The
 data order and augmentation of an epoch are seeded from (seed, round, epoch, rank) alone, so a
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -51,6 +56,7 @@ from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec
 from dars.data.splits import Sample
 from dars.data.transforms import train_transform
 from dars.engine import checkpoint, distributed
+from dars.engine.evaluate import iou_from_confusion, val_confusion
 from dars.engine.options import TrainOptions
 from dars.engine.precision import use_bf16
 from dars.engine.predict import bf16_autocast
@@ -67,11 +73,15 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's status for "terminated by 
 class RoundSchedule:
     """Where a round sits in the released poly schedule (iterations are optimizer steps).
 
-    The authors' tool/train_func.py sets, before every step, ``lr = base * (1 - current_iter /
-    max_iter) ** power`` with ``max_iter = epochs * len(loader)`` and ``current_iter = epoch *
-    len(loader) + i + 1`` over *that round's own* loader. A student of round k resumes at
-    ``start_epoch`` = the epochs of the rounds before it and runs to ``start_epoch`` + its own
-    epochs, so every round anneals to 0 (``continue``); ``restart`` starts each round at 0.
+    The authors' tool/train_func.py computes ``lr = base * (1 - current_iter / max_iter) **
+    power`` with ``max_iter = epochs * len(loader)`` and ``current_iter = epoch * len(loader) +
+    i + 1`` over *that round's own* loader, and sets it *after* step i's ``optimizer.step()``
+    (train_func.py:129, 159-165): step i runs at the lr of ``current_iter - 1``. A round's first
+    step runs at the lr its optimizer starts with: the base lr when fresh, and when a student
+    resumes the previous round's optimizer (``continue``), that round's last setting, 0. A
+    student of round k resumes at ``start_epoch`` = the epochs of the rounds before it and runs
+    to ``start_epoch`` + its own epochs, so every round anneals to 0 (``continue``);
+    ``restart`` starts each round afresh at 0.
     """
 
     epochs: int
@@ -89,8 +99,11 @@ class RoundSchedule:
         return self.start_epoch * self.iters_per_epoch
 
     def factor(self, step: int) -> float:
-        """lr / base lr of this round's ``step``-th optimizer step (0-based); 0 after the end."""
-        current = self.start_iter + step + 1
+        """lr / base lr of this round's ``step``-th optimizer step (0-based): the value set
+        after the step before it; 0 after the end."""
+        if step == 0 and self.start_iter:  # the resumed optimizer's lr: 0 where its round ended
+            return 0.0
+        current = self.start_iter + step
         return max(0.0, 1 - current / self.total_iters) ** self.power
 
 
@@ -106,6 +119,12 @@ def plan_schedule(schedule: str, power: float, epochs_per_round: list[int], roun
                         f"0..{len(epochs_per_round) - 1})")
     start = sum(epochs_per_round[:round_index]) if schedule == "continue" else 0
     return RoundSchedule(epochs_per_round[round_index], iters_per_epoch, start, power)
+
+
+def validates(epoch: int, start: int, every: int) -> bool:
+    """Whether epoch ``epoch`` (1-based, in the round) is validated: after ``start``, every
+    ``every`` epochs (0 = never), the condition of the released tool/train.py:350-351."""
+    return every > 0 and epoch > start and (epoch - start) % every == 0
 
 
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
@@ -435,6 +454,24 @@ class Trainer:
         log.info("round %d done: %d epochs, last loss %.4f", self.round, self.epoch,
                  self.history[-1]["loss_labeled"] if self.history else math.nan)
 
+    def _validates(self) -> bool:
+        """Whether the epoch just ended is validated: tool/train.py:350-351 in round epochs."""
+        return validates(self.epoch, self.options.evaluate_start, self.options.evaluate_every)
+
+    def _validate(self) -> float:
+        """Val mIoU of the current weights with the ``evaluate`` protocol, computed by the main
+        process (the others wait at the epoch's barrier), as the released code does."""
+        if not self.world.is_main:
+            return math.nan
+        try:
+            cm = val_confusion(self.model, self.spec, self.spec.samples("val"),
+                               self.options.validation)
+        finally:
+            self.net.train()
+        miou = float(np.nanmean(iou_from_confusion(cm)))
+        log.info("round %d epoch %d: val mIoU %.4f", self.round, self.epoch, miou)
+        return miou
+
     def _epoch(self, bar: tqdm) -> None:
         """One epoch (or its rest after an interrupted one), then its checkpoint."""
         sched, main = self.schedule, self.world.is_main
@@ -465,6 +502,7 @@ class Trainer:
             "loss_labeled": sums[0] / max(n, 1),
             "loss_pseudo": sums[1] / max(n, 1) if self.pseudo is not None else math.nan,
             "lr": lr, "images_per_s": seen / seconds, "seconds": seconds,
+            "val_miou": self._validate() if self._validates() else math.nan,
         })
         if main:  # progress so far; ``log_csv`` is an output, written only at the end
             checkpoint.save(self.state_dir / "last.pt", self._state())
