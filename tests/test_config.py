@@ -212,3 +212,15 @@ def test_paper_config_dag_has_two_progressive_rounds_on_the_released_gpus(
     runtime = {job.rule: int(job.resources["runtime"]) for job in gpu_jobs}  # minutes
     assert runtime["train_student"] >= 24 * 60
     assert max(runtime["infer_probabilities"], runtime["evaluate"]) < runtime["train_baseline"]
+
+
+def test_tensorboard_reaches_the_training_jobs_as_an_argument(tmp_path: Path) -> None:
+    """train.tensorboard is a resource of the training jobs (a flag of `dars train`), not a
+    param: every training job gets it, and its options stay the same."""
+    configfile = REPO / "config" / "config.yaml"
+    off = {job.rule: job for job in dry_run_jobs(tmp_path, configfile)}
+    on = {job.rule: job for job in dry_run_jobs(tmp_path, configfile, "--config",
+                                                "train={tensorboard: true}")}
+    for rule in ("train_baseline", "train_student"):
+        assert "--tensorboard 0" in off[rule].shell and "--tensorboard 1" in on[rule].shell
+        assert on[rule].options() == off[rule].options()

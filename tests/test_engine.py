@@ -186,3 +186,23 @@ def test_best_validation_prefers_the_earlier_epoch_on_a_tie() -> None:
     assert best_validation(history, 4, 0.5) == {"best_miou": 0.5, "best_epoch": 2}
     assert best_validation(history, 4, 0.6) == {"best_miou": 0.6, "best_epoch": 4}
     assert best_validation([], 2, 0.3) == {"best_miou": 0.3, "best_epoch": 2}
+
+
+def test_tensorboard_has_one_scalar_per_epoch_and_tag(folder_config: dict, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder_config["train"].update(epochs=2, evaluate_every=1, tensorboard=True)
+    state = tmp_path / "state"
+    Trainer(TrainOptions.from_config(folder_config, 0), state, tensorboard=True).run(
+        tmp_path / "model.pt", tmp_path / "log.csv")
+    log = pd.read_csv(tmp_path / "log.csv")
+    board = EventAccumulator(str(state / "tensorboard"))
+    board.Reload()
+    tags = set(board.Tags()["scalars"])
+    classes = ["background", "a", "b"]
+    assert tags == {"loss/labeled", "lr", "val/miou", *(f"val_iou/{c}" for c in classes)}
+    for tag in tags:  # a teacher has no pseudo half; every class is in the val masks
+        assert [e.step for e in board.Scalars(tag)] == [1, 2], tag
+    for tag, column in (("loss/labeled", "loss_labeled"), ("lr", "lr"), ("val/miou", "val_miou")):
+        assert [e.value for e in board.Scalars(tag)] == pytest.approx(log[column].tolist())

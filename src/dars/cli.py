@@ -53,11 +53,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     options = options_of(args, TrainOptions, round_index=args.round)
     if args.round != options.round:  # --options-json is for one round
         raise DarsError(f"--round {args.round}, but --options-json is round {options.round}'s")
-    workers = args.workers
-    if workers is None:  # by hand: the config's, if one was given
-        workers = 0 if args.options_json is not None else config_of(args)["train"]["num_workers"]
+    by_hand = {} if args.options_json is not None else config_of(args)["train"]
+    workers = args.workers if args.workers is not None else by_hand.get("num_workers", 0)
+    tensorboard = (bool(args.tensorboard) if args.tensorboard is not None
+                   else by_hand.get("tensorboard", False))
     trainer = Trainer(options, Path(args.state_dir), init=args.init and Path(args.init),
-                      pseudo_dir=args.pseudo and Path(args.pseudo), num_workers=workers)
+                      pseudo_dir=args.pseudo and Path(args.pseudo), num_workers=workers,
+                      tensorboard=tensorboard)
     trainer.run(Path(args.out), Path(args.log_csv))
 
 
@@ -145,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int,
                    help="DataLoader worker processes (default: train.num_workers of --config, "
                         "else 0)")
+    p.add_argument("--tensorboard", type=int, choices=(0, 1),
+                   help="1 = write TensorBoard scalars to STATE_DIR/tensorboard (default: "
+                        "train.tensorboard of --config, else 0)")
 
     from dars.pseudo.cli import temperature_arg
 

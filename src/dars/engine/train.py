@@ -188,13 +188,50 @@ def _signature(options: TrainOptions) -> str:
     return hashlib.sha256(options.to_json().encode()).hexdigest()[:16]
 
 
+class EpochBoard:
+    """TensorBoard scalars of a training job, one per tag and epoch: what a user of a run of
+    days watches. Steps are cumulative epochs (round k continues where round k-1 ended, as
+    the released ``epoch_log`` does), so the rounds of a run line up on one axis.
+
+    ``torch.utils.tensorboard`` needs the ``tensorboard`` package, an optional extra: the base
+    install does not carry it for a feature that is off by default.
+    """
+
+    def __init__(self, logdir: Path, classes: list[str]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise DarsError("train.tensorboard needs the tensorboard package: pip install "
+                            "'dars-pipeline[tensorboard]' (or set train.tensorboard: false)"
+                            ) from exc
+        self.classes = classes
+        self.writer = SummaryWriter(str(logdir))
+
+    def write(self, epoch: int, row: dict[str, Any], iou: np.ndarray | None) -> None:
+        """The epoch's losses and lr; its validation, when it had one."""
+        scalars = {"loss/labeled": row["loss_labeled"], "loss/pseudo": row["loss_pseudo"],
+                   "lr": row["lr"]}
+        if iou is not None:
+            scalars["val/miou"] = row["val_miou"]
+            scalars |= {f"val_iou/{name}": v for name, v in zip(self.classes, iou, strict=True)}
+        for tag, value in scalars.items():
+            if not math.isnan(value):  # a teacher has no pseudo half, a class may be absent
+                self.writer.add_scalar(tag, value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class Trainer:
     """One round of training; construct, then :meth:`run`."""
 
     def __init__(self, options: TrainOptions, state_dir: Path, init: Path | None = None,
-                 pseudo_dir: Path | None = None, num_workers: int = 0) -> None:
+                 pseudo_dir: Path | None = None, num_workers: int = 0,
+                 tensorboard: bool = False) -> None:
         """``options`` say what is trained (the round included); ``num_workers`` (DataLoader
-        worker processes) changes speed, never the result."""
+        worker processes) changes speed, never the result; ``tensorboard`` writes the epoch's
+        scalars to ``state_dir/tensorboard`` (:class:`EpochBoard`)."""
         round_index = options.round
         if round_index > 0 and (init is None or pseudo_dir is None):
             raise DarsError("a student round needs --init (teacher checkpoint) and --pseudo")
@@ -262,6 +299,8 @@ class Trainer:
             else:
                 load_pretrained(self.model, self.model_config)
         self.scheduler = self._scheduler(resumed.get("scheduler") if resumed else None)
+        self.board = (EpochBoard(state_dir / "tensorboard", self.spec.classes)
+                      if tensorboard and self.world.is_main else None)
 
     def _scheduler(self, saved: dict[str, Any] | None) -> LambdaLR:
         """The released poly schedule as a LambdaLR placed after the steps already done.
@@ -396,6 +435,8 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self.board is not None:
+                self.board.close()
             distributed.teardown(self.world)
 
     def _on_sigterm(self, signum: int, _frame: object) -> None:
@@ -458,19 +499,20 @@ class Trainer:
         """Whether the epoch just ended is validated: tool/train.py:350-351 in round epochs."""
         return validates(self.epoch, self.options.evaluate_start, self.options.evaluate_every)
 
-    def _validate(self) -> float:
-        """Val mIoU of the current weights with the ``evaluate`` protocol, computed by the main
-        process (the others wait at the epoch's barrier), as the released code does."""
+    def _validate(self) -> np.ndarray | None:
+        """Per-class val IoU of the current weights with the ``evaluate`` protocol, computed by
+        the main process (the others get None and wait at the epoch's barrier), as the released
+        code does."""
         if not self.world.is_main:
-            return math.nan
+            return None
         try:
             cm = val_confusion(self.model, self.spec, self.spec.samples("val"),
                                self.options.validation)
         finally:
             self.net.train()
-        miou = float(np.nanmean(iou_from_confusion(cm)))
-        log.info("round %d epoch %d: val mIoU %.4f", self.round, self.epoch, miou)
-        return miou
+        iou = iou_from_confusion(cm)
+        log.info("round %d epoch %d: val mIoU %.4f", self.round, self.epoch, np.nanmean(iou))
+        return iou
 
     def _epoch(self, bar: tqdm) -> None:
         """One epoch (or its rest after an interrupted one), then its checkpoint."""
@@ -497,14 +539,17 @@ class Trainer:
                                        "seconds": time.perf_counter() - t0})
         seconds = time.perf_counter() - t0
         self.epoch, self.step, self._partial, self._rng = self.epoch + 1, 0, {}, None
+        iou = self._validate() if self._validates() else None
         self.history.append({
             "round": self.round, "epoch": self.epoch, "iteration": it,
             "loss_labeled": sums[0] / max(n, 1),
             "loss_pseudo": sums[1] / max(n, 1) if self.pseudo is not None else math.nan,
             "lr": lr, "images_per_s": seen / seconds, "seconds": seconds,
-            "val_miou": self._validate() if self._validates() else math.nan,
+            "val_miou": float(np.nanmean(iou)) if iou is not None else math.nan,
         })
         if main:  # progress so far; ``log_csv`` is an output, written only at the end
             checkpoint.save(self.state_dir / "last.pt", self._state())
             write_csv(pd.DataFrame(self.history), self.state_dir / "train_log.csv")
+            if self.board is not None:  # after the checkpoint: a rerun never repeats an epoch
+                self.board.write(sched.start_epoch + self.epoch, self.history[-1], iou)
         distributed.barrier(self.world)
