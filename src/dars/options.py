@@ -120,7 +120,7 @@ class ModelOptions(Options):
     backbone: str | None
     deep_stem: bool
     pretrained: str | None
-    frozen_bn: bool
+    frozen_bn_affine: bool
     stride_in_1x1: bool
     ceil_mode_pool: bool
     aspp_rates: tuple[int, ...]

@@ -60,11 +60,12 @@ def setup() -> World:
     return world
 
 
-def wrap(model: nn.Module, world: World) -> nn.Module:
-    """The module to call for training: DDP (with SyncBN across GPUs) or the model itself."""
+def wrap(model: nn.Module, world: World, sync_bn: bool = True) -> nn.Module:
+    """The module to call for training: DDP (with SyncBN across GPUs unless ``sync_bn`` is
+    false: the released DeepLabv2's statistics are per GPU) or the model itself."""
     if not world.distributed:
         return model
-    if world.size > 1 and world.device.type == "cuda":
+    if sync_bn and world.size > 1 and world.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [world.device.index] if world.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)

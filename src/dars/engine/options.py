@@ -50,6 +50,7 @@ class TrainOptions(Options):
     head_lr_stages: tuple[str, ...]
     bf16: bool
     channels_last: bool
+    sync_bn: bool
     evaluate_start: int
     evaluate_every: int
     validation: EvaluateOptions | None

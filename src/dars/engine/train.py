@@ -278,7 +278,7 @@ class Trainer:
         model = build_model(self.model_config, self.spec.num_classes).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.net = distributed.wrap(model, self.world)  # what the step calls
+        self.net = distributed.wrap(model, self.world, options.sync_bn)  # what the step calls
         self.model = distributed.unwrap(self.net)  # what checkpoints hold
         groups = lr_groups(self.model, options.head_lr_mult, options.head_lr_stages)
         self.base_lrs = [options.lr * mult for _, mult in groups]

@@ -13,9 +13,10 @@ Three options reproduce the Caffe-style ResNet of the authors' DeepLabv2 (CVMI-L
 model/deeplabv2.py, taken from AdvSemiSeg), which loads torchvision's ImageNet weights into it:
 ``stride_in_1x1`` puts a downsampling block's stride on its first 1x1 convolution
 (deeplabv2.py:77, torchvision: on the 3x3), ``ceil_mode_pool`` rounds the stem's max-pool output
-up (deeplabv2.py:151), and ``frozen_bn`` freezes every BatchNorm -- scale, shift and running
-statistics -- at the pretrained values (deeplabv2.py:79-91, 148, 176 and ``freeze_batchnorm``),
-which is what keeps a batch of 4 labeled crops from degrading the ImageNet statistics.
+up (deeplabv2.py:151), and ``frozen_bn_affine`` keeps every BatchNorm's scale and shift at the
+pretrained values (``requires_grad = False``, deeplabv2.py:79-91, 148, 176). Its statistics are
+*not* frozen there: ``freeze_batchnorm`` (deeplabv2.py:290) is never called, so in training the
+BatchNorms normalise with the batch's statistics and update their running averages, as ours do.
 
 Weights are read from a user-given file only (no downloads): a torchvision state dict
 (``resnet50-*.pth``) or a semseg deep-stem one, optionally wrapped in ``{"state_dict": ...}``
@@ -26,7 +27,7 @@ says what was expected.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -40,9 +41,8 @@ DEPTHS = ("resnet50", "resnet101", "resnet152")
 FEATURE_CHANNELS = (1024, 2048)  # layer3, layer4 of a Bottleneck ResNet
 
 
-def _conv_bn_relu(cin: int, cout: int, norm: Callable[[int], nn.Module], stride: int = 1
-                  ) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), norm(cout),
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True)]
 
 
@@ -54,7 +54,7 @@ class ResNetBackbone(nn.Module):
     """
 
     def __init__(self, depth: str = "resnet50", deep_stem: bool = False,
-                 frozen_bn: bool = False, stride_in_1x1: bool = False,
+                 frozen_bn_affine: bool = False, stride_in_1x1: bool = False,
                  ceil_mode_pool: bool = False) -> None:
         super().__init__()
         if depth not in DEPTHS:
@@ -63,12 +63,8 @@ class ResNetBackbone(nn.Module):
         # imported here: torchvision takes seconds to import, and the tiny demo model (every
         # demo stage) never needs it
         from torchvision.models import resnet
-        from torchvision.ops import FrozenBatchNorm2d
 
-        # FrozenBatchNorm2d keeps scale, shift and statistics as buffers: nothing to train, no
-        # statistics update in train mode, and torchvision state dicts load into it as they are
-        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-        net = getattr(resnet, depth)(weights=None, norm_layer=norm,
+        net = getattr(resnet, depth)(weights=None,
                                      replace_stride_with_dilation=[False, True, True])
         for layer, dilation in ((net.layer3, 2), (net.layer4, 4)):
             first = layer[0].conv2
@@ -80,9 +76,9 @@ class ResNetBackbone(nn.Module):
         net.maxpool.ceil_mode = ceil_mode_pool
         self.deep_stem = deep_stem
         if deep_stem:
-            self.conv1, self.bn1, _ = _conv_bn_relu(3, 64, norm, stride=2)
-            self.conv2, self.bn2, _ = _conv_bn_relu(64, 64, norm)
-            self.conv3, self.bn3, _ = _conv_bn_relu(64, 128, norm)
+            self.conv1, self.bn1, _ = _conv_bn_relu(3, 64, stride=2)
+            self.conv2, self.bn2, _ = _conv_bn_relu(64, 64)
+            self.conv3, self.bn3, _ = _conv_bn_relu(64, 128)
             # layer1 now receives 128 channels instead of 64
             net.layer1[0].conv1 = nn.Conv2d(128, 64, 1, bias=False)
             net.layer1[0].downsample[0] = nn.Conv2d(128, 256, 1, bias=False)
@@ -91,6 +87,11 @@ class ResNetBackbone(nn.Module):
         self.relu, self.maxpool = nn.ReLU(inplace=True), net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4)
+        if frozen_bn_affine:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.weight.requires_grad_(False)
+                    module.bias.requires_grad_(False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))

@@ -16,13 +16,13 @@ def tiny(num_classes: int, width: int = 32, **_: object) -> nn.Module:
     return TinySegNet(num_classes, width=width)
 
 
-def _backbone_options(deep_stem: bool = False, frozen_bn: bool = False,
+def _backbone_options(deep_stem: bool = False, frozen_bn_affine: bool = False,
                       stride_in_1x1: bool = False, ceil_mode_pool: bool = False,
                       **_: object) -> dict[str, bool]:
     """The ``model`` keys of :class:`ResNetBackbone`; their defaults are those of checkpoints
     written before the keys existed, so such checkpoints rebuild as they were trained."""
-    return {"deep_stem": deep_stem, "frozen_bn": frozen_bn, "stride_in_1x1": stride_in_1x1,
-            "ceil_mode_pool": ceil_mode_pool}
+    return {"deep_stem": deep_stem, "frozen_bn_affine": frozen_bn_affine,
+            "stride_in_1x1": stride_in_1x1, "ceil_mode_pool": ceil_mode_pool}
 
 
 def pspnet(num_classes: int, backbone: str | None = None, aux_head: bool = True,
