@@ -35,6 +35,7 @@ from dars import config as config_mod
 from dars.atomic import remove_path
 from dars.engine import checkpoint
 from dars.models import build_model
+from dars.options import ModelOptions
 from dars.probstore import ProbStoreWriter, partial_path
 
 SIZE = 16
@@ -95,7 +96,7 @@ def _write_hist(path: Path, pixels: list[int]) -> Path:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shared")
-    model_cfg = config_mod.validate(copy.deepcopy(BASE))["model"]
+    model_cfg = ModelOptions.from_config(config_mod.validate(copy.deepcopy(BASE))).params()
     return {
         "ckpt": _save_checkpoint(root / "teacher.pt", model_cfg),
         "store": _write_store(root / "probs.zarr", UNLABELED),

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_defaults_are_filled_and_nested_defaults_are_independent() -> None:
     a = config.validate({})
     b = config.validate({})
-    assert a["rounds"][1] == {"alpha": 0.5, "beta_min": 0.2, "beta_max": 0.5, "epochs": 2}
+    assert a["rounds"][1] == {"alpha": 0.5, "beta_min": 0.2, "beta_max": 0.5, "epochs": 2,
+                              "evaluate_every": None, "evaluate_start": None}
     assert a["dataset"]["splits"]["labeled"] == "splits/labeled.txt"
     a["dataset"]["splits"]["labeled"] = "changed"
     assert b["dataset"]["splits"]["labeled"] == "splits/labeled.txt"
@@ -24,7 +25,8 @@ def test_defaults_are_filled_and_nested_defaults_are_independent() -> None:
 
 def test_round_items_get_defaults() -> None:
     c = config.validate({"rounds": [{"alpha": 0.3}]})
-    assert c["rounds"] == [{"alpha": 0.3, "beta_min": 0.0, "beta_max": 0.0, "epochs": 2}]
+    assert c["rounds"] == [{"alpha": 0.3, "beta_min": 0.0, "beta_max": 0.0, "epochs": 2,
+                            "evaluate_every": None, "evaluate_start": None}]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +95,10 @@ PAPER = {
     "voc_1464": ((0.40, 0.50), (0.5, 1.5), (0.5, 2.0), 50, 321, 0.01),
 }
 GPU_RULES = ("train_baseline", "train_student", "infer_probabilities", "evaluate")
+#: GPUs of the released runs (train_gpu in the authors' round-0 yaml files; SyncBN on)
+RELEASED_GPUS = {"cityscapes_1-8_crop361": 2, "cityscapes_1-4_crop361": 2,
+                 "cityscapes_1-8_crop713": 4, "cityscapes_1-4_crop713": 8,
+                 "cityscapes_1-8_crop361_deeplabv2": 2, "voc_1464": 4}
 
 
 def test_every_paper_config_has_the_authors_settings() -> None:
@@ -169,10 +175,11 @@ def dry_run_jobs(workdir: Path, configfile: Path, *args: str) -> list[PlannedJob
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
-def test_paper_config_dag_has_two_progressive_rounds_on_one_gpu(name: str,
-                                                                tmp_path: Path) -> None:
-    """The planned jobs, not just the config, carry the table's alphas and scale ranges, and
-    every GPU job asks for one GPU (and training for more time than inference)."""
+def test_paper_config_dag_has_two_progressive_rounds_on_the_released_gpus(
+        name: str, tmp_path: Path) -> None:
+    """The planned jobs, not just the config, carry the table's alphas and scale ranges;
+    training and inference ask for the released GPU count, evaluation for one (and training
+    for more time than inference)."""
     alphas, first, second, _, _, _ = PAPER[name]
     configfile = REPO / "config" / f"{name}.yaml"
     c = config.load(configfile)
@@ -198,9 +205,22 @@ def test_paper_config_dag_has_two_progressive_rounds_on_one_gpu(name: str,
     assert by_round["train_student", 2].options()["scale_range"] == pytest.approx(widened)
 
     gpu_jobs = [job for job in jobs if job.rule in GPU_RULES]
-    assert {job.resources["gpu"] for job in gpu_jobs} == {"1"}
+    assert {job.rule: job.resources["gpu"] for job in gpu_jobs} == {
+        **{rule: str(RELEASED_GPUS[name]) for rule in GPU_RULES}, "evaluate": "1"}
     assert {(job.resources["cpus_per_task"], job.resources["mem_mb"]) for job in gpu_jobs} == {
         ("8", "64000")}
     runtime = {job.rule: int(job.resources["runtime"]) for job in gpu_jobs}  # minutes
     assert runtime["train_student"] >= 24 * 60
     assert max(runtime["infer_probabilities"], runtime["evaluate"]) < runtime["train_baseline"]
+
+
+def test_tensorboard_reaches_the_training_jobs_as_an_argument(tmp_path: Path) -> None:
+    """train.tensorboard is a resource of the training jobs (a flag of `dars train`), not a
+    param: every training job gets it, and its options stay the same."""
+    configfile = REPO / "config" / "config.yaml"
+    off = {job.rule: job for job in dry_run_jobs(tmp_path, configfile)}
+    on = {job.rule: job for job in dry_run_jobs(tmp_path, configfile, "--config",
+                                                "train={tensorboard: true}")}
+    for rule in ("train_baseline", "train_student"):
+        assert "--tensorboard 0" in off[rule].shell and "--tensorboard 1" in on[rule].shell
+        assert on[rule].options() == off[rule].options()

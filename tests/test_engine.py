@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,10 @@ from tqdm import tqdm
 
 from dars.data import dataset as dataset_module
 from dars.engine import checkpoint
-from dars.engine.evaluate import confusion_matrix, evaluate, iou_from_confusion
+from dars.engine.evaluate import best_validation, confusion_matrix, evaluate, iou_from_confusion
 from dars.engine.infer import infer
 from dars.engine.options import EvaluateOptions, InferOptions, TrainOptions
-from dars.engine.train import Trainer, plan_schedule
+from dars.engine.train import Trainer, plan_schedule, validates
 from dars.errors import DarsError
 from dars.probstore import ProbStore, partial_path
 
@@ -29,11 +30,15 @@ def test_schedule_places_each_round_after_the_previous_ones() -> None:
         plan_schedule("continue", 0.9, [3, 2], 2, 10)
 
 
-def test_schedule_factor_is_the_released_formula() -> None:
-    # tool/train_func.py: current_iter = epoch * len(loader) + i + 1, max_iter = epochs * len
+def test_schedule_factor_is_the_released_formula_in_the_released_order() -> None:
+    # tool/train_func.py: current_iter = epoch * len(loader) + i + 1, max_iter = epochs * len,
+    # set after step i (lines 129, 159-165): step i runs at the value of current_iter - 1
     p = plan_schedule("continue", 0.9, [4, 4], 1, 5)
-    assert p.factor(0) == pytest.approx((1 - (4 * 5 + 1) / 40) ** 0.9)
-    assert p.factor(19) == 0.0 and p.factor(25) == 0.0  # the last step, and past the end
+    assert p.factor(0) == 0.0  # the resumed optimizer's lr: round 0 set it to 0 at its end
+    assert p.factor(1) == pytest.approx((1 - (4 * 5 + 1) / 40) ** 0.9)
+    assert p.factor(19) == pytest.approx((1 - 39 / 40) ** 0.9)  # the last step
+    assert p.factor(20) == 0.0 and p.factor(25) == 0.0  # what the last step sets, and beyond
+    assert plan_schedule("continue", 0.9, [4, 4], 0, 5).factor(0) == 1.0  # base lr at step 1
 
 
 def test_confusion_and_iou_match_a_loop() -> None:
@@ -149,3 +154,76 @@ def test_checkpoint_of_other_architecture_is_refused(folder_config: dict, tmp_pa
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(DarsError, match="cannot load checkpoint"):
         checkpoint.load(tmp_path / "junk.pt")
+
+
+# (file epochs, evaluate_start, evaluate_freq, start_epoch) of released train_*_round{0,1,2}.yaml
+RELEASED_VALIDATION = {
+    "cityscapes_1-8_crop361": [(200, 80, 20, 0), (400, 280, 20, 200), (600, 480, 20, 400)],
+    "cityscapes_1-8_crop713": [(200, 80, 20, 0), (400, 280, 20, 200), (600, 400, 20, 400)],
+    "cityscapes_1-4_crop713": [(200, 80, 20, 0), (400, 280, 20, 200), (600, 400, 20, 400)],
+    "cityscapes_1-8_crop361_deeplabv2": [(200, 80, 20, 0), (400, 280, 20, 200),
+                                         (600, 480, 20, 400)],
+    "voc_1464": [(50, 44, 2, 0), (100, 94, 2, 50), (150, 120, 5, 100)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_VALIDATION))
+def test_paper_configs_validate_at_the_released_epochs(name: str) -> None:
+    """tool/train.py:310-351: ``for epoch in range(start_epoch, epochs)``, ``epoch_log = epoch +
+    1`` validated when ``epoch_log > evaluate_start`` and ``(epoch_log - evaluate_start) %
+    evaluate_freq == 0``, in the file's cumulative epochs."""
+    from dars import config as config_mod
+
+    cfg = config_mod.load(Path(__file__).resolve().parents[1] / "config" / f"{name}.yaml")
+    for k, (epochs, start, freq, start_epoch) in enumerate(RELEASED_VALIDATION[name]):
+        released = [e + 1 for e in range(start_epoch, epochs)
+                    if e + 1 > start and (e + 1 - start) % freq == 0]
+        options = TrainOptions.from_config(cfg, k)
+        ours = [start_epoch + e for e in range(1, options.epochs_per_round[k] + 1)
+                if validates(e, options.evaluate_start, options.evaluate_every)]
+        assert ours == released, k
+        assert options.validation == EvaluateOptions.from_config(cfg)
+
+
+def test_validation_during_training_keeps_the_last_state_and_reports_the_best(
+        folder_config: dict, tmp_path: Path) -> None:
+    folder_config["train"].update(epochs=3, evaluate_every=1, evaluate_start=1)
+    teacher = _train(folder_config, tmp_path)
+    log = pd.read_csv(tmp_path / "r0" / "log.csv")
+    assert log["val_miou"].isna().tolist() == [True, False, False]  # epochs 2, 3
+    summary = evaluate(EvaluateOptions.from_config(folder_config), teacher, tmp_path / "m.csv",
+                       tmp_path / "m.json", 0)
+    # model.pt is the last state: its evaluation is the last validation
+    assert summary["epoch"] == 3 and summary["miou"] == pytest.approx(log["val_miou"].iloc[2])
+    best = log["val_miou"].idxmax()
+    assert summary["best_miou"] == pytest.approx(log["val_miou"][best])
+    assert summary["best_epoch"] == log["epoch"][best]
+    assert json.loads((tmp_path / "m.json").read_text())["best_epoch"] == summary["best_epoch"]
+
+
+def test_best_validation_prefers_the_earlier_epoch_on_a_tie() -> None:
+    history = [{"epoch": 1, "val_miou": float("nan")}, {"epoch": 2, "val_miou": 0.5},
+               {"epoch": 3, "val_miou": 0.4}]
+    assert best_validation(history, 4, 0.5) == {"best_miou": 0.5, "best_epoch": 2}
+    assert best_validation(history, 4, 0.6) == {"best_miou": 0.6, "best_epoch": 4}
+    assert best_validation([], 2, 0.3) == {"best_miou": 0.3, "best_epoch": 2}
+
+
+def test_tensorboard_has_one_scalar_per_epoch_and_tag(folder_config: dict, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder_config["train"].update(epochs=2, evaluate_every=1, tensorboard=True)
+    state = tmp_path / "state"
+    Trainer(TrainOptions.from_config(folder_config, 0), state, tensorboard=True).run(
+        tmp_path / "model.pt", tmp_path / "log.csv")
+    log = pd.read_csv(tmp_path / "log.csv")
+    board = EventAccumulator(str(state / "tensorboard"))
+    board.Reload()
+    tags = set(board.Tags()["scalars"])
+    classes = ["background", "a", "b"]
+    assert tags == {"loss/labeled", "lr", "val/miou", *(f"val_iou/{c}" for c in classes)}
+    for tag in tags:  # a teacher has no pseudo half; every class is in the val masks
+        assert [e.step for e in board.Scalars(tag)] == [1, 2], tag
+    for tag, column in (("loss/labeled", "loss_labeled"), ("lr", "lr"), ("val/miou", "val_miou")):
+        assert [e.value for e in board.Scalars(tag)] == pytest.approx(log[column].tolist())

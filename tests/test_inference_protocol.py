@@ -300,6 +300,7 @@ def test_store_and_metrics_are_full_size_while_the_model_sees_the_base_size(
     assert [tuple(s) for s in ProbStore(tmp_path / "probs.zarr").shapes] == native
 
     model.shapes.clear()
+    monkeypatch.setattr(checkpoint, "load", lambda *_: {"epoch": 1, "history": []})
     monkeypatch.setattr(checkpoint, "load_model", lambda *_: model)
     summary = evaluate(EvaluateOptions.from_config(cfg), teacher, tmp_path / "m.csv",
                        tmp_path / "m.json", 0)

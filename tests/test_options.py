@@ -54,7 +54,8 @@ def test_params_round_trip_to_equal_options(path: Path) -> None:
 
 
 # (section, key, value): keys that change how fast something runs, never what it computes
-RUNTIME = [("train", "num_workers", 7), ("dataset", "image_pattern", "images/{name}.jpg"),
+RUNTIME = [("train", "num_workers", 7), ("train", "tensorboard", True),
+           ("dataset", "image_pattern", "images/{name}.jpg"),
            ("dataset", "mask_pattern", "masks/{name}.png"), ("", "gpus", 2), ("", "shards", 3),
            ("resources", "gpu_rules", {"cpus_per_task": 16})]
 

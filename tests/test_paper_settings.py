@@ -35,3 +35,18 @@ def test_a_changed_setting_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
     _, problems = script.build()
     assert set(problems) - set(before) == {
         "cityscapes_1-8_crop361_deeplabv2: base_lr: released 0.003, ours 0.002"}
+
+
+def test_an_intended_difference_of_one_config_is_not_intended_in_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The released round 1 of 1/4 crop 361 ran on 4 GPUs (intended there); the same change
+    in 1/4 crop 713's row is reported, with the value read from its {value, source} entry."""
+    script = _script()
+    _, before = script.build()
+    released = tmp_path / "released.yaml"
+    text = script.RELEASED.read_text().replace("gpus: {value: [8, 8, 8]", "gpus: {value: [8, 4, 8]")
+    released.write_text(text)
+    monkeypatch.setattr(script, "RELEASED", released)
+    _, problems = script.build()
+    assert set(problems) - set(before) == {
+        "cityscapes_1-4_crop713: gpus: released 8, 4, 8, ours 8, 8, 8"}

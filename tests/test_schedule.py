@@ -2,10 +2,11 @@
 
 The expected values are re-stated here from the released code and yaml files (see
 docs/METHOD.md, "The released lr schedule"), not computed by :mod:`dars.engine.train`:
-tool/train_func.py sets before every step ``lr = base_lr * (1 - current_iter / max_iter) **
+tool/train_func.py sets after every step ``lr = base_lr * (1 - current_iter / max_iter) **
 power`` with ``current_iter = epoch * len(loader) + i + 1`` and ``max_iter = epochs *
 len(loader)``, where ``loader`` is that round's own loader (drop_last) and a student file's
-``epochs`` is cumulative (400 = resume the 200-epoch checkpoint at ``start_epoch`` 200).
+``epochs`` is cumulative (400 = resume the 200-epoch checkpoint at ``start_epoch`` 200); the
+next step runs at it.
 
 Each paper config is built into real :class:`Trainer` objects -- rounds 0, 1, 2, each student
 started from the previous round's checkpoint -- over a folder dataset with the splits' real
@@ -75,11 +76,29 @@ def loader_len(r: Released, round_index: int) -> int:
     return r.unlabeled // r.student_unlabeled_batch
 
 
-def released_lr(r: Released, round_index: int, epoch: int, i: int) -> float:
-    """tool/train_func.py's lr at step i of ``epoch`` (absolute) in round ``round_index``."""
-    current_iter = epoch * loader_len(r, round_index) + i + 1
+def poly(r: Released, round_index: int, current_iter: int) -> float:
+    """tool/train_func.py:159: ``poly_learning_rate(base_lr, current_iter, max_iter, power)``
+    with ``max_iter = epochs * len(train_labelled_loader)`` of the round's file."""
     max_iter = r.cumulative_epochs[round_index] * loader_len(r, round_index)
     return r.base_lr * (1 - current_iter / max_iter) ** r.power
+
+
+def released_lr(r: Released, round_index: int, epoch: int, i: int) -> float:
+    """The lr step i of ``epoch`` (absolute) runs at in round ``round_index``.
+
+    tool/train_func.py sets the lr *after* ``optimizer.step()`` (lines 129, 159-165), from
+    that step's ``current_iter = epoch * len(loader) + i + 1``: a step runs at the value the
+    step before set. A round's first step runs at the optimizer's own lr: ``base_lr`` as
+    created (tool/train.py:198) in round 0; in a student, the lr its resumed checkpoint's
+    optimizer holds (tool/train.py:248), set after the previous round's last step.
+    """
+    start, _ = released_epochs(r, round_index)
+    if (epoch, i) == (start, 0):
+        if round_index == 0:
+            return r.base_lr
+        previous = round_index - 1
+        return poly(r, previous, r.cumulative_epochs[previous] * loader_len(r, previous))
+    return poly(r, round_index, epoch * loader_len(r, round_index) + i)
 
 
 def released_epochs(r: Released, round_index: int) -> tuple[int, int]:
@@ -147,12 +166,16 @@ def test_each_round_follows_the_released_schedule(name: str, tmp_path: Path) -> 
             momentum = [s["momentum_buffer"] for s in trainer.optimizer.state.values()]
             assert momentum and all(torch.equal(m, torch.ones_like(m)) for m in momentum)
         first = trainer.optimizer.param_groups[0]["lr"]
-        assert first == pytest.approx(released_lr(r, k, start, 0), rel=1e-9), k
-        assert _lr_at(trainer, steps - 1) == pytest.approx(
-            released_lr(r, k, end - 1, length - 1), abs=1e-12), k
-        assert released_lr(r, k, end - 1, length - 1) == 0.0  # every round anneals to 0
-        # the start of round k that docs/METHOD.md states: (1 / (k + 1)) ** 0.9 of base
-        assert first / r.base_lr == pytest.approx((1 / (k + 1)) ** 0.9, rel=2e-3)
+        assert first == pytest.approx(released_lr(r, k, start, 0), abs=1e-12), k
+        assert first == (r.base_lr if k == 0 else 0.0)  # a student's step 1: the lr it resumed
+        for step in (1, 2, steps - 1):
+            epoch, i = divmod(step, length)
+            assert _lr_at(trainer, step) == pytest.approx(
+                released_lr(r, k, start + epoch, i), abs=1e-12), (k, step)
+        # every round anneals to 0: what its last step sets is 0 (the next round's first lr)
+        assert poly(r, k, end * length) == 0.0
+        # the start docs/METHOD.md states: (1 / (k + 1)) ** 0.9 of base from a round's second step
+        assert _lr_at(trainer, 1) / r.base_lr == pytest.approx((1 / (k + 1)) ** 0.9, rel=2e-3)
         # hand the next round a teacher whose optimizer carries a known momentum
         for group in trainer.optimizer.param_groups:
             for p in group["params"]:

@@ -3,7 +3,9 @@ CPU, DDP in a gloo world of one, sliding-window prediction."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
+from workflow_helpers import BIN
 
 from dars.data.splits import Sample
 from dars.engine import checkpoint
@@ -31,8 +34,9 @@ def test_pspnet_steps_move_the_head_at_ten_times_lr(folder_config: dict,
     x, y, _ = next(iter(trainer.labeled))
     groups = trainer.optimizer.param_groups
     for i in range(3):
-        # released: lr = base * (1 - (i + 1) / (epochs * len(loader))) ** 0.9, head at 10x
-        factor = (1 - (i + 1) / 8) ** 0.9
+        # released: set after step i - 1, lr = base * (1 - i / (epochs * len(loader))) ** 0.9
+        # (step 0 at base), head at 10x
+        factor = (1 - i / 8) ** 0.9
         lrs = [g["lr"] for g in groups]
         assert lrs == pytest.approx([0.002 * factor, 0.02 * factor]), i
         before = [[p.detach().clone() for p in g["params"]] for g in groups]
@@ -102,6 +106,28 @@ def test_loader_workers_leave_the_weights_unchanged(folder_config: dict, folder_
 
     a, b = rounds(tmp_path / "inline", 0), rounds(tmp_path / "workers", 2)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_train_pspnet_without_aux_head_at_aux_weight_0(
+        folder_config: dict, tmp_path: Path) -> None:
+    """``aux_weight: 0`` builds no aux head: a head computed but left out of the loss has
+    parameters without gradients, which DDP (no find_unused_parameters) rejects at the second
+    step. Two gloo processes on CPU, two steps (batch 4 = 2 per process)."""
+    folder_config["model"] = {"name": "pspnet"}
+    folder_config["train"].update(aux_weight=0.0, epochs=2, batch_size=4)
+    out = tmp_path / "model.pt"
+    proc = subprocess.run(
+        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python",
+         str(BIN / "dars"), "train", "--config-json", json.dumps(folder_config), "--out",
+         str(out), "--log-csv", str(tmp_path / "log.csv"), "--state-dir",
+         str(tmp_path / "state"), "--threads", "1"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rank 1 of 2" in proc.stderr
+    state = checkpoint.load(out)
+    assert state["model_config"]["aux_head"] is False and state["epoch"] == 2
+    assert not any(k.startswith("aux.") for k in state["model"])
 
 
 # -- sliding window --------------------------------------------------------------------------

@@ -64,14 +64,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     options = options_of(args, TrainOptions, round_index=args.round)
     if args.round != options.round:  # --options-json is for one round
         raise DarsError(f"--round {args.round}, but --options-json is round {options.round}'s")
-    workers = args.workers
-    if workers is None:  # by hand: the config's, if one was given, else from the cores
-        workers = None if args.options_json is not None else config_of(args)["train"][
-            "num_workers"]
-    if workers is None:
+    by_hand = {} if args.options_json is not None else config_of(args)["train"]
+    workers = args.workers if args.workers is not None else by_hand.get("num_workers")
+    if workers is None:  # the cores but one per GPU; 0 without a GPU
         workers = default_workers(len(os.sched_getaffinity(0)), torch.cuda.device_count())
+    tensorboard = (bool(args.tensorboard) if args.tensorboard is not None
+                   else by_hand.get("tensorboard", False))
     trainer = Trainer(options, Path(args.state_dir), init=args.init and Path(args.init),
-                      pseudo_dir=args.pseudo and Path(args.pseudo), num_workers=workers)
+                      pseudo_dir=args.pseudo and Path(args.pseudo), num_workers=workers,
+                      tensorboard=tensorboard)
     trainer.run(Path(args.out), Path(args.log_csv))
 
 
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int,
                    help="DataLoader worker processes of the job (default: train.num_workers of "
                         "--config, else the cores but one per GPU; 0 without a GPU)")
+    p.add_argument("--tensorboard", type=int, choices=(0, 1),
+                   help="1 = write TensorBoard scalars to STATE_DIR/tensorboard (default: "
+                        "train.tensorboard of --config, else 0)")
 
     p = add("infer", cmd_infer, "teacher probabilities on the unlabeled pool → zarr",
             threads=True)

@@ -130,3 +130,14 @@ def scale_range(config: Config, round_index: int) -> tuple[float, float]:
         return float(s_min), float(s_max)
     r = config["rounds"][round_index - 1]
     return (1 - r["beta_min"]) * s_min, (1 + r["beta_max"]) * s_max
+
+
+def evaluate_schedule(config: Config, round_index: int) -> tuple[int, int]:
+    """(evaluate_start, evaluate_every) of a round, in its own epochs: round 0's ``train``
+    keys, which a round's own keys override."""
+    start, every = config["train"]["evaluate_start"], config["train"]["evaluate_every"]
+    if round_index == 0:
+        return start, every
+    r = config["rounds"][round_index - 1]
+    return (start if r.get("evaluate_start") is None else r["evaluate_start"],
+            every if r.get("evaluate_every") is None else r["evaluate_every"])

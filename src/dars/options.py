@@ -19,7 +19,7 @@ import argparse
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, get_type_hints
+from typing import TYPE_CHECKING, Any, Self, get_args, get_type_hints
 
 from dars.errors import DarsError
 
@@ -36,10 +36,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _frozen(value: Any) -> Any:
+def frozen(value: Any) -> Any:
     """JSON data as a field value: lists become tuples (hashable, immutable, and equal to what
     ``from_config`` builds)."""
-    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+    return tuple(frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def _from_plain(hint: Any, value: Any) -> Any:
+    """A field's value from its JSON data: nested options (fields typed ``X`` or ``X | None``)
+    rebuilt, anything else frozen."""
+    if value is not None:
+        for kind in (hint, *get_args(hint)):
+            if isinstance(kind, type) and issubclass(kind, Options):
+                return kind.from_params(value)
+    return frozen(value)
 
 
 class Options:
@@ -63,9 +73,7 @@ class Options:
         if missing or unknown:
             raise DarsError(f"{cls.__name__}: missing keys {missing}, unknown keys {unknown}")
         hints = get_type_hints(cls)
-        return cls(**{n: hints[n].from_params(params[n])
-                      if isinstance(hints[n], type) and issubclass(hints[n], Options)
-                      else _frozen(params[n]) for n in names})
+        return cls(**{n: _from_plain(hints[n], params[n]) for n in names})
 
     @classmethod
     def from_json(cls, text: str) -> Self:
@@ -105,18 +113,26 @@ class DatasetOptions(Options):
 
 @dataclass(frozen=True)
 class ModelOptions(Options):
-    """The ``model`` section: what :func:`dars.models.build_model` builds; its ``params()`` is
-    the ``model_config`` a checkpoint records."""
+    """What :func:`dars.models.build_model` builds; its ``params()`` is the ``model_config`` a
+    checkpoint records."""
 
     name: str
     width: int
     backbone: str | None
     deep_stem: bool
     pretrained: str | None
+    frozen_bn_affine: bool
+    stride_in_1x1: bool
+    ceil_mode_pool: bool
+    aspp_rates: tuple[int, ...]
+    aux_head: bool
 
     @classmethod
     def from_config(cls, config: Config) -> ModelOptions:
-        return cls(**config["model"])
+        """The ``model`` section, plus ``aux_head``: an auxiliary head is built only when
+        ``train.aux_weight`` gives its loss a weight (see :class:`dars.models.pspnet.PSPNet`)."""
+        model = {k: frozen(v) for k, v in config["model"].items()}
+        return cls(**model, aux_head=config["train"]["aux_weight"] > 0)
 
 
 @dataclass(frozen=True)
@@ -136,7 +152,7 @@ class PredictOptions(Options):
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> PredictOptions:
         """From ``config["infer"]`` or ``config["evaluate"]`` (which share these keys)."""
-        return cls(**{f.name: _frozen(section[f.name]) for f in fields(cls)})
+        return cls(**{f.name: frozen(section[f.name]) for f in fields(cls)})
 
 
 def add_options_args(p: argparse.ArgumentParser) -> None:

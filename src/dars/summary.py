@@ -1,4 +1,5 @@
-"""The per-run table a user reads first: mIoU per round and the pseudo labels' KL and kept share."""
+"""The per-run table a user reads first: mIoU per round (the last state's, and the best
+validation's with its epoch) and the pseudo labels' KL and kept share."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def summarise(metrics: Sequence[str], pseudo_summaries: Sequence[str], out: Path
     rows = []
     for m in metrics:
         s = read_json(m)
-        rows.append({"round": s["round"], "miou": s["miou"], "tail_miou": s.get("tail_miou"),
-                     "pixel_accuracy": s["pixel_accuracy"]})
+        rows.append({"round": s["round"], "miou": s["miou"], "epoch": s.get("epoch"),
+                     "best_miou": s.get("best_miou"), "best_epoch": s.get("best_epoch"),
+                     "tail_miou": s.get("tail_miou"), "pixel_accuracy": s["pixel_accuracy"]})
     df = pd.DataFrame(rows).set_index("round")
     for r, p in enumerate(pseudo_summaries, start=1):
         s = read_json(p)

@@ -93,13 +93,14 @@ def job_resources(name):
         res["gpu"] = min(GPUS, 1) if name in SINGLE_GPU_RULES else GPUS
     if (
         name in TRAIN_RULES
-    ):  # a resource, not a param: it changes speed, not the weights
+    ):  # resources, not params: they change speed or what is logged, not the weights
         workers = config["train"]["num_workers"]
         res["workers"] = (
             default_workers(res["cpus_per_task"], res["gpu"])
             if workers is None
             else workers
         )
+        res["tensorboard"] = int(config["train"]["tensorboard"])
     return res
 
 

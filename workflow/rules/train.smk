@@ -31,7 +31,7 @@ rule train_baseline:
         "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round 0 --options-json {params.opts:q} --state-dir {params.state}"
         " --out {output.model} --log-csv {output.log_csv} --threads {threads}"
-        " --workers {resources.workers} > {log} 2>&1"
+        " --workers {resources.workers} --tensorboard {resources.tensorboard} > {log} 2>&1"
 
 
 rule train_student:
@@ -58,4 +58,4 @@ rule train_student:
         " dars train --round {wildcards.s} --options-json {params.opts:q}"
         " --init {input.teacher} --pseudo {input.pseudo} --state-dir {params.state}"
         " --out {output.model} --log-csv {output.log_csv} --threads {threads}"
-        " --workers {resources.workers} > {log} 2>&1"
+        " --workers {resources.workers} --tensorboard {resources.tensorboard} > {log} 2>&1"

@@ -34,9 +34,11 @@ def load(path: str | os.PathLike[str], remedy: str | None = None) -> dict[str, A
     return state
 
 
-def load_model(path: str | os.PathLike[str], num_classes: int) -> nn.Module:
-    """Rebuild the model recorded in a checkpoint and load its weights (eval mode)."""
-    state = load(path)
+def load_model(path: str | os.PathLike[str], num_classes: int,
+               state: dict[str, Any] | None = None) -> nn.Module:
+    """Rebuild the model recorded in a checkpoint and load its weights (eval mode); ``state``
+    is the checkpoint's, when the caller has loaded it already."""
+    state = load(path) if state is None else state
     if state["num_classes"] != num_classes:
         raise DarsError(f"checkpoint {path} predicts {state['num_classes']} classes but the "
                         f"dataset has {num_classes}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
+
+#: How long a rank waits for the others at a collective: rank 0 validates alone during training
+#: (train.evaluate_every) while the others wait at the epoch's barrier, and a full-size
+#: Cityscapes validation takes longer than the default 10 minutes on one GPU.
+WAIT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -47,18 +53,19 @@ def setup() -> World:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=WAIT)
     world = World(dist.get_rank(), dist.get_world_size(),
                   torch.device("cuda", local_rank) if cuda else torch.device("cpu"), True)
     log.info("rank %d of %d on %s", world.rank, world.size, world.device)
     return world
 
 
-def wrap(model: nn.Module, world: World) -> nn.Module:
-    """The module to call for training: DDP (with SyncBN across GPUs) or the model itself."""
+def wrap(model: nn.Module, world: World, sync_bn: bool = True) -> nn.Module:
+    """The module to call for training: DDP (with SyncBN across GPUs unless ``sync_bn`` is
+    false: the released DeepLabv2's statistics are per GPU) or the model itself."""
     if not world.distributed:
         return model
-    if world.size > 1 and world.device.type == "cuda":
+    if sync_bn and world.size > 1 and world.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [world.device.index] if world.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)

@@ -10,16 +10,19 @@ full mask before the argmax.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from dars.atomic import write_csv, write_json
-from dars.data.dataset import dataset_spec
+from dars.data.dataset import DatasetSpec, dataset_spec
 from dars.data.io import read_mask
+from dars.data.splits import Sample
 from dars.engine import checkpoint
 from dars.engine.options import EvaluateOptions
 from dars.engine.predict import device, predict_classes
@@ -43,17 +46,11 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
         return np.where(union > 0, tp / union, np.nan)
 
 
-def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summary_json: Path,
-             round_index: int) -> dict:
-    """Evaluate one checkpoint on the val split and write per-class and summary metrics."""
-    spec = dataset_spec(options.dataset)
-    tail = options.tail_classes
-    unknown = sorted(set(tail) - set(spec.classes))
-    if unknown:  # checked first: a typo must not cost a full evaluation pass
-        raise DarsError(f"evaluate.tail_classes names unknown classes: {unknown}")
-    tail_idx = [spec.classes.index(n) for n in tail]
-    samples = spec.samples("val")
-    model = checkpoint.load_model(model_path, spec.num_classes)
+def val_confusion(model: nn.Module, spec: DatasetSpec, samples: list[Sample],
+                  options: EvaluateOptions) -> np.ndarray:
+    """The (C, C) confusion matrix of ``model`` on ``samples`` (the val split): for a
+    checkpoint (:func:`evaluate`) and for the model in training (validation during
+    training)."""
     c = spec.num_classes
     cm = torch.zeros(c, c, dtype=torch.int64, device=device())  # counted where predicted
     for index, pred in tqdm(predict_classes(model, samples, range(len(samples)),
@@ -63,11 +60,42 @@ def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summ
         if target.shape != pred.shape:
             raise DarsError(f"mask {samples[index].mask} size differs from its image")
         cm += confusion_matrix(target.to(pred.device, non_blocking=True), pred, c)
-    cm_np = cm.cpu().numpy()
+    return cm.cpu().numpy()
+
+
+def best_validation(history: list[dict], last_epoch: int, last_miou: float) -> dict:
+    """The best val mIoU of a round and its epoch: over the validations during training (the
+    history's ``val_miou``) and the final model's; on a tie the earlier epoch."""
+    scored = [(row["epoch"], row["val_miou"]) for row in history
+              if not math.isnan(row.get("val_miou", math.nan))]
+    epoch, miou = max([*scored, (last_epoch, last_miou)], key=lambda em: (em[1], -em[0]))
+    return {"best_miou": float(miou), "best_epoch": int(epoch)}
+
+
+def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summary_json: Path,
+             round_index: int) -> dict:
+    """Evaluate one checkpoint (a round's last state) on the val split and write per-class and
+    summary metrics: the last state's, and the best of the round's validations with its
+    epoch."""
+    spec = dataset_spec(options.dataset)
+    tail = options.tail_classes
+    unknown = sorted(set(tail) - set(spec.classes))
+    if unknown:  # checked first: a typo must not cost a full evaluation pass
+        raise DarsError(f"evaluate.tail_classes names unknown classes: {unknown}")
+    tail_idx = [spec.classes.index(n) for n in tail]
+    samples = spec.samples("val")
+    state = checkpoint.load(model_path)
+    model = checkpoint.load_model(model_path, spec.num_classes, state)
+    cm_np = val_confusion(model, spec, samples, options)
+    c = spec.num_classes
     iou = iou_from_confusion(cm_np)
+    miou = float(np.nanmean(iou))
+    last_epoch = int(state.get("epoch", 0))
     summary = {
         "round": round_index,
-        "miou": float(np.nanmean(iou)),
+        "miou": miou,
+        "epoch": last_epoch,
+        **best_validation(state.get("history", []), last_epoch, miou),
         "tail_miou": float(np.nanmean(iou[tail_idx])) if tail_idx else None,
         "pixel_accuracy": float(np.diag(cm_np).sum() / max(cm_np.sum(), 1)),
         "images": len(samples),

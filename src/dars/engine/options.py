@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from dars.config import Config, epochs_per_round, scale_range
+from dars.config import Config, epochs_per_round, evaluate_schedule, scale_range
 from dars.errors import DarsError
-from dars.options import DatasetOptions, ModelOptions, Options, PredictOptions
+from dars.options import DatasetOptions, ModelOptions, Options, PredictOptions, frozen
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,11 @@ class TrainOptions(Options):
     argument of :class:`dars.engine.train.Trainer`, not an option).
 
     ``epochs_per_round`` lists the epochs of rounds 0..``round`` (all this round's lr schedule
-    depends on: a later round never changes an earlier one) and ``scale_range`` is this round's
-    random-scale range (:func:`dars.config.scale_range`); the other fields are the ``train``
-    keys of the same names.
+    depends on: a later round never changes an earlier one), ``scale_range`` is this round's
+    random-scale range (:func:`dars.config.scale_range`), ``evaluate_start``/``evaluate_every``
+    this round's validation schedule (:func:`dars.config.evaluate_schedule`) and
+    ``validation`` the ``evaluate`` section it validates with (None when it never does, so the
+    section changes nothing then); the other fields are the ``train`` keys of the same names.
     """
 
     dataset: DatasetOptions
@@ -46,8 +48,13 @@ class TrainOptions(Options):
     blur: bool
     augment: str
     head_lr_mult: float
+    head_lr_stages: tuple[str, ...]
     bf16: bool
     channels_last: bool
+    sync_bn: bool
+    evaluate_start: int
+    evaluate_every: int
+    validation: EvaluateOptions | None
 
     @classmethod
     def from_config(cls, config: Config, round_index: int = 0) -> TrainOptions:
@@ -56,12 +63,16 @@ class TrainOptions(Options):
             raise DarsError(f"round {round_index} is not configured (the config has rounds "
                             f"0..{rounds})")
         train = config["train"]
+        start, every = evaluate_schedule(config, round_index)
         return cls(dataset=DatasetOptions.from_config(config),
                    model=ModelOptions.from_config(config), seed=config["seed"],
                    round=round_index,
                    epochs_per_round=tuple(epochs_per_round(config)[:round_index + 1]),
                    scale_range=scale_range(config, round_index),
-                   **{f.name: train[f.name] for f in fields(cls) if f.name in train})
+                   evaluate_start=start, evaluate_every=every,
+                   validation=EvaluateOptions.from_config(config) if every else None,
+                   **{f.name: frozen(train[f.name]) for f in fields(cls)
+                      if f.name in train and f.name not in ("evaluate_start", "evaluate_every")})
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from dars.data.dataset import to_tensor
 from dars.data.io import image_size, read_image
 from dars.data.splits import Sample
+from dars.engine.precision import use_bf16
 from dars.engine.sliding import forward_scores, sliding_scores
 from dars.options import PredictOptions
 
@@ -68,10 +69,9 @@ def size_batches(samples: Sequence[Sample], indices: Sequence[int], batch: int
 
 
 def bf16_autocast(dev: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked; full precision otherwise: on a CPU without bf16
-    instructions autocast emulates it (benchmarks/bench_train.py: 4x slower inference, 12x
-    slower training than fp32 on the 2-core EPYC of benchmarks/RESULTS.md)."""
-    if bf16 and dev.type == "cuda":
+    """bf16 autocast when asked and ``dev`` computes bf16 natively (:func:`use_bf16`); full
+    precision otherwise."""
+    if use_bf16(bf16, dev):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

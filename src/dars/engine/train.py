@@ -9,6 +9,10 @@ checkpoint): with ``train.schedule: continue`` round k resumes the previous roun
 over round k's own loader, so each round anneals to 0 -- as in the authors' code; ``restart``
 begins a fresh schedule and optimizer per round.
 
+With ``train.evaluate_every`` the main process validates at the released epochs (the
+``evaluate`` protocol) and logs the mIoU per epoch (``val_miou``); the weights it keeps and
+hands on stay the last ones, and ``dars evaluate`` reports the best validation with its epoch.
+
 State is checkpointed atomically after every epoch into ``state_dir/last.pt`` (the log so far
 into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The data
 order of an epoch is seeded from (seed, round, epoch) and each sample's augmentation from (seed,
@@ -21,8 +25,9 @@ step without training on it, restores the RNG and continues bit for bit (see
 docs/RELIABILITY.md).
 
 Models with a pretrained backbone train their head at ``train.head_lr_mult`` x the lr (one
-optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run under
-bf16 autocast in channels_last layout (``train.bf16``/``train.channels_last``).
+optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run in
+channels_last layout (``train.channels_last``) and, where the GPU computes bf16 natively, under
+bf16 autocast (``train.bf16``; the released runs are float32).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -51,8 +57,10 @@ from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec
 from dars.data.splits import Sample
 from dars.data.transforms import train_transform
 from dars.engine import checkpoint, distributed
+from dars.engine.evaluate import iou_from_confusion, val_confusion
 from dars.engine.loader import sample_seed, split_workers, train_loader
 from dars.engine.options import TrainOptions
+from dars.engine.precision import use_bf16
 from dars.engine.predict import bf16_autocast
 from dars.errors import DarsError
 from dars.models import build_model
@@ -67,11 +75,15 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's status for "terminated by 
 class RoundSchedule:
     """Where a round sits in the released poly schedule (iterations are optimizer steps).
 
-    The authors' tool/train_func.py sets, before every step, ``lr = base * (1 - current_iter /
-    max_iter) ** power`` with ``max_iter = epochs * len(loader)`` and ``current_iter = epoch *
-    len(loader) + i + 1`` over *that round's own* loader. A student of round k resumes at
-    ``start_epoch`` = the epochs of the rounds before it and runs to ``start_epoch`` + its own
-    epochs, so every round anneals to 0 (``continue``); ``restart`` starts each round at 0.
+    The authors' tool/train_func.py computes ``lr = base * (1 - current_iter / max_iter) **
+    power`` with ``max_iter = epochs * len(loader)`` and ``current_iter = epoch * len(loader) +
+    i + 1`` over *that round's own* loader, and sets it *after* step i's ``optimizer.step()``
+    (train_func.py:129, 159-165): step i runs at the lr of ``current_iter - 1``. A round's first
+    step runs at the lr its optimizer starts with: the base lr when fresh, and when a student
+    resumes the previous round's optimizer (``continue``), that round's last setting, 0. A
+    student of round k resumes at ``start_epoch`` = the epochs of the rounds before it and runs
+    to ``start_epoch`` + its own epochs, so every round anneals to 0 (``continue``);
+    ``restart`` starts each round afresh at 0.
     """
 
     epochs: int
@@ -89,8 +101,11 @@ class RoundSchedule:
         return self.start_epoch * self.iters_per_epoch
 
     def factor(self, step: int) -> float:
-        """lr / base lr of this round's ``step``-th optimizer step (0-based); 0 after the end."""
-        current = self.start_iter + step + 1
+        """lr / base lr of this round's ``step``-th optimizer step (0-based): the value set
+        after the step before it; 0 after the end."""
+        if step == 0 and self.start_iter:  # the resumed optimizer's lr: 0 where its round ended
+            return 0.0
+        current = self.start_iter + step
         return max(0.0, 1 - current / self.total_iters) ** self.power
 
 
@@ -106,6 +121,12 @@ def plan_schedule(schedule: str, power: float, epochs_per_round: list[int], roun
                         f"0..{len(epochs_per_round) - 1})")
     start = sum(epochs_per_round[:round_index]) if schedule == "continue" else 0
     return RoundSchedule(epochs_per_round[round_index], iters_per_epoch, start, power)
+
+
+def validates(epoch: int, start: int, every: int) -> bool:
+    """Whether epoch ``epoch`` (1-based, in the round) is validated: after ``start``, every
+    ``every`` epochs (0 = never), the condition of the released tool/train.py:350-351."""
+    return every > 0 and epoch > start and (epoch - start) % every == 0
 
 
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
@@ -140,14 +161,51 @@ def _signature(options: TrainOptions) -> str:
     return hashlib.sha256(options.to_json().encode()).hexdigest()[:16]
 
 
+class EpochBoard:
+    """TensorBoard scalars of a training job, one per tag and epoch: what a user of a run of
+    days watches. Steps are cumulative epochs (round k continues where round k-1 ended, as
+    the released ``epoch_log`` does), so the rounds of a run line up on one axis.
+
+    ``torch.utils.tensorboard`` needs the ``tensorboard`` package, an optional extra: the base
+    install does not carry it for a feature that is off by default.
+    """
+
+    def __init__(self, logdir: Path, classes: list[str]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise DarsError("train.tensorboard needs the tensorboard package: pip install "
+                            "'dars-pipeline[tensorboard]' (or set train.tensorboard: false)"
+                            ) from exc
+        self.classes = classes
+        self.writer = SummaryWriter(str(logdir))
+
+    def write(self, epoch: int, row: dict[str, Any], iou: np.ndarray | None) -> None:
+        """The epoch's losses and lr; its validation, when it had one."""
+        scalars = {"loss/labeled": row["loss_labeled"], "loss/pseudo": row["loss_pseudo"],
+                   "lr": row["lr"]}
+        if iou is not None:
+            scalars["val/miou"] = row["val_miou"]
+            scalars |= {f"val_iou/{name}": v for name, v in zip(self.classes, iou, strict=True)}
+        for tag, value in scalars.items():
+            if not math.isnan(value):  # a teacher has no pseudo half, a class may be absent
+                self.writer.add_scalar(tag, value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class Trainer:
     """One round of training; construct, then :meth:`run`."""
 
     def __init__(self, options: TrainOptions, state_dir: Path, init: Path | None = None,
-                 pseudo_dir: Path | None = None, num_workers: int = 0) -> None:
+                 pseudo_dir: Path | None = None, num_workers: int = 0,
+                 tensorboard: bool = False) -> None:
         """``options`` say what is trained (the round included); ``num_workers`` (DataLoader
         worker processes of the whole job, all ranks together) changes speed, never the
-        result."""
+        result; ``tensorboard`` writes the epoch's scalars to ``state_dir/tensorboard``
+        (:class:`EpochBoard`)."""
         round_index = options.round
         if round_index > 0 and (init is None or pseudo_dir is None):
             raise DarsError("a student round needs --init (teacher checkpoint) and --pseudo")
@@ -157,7 +215,7 @@ class Trainer:
         self.world = distributed.setup()
         self.device = self.world.device
         cuda = self.device.type == "cuda"
-        self.bf16 = options.bf16 and cuda
+        self.bf16 = use_bf16(options.bf16, self.device)
         self.channels_last = options.channels_last and cuda
         if cuda:  # fixed crop size: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
@@ -197,9 +255,9 @@ class Trainer:
         model = build_model(self.model_config, self.spec.num_classes).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.net = distributed.wrap(model, self.world)  # what the step calls
+        self.net = distributed.wrap(model, self.world, options.sync_bn)  # what the step calls
         self.model = distributed.unwrap(self.net)  # what checkpoints hold
-        groups = lr_groups(self.model, options.head_lr_mult)
+        groups = lr_groups(self.model, options.head_lr_mult, options.head_lr_stages)
         self.base_lrs = [options.lr * mult for _, mult in groups]
         self.optimizer = torch.optim.SGD(
             [{"params": params, "lr": lr} for (params, _), lr in zip(groups, self.base_lrs,
@@ -218,6 +276,8 @@ class Trainer:
             else:
                 load_pretrained(self.model, self.model_config)
         self.scheduler = self._scheduler(resumed.get("scheduler") if resumed else None)
+        self.board = (EpochBoard(state_dir / "tensorboard", self.spec.classes)
+                      if tensorboard and self.world.is_main else None)
 
     def _scheduler(self, saved: dict[str, Any] | None) -> LambdaLR:
         """The released poly schedule as a LambdaLR placed after the steps already done.
@@ -352,6 +412,8 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self.board is not None:
+                self.board.close()
             distributed.teardown(self.world)
 
     def _on_sigterm(self, signum: int, _frame: object) -> None:
@@ -410,6 +472,25 @@ class Trainer:
         log.info("round %d done: %d epochs, last loss %.4f", self.round, self.epoch,
                  self.history[-1]["loss_labeled"] if self.history else math.nan)
 
+    def _validates(self) -> bool:
+        """Whether the epoch just ended is validated: tool/train.py:350-351 in round epochs."""
+        return validates(self.epoch, self.options.evaluate_start, self.options.evaluate_every)
+
+    def _validate(self) -> np.ndarray | None:
+        """Per-class val IoU of the current weights with the ``evaluate`` protocol, computed by
+        the main process (the others get None and wait at the epoch's barrier), as the released
+        code does."""
+        if not self.world.is_main:
+            return None
+        try:
+            cm = val_confusion(self.model, self.spec, self.spec.samples("val"),
+                               self.options.validation)
+        finally:
+            self.net.train()
+        iou = iou_from_confusion(cm)
+        log.info("round %d epoch %d: val mIoU %.4f", self.round, self.epoch, np.nanmean(iou))
+        return iou
+
     def _epoch(self, bar: tqdm) -> None:
         """One epoch (or its rest after an interrupted one), then its checkpoint."""
         sched, main = self.schedule, self.world.is_main
@@ -435,13 +516,17 @@ class Trainer:
                                        "seconds": time.perf_counter() - t0})
         seconds = time.perf_counter() - t0
         self.epoch, self.step, self._partial, self._rng = self.epoch + 1, 0, {}, None
+        iou = self._validate() if self._validates() else None
         self.history.append({
             "round": self.round, "epoch": self.epoch, "iteration": it,
             "loss_labeled": sums[0] / max(n, 1),
             "loss_pseudo": sums[1] / max(n, 1) if self.pseudo is not None else math.nan,
             "lr": lr, "images_per_s": seen / seconds, "seconds": seconds,
+            "val_miou": float(np.nanmean(iou)) if iou is not None else math.nan,
         })
         if main:  # progress so far; ``log_csv`` is an output, written only at the end
             checkpoint.save(self.state_dir / "last.pt", self._state())
             write_csv(pd.DataFrame(self.history), self.state_dir / "train_log.csv")
+            if self.board is not None:  # after the checkpoint: a rerun never repeats an epoch
+                self.board.write(sched.start_epoch + self.epoch, self.history[-1], iou)
         distributed.barrier(self.world)

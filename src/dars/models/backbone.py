@@ -9,6 +9,15 @@ rather than torchvision's defaults:
 - ``deep_stem`` replaces the 7x7 stem by three 3x3 convolutions (64, 64, 128 channels), the
   "ResNet-v2" of semseg whose ImageNet weights (``resnet50_v2.pth``) the authors started from.
 
+Three options reproduce the Caffe-style ResNet of the authors' DeepLabv2 (CVMI-Lab/DARS
+model/deeplabv2.py, taken from AdvSemiSeg), which loads torchvision's ImageNet weights into it:
+``stride_in_1x1`` puts a downsampling block's stride on its first 1x1 convolution
+(deeplabv2.py:77, torchvision: on the 3x3), ``ceil_mode_pool`` rounds the stem's max-pool output
+up (deeplabv2.py:151), and ``frozen_bn_affine`` keeps every BatchNorm's scale and shift at the
+pretrained values (``requires_grad = False``, deeplabv2.py:79-91, 148, 176). Its statistics are
+*not* frozen there: ``freeze_batchnorm`` (deeplabv2.py:290) is never called, so in training the
+BatchNorms normalise with the batch's statistics and update their running averages, as ours do.
+
 Weights are read from a user-given file only (no downloads): a torchvision state dict
 (``resnet50-*.pth``) or a semseg deep-stem one, optionally wrapped in ``{"state_dict": ...}``
 and/or prefixed ``module.``; ``fc.*`` is dropped. Anything else is refused with a message that
@@ -18,6 +27,7 @@ says what was expected.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -43,7 +53,9 @@ class ResNetBackbone(nn.Module):
     ``layer4``) so pretrained files load without renaming.
     """
 
-    def __init__(self, depth: str = "resnet50", deep_stem: bool = False) -> None:
+    def __init__(self, depth: str = "resnet50", deep_stem: bool = False,
+                 frozen_bn_affine: bool = False, stride_in_1x1: bool = False,
+                 ceil_mode_pool: bool = False) -> None:
         super().__init__()
         if depth not in DEPTHS:
             raise DarsError(f"model.backbone {depth!r} is not supported; use one of "
@@ -57,6 +69,11 @@ class ResNetBackbone(nn.Module):
         for layer, dilation in ((net.layer3, 2), (net.layer4, 4)):
             first = layer[0].conv2
             first.dilation, first.padding = (dilation, dilation), (dilation, dilation)
+        if stride_in_1x1:
+            for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+                first = layer[0]
+                first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
+        net.maxpool.ceil_mode = ceil_mode_pool
         self.deep_stem = deep_stem
         if deep_stem:
             self.conv1, self.bn1, _ = _conv_bn_relu(3, 64, stride=2)
@@ -70,6 +87,11 @@ class ResNetBackbone(nn.Module):
         self.relu, self.maxpool = nn.ReLU(inplace=True), net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4)
+        if frozen_bn_affine:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.weight.requires_grad_(False)
+                    module.bias.requires_grad_(False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -111,18 +133,24 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
-def lr_groups(model: nn.Module, head_mult: float) -> list[tuple[list[nn.Parameter], float]]:
+def lr_groups(model: nn.Module, head_mult: float, fast_stages: Sequence[str] = ()
+              ) -> list[tuple[list[nn.Parameter], float]]:
     """(parameters, lr multiplier) groups: pretrained backbone at 1x, everything else at
     ``head_mult`` (the authors' 10x), since newly initialised layers must move much further.
 
-    Models without a ``backbone`` attribute (the tiny demo net) get one group at 1x.
+    ``fast_stages`` names backbone stages (``layer1``..``layer4``) that run at ``head_mult``
+    too: the released DeepLabv2 splits its six backbone groups at ``index_split = 5``
+    (CVMI-Lab/DARS tool/train.py:193-202, tool/train_func.py:162-165), so its layer4 trains at
+    10x. Models without a ``backbone`` attribute (the tiny demo net) get one group at 1x.
     """
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         return [(list(model.parameters()), 1.0)]
-    own = {id(p) for p in backbone.parameters()}
+    fast = {id(p) for stage in fast_stages for p in getattr(backbone, stage).parameters()}
+    slow = [p for p in backbone.parameters() if id(p) not in fast]
+    own = {id(p) for p in slow}
     head = [p for p in model.parameters() if id(p) not in own]
-    return [(list(backbone.parameters()), 1.0), (head, head_mult)]
+    return [(slow, 1.0), (head, head_mult)]
 
 
 def load_pretrained(model: nn.Module, model_config: dict) -> None:

@@ -1,21 +1,24 @@
 """DeepLabv2 (Chen et al., TPAMI 2017) on a dilated ResNet: the paper's comparison model.
 
-The classifier is DeepLabv2's ASPP: four parallel 3x3 convolutions on layer4 with dilation
-6, 12, 18, 24, each producing class scores directly, summed. No auxiliary head.
+The classifier is DeepLabv2's ASPP: parallel 3x3 convolutions on layer4, one per dilation rate,
+each producing class scores directly, summed. No auxiliary head. The paper's rates are 6, 12,
+18, 24; the authors' released model sums only the first two (``model.aspp_rates``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 from dars.models.backbone import FEATURE_CHANNELS, ResNetBackbone
-from dars.models.pspnet import upsample
+from dars.models.pspnet import upsample_logits
 
 RATES = (6, 12, 18, 24)
 
 
 class ASPPClassifier(nn.Module):
-    def __init__(self, channels: int, num_classes: int, rates: tuple[int, ...] = RATES) -> None:
+    def __init__(self, channels: int, num_classes: int, rates: Sequence[int] = RATES) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
             nn.Conv2d(channels, num_classes, 3, padding=r, dilation=r) for r in rates)
@@ -28,13 +31,15 @@ class ASPPClassifier(nn.Module):
 
 
 class DeepLabV2(nn.Module):
-    """``forward`` returns ``{"out": logits}`` at input resolution."""
+    """``forward`` returns ``{"out": logits}`` at input resolution; ``backbone_options`` go to
+    :class:`ResNetBackbone` (stem, frozen BN, stride position, pool rounding)."""
 
-    def __init__(self, num_classes: int, depth: str = "resnet101", deep_stem: bool = False) -> None:
+    def __init__(self, num_classes: int, depth: str = "resnet101",
+                 aspp_rates: Sequence[int] = RATES, **backbone_options: bool) -> None:
         super().__init__()
-        self.backbone = ResNetBackbone(depth, deep_stem)
-        self.aspp = ASPPClassifier(FEATURE_CHANNELS[1], num_classes)
+        self.backbone = ResNetBackbone(depth, **backbone_options)
+        self.aspp = ASPPClassifier(FEATURE_CHANNELS[1], num_classes, aspp_rates)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         _, c4 = self.backbone(x)
-        return {"out": upsample(self.aspp(c4), x.shape[-2:])}
+        return {"out": upsample_logits(self.aspp(c4), x.shape[-2:])}

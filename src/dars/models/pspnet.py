@@ -23,6 +23,13 @@ def upsample(x: Tensor, size: torch.Size) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
+def upsample_logits(logits: Tensor, size: torch.Size) -> Tensor:
+    """Logits to the input size in float32, also under bf16 autocast: the 8x upsampled map is
+    what the loss and the confidences are computed from, and bf16 keeps 3 significant digits."""
+    with torch.autocast(logits.device.type, enabled=False):
+        return upsample(logits.float(), size)
+
+
 def _classifier(cin: int, mid: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
@@ -45,20 +52,26 @@ class PyramidPooling(nn.Module):
 
 
 class PSPNet(nn.Module):
-    """``forward`` returns ``{"out": logits}`` (+ ``"aux"`` in training) at input resolution."""
+    """``forward`` returns ``{"out": logits}`` (+ ``"aux"`` in training) at input resolution.
 
-    def __init__(self, num_classes: int, depth: str = "resnet50", deep_stem: bool = False) -> None:
+    ``aux_head=False`` (training with ``aux_weight: 0``) builds no auxiliary head at all: one
+    computed only to be dropped from the loss costs time, and its parameters, which never get a
+    gradient, make DDP fail at the second step.
+    """
+
+    def __init__(self, num_classes: int, depth: str = "resnet50", aux_head: bool = True,
+                 **backbone_options: bool) -> None:
         super().__init__()
         c3, c4 = FEATURE_CHANNELS
-        self.backbone = ResNetBackbone(depth, deep_stem)
+        self.backbone = ResNetBackbone(depth, **backbone_options)
         self.ppm = PyramidPooling(c4)
         self.cls = _classifier(2 * c4, 512, num_classes)
-        self.aux = _classifier(c3, 256, num_classes)
+        self.aux = _classifier(c3, 256, num_classes) if aux_head else None
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         size = x.shape[-2:]
         c3, c4 = self.backbone(x)
-        out = {"out": upsample(self.cls(self.ppm(c4)), size)}
-        if self.training:
-            out["aux"] = upsample(self.aux(c3), size)
+        out = {"out": upsample_logits(self.cls(self.ppm(c4)), size)}
+        if self.training and self.aux is not None:
+            out["aux"] = upsample_logits(self.aux(c3), size)
         return out
