@@ -41,21 +41,18 @@ INTENDED = {
                        "reported as a 100 % shortfall instead of stopping the run",
     "softmax": "the softmax in float32 is at least as exact; the stored confidence is float16 "
                "either way, so thresholds compare the same kind of value",
-    "sampling": "not yet: `sampling: exact` is issue 22 item 3 (the pseudo-label code is being "
-                "rewritten); keeping each selected pixel with probability s_j keeps the same "
-                "number in expectation",
-    "aug_library": "torch on the normalised tensor: bilinear resizing and rotation commute with "
-                   "the per-channel normalisation; OpenCV's rounding to uint8 is not reproduced",
-    "aug_padding": "open: data/transforms.py is being aligned with util/transform.py (issue 20's "
-                   "augmentation work); the crop position is random either way",
+    "sampling": "not implemented yet: each selected pixel is kept with probability s_j (a "
+                "hash of seed, image and pixel), the same number in expectation as the "
+                "released exact count per image",
 }
 #: Differences on purpose in one config only: (config, setting) -> reason.
 INTENDED_IN = {
     ("cityscapes_1-4_crop361", "gpus"): "one GPU count per config: the released round 1 ran on "
                                         "4, rounds 0 and 2 on 2; with SyncBN the count changes "
                                         "memory and speed, not the training",
-    ("voc_1464", "pixel_count"): "not yet: the released 500 x 375 per image is issue 22 item 3 "
-                                 "(the pseudo-label code is being rewritten)",
+    ("voc_1464", "pixel_count"): "not implemented yet: n_j uses the unlabeled images' true "
+                                 "pixel count; the released 500 x 375 per image differs for "
+                                 "VOC images of other sizes",
 }
 
 
@@ -136,9 +133,9 @@ def our_settings(cfg: dict) -> dict[str, Any]:
         "lr_order": _lr_order(),
         "sampling": SAMPLING[cfg["pseudo_label"]["sampling"]],
         # what dars.data.transforms does; update with it
-        "aug_library": "torch on the normalised float tensor",
+        "aug_library": "OpenCV on the uint8 image, before normalisation",
         "aug_interpolation": "scale and rotation: bilinear image, nearest mask",
-        "aug_padding": "crop pads bottom and right (mean colour / ignore); rotation fills mean "
+        "aug_padding": "crop pads half on each side (mean colour / ignore); rotation fills mean "
                        "colour / ignore",
         "gpus": [cfg["gpus"]] * len(epochs),
         "sync_bn": train["sync_bn"],
