@@ -167,7 +167,8 @@ class W:
         outs = [self.out / n for n in ("pseudo_labels", "thresholds.csv", "pseudo_stats.csv",
                                        "pseudo_summary.json")]
         options = json.dumps({"alpha": float(alpha), "method": "dars", "sampling": "paper",
-                              "seed": 0, "fixed_threshold": None})
+                              "seed": 0, "fixed_threshold": None,
+                              "pixels_per_image": None})
         argv = ["pseudo-label", "--options-json", options, "--store",
                 str(store or self.shared["store"]), "--label-hist",
                 str(hist or self.shared["hist"]), "--labels-out", str(outs[0]),

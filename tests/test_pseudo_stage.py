@@ -208,13 +208,14 @@ def _folder_dataset(truth: dict[str, np.ndarray], root: Path, listed: bool = Tru
         "splits/labeled.txt", "splits/unlabeled.txt", "splits/val.txt"))
 
 
+@pytest.mark.parametrize("sampling", ["paper", "exact"])
 def test_block_size_changes_no_label(setup: dict, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                     monkeypatch: pytest.MonkeyPatch, sampling: str) -> None:
     """Images are read a block at a time; blocks of 2 images give the same files and tallies
     as whole-chunk blocks."""
     import dars.pseudo.stage as stage
 
-    options = PseudoLabelOptions(alpha=0.3, seed=2)
+    options = PseudoLabelOptions(alpha=0.3, seed=2, sampling=sampling)
     base = pseudo_label(setup["store"], setup["hist"], tmp_path / "whole", options)
     monkeypatch.setattr(stage, "images_per_block", lambda store: 2)
     other = pseudo_label(setup["store"], setup["hist"], tmp_path / "n", options)
@@ -232,6 +233,7 @@ PINNED_IDS = [f"img{i}" for i in range(len(PINNED_SHAPES) - 1)] + ["city/frame_0
 PINNED = [  # (alpha, method, sampling, seed) -> blake2b-128 of the label pixels, kept pixels
     ((0.3, "dars", "paper", 0), "8aaab1cad7bbd2fc88662dcdbfacf288", 5687),
     ((0.3, "dars", "ties", 7), "0e68f6ab1eb9937091492c8686c1b385", 5630),
+    ((0.3, "dars", "exact", 0), "980366160fd8faa450b42934efe52952", 5714),  # pinned when added
     ((0.5, "da", "paper", 0), "0a9aa2b86a0eb9e4f984c0576ee002d4", 12001),
     ((0.7, "st", "paper", 0), "b5b7f07b02f0d2c4ed57fc2499db462d", 13314),
     ((0.7, "cbst", "paper", 0), "46c7baa1fb79591c64418e867de0ed65", 13317),
@@ -265,6 +267,30 @@ def test_labels_are_those_pinned(integer_store: tuple[Path, Path], tmp_path: Pat
         with Image.open(tmp_path / "labels" / f"{image_id}.png") as im:
             pixels.update(np.ascontiguousarray(np.asarray(im)).tobytes())
     assert (pixels.hexdigest(), summary["kept_pixels"]) == (expected, kept)
+
+
+def test_pixels_per_image_sets_the_target(setup: dict, tmp_path: Path) -> None:
+    """dataset.pixels_per_image: n_j = round(alpha P r_j) with P = that count x the images
+    (the released VOC 500 x 375), not the store's true pixel count."""
+    summary = pseudo_label(setup["store"], setup["hist"], tmp_path / "labels", PseudoLabelOptions(
+        alpha=0.3, sampling="exact", pixels_per_image=300), **outputs(tmp_path))
+    thresholds = pd.read_csv(tmp_path / "thresholds.csv")
+    ratios = np.array([600, 250, 100, 50]) / 1000
+    p = 300 * len(SHAPES)
+    assert p != summary["store_pixels"]
+    np.testing.assert_array_equal(thresholds["target"], np.floor(0.3 * p * ratios + 0.5))
+    assert summary["pixels_per_image"] == 300 and summary["sampling"] == "exact"
+
+
+def test_a_bad_pixel_count_is_one_error_line(setup: dict, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    options = json.loads(PseudoLabelOptions(alpha=0.3).to_json()) | {"pixels_per_image": 0}
+    assert main(["pseudo-label", "--options-json", json.dumps(options), "--store",
+                 str(setup["store"]), "--label-hist", str(setup["hist"]), "--labels-out",
+                 str(tmp_path / "labels")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "pixels per image" in err[0]
+    assert not (tmp_path / "labels").exists()
 
 
 def test_seed_determinism(setup: dict, tmp_path: Path) -> None:

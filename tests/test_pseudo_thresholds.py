@@ -14,10 +14,23 @@ from hypothesis import strategies as st
 
 from dars.constants import IGNORE, NUM_BINS, PAD
 from dars.errors import DarsError
-from dars.pseudo.assign import LabelRule, assign_labels, image_key, image_uniforms
+from dars.pseudo.assign import (
+    LabelRule,
+    assign_labels,
+    image_hashes,
+    image_key,
+    image_uniforms,
+)
 from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import kl_divergence
-from dars.pseudo.thresholds import METHODS, NONE_BITS, compute_thresholds
+from dars.pseudo.thresholds import (
+    METHODS,
+    NONE_BITS,
+    PseudoLabelOptions,
+    compute_thresholds,
+    exact_keep_count,
+    round_half_up,
+)
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
 
@@ -403,6 +416,185 @@ def test_large_images_are_labelled_in_slices_like_small_ones(
     np.testing.assert_array_equal(sliced[1], whole[1])
     np.testing.assert_array_equal(whole[0], _keep_rule(pred, conf, th, image_uniforms(
         image_key(4, "a"), (9, 7))))
+
+
+# ----------------------------------------------------------------------------- sampling exact
+def _released_keep(m: int, sp: float) -> int:
+    """How many of an image's m pixels of class j over the threshold the released code keeps
+    (CVMI-Lab/DARS tool/gen_pseudo_label_utils.py:384-387), in its own torch arithmetic:
+    num_to_ignore = int(m - m.float() * sp), the rest kept."""
+    import torch
+
+    num = torch.tensor(m)  # class_j_over_threshold.sum(): an int64 tensor
+    return m - int(num - num.float() * sp)
+
+
+@given(m=st.one_of(st.integers(0, 2**21), st.integers(0, 50)),
+       sp=st.one_of(st.floats(0.0, 1.0), st.just(1.0),
+                    st.builds(lambda n, d: min(n / d, 1.0), st.integers(0, 10**6),
+                              st.integers(1, 10**6))))
+@SETTINGS
+def test_exact_keep_count_is_the_released_one(m: int, sp: float) -> None:
+    """Float32 rounding included: released keeps m - int(m - m s_j), ceil(m s_j) but for it."""
+    assert int(exact_keep_count(m, sp)) == _released_keep(m, sp)
+
+
+def _released_exact(pred: np.ndarray, conf: np.ndarray, th, key: int  # noqa: ANN001
+                    ) -> np.ndarray:
+    """The released second forward restated image by image (tool/gen_pseudo_label_utils.py:
+    371-395): pixels of class j below t_j get IGNORE; of the m_j left, m_j - int(m_j - m_j s_j)
+    are kept, the rest removed in a random order, here the order of the pixels' 32-bit hashes
+    restated in Python integers (fmix32 of (i * PHI) ^ key); PAD gets no label."""
+    h, w = pred.shape
+    hashes = []
+    for i in range(h * w):
+        x = ((i * 0x9E3779B9) & 0xFFFFFFFF) ^ key
+        x ^= x >> 16
+        x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+        x ^= x >> 13
+        x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+        x ^= x >> 16
+        hashes.append(x)
+    flat_pred, flat_bits = pred.reshape(-1), conf.reshape(-1).view(np.uint16)
+    out = np.full(h * w, IGNORE, np.uint8)
+    for j in range(th.num_classes):
+        over = [i for i in range(h * w) if flat_pred[i] == j
+                and int(flat_bits[i]) >= int(th.threshold_bits[j])]
+        keep = _released_keep(len(over), float(th.keep_above[j]))
+        for i in sorted(over, key=hashes.__getitem__)[:keep]:
+            out[i] = j
+    return out.reshape(h, w)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**16), num_classes=st.integers(1, 7),
+       shape=st.tuples(st.integers(0, 9), st.integers(0, 11)), alpha=alphas,
+       levels=st.sampled_from([1, 3, 40]))
+def test_exact_sampling_is_the_released_rule(seed: int, num_classes: int,
+                                              shape: tuple[int, int], alpha: float,
+                                              levels: int) -> None:
+    """Sampling exact against the released per-image rule restated: labels and counts."""
+    h, w = shape
+    pred, conf = make_data(seed, num_classes, max(h * w, 1), levels, 0.5)
+    pred, conf = pred[:h * w].reshape(h, w), conf[:h * w].reshape(h, w)
+    pred[:, w // 2:][pred[:, w // 2:] == 0] = PAD
+    ratios = make_ratios(seed, num_classes, zeros=True)
+    th = compute_thresholds(confidence_histogram(pred, conf, num_classes), ratios, alpha,
+                            "dars", sampling="exact")
+    key = image_key(seed, "im")
+    labels, kept = LabelRule(th).labels(pred, conf, key)
+    expected = _released_exact(pred, conf, th, key)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(kept, kept_counts(expected, num_classes))
+
+
+def test_exact_keeps_the_exact_count_per_image_and_class(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each image keeps exactly m - int(m - m s_j) of its m selected pixels of class j, whatever
+    the slice size of pass 2; which ones depends on the seed and image id, and over many keys
+    every selected pixel is kept about as often (a uniformly random subset)."""
+    import dars.pseudo.assign as assign
+
+    c = 3
+    images = [make_data(seed, c, 60 * 50, 4, 0.6) for seed in range(4)]
+    pred = np.concatenate([p for p, _ in images])
+    conf = np.concatenate([q for _, q in images])
+    th = compute_thresholds(confidence_histogram(pred, conf, c), np.full(c, 1 / c), 0.3, "dars",
+                            sampling="exact")
+    assert th.samples and np.all(th.keep_above[th.selected > th.target] < 1)
+    rule = LabelRule(th)
+    for i, (p, q) in enumerate(images):
+        p, q = p.reshape(60, 50), q.reshape(60, 50)
+        bits = q.view(np.uint16)
+        m = np.array([np.count_nonzero((p == j) & (bits >= th.threshold_bits[j]))
+                      for j in range(c)])
+        labels, kept = rule.labels(p, q, image_key(0, f"im{i}"))
+        np.testing.assert_array_equal(kept, [_released_keep(int(m[j]), float(th.keep_above[j]))
+                                             for j in range(c)])
+        np.testing.assert_array_equal(kept, kept_counts(labels, c))
+        monkeypatch.setattr(assign, "_CHUNK", 7)
+        np.testing.assert_array_equal(LabelRule(th).labels(p, q, image_key(0, f"im{i}"))[0],
+                                      labels)
+        monkeypatch.undo()
+        assert not np.array_equal(rule.labels(p, q, image_key(1, f"im{i}"))[0], labels)
+    p, q = images[0][0].reshape(60, 50), images[0][1].reshape(60, 50)
+    j = int(np.argmin(th.keep_above))
+    pool = (p == j) & (q.view(np.uint16) >= th.threshold_bits[j])
+    share = np.mean([rule.labels(p, q, image_key(s, "a"))[0][pool] == j for s in range(400)],
+                    axis=0)
+    expected = _released_keep(int(pool.sum()), float(th.keep_above[j])) / pool.sum()
+    # 400 draws per pixel: a standard error below 0.025, so 6 of them
+    assert np.all(np.abs(share - expected) < 0.15)
+    assert abs(share.mean() - expected) < 1e-9  # exactly k of m every time
+
+
+def test_image_hashes_are_distinct_and_their_top_bits_the_uniforms() -> None:
+    key = image_key(5, "x")
+    hashes = image_hashes(key, (300, 300)).reshape(-1)
+    assert np.unique(hashes).size == hashes.size
+    np.testing.assert_array_equal((hashes >> 8) / 2**24,
+                                  image_uniforms(key, (300, 300)).reshape(-1))
+
+
+def test_exact_changes_nothing_for_other_methods_or_a_full_share() -> None:
+    """exact only samples dars; with every s_j = 1 it keeps every selected pixel."""
+    pred, conf = make_data(3, 3, 900, 6, 0.5)
+    pred, conf = pred.reshape(30, 30), conf.reshape(30, 30)
+    hist = confidence_histogram(pred, conf, 3)
+    for method in ("da", "st", "cbst"):
+        a = compute_thresholds(hist, np.full(3, 1 / 3), 0.4, method, sampling="exact")
+        b = compute_thresholds(hist, np.full(3, 1 / 3), 0.4, method)
+        key = image_key(0, "a")
+        np.testing.assert_array_equal(assign_labels(pred, conf, a, key),
+                                      assign_labels(pred, conf, b, key))
+    predicted = hist.sum(axis=1)  # r_j = the teacher's own shares: n_j = m_j at alpha 1
+    full = compute_thresholds(hist, predicted / predicted.sum(), 1.0, "dars", sampling="exact")
+    assert not full.samples
+    assert np.all(assign_labels(pred, conf, full, image_key(0, "a")) == pred)
+
+
+# ----------------------------------------------------------------------------- pixel count
+@given(data=datasets, alpha=alphas, per_image=st.sampled_from([1, 187_500, 500 * 375 + 3]),
+       images=st.integers(1, 1464))
+@SETTINGS
+def test_target_counts_the_given_pixels(data: dict, alpha: float, per_image: int,
+                                        images: int) -> None:
+    """n_j = round(alpha P r_j) with P = pixels per image x images (released VOC: 500 x 375);
+    the threshold is the min(n_j, m_j)-th largest confidence of class j as before."""
+    pred, conf = make_data(**data)
+    c = data["num_classes"]
+    ratios = make_ratios(data["seed"], c, zeros=True)
+    p = per_image * images
+    th = compute_thresholds(confidence_histogram(pred, conf, c), ratios, alpha, "dars",
+                            target_pixels=p)
+    expected = [int(np.floor(alpha * p * r + 0.5)) for r in ratios]
+    np.testing.assert_array_equal(th.target, expected)
+    np.testing.assert_array_equal(th.target, round_half_up(alpha * p * ratios))
+    real = pred != PAD
+    for j in range(c):
+        values = np.sort(conf[real][pred[real] == j].astype(np.float64))[::-1]
+        k = min(expected[j], len(values))
+        assert th.threshold[j] == (values[k - 1] if k else np.inf)
+
+
+def test_pixels_per_image_comes_from_the_dataset_section() -> None:
+    from dars import config
+
+    cfg = config.validate({"dataset": {"pixels_per_image": 187500}})
+    assert PseudoLabelOptions.from_config(cfg).pixels_per_image == 187500
+    assert PseudoLabelOptions.from_config(config.validate({})).pixels_per_image is None
+    for bad in (0, -3, 1.5, "500x375"):
+        with pytest.raises(DarsError, match="pixels_per_image"):
+            config.validate({"dataset": {"pixels_per_image": bad}})
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "187500"])
+def test_bad_pixel_counts_are_refused(bad: object) -> None:
+    with pytest.raises(DarsError, match="pixels per image must be a positive integer"):
+        PseudoLabelOptions(alpha=0.5, pixels_per_image=bad).check()
+    with pytest.raises(DarsError, match="P of n_j"):
+        compute_thresholds(np.zeros((2, NUM_BINS), np.int64), np.array([.5, .5]), 0.5, "dars",
+                           target_pixels=bad)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 64), (17, 300), (9, 4, 3)])

@@ -5,6 +5,9 @@ image's own h x w) of an image with key k gets the 24-bit uniform ``fmix32((i * 
 (MurmurHash3's finaliser of a Weyl sequence, as in SplitMix). An image therefore gets the same
 labels whatever order, grouping or machine processes it. In numpy the hash is eight in-place
 uint32 passes (multiplication wraps modulo 2^32, which is the hash's own arithmetic).
+
+Sampling ``exact`` ranks an image's selected pixels of each class by the same hash at its full
+32 bits (:func:`image_hashes`; the uniform is its top 24) and keeps the k smallest.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from dars.constants import ONE_BITS, PAD
 from dars.errors import DarsError
-from dars.pseudo.thresholds import NONE_BITS, Thresholds
+from dars.pseudo.thresholds import NONE_BITS, Thresholds, exact_keep_count
 
 _UNIFORM_BITS = 24  # a keep probability p is exact to 2^-24, as with float32 uniforms
 _SEED_LIMIT = 1 << 64
@@ -38,8 +41,12 @@ def image_key(seed: int, image_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def _uniform_bits(key: int, start: int, stop: int) -> np.ndarray:
-    """The 24-bit uniforms (uint32) of raster indices start..stop-1 under ``key``."""
+def _hash32(key: int, start: int, stop: int) -> np.ndarray:
+    """The full 32-bit hashes (uint32) of raster indices start..stop-1 under ``key``.
+
+    Distinct for every pixel of an image (fewer than 2^32): i -> i * PHI is a bijection modulo
+    2^32 (PHI is odd), and so are the xor with the key and fmix32.
+    """
     x = np.arange(start, stop, dtype=np.uint32)
     x *= _PHI
     x ^= np.uint32(key)
@@ -48,8 +55,20 @@ def _uniform_bits(key: int, start: int, stop: int) -> np.ndarray:
     x ^= x >> 13
     x *= _M2
     x ^= x >> 16
+    return x
+
+
+def _uniform_bits(key: int, start: int, stop: int) -> np.ndarray:
+    """The 24-bit uniforms (uint32) of raster indices start..stop-1 under ``key``."""
+    x = _hash32(key, start, stop)
     x >>= 32 - _UNIFORM_BITS
     return x
+
+
+def image_hashes(key: int, shape: tuple[int, int]) -> np.ndarray:
+    """The 32-bit hashes (uint32) whose order sampling ``exact`` keeps pixels in (for tests)."""
+    h, w = shape
+    return _hash32(key, 0, h * w).reshape(h, w)
 
 
 def image_uniforms(key: int, shape: tuple[int, int]) -> np.ndarray:
@@ -97,6 +116,9 @@ class LabelRule:
         self._above = _keep_limits(thresholds.keep_above)
         self._at = _keep_limits(thresholds.keep_at)
         self._ties_apart = not np.array_equal(self._above, self._at)
+        self._exact = (thresholds.sampling == "exact" and thresholds.method == "dars"
+                       and bool(np.any(thresholds.keep_above < 1)))
+        self._share = np.asarray(thresholds.keep_above, np.float64)
 
     def labels(self, prediction: np.ndarray, confidence: np.ndarray, key: int
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +131,9 @@ class LabelRule:
         predicted PAD gets IGNORE. Comparisons are on float16 bit patterns and 24-bit
         integers, so no float rounding decides a label. The pixels go in slices of _CHUNK,
         whose temporaries stay in cache (a third faster than whole 2-Mpx images).
+
+        Sampling ``exact`` (:meth:`_exact_kept`) instead keeps a fixed number of each class's
+        selected pixels in the image.
         """
         if prediction.shape != confidence.shape or prediction.ndim != 2:
             raise DarsError(f"prediction {prediction.shape} and confidence {confidence.shape} "
@@ -116,6 +141,11 @@ class LabelRule:
         pred = np.ascontiguousarray(prediction, dtype=np.uint8).reshape(-1)
         bits = np.ascontiguousarray(confidence, dtype=np.float16).reshape(-1).view(np.uint16)
         _check(pred, bits, self.num_classes)
+        if self._exact:
+            kept = self._exact_kept(pred, bits, key)
+            counts = np.bincount(pred[kept], minlength=PAD + 1)[:self.num_classes]
+            out = np.bitwise_or(pred, np.subtract(kept.view(np.uint8), 1))
+            return out.reshape(prediction.shape), counts.astype(np.int64)
         out = np.empty_like(pred)
         counts = np.zeros(PAD + 1, np.int64)
         for start in range(0, pred.size, _CHUNK):
@@ -135,6 +165,39 @@ class LabelRule:
         kept = bits >= threshold
         kept &= _uniform_bits(key, start, start + pred.size) < limit
         return kept
+
+    def _exact_kept(self, pred: np.ndarray, bits: np.ndarray, key: int) -> np.ndarray:
+        """Sampling ``exact``: which flat pixels of a whole image keep their label.
+
+        Of the image's m_j pixels of class j selected (confidence >= t_j), exactly
+        k_j = :func:`~dars.pseudo.thresholds.exact_keep_count` (m_j, s_j) are kept, as the
+        released code removes m_j - k_j of them at a ``torch.randperm``; here the k_j whose
+        32-bit hash (:func:`image_hashes`) is smallest, found by partition (no full sort).
+        Why that is a uniformly random subset of exactly k_j: the hashes of an image's pixels
+        are distinct (no tie to break) and, as values of a pseudo-random function of (key,
+        pixel), exchangeable, so every order of a class's pixels by hash is equally likely and
+        its k_j smallest are a uniform k_j-subset, the distribution randperm gives. They depend
+        on (seed, image id, pixel) only, so no block size, order or thread count changes a
+        label.
+        """
+        selected = bits >= self._threshold.take(pred)
+        m = np.bincount(pred[selected], minlength=PAD + 1)[:self.num_classes]
+        k = exact_keep_count(m, self._share)
+        sampled = np.zeros(PAD + 1, bool)
+        sampled[:self.num_classes] = k < m
+        where = np.flatnonzero(selected & sampled.take(pred))
+        if where.size:
+            cls = pred[where]
+            hashes = _hash32(key, 0, pred.size)[where].astype(np.int64)
+            ends = np.cumsum(np.bincount(cls, minlength=PAD + 1))
+            grouped = hashes[np.argsort(cls, kind="stable")]  # class by class (a radix sort)
+            limit = np.full(PAD + 1, -1, np.int64)  # keep a pixel whose hash <= its class's
+            for j in np.flatnonzero(sampled):
+                if k[j]:  # the k-th smallest hash of the class: O(m) by partition
+                    part = grouped[ends[j] - m[j]:ends[j]]
+                    limit[j] = np.partition(part, k[j] - 1)[k[j] - 1]
+            selected[where] = hashes <= limit.take(cls)  # hashes are distinct: exactly k
+        return selected
 
 
 def assign_labels(prediction: np.ndarray, confidence: np.ndarray, thresholds: Thresholds,

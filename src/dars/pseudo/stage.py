@@ -226,9 +226,12 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     if hist is None:  # or else the images themselves
         hist, source = store_histogram(store, threads=threads), "images"
     pass1 = time.perf_counter() - start
+    per_image = options.pixels_per_image  # P of n_j: the released VOC count, or the true one
     thresholds = compute_thresholds(hist, ratios, options.alpha, options.method,
                                     num_pixels=store.num_pixels, sampling=options.sampling,
-                                    fixed_threshold=options.fixed_threshold)
+                                    fixed_threshold=options.fixed_threshold,
+                                    target_pixels=None if per_image is None
+                                    else per_image * len(store.image_ids))
     maths = time.perf_counter() - start - pass1
     log.info("thresholds (%s, alpha %.3g) from %d pixels in %.2f s", options.method,
              options.alpha, store.num_pixels, pass1 + maths)
@@ -278,6 +281,7 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "temperature": store.temperature,
         "seed": options.seed,
         "fixed_threshold": options.fixed_threshold,
+        "pixels_per_image": options.pixels_per_image,
         "num_classes": store.num_classes,
         "num_images": counts.images,
         "num_pixels": counts.pixels,

@@ -9,7 +9,8 @@ A threshold is stored as a float16 bit pattern; a pixel of class j is *selected*
 confidence bits are >= ``threshold_bits[j]``. ``NONE_BITS`` (float16 +inf) selects nothing.
 Selected pixels strictly above the threshold are kept with probability ``keep_above[j]``, those
 tied at the threshold with probability ``keep_at[j]``; this one rule expresses every method and
-both sampling modes, so label assignment has a single code path.
+the sampling modes ``paper`` and ``ties``, so label assignment has a single code path. Sampling
+``exact`` keeps the same share s_j, but as a fixed number per image (:func:`exact_keep_count`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # the config module loads jsonschema
     from dars.config import Config
 
 METHODS = ("dars", "da", "st", "cbst")
-SAMPLINGS = ("paper", "ties")
+SAMPLINGS = ("paper", "ties", "exact")
 NONE_BITS = 0x7C00  # float16 +inf: above every valid confidence, so the class gets no label
 
 
@@ -82,6 +83,14 @@ def check_alpha(alpha: float) -> None:
         raise DarsError(f"alpha must be in (0, 1], got {alpha!r}")
 
 
+def check_pixels_per_image(pixels_per_image: int | None) -> None:
+    """The P per image of n_j = alpha P r_j: None (the true count) or a positive integer."""
+    if pixels_per_image is not None and (isinstance(pixels_per_image, bool) or not isinstance(
+            pixels_per_image, int | np.integer) or pixels_per_image <= 0):
+        raise DarsError(f"pixels per image must be a positive integer (or null for the true "
+                        f"count), got {pixels_per_image!r}")
+
+
 def check_options(alpha: float, method: str, sampling: str,
                   fixed_threshold: float | None) -> None:
     """Validate the scalar options shared by the stage and :func:`compute_thresholds`."""
@@ -100,14 +109,16 @@ def check_options(alpha: float, method: str, sampling: str,
 @dataclass(frozen=True)
 class PseudoLabelOptions(Options):
     """What the pseudo labels of a round depend on: the ``pseudo_label`` section and the
-    round's alpha. The temperature is the job's argument, as for inference: the T the store
-    must be at, read from a calibration file when it is ``auto``."""
+    round's alpha, and ``dataset.pixels_per_image`` (the P of n_j). The temperature is the
+    job's argument, as for inference: the T the store must be at, read from a calibration file
+    when it is ``auto``."""
 
     alpha: float
     method: str = "dars"
     sampling: str = "paper"
     seed: int = 0
     fixed_threshold: float | None = None
+    pixels_per_image: int | None = None
 
     @classmethod
     def from_config(cls, config: Config, round_index: int = 1, method: str | None = None,
@@ -123,10 +134,12 @@ class PseudoLabelOptions(Options):
                    method=section["method"] if method is None else method,
                    sampling=section["sampling"],
                    seed=section["seed"] if seed is None else seed,
-                   fixed_threshold=section["threshold"])
+                   fixed_threshold=section["threshold"],
+                   pixels_per_image=config["dataset"]["pixels_per_image"])
 
     def check(self) -> None:
         check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
+        check_pixels_per_image(self.pixels_per_image)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -134,6 +147,22 @@ class PseudoLabelOptions(Options):
 def round_half_up(x: np.ndarray | float) -> np.ndarray:
     """Round to the nearest integer, halves up (np.rint would round halves to even)."""
     return np.floor(np.asarray(x, np.float64) + 0.5).astype(np.int64)
+
+
+def exact_keep_count(selected: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Sampling ``exact``: how many of an image's m selected pixels of a class are kept.
+
+    The released rule (CVMI-Lab/DARS tool/gen_pseudo_label_utils.py:384-395): of the m pixels
+    of class j the image keeps at or above t_j, ``int(m - m * s_j)`` are removed, computed in
+    float32 (a float32 count times s_j, subtracted from the count) and truncated, so
+    m - int(m - m s_j) are kept: ceil(m s_j) but for float32 rounding, which this restates
+    exactly. s_j = min(1, n_j / ñ_j) is the share of the whole split (``keep_above``).
+    ``selected`` and ``share`` broadcast; counts up to 2^24 are exact in float32.
+    """
+    m = np.asarray(selected, np.int64)
+    m32 = m.astype(np.float32)
+    removed = m32 - m32 * np.asarray(share, np.float64).astype(np.float32)
+    return m - np.trunc(removed).astype(np.int64)
 
 
 def _rank_threshold(cum_ge: np.ndarray, rank: np.ndarray) -> np.ndarray:
@@ -178,13 +207,16 @@ def _check_hist(conf_hist: np.ndarray, label_ratios: np.ndarray,
 
 def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: float,
                        method: str, num_pixels: int | None = None, sampling: str = "paper",
-                       fixed_threshold: float | None = None) -> Thresholds:
+                       fixed_threshold: float | None = None,
+                       target_pixels: int | None = None) -> Thresholds:
     """Thresholds and keep probabilities of one pseudo-labeling method.
 
     - ``dars``: n_j = round(alpha * P * r_j); t_j = the n_j-th largest confidence among pixels
       predicted j (all of them when fewer than n_j, none when n_j = 0); then sampling down to
       n_j: ``paper`` keeps every selected pixel with s_j = n_j / ñ_j, ``ties`` keeps every pixel
-      above t_j and samples only among those tied at t_j (expected count n_j either way).
+      above t_j and samples only among those tied at t_j (expected count n_j either way);
+      ``exact`` has the keep probabilities of ``paper`` here, but pass 2 keeps a fixed number
+      of each image's selected pixels (:func:`exact_keep_count`), as the released code does.
     - ``da``: the same thresholds, no sampling (ties at t_j can overshoot n_j).
     - ``st``: one threshold for every class, the round(alpha * P)-th largest confidence
       overall, or ``fixed_threshold`` when given.
@@ -192,15 +224,20 @@ def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: f
       predicted j (the teacher's biased distribution, not r_j).
 
     ``target`` is the DARS n_j for every method, so shortfalls compare across methods.
-    ``sampling`` only affects ``dars``. P defaults to the histogram total; pass ``num_pixels``
-    to have a mismatch (e.g. a missing shard) refused.
+    ``sampling`` only affects ``dars``. P of n_j is ``target_pixels`` when given (the released
+    VOC code counts 500 x 375 per image whatever the image's size), else the histogram total,
+    which ``st``'s rank uses always; pass ``num_pixels`` to have a histogram total that
+    differs from it (e.g. a missing shard) refused.
     """
     check_options(alpha, method, sampling, fixed_threshold)
     hist, ratios = _check_hist(conf_hist, label_ratios, num_pixels)
     total = int(hist.sum())
+    if target_pixels is not None and (isinstance(target_pixels, bool) or not isinstance(
+            target_pixels, int | np.integer) or target_pixels <= 0):
+        raise DarsError(f"P of n_j must be a positive integer, got {target_pixels!r}")
     predicted = hist.sum(axis=1)  # m_j
     cum_ge = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
-    target = round_half_up(alpha * total * ratios)
+    target = round_half_up(alpha * (total if target_pixels is None else target_pixels) * ratios)
     if method in ("dars", "da"):
         bits = _rank_threshold(cum_ge, np.minimum(target, predicted))
     elif method == "cbst":
@@ -218,7 +255,7 @@ def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: f
     keep_above = np.ones(len(ratios))
     keep_at = np.ones(len(ratios))
     over = selected > target
-    if method == "dars" and sampling == "paper":
+    if method == "dars" and sampling in ("paper", "exact"):
         keep_above = np.where(over, target / np.maximum(selected, 1), 1.0)
         keep_at = keep_above.copy()
     elif method == "dars":
