@@ -41,18 +41,12 @@ INTENDED = {
                        "reported as a 100 % shortfall instead of stopping the run",
     "softmax": "the softmax in float32 is at least as exact; the stored confidence is float16 "
                "either way, so thresholds compare the same kind of value",
-    "sampling": "not implemented yet: each selected pixel is kept with probability s_j (a "
-                "hash of seed, image and pixel), the same number in expectation as the "
-                "released exact count per image",
 }
 #: Differences on purpose in one config only: (config, setting) -> reason.
 INTENDED_IN = {
     ("cityscapes_1-4_crop361", "gpus"): "one GPU count per config: the released round 1 ran on "
                                         "4, rounds 0 and 2 on 2; with SyncBN the count changes "
                                         "memory and speed, not the training",
-    ("voc_1464", "pixel_count"): "not implemented yet: n_j uses the unlabeled images' true "
-                                 "pixel count; the released 500 x 375 per image differs for "
-                                 "VOC images of other sizes",
 }
 
 
@@ -145,7 +139,7 @@ def our_settings(cfg: dict) -> dict[str, Any]:
         "frozen_bn_affine": model["frozen_bn_affine"],
         "head_lr_stages": train["head_lr_stages"],
         "stem": "3 x 3x3 (deep)" if model["deep_stem"] else "7x7",
-        "pixel_count": "true count of every image",
+        "pixel_count": _pixel_count(cfg["dataset"]["pixels_per_image"]),
         "pretrained": Path(model["pretrained"] or "none").name,
         "aspp_rates": model["aspp_rates"],
         "stride_in_1x1": model["stride_in_1x1"],
@@ -154,7 +148,14 @@ def our_settings(cfg: dict) -> dict[str, Any]:
 
 
 SAMPLING = {"paper": "each selected pixel kept with probability s_j",
-            "ties": "each tied pixel kept with probability s_j"}
+            "ties": "each tied pixel kept with probability s_j",
+            "exact": "per image and class, m - int(m - m s_j) of the m selected pixels kept "
+                     "(float32), a uniformly random subset"}
+
+
+def _pixel_count(per_image: int | None) -> str:
+    """P per image of n_j = alpha P r_j (dataset.pixels_per_image)."""
+    return "true count of every image" if per_image is None else f"{per_image} per image"
 
 
 def _lr_order() -> str:

@@ -583,6 +583,11 @@ def test_pixels_per_image_comes_from_the_dataset_section() -> None:
     cfg = config.validate({"dataset": {"pixels_per_image": 187500}})
     assert PseudoLabelOptions.from_config(cfg).pixels_per_image == 187500
     assert PseudoLabelOptions.from_config(config.validate({})).pixels_per_image is None
+    from pathlib import Path
+
+    voc = config.load(Path(__file__).resolve().parents[1] / "config" / "voc_1464.yaml")
+    assert voc["dataset"]["pixels_per_image"] == 500 * 375
+    assert voc["pseudo_label"]["sampling"] == "exact"
     for bad in (0, -3, 1.5, "500x375"):
         with pytest.raises(DarsError, match="pixels_per_image"):
             config.validate({"dataset": {"pixels_per_image": bad}})
