@@ -25,15 +25,20 @@ def test_paper_settings_doc_is_current_and_every_difference_intended(
     assert _script().main(["--check"]) == 0, capsys.readouterr().err
 
 
-def test_a_changed_setting_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _new_problems(old: str, new: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> set[str]:
+    """What --check reports beyond today once the released file says ``new`` for ``old``."""
     script = _script()
     _, before = script.build()
     released = tmp_path / "released.yaml"
-    text = script.RELEASED.read_text().replace("base_lr: 0.002", "base_lr: 0.003")
-    released.write_text(text)
+    released.write_text(script.RELEASED.read_text().replace(old, new))
     monkeypatch.setattr(script, "RELEASED", released)
     _, problems = script.build()
-    assert set(problems) - set(before) == {
+    return set(problems) - set(before)
+
+
+def test_a_changed_setting_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _new_problems("base_lr: 0.002", "base_lr: 0.003", tmp_path, monkeypatch) == {
         "cityscapes_1-8_crop361_deeplabv2: base_lr: released 0.003, ours 0.002"}
 
 
@@ -41,12 +46,6 @@ def test_an_intended_difference_of_one_config_is_not_intended_in_another(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The released round 1 of 1/4 crop 361 ran on 4 GPUs (intended there); the same change
     in 1/4 crop 713's row is reported, with the value read from its {value, source} entry."""
-    script = _script()
-    _, before = script.build()
-    released = tmp_path / "released.yaml"
-    text = script.RELEASED.read_text().replace("gpus: {value: [8, 8, 8]", "gpus: {value: [8, 4, 8]")
-    released.write_text(text)
-    monkeypatch.setattr(script, "RELEASED", released)
-    _, problems = script.build()
-    assert set(problems) - set(before) == {
+    assert _new_problems("gpus: {value: [8, 8, 8]", "gpus: {value: [8, 4, 8]", tmp_path,
+                         monkeypatch) == {
         "cityscapes_1-4_crop713: gpus: released 8, 4, 8, ours 8, 8, 8"}

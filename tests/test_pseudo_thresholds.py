@@ -315,9 +315,9 @@ def test_image_key_is_stable_and_distinct() -> None:
             image_key(bad, "a")
 
 
-def _reference_uniforms(key: int, n: int) -> np.ndarray:
-    """The uniforms restated in Python integers: MurmurHash3's fmix32 of (i * PHI) ^ key,
-    top 24 bits (PHI = 0x9E3779B9)."""
+def _reference_hashes(key: int, n: int) -> list[int]:
+    """The pixels' 32-bit hashes restated in Python integers: MurmurHash3's fmix32 of
+    (i * PHI) ^ key (PHI = 0x9E3779B9)."""
     out = []
     for i in range(n):
         x = ((i * 0x9E3779B9) & 0xFFFFFFFF) ^ key
@@ -326,8 +326,13 @@ def _reference_uniforms(key: int, n: int) -> np.ndarray:
         x ^= x >> 13
         x = (x * 0xC2B2AE35) & 0xFFFFFFFF
         x ^= x >> 16
-        out.append((x >> 8) / 2**24)
-    return np.array(out)
+        out.append(x)
+    return out
+
+
+def _reference_uniforms(key: int, n: int) -> np.ndarray:
+    """The uniforms: the top 24 bits of the hashes."""
+    return np.array([(x >> 8) / 2**24 for x in _reference_hashes(key, n)])
 
 
 def test_image_uniforms_match_the_restated_hash_and_look_uniform() -> None:
@@ -446,15 +451,7 @@ def _released_exact(pred: np.ndarray, conf: np.ndarray, th, key: int  # noqa: AN
     are kept, the rest removed in a random order, here the order of the pixels' 32-bit hashes
     restated in Python integers (fmix32 of (i * PHI) ^ key); PAD gets no label."""
     h, w = pred.shape
-    hashes = []
-    for i in range(h * w):
-        x = ((i * 0x9E3779B9) & 0xFFFFFFFF) ^ key
-        x ^= x >> 16
-        x = (x * 0x85EBCA6B) & 0xFFFFFFFF
-        x ^= x >> 13
-        x = (x * 0xC2B2AE35) & 0xFFFFFFFF
-        x ^= x >> 16
-        hashes.append(x)
+    hashes = _reference_hashes(key, h * w)
     flat_pred, flat_bits = pred.reshape(-1), conf.reshape(-1).view(np.uint16)
     out = np.full(h * w, IGNORE, np.uint8)
     for j in range(th.num_classes):
