@@ -1,6 +1,6 @@
 """GPU check (issue 15 item 3, issue 20 item 5): what a GPU user needs first, in one JSON.
 
-On a CUDA machine, in about 6 minutes (budget: 8 on one H100), this
+On a CUDA machine, in an estimated 6-7.5 minutes (budget: 8 on one H100), this
 
 1. runs the CUDA-marked tests (``pytest -m cuda`` on the test files that carry the marker);
 2. times the real ``dars.engine.train.Trainer`` of a paper config (default
@@ -124,12 +124,13 @@ class Sizes:
     ddp_batch: int  # per-GPU batch of the DDP measurement
 
 
-# Estimated on one H100 (PSPNet-R50, crop 713, batch 16: ~1 s per fp32 step, ~0.5 s bf16, the
-# first steps longer while cuDNN picks kernels): cuda tests <= 150 s, 4 Trainer measurements
-# <= 4 x 50 s, loader ~15 s, inference ~60 s, data ~15 s: about 6 minutes.
+# Estimated, not measured (no GPU lent yet), for one H100 (PSPNet-R50, crop 713, batch 16: at
+# most ~1 s per fp32 step, less in bf16; the warm-up steps longer while cuDNN picks kernels):
+# cuda tests <= 150 s (capped), data ~15 s, 4 Trainer measurements <= 4 x (build ~3 s + warm-up
+# ~25 s + timed <= 20 s, capped), loader alone ~20 s, inference ~60 s: 6-7.5 minutes.
 FULL = Sizes(config="config/cityscapes_1-8_crop713.yaml", model=None, crop=None,
              train_batch=None, student_round=None, image_hw=(1024, 2048), distinct_images=8,
-             train_images=256, warmup=3, steps=12, student_steps=8, step_cap_s=30.0, images=8,
+             train_images=256, warmup=3, steps=12, student_steps=8, step_cap_s=20.0, images=8,
              infer_batch=None, repeats=4, tests_timeout_s=150.0, loader_samples=192,
              ddp_batch=8)
 # The tiny model keeps the dry run to seconds on a shared 2-core machine (PSPNet-R50 at crop 33
