@@ -15,7 +15,8 @@ On a CUDA machine, in an estimated 6-7.5 minutes (budget: 8 on one H100), this
    the time spent waiting for the next batch (``loader_wait_fraction``: > 0 means the model
    waited; a short run under-reads it, since the workers prefetch while the first steps pick
    their cuDNN kernels) and the model's own rate without that wait (``compute_images_per_s``);
-   a batch that does not fit is recorded (``oom_at_batch``) and retried at half the batch;
+   a batch that does not fit is recorded (``oom_at_batch``) and retried at half the batch, a
+   measurement that fails otherwise records its error and the others go on;
 3. saves one checkpoint of round 0 (``checkpoint.save`` of the Trainer's state, as after each
    epoch) and resumes from it (``Trainer._resume``: weights, optimizer, scheduler position),
    both timed; the student starts from that checkpoint as from a teacher;
@@ -71,6 +72,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -326,7 +328,11 @@ def write_train_dataset(root: Path, sizes: Sizes) -> tuple[Any, Path]:
     19-class masks (bench_loader's) listed under ``train_images`` ids per split by symbolic
     links, and the pseudo labels of the unlabeled ids; (the files' DatasetSpec, pseudo dir)."""
     import bench_loader  # next to this script: its synthetic street scenes
+    import cv2
 
+    # one OpenCV thread in this process, as the Trainer's loader sets before it forks: a worker
+    # forked after OpenCV's thread pool ran here would hang at its first OpenCV call
+    cv2.setNumThreads(1)
     spec = bench_loader.write_dataset(root / "files", sizes.distinct_images, *sizes.image_hw)
     pseudo = root / "pseudo"
     for folder in ("images", "masks", "splits", "pseudo"):
@@ -380,20 +386,25 @@ def run_trainer(cfg: dict[str, Any], round_index: int, state_dir: Path, workers:
         it += 1
         return waited, sum(len(x) for x in batch[::2])
 
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    sync(dev)
-    warmup_s = time.perf_counter() - t0
-    t0, done, images, wait = time.perf_counter(), 0, 0, 0.0
-    while done < steps:
-        waited, n = step()
-        done, images, wait = done + 1, images + n, wait + waited
-        if done >= 2 and time.perf_counter() - t0 > cap_s:
-            break
-    sync(dev)
-    seconds = time.perf_counter() - t0
-    batches.close()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        sync(dev)
+        warmup_s = time.perf_counter() - t0
+        t0, done, images, wait = time.perf_counter(), 0, 0, 0.0
+        while done < steps:
+            waited, n = step()
+            done, images, wait = done + 1, images + n, wait + waited
+            if done >= 2 and time.perf_counter() - t0 > cap_s:
+                break
+        sync(dev)
+        seconds = time.perf_counter() - t0
+    except BaseException:
+        stop_workers(trainer)  # else the traceback keeps them, and the exit waits on them
+        raise
+    finally:
+        batches.close()
     result = {
         "status": "ran", "round": round_index, "batch": images // done,
         "forwards_per_step": 2 if round_index else 1, "crop": trainer.options.crop_size,
@@ -406,6 +417,16 @@ def run_trainer(cfg: dict[str, Any], round_index: int, state_dir: Path, workers:
         "bf16": trainer.bf16, "channels_last": trainer.channels_last,
     }
     return trainer, result
+
+
+def stop_workers(trainer: Any) -> None:
+    """Shut down the persistent loader workers of ``trainer`` now (DataLoader keeps them until
+    it is freed; a failed measurement's traceback would keep it, and the exit hang on them)."""
+    for loader in (trainer.labeled, trainer.pseudo):
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+            loader._iterator = None
 
 
 def free_trainer(dev: torch.device) -> None:
@@ -432,12 +453,18 @@ def measure_trainer(paper: dict[str, Any], sizes: Sizes, root: Path, fast: bool,
                                           pseudo)
         except torch.cuda.OutOfMemoryError as exc:
             error = str(exc).splitlines()[0][:300]
+        except Exception as exc:  # noqa: BLE001 -- recorded; the other measurements go on
+            error = "".join(traceback.format_exception(exc))[-1500:]
+            free_trainer(dev)
+            say(f"round {round_index} {'bf16' if fast else 'fp32'} failed: {error}")
+            return None, {"status": "error", "round": round_index, "batch": batch,
+                          "error": error}
         if error is None:
             return trainer, {**result, "oom_at_batch": oom}
         free_trainer(dev)
         say(f"round {round_index} {'bf16' if fast else 'fp32'}: out of memory at batch "
             f"{batch}: {error}")
-        if oom is not None or batch < 4:
+        if oom is not None or batch < 8:  # a student's halves need >= 2 images (BatchNorm)
             return None, {"status": "oom", "round": round_index, "oom_at_batch": [oom, batch],
                           "error": error}
         oom, batch = batch, batch // 2
