@@ -21,7 +21,7 @@ LOCK := requirements/lock-$(ARCH).txt
 CONSTRAINTS := $(if $(wildcard $(LOCK)),-c $(LOCK))
 RUN_ENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install lock demo test test-fast test-slurm lint clean
+.PHONY: install lock demo test test-fast test-slurm lint gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -77,6 +77,12 @@ lint: install
 	$(RUN_ENV) ruff check src tests benchmarks scripts
 	$(RUN_ENV) snakefmt --check workflow
 	$(RUN_ENV) python scripts/lint_workflow.py --configfile config/config.yaml
+
+# The wheels the GPU check needs beyond the GPU machine's packages (jsonschema and its
+# dependencies), into the git-ignored wheels/ that the device run carries; PYTHON_VERSION=3.x
+# for a machine whose Python is not 3.12 (see benchmarks/gpu_wheels.sh).
+gpu-wheels:
+	benchmarks/gpu_wheels.sh
 
 clean:
 	rm -rf results logs .snakemake data/demo

@@ -1,44 +1,65 @@
-"""GPU check (issue 15, item 3): the CUDA tests and the paper model's speed, in one JSON.
+"""GPU check (issue 15 item 3, issue 20 item 5): what a GPU user needs first, in one JSON.
 
-On a CUDA machine, in about 5 minutes (budget: 8 on one H200), this
+On a CUDA machine, in an estimated 6-7.5 minutes (budget: 8 on one H100), this
 
 1. runs the CUDA-marked tests (``pytest -m cuda`` on the test files that carry the marker);
-2. times PSPNet-ResNet50 (deep stem, 19 classes, random init) training steps at crop 713 on
-   one fixed random batch, fp32 vs bf16 autocast + channels_last (same steps, same data, same
-   initial weights; warm-up steps untimed; ``torch.cuda.synchronize`` around the timing);
-3. times sliding-window inference on 1024x2048 random images through what ``dars infer``
-   runs, ``predict_labels`` (PNG decode one batch ahead, windows of 713 at stride 2/3 with flip
-   as released, argmax and float16 confidence on the GPU, only those to the CPU), and through
-   ``sliding_scores`` on GPU-resident images (the network alone, no flip), fp32 and bf16;
-3b. times the training input: the training loader (decode, released augmentation at crop 713,
-   scale ranges [0.5, 2.0] and [0.5, 3.0]) on 1024x2048 PNGs with every core but one as
-   workers, beside the bf16 training rate (``loader_over_train`` < 1: the GPU waits);
-4. records peak GPU memory (``torch.cuda.max_memory_allocated``) of every measurement;
-5. with two or more GPUs, times 2-GPU DDP training (NCCL, SyncBN, via
-   ``dars.engine.distributed`` as ``torchrun`` would), else records why it was skipped;
+2. times the real ``dars.engine.train.Trainer`` of a paper config (default
+   ``config/cityscapes_1-8_crop713.yaml``: PSPNet-ResNet50, crop 713, the released batch 16,
+   students 8 labeled + 8 pseudo-labeled, each half its own forward) on a synthetic
+   Cityscapes-shaped folder dataset (1024x2048 PNGs, 19 classes, pseudo labels) written to a
+   temporary folder: round 0 and a student round (default the last, whose scale range
+   [0.5, 3.0] loads slowest), each in fp32 (the released precision) and in bf16 autocast +
+   channels_last (``train.bf16`` / ``train.channels_last``), through ``Trainer._step`` (pinned
+   copies, the per-step loss sync, the scheduler) with the Trainer's own persistent loaders and
+   every core but one as workers; per measurement the steps/s and images/s of the whole loop,
+   the time spent waiting for the next batch (``loader_wait_fraction``: > 0 means the model
+   waited; a short run under-reads it, since the workers prefetch while the first steps pick
+   their cuDNN kernels) and the model's own rate without that wait (``compute_images_per_s``);
+   a batch that does not fit is recorded (``oom_at_batch``) and retried at half the batch, a
+   measurement that fails otherwise records its error and the others go on;
+3. saves one checkpoint of round 0 (``checkpoint.save`` of the Trainer's state, as after each
+   epoch) and resumes from it (``Trainer._resume``: weights, optimizer, scheduler position),
+   both timed; the student starts from that checkpoint as from a teacher;
+4. times the training loader alone (bench_loader: decode, released augmentation, both scale
+   ranges) at the Trainer's batch and workers, beside the Trainer's bf16 compute rate
+   (``loader_over_train`` < 1: the input cannot keep up and the GPU waits);
+5. times sliding-window inference on 1024x2048 images through what ``dars infer`` runs,
+   ``predict_labels`` (windows of 713 at stride 2/3 with flip as released, at the config's
+   ``infer.batch_size``), and ``sliding_scores`` alone on GPU-resident images, fp32 and bf16;
+6. records peak GPU memory (``torch.cuda.max_memory_allocated``) of every measurement;
+7. with two or more GPUs, times 2-GPU DDP training (NCCL, SyncBN, via
+   ``dars.engine.distributed`` as ``torchrun`` would) of a hand-written step at ``ddp_batch``
+   per GPU against one process of the same step, else records why it was skipped;
 
 and writes one JSON (default ``benchmarks/gpu_check.json``): ``machine``, ``sizes``,
-``cuda_tests``, ``train``, ``inference``, ``ddp``, ``figures`` (the headline numbers, flat),
-``loader``, ``forbidden_imports`` and ``seconds_total``.
+``config``, ``cuda_tests``, ``train``, ``checkpoint``, ``loader``, ``inference``, ``ddp``,
+``figures`` (the headline numbers, flat), ``forbidden_imports`` and ``seconds_total``. Step
+counts and caps are parameters (``--warmup``, ``--steps``, ``--student-steps``,
+``--step-cap-s``, ``--train-batch``); every timed loop stops past its cap.
 
-``--dry`` runs the same code paths on the CPU at toy sizes (the tiny model, crop 33, 2 images,
-1-2 steps, DDP over gloo) in seconds; tests/test_gpu_check.py runs it so the script cannot
-rot. Peak memory on the CPU is the process's maximum RSS.
+``--dry`` runs the same code paths on the CPU at toy sizes (the tiny model, crop 33, batch 4,
+96x48 images, 1-2 steps, DDP over gloo) in seconds; tests/test_gpu_check.py runs it (in
+``make test``) so the script cannot rot. Peak memory on the CPU is the process's maximum RSS.
 
-Only torch, torchvision, numpy, pandas, pillow, pyyaml, tqdm, pytest and opencv-python-headless
-(the project's image decoding and augmentation; carry its wheel if the machine lacks it) are
-assumed on the GPU machine, so nothing here imports a module that needs zarr, jsonschema or
-snakemake (the JSON lists any that got imported anyway). The training step is therefore
-written out here (CE + 0.4 x aux CE, SGD with the 10x head group) instead of importing
-``dars.engine.train``, whose config import needs jsonschema.
+The GPU machine has torch, torchvision, numpy, pandas, pillow, pyyaml, tqdm, pytest and
+opencv-python-headless but not jsonschema, which the Trainer's config import needs:
+``benchmarks/gpu_wheels.sh`` downloads it and its missing dependencies (referencing,
+jsonschema-specifications, rpds-py) as wheels into the git-ignored ``wheels/``, which the run
+carries. Nothing here needs snakemake, which the machine cannot have (the JSON lists it under
+``forbidden_imports`` if anything imported it). On the device (``carry: ["wheels"]``):
 
-    PYTHONPATH=src python benchmarks/gpu_check.py              # on the GPU machine
+    pip install -q --no-index --find-links wheels jsonschema \
+        && PYTHONPATH=src python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json
+
+and here:
+
     PYTHONPATH=src python benchmarks/gpu_check.py --dry --out /tmp/gpu_check.json
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -51,8 +72,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,37 +95,52 @@ from dars.models.backbone import lr_groups
 REPO = Path(__file__).resolve().parents[1]
 PSPNET_R50 = {"name": "pspnet", "backbone": "resnet50", "deep_stem": True}
 NUM_CLASSES = 19
-AUX_WEIGHT = 0.4  # train.aux_weight of the PSPNet configs (dars.engine.train needs jsonschema)
+AUX_WEIGHT = 0.4  # train.aux_weight of the PSPNet configs (the DDP step's loss)
 STRIDE_RATIO = 2 / 3
-FORBIDDEN = ("zarr", "jsonschema", "snakemake", "hypothesis")
+# what the GPU machine cannot have even with the carried wheels (see gpu_wheels.sh)
+FORBIDDEN = ("snakemake",)
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """Problem sizes and time caps of one check; the caps bound every timed loop."""
+    """Problem sizes and time caps of one check; the caps bound every timed loop. ``None``
+    takes the paper config's value."""
 
-    model: dict[str, Any]
-    crop: int
-    batch: int  # training images per step and per GPU
-    warmup: int
-    steps: int
-    image_hw: tuple[int, int]  # inference image size
-    images: int  # inference images (predict_labels)
-    infer_batch: int
-    repeats: int  # sliding_scores repetitions on GPU-resident images
+    config: str  # the paper config whose train and infer settings are timed
+    model: dict[str, Any] | None  # None: the config's model, randomly initialised
+    crop: int | None  # train.crop_size and infer.crop_size
+    train_batch: int | None  # train.batch_size (students: half labeled, half pseudo-labeled)
+    student_round: int | None  # None: the config's last round
+    image_hw: tuple[int, int]  # training and inference image size
+    distinct_images: int  # image files written; the splits list them under many ids
+    train_images: int  # ids per split (labeled, unlabeled = pseudo-labeled)
+    warmup: int  # untimed Trainer steps (worker start, cuDNN's kernel choice)
+    steps: int  # timed round-0 Trainer steps per precision
+    student_steps: int  # timed student steps per precision
     step_cap_s: float  # timed seconds per training measurement before it stops early
+    images: int  # inference images (predict_labels)
+    infer_batch: int | None  # infer.batch_size
+    repeats: int  # sliding_scores repetitions on GPU-resident images
     tests_timeout_s: float
     loader_samples: int  # samples the training loader delivers per scale range
+    ddp_batch: int  # per-GPU batch of the DDP measurement
 
 
-FULL = Sizes(model=PSPNET_R50, crop=713, batch=8, warmup=5, steps=20, image_hw=(1024, 2048),
-             images=8, infer_batch=4, repeats=4, step_cap_s=45.0, tests_timeout_s=150.0,
-             loader_samples=320)
+# Estimated, not measured (no GPU lent yet), for one H100 (PSPNet-R50, crop 713, batch 16: at
+# most ~1 s per fp32 step, less in bf16; the warm-up steps longer while cuDNN picks kernels):
+# cuda tests <= 150 s (capped), data ~15 s, 4 Trainer measurements <= 4 x (build ~3 s + warm-up
+# ~25 s + timed <= 20 s, capped), loader alone ~20 s, inference ~60 s: 6-7.5 minutes.
+FULL = Sizes(config="config/cityscapes_1-8_crop713.yaml", model=None, crop=None,
+             train_batch=None, student_round=None, image_hw=(1024, 2048), distinct_images=8,
+             train_images=256, warmup=3, steps=12, student_steps=8, step_cap_s=20.0, images=8,
+             infer_batch=None, repeats=4, tests_timeout_s=150.0, loader_samples=192,
+             ddp_batch=8)
 # The tiny model keeps the dry run to seconds on a shared 2-core machine (PSPNet-R50 at crop 33
 # took minutes there); every code path but the model is the same.
-DRY = Sizes(model={"name": "tiny", "width": 8}, crop=33, batch=2, warmup=1, steps=2,
-            image_hw=(48, 96), images=2, infer_batch=2, repeats=1, step_cap_s=30.0,
-            tests_timeout_s=120.0, loader_samples=8)
+DRY = Sizes(config="config/cityscapes_1-8_crop713.yaml", model={"name": "tiny", "width": 8},
+            crop=33, train_batch=4, student_round=None, image_hw=(48, 96), distinct_images=2,
+            train_images=8, warmup=1, steps=2, student_steps=1, step_cap_s=30.0, images=2,
+            infer_batch=2, repeats=1, tests_timeout_s=120.0, loader_samples=8, ddp_batch=2)
 
 
 def say(message: str) -> None:
@@ -196,8 +233,8 @@ def fixed_batch(dev: torch.device, sizes: Sizes, fast: bool, seed: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One random normalised batch and its labels (10 % ignore), the same for every setting."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(sizes.batch, 3, sizes.crop, sizes.crop, generator=g)
-    y = torch.randint(0, NUM_CLASSES, (sizes.batch, sizes.crop, sizes.crop), generator=g)
+    x = torch.randn(sizes.ddp_batch, 3, sizes.crop, sizes.crop, generator=g)
+    y = torch.randint(0, NUM_CLASSES, (sizes.ddp_batch, sizes.crop, sizes.crop), generator=g)
     y[torch.rand(y.shape, generator=g) < 0.1] = IGNORE
     x = x.to(dev)
     if fast and dev.type == "cuda":
@@ -244,11 +281,254 @@ def measure_train(dev: torch.device, sizes: Sizes, fast: bool) -> dict[str, Any]
     x, y = fixed_batch(dev, sizes, fast)
     steps, seconds = timed(train_step_fn(model, model, x, y, dev, fast), sizes.warmup,
                            sizes.steps, sizes.step_cap_s, dev)
-    result = {"images_per_s": steps * sizes.batch / seconds, "step_ms": 1e3 * seconds / steps,
-              "timed_steps": steps, "warmup_steps": sizes.warmup, "batch": sizes.batch,
+    result = {"images_per_s": steps * sizes.ddp_batch / seconds, "step_ms": 1e3 * seconds / steps,
+              "timed_steps": steps, "warmup_steps": sizes.warmup, "batch": sizes.ddp_batch,
               "crop": sizes.crop, "peak_memory_gib": peak_gib(dev),
               "autocast_bf16": fast and dev.type == "cuda"}
     return result
+
+
+# -- the real Trainer --------------------------------------------------------------------------
+def paper_config(sizes: Sizes) -> dict[str, Any]:
+    """The paper config as ``dars.config`` reads it (schema defaults filled in)."""
+    from dars import config
+
+    return config.load(REPO / sizes.config)
+
+
+def resolve(sizes: Sizes, paper: dict[str, Any]) -> Sizes:
+    """``sizes`` with every ``None`` taken from the paper config."""
+    model = sizes.model or {k: v for k, v in paper["model"].items() if k != "pretrained"}
+    return replace(sizes, model=model, crop=sizes.crop or paper["train"]["crop_size"],
+                   train_batch=sizes.train_batch or paper["train"]["batch_size"],
+                   student_round=(len(paper["rounds"]) if sizes.student_round is None
+                                  else sizes.student_round),
+                   infer_batch=sizes.infer_batch or paper["infer"]["batch_size"])
+
+
+def train_config(paper: dict[str, Any], sizes: Sizes, root: Path, fast: bool, batch: int
+                 ) -> dict[str, Any]:
+    """The paper config on the synthetic folder dataset at ``root``: its model without
+    pretrained weights (random init), no validation, ``batch``, and fp32 or bf16 +
+    channels_last; validated as ``dars.config`` does."""
+    from dars import config
+
+    raw = {k: v for k, v in paper.items() if k not in ("dataset", "model")}
+    raw["dataset"] = {"name": "folder", "root": str(root)}
+    raw["model"] = dict(sizes.model)
+    raw["train"] = {**paper["train"], "batch_size": batch, "student_batch_size": None,
+                    "crop_size": sizes.crop, "bf16": fast, "channels_last": fast,
+                    "evaluate_every": 0}
+    raw["rounds"] = [{**r, "evaluate_every": 0} for r in paper["rounds"]]
+    return config.validate(raw)
+
+
+def write_train_dataset(root: Path, sizes: Sizes) -> tuple[Any, Path]:
+    """A Cityscapes-shaped folder dataset: ``distinct_images`` street-like 1024x2048 PNGs and
+    19-class masks (bench_loader's) listed under ``train_images`` ids per split by symbolic
+    links, and the pseudo labels of the unlabeled ids; (the files' DatasetSpec, pseudo dir)."""
+    import bench_loader  # next to this script: its synthetic street scenes
+    import cv2
+
+    # one OpenCV thread in this process, as the Trainer's loader sets before it forks: a worker
+    # forked after OpenCV's thread pool ran here would hang at its first OpenCV call
+    cv2.setNumThreads(1)
+    spec = bench_loader.write_dataset(root / "files", sizes.distinct_images, *sizes.image_hw)
+    pseudo = root / "pseudo"
+    for folder in ("images", "masks", "splits", "pseudo"):
+        (root / folder).mkdir()
+    for split in ("labeled", "unlabeled", "val"):
+        lines = []
+        for i in range(sizes.train_images):
+            name, k = f"{split}{i:04d}.png", i % sizes.distinct_images
+            (root / "images" / name).symlink_to(root / "files" / "images" / f"{k}.png")
+            (root / "masks" / name).symlink_to(root / "files" / "masks" / f"{k}.png")
+            if split == "unlabeled":
+                (pseudo / name).symlink_to(root / "files" / "masks" / f"{k}.png")
+            lines.append(f"images/{name} masks/{name}")
+        (root / "splits" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\n".join(spec.classes) + "\n")
+    return spec, pseudo
+
+
+def endless(trainer: Any) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The Trainer's batches, epoch after epoch (its loaders' workers persist)."""
+    while True:
+        yield from trainer._batches()
+        trainer.epoch += 1
+
+
+def run_trainer(cfg: dict[str, Any], round_index: int, state_dir: Path, workers: int,
+                warmup: int, steps: int, cap_s: float, dev: torch.device,
+                init: Path | None = None, pseudo: Path | None = None
+                ) -> tuple[Any, dict[str, Any]]:
+    """Build the Trainer of ``round_index`` and time ``steps`` of its ``_step`` on its own
+    loaders after ``warmup`` untimed ones; (the Trainer, its figures)."""
+    from dars.engine.options import TrainOptions
+    from dars.engine.train import Trainer
+
+    reset_peak(dev)
+    t0 = time.perf_counter()
+    trainer = Trainer(TrainOptions.from_config(cfg, round_index), state_dir, init=init,
+                      pseudo_dir=pseudo, num_workers=workers)
+    build_s = time.perf_counter() - t0
+    trainer.net.train()
+    batches = endless(trainer)
+    it = 0
+
+    def step() -> tuple[float, int]:
+        """(seconds waiting for the batch, images); ``_step`` ends in ``.item()``: synced."""
+        nonlocal it
+        ta = time.perf_counter()
+        batch = next(batches)
+        waited = time.perf_counter() - ta
+        trainer._step(batch, it)
+        it += 1
+        return waited, sum(len(x) for x in batch[::2])
+
+    try:
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        sync(dev)
+        warmup_s = time.perf_counter() - t0
+        t0, done, images, wait = time.perf_counter(), 0, 0, 0.0
+        while done < steps:
+            waited, n = step()
+            done, images, wait = done + 1, images + n, wait + waited
+            if done >= 2 and time.perf_counter() - t0 > cap_s:
+                break
+        sync(dev)
+        seconds = time.perf_counter() - t0
+    except BaseException:
+        stop_workers(trainer)  # else the traceback keeps them, and the exit waits on them
+        raise
+    finally:
+        batches.close()
+    result = {
+        "status": "ran", "round": round_index, "batch": images // done,
+        "forwards_per_step": 2 if round_index else 1, "crop": trainer.options.crop_size,
+        "scale_range": list(trainer.options.scale_range), "workers": workers,
+        "timed_steps": done, "warmup_steps": warmup, "steps_per_s": done / seconds,
+        "images_per_s": images / seconds, "step_ms": 1e3 * seconds / done,
+        "loader_wait_s": wait, "loader_wait_fraction": wait / seconds,
+        "compute_images_per_s": images / max(seconds - wait, 1e-9),
+        "build_s": build_s, "warmup_s": warmup_s, "peak_memory_gib": peak_gib(dev),
+        "bf16": trainer.bf16, "channels_last": trainer.channels_last,
+    }
+    return trainer, result
+
+
+def stop_workers(trainer: Any) -> None:
+    """Shut down the persistent loader workers of ``trainer`` now (DataLoader keeps them until
+    it is freed; a failed measurement's traceback would keep it, and the exit hang on them)."""
+    for loader in (trainer.labeled, trainer.pseudo):
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+            loader._iterator = None
+
+
+def free_trainer(dev: torch.device) -> None:
+    """Drop what a finished (or out-of-memory) Trainer left: its workers, its GPU memory."""
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_trainer(paper: dict[str, Any], sizes: Sizes, root: Path, fast: bool,
+                    round_index: int, state_dir: Path, workers: int, dev: torch.device,
+                    init: Path | None = None, pseudo: Path | None = None
+                    ) -> tuple[Any, dict[str, Any]]:
+    """``run_trainer`` at the config's batch; out of GPU memory, once more at half of it
+    (recorded as ``oom_at_batch``); (the Trainer or None, its figures)."""
+    batch, oom = sizes.train_batch, None
+    steps = sizes.student_steps if round_index else sizes.steps
+    while True:
+        cfg = train_config(paper, sizes, root, fast, batch)
+        error = None
+        try:
+            trainer, result = run_trainer(cfg, round_index, state_dir / f"b{batch}", workers,
+                                          sizes.warmup, steps, sizes.step_cap_s, dev, init,
+                                          pseudo)
+        except torch.cuda.OutOfMemoryError as exc:
+            error = str(exc).splitlines()[0][:300]
+        except Exception as exc:  # noqa: BLE001 -- recorded; the other measurements go on
+            error = "".join(traceback.format_exception(exc))[-1500:]
+            free_trainer(dev)
+            say(f"round {round_index} {'bf16' if fast else 'fp32'} failed: {error}")
+            return None, {"status": "error", "round": round_index, "batch": batch,
+                          "error": error}
+        if error is None:
+            return trainer, {**result, "oom_at_batch": oom}
+        free_trainer(dev)
+        say(f"round {round_index} {'bf16' if fast else 'fp32'}: out of memory at batch "
+            f"{batch}: {error}")
+        if oom is not None or batch < 8:  # a student's halves need >= 2 images (BatchNorm)
+            return None, {"status": "oom", "round": round_index, "oom_at_batch": [oom, batch],
+                          "error": error}
+        oom, batch = batch, batch // 2
+
+
+def measure_checkpoint(trainer: Any, dev: torch.device) -> dict[str, Any]:
+    """One save of the Trainer's state as after an epoch (``last.pt``) and the resume from it
+    (``Trainer._resume``: weights, optimizer; the scheduler's position is in the state)."""
+    from dars.engine import checkpoint
+
+    path = trainer.state_dir / "last.pt"
+    sync(dev)
+    t0 = time.perf_counter()
+    checkpoint.save(path, trainer._state())
+    save_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = trainer._resume()
+    sync(dev)
+    resume_s = time.perf_counter() - t0
+    assert state and state["epoch"] == trainer.epoch, "the checkpoint did not resume"
+    return {"save_s": save_s, "resume_s": resume_s, "mib": path.stat().st_size / 2**20,
+            "path": str(path.name), "round": trainer.round}
+
+
+def measure_training(paper: dict[str, Any], sizes: Sizes, root: Path, pseudo: Path,
+                     workers: int, dev: torch.device
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Round 0, then the student round (from round 0's checkpoint as teacher), each fp32 and
+    bf16 + channels_last; (train section, checkpoint section)."""
+    train: dict[str, Any] = {}
+    ckpt: dict[str, Any] = {"status": "skipped", "reason": "round 0 did not run"}
+    teacher = None
+    for round_index, name in ((0, "round0"), (sizes.student_round, "student")):
+        section: dict[str, Any] = {}
+        for key, fast in (("fp32", False), ("bf16_channels_last", True)):
+            if round_index and teacher is None:
+                section[key] = {"status": "skipped", "reason": "no round-0 checkpoint"}
+                continue
+            say(f"Trainer round {round_index} {key}: batch {sizes.train_batch}, crop "
+                f"{sizes.crop} ...")
+            trainer, result = measure_trainer(
+                paper, sizes, root, fast, round_index,
+                root.parent / "state" / f"r{round_index}_{key}", workers, dev,
+                init=teacher if round_index else None, pseudo=pseudo if round_index else None)
+            section[key] = result
+            if result["status"] == "ran":
+                say(f"Trainer round {round_index} {key}: {result['steps_per_s']:.3f} steps/s, "
+                    f"{result['images_per_s']:.2f} img/s (model alone "
+                    f"{result['compute_images_per_s']:.2f}), waited "
+                    f"{100 * result['loader_wait_fraction']:.0f} %, peak "
+                    f"{result['peak_memory_gib']:.2f} GiB")
+                if round_index == 0 and teacher is None:
+                    ckpt = measure_checkpoint(trainer, dev)
+                    teacher = trainer.state_dir / "last.pt"
+                    say(f"checkpoint: save {ckpt['save_s']:.2f} s, resume "
+                        f"{ckpt['resume_s']:.2f} s, {ckpt['mib']:.0f} MiB")
+            del trainer
+            free_trainer(dev)
+        if all(section[k].get("status") == "ran" for k in ("fp32", "bf16_channels_last")):
+            section["speedup"] = (section["bf16_channels_last"]["images_per_s"]
+                                  / section["fp32"]["images_per_s"])
+        train[name] = section
+    return train, ckpt
+
 
 
 def write_random_images(folder: Path, sizes: Sizes) -> list[Sample]:
@@ -310,23 +590,29 @@ def measure_inference(dev: torch.device, sizes: Sizes, samples: list[Sample], fa
     return result
 
 
-def measure_loader(sizes: Sizes, train_images_per_s: float) -> dict[str, Any]:
-    """samples/s of the training loader at crop ``sizes.crop`` for both released scale
-    ranges, with every core but one as workers (the default of a 1-GPU job), and the slower
-    one over the model's training rate: below 1 the GPU waits for its input."""
-    import bench_loader  # next to this script: its synthetic street scenes
+def measure_loader(sizes: Sizes, spec: Any, workers: int, train: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """samples/s of the training loader alone (bench_loader's, on the Trainer's images) at the
+    Trainer's crop, batch and workers for both released scale ranges, each over the bf16
+    Trainer's own rate without its waits (``compute_images_per_s``) of the round that uses
+    that range: below 1 the GPU waits for its input."""
+    import bench_loader
 
-    workers = max(len(os.sched_getaffinity(0)) - 1, 1)
-    result: dict[str, Any] = {"workers": workers, "batch": sizes.batch, "crop": sizes.crop}
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = bench_loader.write_dataset(Path(tmp), 8, *sizes.image_hw)
-        for name, scale in bench_loader.SCALES.items():
-            rate, rss = bench_loader.loader_rate(spec, workers, sizes.loader_samples,
-                                                 sizes.batch, sizes.crop, scale)
-            result[name] = {"scale": list(scale), "samples_per_s": rate,
-                            "peak_rss_mib_per_worker": rss}
-    result["over_train"] = min(result[k]["samples_per_s"] for k in bench_loader.SCALES
-                               ) / train_images_per_s
+    result: dict[str, Any] = {"workers": workers, "batch": sizes.train_batch, "crop": sizes.crop}
+    for name, scale in bench_loader.SCALES.items():
+        rate, rss = bench_loader.loader_rate(spec, workers, sizes.loader_samples,
+                                             sizes.train_batch, sizes.crop, scale)
+        result[name] = {"scale": list(scale), "samples_per_s": rate,
+                        "peak_rss_mib_per_worker": rss}
+    ratios = {}
+    for key, section in train.items():
+        run = section.get("bf16_channels_last", {})
+        if run.get("status") == "ran":
+            scale = "r2" if run["scale_range"][1] > 2.0 else "r01"
+            ratios[f"over_train_{key}"] = (result[scale]["samples_per_s"]
+                                           / run["compute_images_per_s"])
+    result.update(ratios)
+    result["over_train"] = min(ratios.values()) if ratios else None
     return result
 
 
@@ -356,9 +642,9 @@ def _ddp_worker(rank: int, world_size: int, port: int, sizes: Sizes, out: str) -
     steps, seconds = timed(synced_step, sizes.warmup, sizes.steps, math.inf, dev)
     if world.is_main:
         Path(out).write_text(json.dumps({
-            "images_per_s": steps * sizes.batch * world.size / seconds,
+            "images_per_s": steps * sizes.ddp_batch * world.size / seconds,
             "step_ms": 1e3 * seconds / steps, "timed_steps": steps, "world_size": world.size,
-            "per_gpu_batch": sizes.batch, "backend": torch.distributed.get_backend(),
+            "per_gpu_batch": sizes.ddp_batch, "backend": torch.distributed.get_backend(),
             "sync_batchnorm": any(isinstance(m, torch.nn.SyncBatchNorm) for m in net.modules()),
             "peak_memory_gib_rank0": peak_gib(dev), "autocast_bf16": fast}))
     distributed.teardown(world)
@@ -370,9 +656,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_ddp(dev: torch.device, sizes: Sizes, dry: bool, single: float) -> dict[str, Any]:
-    """2-process DDP images/s and its scaling over one process of the same per-GPU batch
-    (``single``: the bf16 + channels_last figure on CUDA). On CPU (dry) it runs over gloo."""
+def measure_ddp(dev: torch.device, sizes: Sizes, dry: bool) -> dict[str, Any]:
+    """2-process DDP images/s and its scaling over one process of the same step at the same
+    per-GPU batch (bf16 + channels_last on CUDA). On CPU (dry) it runs over gloo."""
     if dev.type == "cuda" and torch.cuda.device_count() < 2:
         return {"status": "skipped",
                 "reason": f"{torch.cuda.device_count()} CUDA device(s); DDP scaling needs 2"}
@@ -383,20 +669,31 @@ def measure_ddp(dev: torch.device, sizes: Sizes, dry: bool, single: float) -> di
         torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), sizes, str(out)),
                                     nprocs=2, join=True)
         result = json.loads(out.read_text())
+    single = measure_train(dev, sizes, dev.type == "cuda")["images_per_s"]
     return {"status": "ran", **result, "single_images_per_s": single,
             "speedup_vs_1": result["images_per_s"] / single,
             "scaling_efficiency": result["images_per_s"] / (2 * single)}
 
 
 def figures(report: dict[str, Any]) -> dict[str, float]:
-    """The headline numbers, flat (every one a positive float)."""
-    train, infer = report["train"], report["inference"]
-    out = {
-        "train_img_s_fp32": train["fp32"]["images_per_s"],
-        "train_img_s_bf16_cl": train["bf16_channels_last"]["images_per_s"],
-        "train_speedup_bf16_cl": train["speedup"],
-        "train_peak_gib_fp32": train["fp32"]["peak_memory_gib"],
-        "train_peak_gib_bf16_cl": train["bf16_channels_last"]["peak_memory_gib"],
+    """The headline numbers, flat (every one a positive float; a measurement that did not run
+    has none)."""
+    out: dict[str, float] = {}
+    for name, section in report["train"].items():
+        for key, short in (("fp32", "fp32"), ("bf16_channels_last", "bf16_cl")):
+            run = section[key]
+            if run.get("status") == "ran":
+                out[f"trainer_{name}_steps_s_{short}"] = run["steps_per_s"]
+                out[f"trainer_{name}_img_s_{short}"] = run["images_per_s"]
+                out[f"trainer_{name}_compute_img_s_{short}"] = run["compute_images_per_s"]
+                out[f"trainer_{name}_peak_gib_{short}"] = run["peak_memory_gib"]
+        if "speedup" in section:
+            out[f"trainer_{name}_speedup_bf16_cl"] = section["speedup"]
+    if report["checkpoint"].get("save_s") is not None:
+        out["checkpoint_save_s"] = report["checkpoint"]["save_s"]
+        out["checkpoint_resume_s"] = report["checkpoint"]["resume_s"]
+    infer = report["inference"]
+    out.update({
         "infer_mpx_s_fp32": infer["fp32"]["predict_mpx_per_s"],
         "infer_mpx_s_bf16": infer["bf16"]["predict_mpx_per_s"],
         "sliding_mpx_s_fp32": infer["fp32"]["sliding_mpx_per_s"],
@@ -405,8 +702,9 @@ def figures(report: dict[str, Any]) -> dict[str, float]:
         "infer_peak_gib_bf16": infer["bf16"]["predict_peak_memory_gib"],
         **{f"loader_samples_s_{k}": v["samples_per_s"] for k, v in report["loader"].items()
            if isinstance(v, dict)},
-        "loader_over_train": report["loader"]["over_train"],
-    }
+    })
+    if report["loader"]["over_train"] is not None:
+        out["loader_over_train"] = report["loader"]["over_train"]
     if report["ddp"]["status"] == "ran":
         out["ddp_img_s"] = report["ddp"]["images_per_s"]
         out["ddp_scaling_efficiency"] = report["ddp"]["scaling_efficiency"]
@@ -418,19 +716,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry", action="store_true", help="CPU, toy sizes (the test's mode)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "gpu_check.json")
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -m cuda")
+    parser.add_argument("--config", help="paper config to time (default: "
+                        f"{FULL.config})")
+    parser.add_argument("--train-batch", type=int, help="train.batch_size (default: the "
+                        "config's; students half labeled, half pseudo-labeled)")
+    parser.add_argument("--student-round", type=int, help="default: the config's last")
+    parser.add_argument("--warmup", type=int, help="untimed Trainer steps per measurement")
+    parser.add_argument("--steps", type=int, help="timed round-0 Trainer steps per precision")
+    parser.add_argument("--student-steps", type=int, help="timed student steps per precision")
+    parser.add_argument("--step-cap-s", type=float, help="timed seconds per Trainer "
+                        "measurement before it stops early (at least 2 steps)")
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
     sizes = DRY if args.dry else FULL
+    sizes = replace(sizes, **{k: v for k, v in (
+        ("config", args.config), ("train_batch", args.train_batch),
+        ("student_round", args.student_round), ("warmup", args.warmup), ("steps", args.steps),
+        ("student_steps", args.student_steps), ("step_cap_s", args.step_cap_s))
+        if v is not None})
     dev = torch.device("cpu") if args.dry else torch.device("cuda")
     if not args.dry and not torch.cuda.is_available():
         print("error: no CUDA device; use --dry for the CPU check", file=sys.stderr)
         return 2
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the engine does for a fixed crop size
+    paper = paper_config(sizes)
+    sizes = resolve(sizes, paper)
+    workers = max(len(os.sched_getaffinity(0)) - 1, 1)  # a 1-GPU job's default
     report: dict[str, Any] = {"dry": args.dry, "machine": machine_info(dev),
-                              "num_classes": NUM_CLASSES, "sizes": asdict(sizes)}
+                              "num_classes": NUM_CLASSES, "sizes": asdict(sizes),
+                              "config": {"path": sizes.config, "train": paper["train"],
+                                         "infer": paper["infer"], "gpus": paper.get("gpus")}}
     say(f"{report['machine']['gpus'] or 'CPU'}, torch {torch.__version__}, "
-        f"{'dry' if args.dry else 'full'} sizes")
+        f"{'dry' if args.dry else 'full'} sizes, {sizes.config}")
 
     if args.skip_tests:
         report["cuda_tests"] = {"skipped": "--skip-tests"}
@@ -441,21 +759,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{report['cuda_tests']['failed']} failed, {report['cuda_tests']['skipped']} "
             f"skipped, rc {report['cuda_tests']['returncode']}")
 
-    train = {}
-    for key, fast in (("fp32", False), ("bf16_channels_last", True)):
-        say(f"training {key}: batch {sizes.batch}, crop {sizes.crop} ...")
-        train[key] = measure_train(dev, sizes, fast)
-        say(f"training {key}: {train[key]['images_per_s']:.2f} img/s, "
-            f"peak {train[key]['peak_memory_gib']:.2f} GiB")
-    train["speedup"] = (train["bf16_channels_last"]["images_per_s"]
-                        / train["fp32"]["images_per_s"])
-    report["train"] = train
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        say(f"writing {sizes.distinct_images} images of {sizes.image_hw} as "
+            f"{sizes.train_images} ids per split ...")
+        spec, pseudo = write_train_dataset(root, sizes)
+        report["train"], report["checkpoint"] = measure_training(paper, sizes, root, pseudo,
+                                                                 workers, dev)
+        say("loader alone ...")
+        report["loader"] = measure_loader(sizes, spec, workers, report["train"])
+        say(f"loader: {json.dumps(report['loader'])}")
 
     inference = {}
     with tempfile.TemporaryDirectory() as tmp:
         samples = write_random_images(Path(tmp), sizes)
         for key, fast in (("fp32", False), ("bf16", True)):
-            say(f"inference {key}: {len(samples)} images of {sizes.image_hw} ...")
+            say(f"inference {key}: {len(samples)} images of {sizes.image_hw}, batch "
+                f"{sizes.infer_batch} ...")
             inference[key] = measure_inference(dev, sizes, samples, fast)
             say(f"inference {key}: predict_labels {inference[key]['predict_mpx_per_s']:.2f}"
                 f" Mpx/s, sliding_scores {inference[key]['sliding_mpx_per_s']:.2f} Mpx/s")
@@ -463,12 +783,8 @@ def main(argv: list[str] | None = None) -> int:
                             / inference["fp32"]["predict_mpx_per_s"])
     report["inference"] = inference
 
-    fast_key = "bf16_channels_last" if dev.type == "cuda" else "fp32"
-    report["loader"] = measure_loader(sizes, train[fast_key]["images_per_s"])
-    say(f"loader: {json.dumps(report['loader'])}")
-
     say("DDP ...")
-    report["ddp"] = measure_ddp(dev, sizes, args.dry, train[fast_key]["images_per_s"])
+    report["ddp"] = measure_ddp(dev, sizes, args.dry)
     say(f"DDP: {report['ddp'].get('images_per_s', report['ddp'].get('reason'))}")
 
     report["figures"] = figures(report)
