@@ -17,17 +17,16 @@ from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split,
 from PIL import Image
 from torch import nn
 
-from dars import config
+from dars.core import config
+from dars.core.options import CalibrateOptions, EvaluateOptions, InferOptions
 from dars.data.splits import Sample
 from dars.engine import calibrate as calibrate_mod
-from dars.engine import checkpoint
 from dars.engine import infer as infer_mod
 from dars.engine.evaluate import evaluate
-from dars.engine.options import CalibrateOptions, EvaluateOptions, InferOptions
 from dars.engine.predict import PredictOptions, predict_probs, predict_scores
 from dars.engine.sliding import forward_scores, sliding_scores, window_starts, window_stride
-from dars.models import build_model
-from dars.probstore import ProbStore
+from dars.models import build_model, checkpoint
+from dars.store.probstore import ProbStore
 
 SCHEMA_STRIDE = config.validate({})["infer"]["stride_ratio"]  # the default the configs use
 

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dars.config import Config
+from dars.core.config import Config
+from dars.core.options import Options
 from dars.data import shapes
-from dars.data.io import png_bytes
+from dars.data.images import png_bytes
 from dars.data.shapes import SHAPES_CLASSES
-from dars.options import Options
 
 __all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "DemoOptions", "build_demo", "class_prior"]
 

@@ -16,8 +16,8 @@ import hashlib
 
 import numpy as np
 
-from dars.constants import ONE_BITS, PAD
-from dars.errors import DarsError
+from dars.core.constants import ONE_BITS, PAD
+from dars.core.errors import DarsError
 from dars.pseudo.thresholds import NONE_BITS, Thresholds, exact_keep_count
 
 _UNIFORM_BITS = 24  # a keep probability p is exact to 2^-24, as with float32 uniforms

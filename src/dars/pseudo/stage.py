@@ -20,14 +20,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
-from dars.constants import IGNORE
-from dars.data.io import png_bytes, read_mask
-from dars.errors import DarsError
-from dars.probstore import ProbStore
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.data.images import png_bytes, read_mask
 from dars.pseudo.assign import LabelRule, image_key
 from dars.pseudo.confidence_hist import check_temperature, images_per_block, store_histogram
 from dars.pseudo.thresholds import PseudoLabelOptions, Thresholds, compute_thresholds
+from dars.store.artifacts import atomic_path, digest, write_csv, write_json, write_manifest
+from dars.store.probstore import ProbStore
 
 log = logging.getLogger(__name__)
 
