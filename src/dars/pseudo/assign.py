@@ -151,9 +151,9 @@ class LabelRule:
         for start in range(0, pred.size, _CHUNK):
             part = slice(start, start + _CHUNK)
             kept = self._kept(pred[part], bits[part], key, start)
-            counts += np.bincount(pred[part][kept], minlength=PAD + 1)
             # IGNORE where the pixel is not kept (p | 255 = 255), p where it is
             np.bitwise_or(pred[part], np.subtract(kept.view(np.uint8), 1), out=out[part])
+            counts += np.bincount(out[part], minlength=PAD + 1)  # half the cost of pred[kept]
         return out.reshape(prediction.shape), counts[:self.num_classes]
 
     def _kept(self, pred: np.ndarray, bits: np.ndarray, key: int, start: int) -> np.ndarray:
