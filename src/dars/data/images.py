@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import zlib
 from pathlib import Path
 
 import cv2
@@ -85,10 +84,6 @@ _GREY = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
 def png_bytes(array: np.ndarray) -> bytes:
     """PNG (Pillow, zlib level 1) of a uint8 index mask (H, W) or RGB image (H, W, 3).
 
-    zlib's run-length strategy finds the runs of a label map (of ignore, of one class) as well
-    as the default one and is as fast: 17 % smaller pseudo labels in the same time
-    (benchmarks/RESULTS.md).
-
     A mask is written as a palette image with a grey palette: Pillow filters no row of a
     palette image, while it tries five filters on every row of a greyscale one (four times
     slower on 2-Mpx label maps, benchmarks/RESULTS.md). Every reader here, and Pillow's
@@ -102,5 +97,5 @@ def png_bytes(array: np.ndarray) -> bytes:
     if array.ndim == 2:
         image.putpalette(_GREY)
     out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
