@@ -44,13 +44,13 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from dars.constants import IGNORE, NUM_BINS
-from dars.probstore import ProbStore, ProbStoreWriter
+from dars.core.constants import IGNORE, NUM_BINS
 from dars.pseudo.assign import assign_labels, image_key
 from dars.pseudo.confidence_hist import images_per_block
-from dars.pseudo.counting import available_threads, confidence_histogram
 from dars.pseudo.stage import PseudoLabelOptions, pseudo_label
 from dars.pseudo.thresholds import Thresholds, compute_thresholds, round_half_up
+from dars.stats.counting import available_threads, confidence_histogram
+from dars.store.probstore import ProbStore, ProbStoreWriter
 
 NAMES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
          "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",

@@ -83,14 +83,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dars.atomic import write_json
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
 from dars.data.splits import Sample
 from dars.engine import distributed
 from dars.engine.predict import PredictOptions, bf16_autocast, predict_labels
 from dars.engine.sliding import sliding_scores
 from dars.models import build_model
 from dars.models.backbone import lr_groups
+from dars.store.artifacts import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 PSPNET_R50 = {"name": "pspnet", "backbone": "resnet50", "deep_stem": True}
@@ -290,8 +290,8 @@ def measure_train(dev: torch.device, sizes: Sizes, fast: bool) -> dict[str, Any]
 
 # -- the real Trainer --------------------------------------------------------------------------
 def paper_config(sizes: Sizes) -> dict[str, Any]:
-    """The paper config as ``dars.config`` reads it (schema defaults filled in)."""
-    from dars import config
+    """The paper config as ``dars.core.config`` reads it (schema defaults filled in)."""
+    from dars.core import config
 
     return config.load(REPO / sizes.config)
 
@@ -310,8 +310,8 @@ def train_config(paper: dict[str, Any], sizes: Sizes, root: Path, fast: bool, ba
                  ) -> dict[str, Any]:
     """The paper config on the synthetic folder dataset at ``root``: its model without
     pretrained weights (random init), no validation, ``batch``, and fp32 or bf16 +
-    channels_last; validated as ``dars.config`` does."""
-    from dars import config
+    channels_last; validated as ``dars.core.config`` does."""
+    from dars.core import config
 
     raw = {k: v for k, v in paper.items() if k not in ("dataset", "model")}
     raw["dataset"] = {"name": "folder", "root": str(root)}
@@ -364,7 +364,7 @@ def run_trainer(cfg: dict[str, Any], round_index: int, state_dir: Path, workers:
                 ) -> tuple[Any, dict[str, Any]]:
     """Build the Trainer of ``round_index`` and time ``steps`` of its ``_step`` on its own
     loaders after ``warmup`` untimed ones; (the Trainer, its figures)."""
-    from dars.engine.options import TrainOptions
+    from dars.core.options import TrainOptions
     from dars.engine.train import Trainer
 
     reset_peak(dev)
@@ -473,7 +473,7 @@ def measure_trainer(paper: dict[str, Any], sizes: Sizes, root: Path, fast: bool,
 def measure_checkpoint(trainer: Any, dev: torch.device) -> dict[str, Any]:
     """One save of the Trainer's state as after an epoch (``last.pt``) and the resume from it
     (``Trainer._resume``: weights, optimizer; the scheduler's position is in the state)."""
-    from dars.engine import checkpoint
+    from dars.models import checkpoint
 
     path = trainer.state_dir / "last.pt"
     sync(dev)

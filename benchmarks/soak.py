@@ -93,8 +93,7 @@ def prepare(work: Path, images: int, small: int) -> tuple[Path, Path]:
     import torch
 
     from dars.data.demo import DEMO_CLASSES, DemoOptions, build_demo
-    from dars.engine import checkpoint
-    from dars.models import build_model
+    from dars.models import build_model, checkpoint
 
     root = work / "data"
     if not (root / "splits" / "unlabeled.txt").is_file():
@@ -162,7 +161,7 @@ def repeat_store(src: Path, dst: Path, n: int) -> Path:
     """A complete store of ``n`` images cycling the arrays of ``src`` (no probabilities)."""
     import numpy as np
 
-    from dars.probstore import ProbStore, ProbStoreWriter
+    from dars.store.probstore import ProbStore, ProbStoreWriter
 
     source = ProbStore(src)
     m = len(source)

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from dars import config as config_mod
-from dars.config import epochs_per_round, evaluate_schedule, scale_range
+from dars.core import config as config_mod
+from dars.core.config import epochs_per_round, evaluate_schedule, scale_range
 from dars.engine.sliding import window_stride
 from dars.engine.train import plan_schedule
 from dars.pseudo.thresholds import round_half_up

@@ -42,7 +42,7 @@ def folder_dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def folder_config(folder_dataset: Path) -> dict:
-    from dars import config
+    from dars.core import config
 
     return config.validate({
         "dataset": {"name": "folder", "root": str(folder_dataset)},

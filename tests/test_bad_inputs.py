@@ -31,12 +31,11 @@ from conftest import CLASSES, write_folder_dataset
 from PIL import Image
 
 from dars import cli
-from dars import config as config_mod
-from dars.atomic import remove_path
-from dars.engine import checkpoint
-from dars.models import build_model
-from dars.options import ModelOptions
-from dars.probstore import ProbStoreWriter, partial_path
+from dars.core import config as config_mod
+from dars.core.options import ModelOptions
+from dars.models import build_model, checkpoint
+from dars.store.artifacts import remove_path
+from dars.store.probstore import ProbStoreWriter, partial_path
 
 SIZE = 16
 UNLABELED = [f"img{i:03d}" for i in range(4, 8)]
@@ -60,7 +59,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def _save_checkpoint(path: Path, model_config: dict, num_classes: int = 3,
                      weights_config: dict | None = None) -> Path:
-    """A dars checkpoint (untrained weights): what ``checkpoint.load_model`` reads."""
+    """A dars checkpoint (untrained weights): what ``dars.models.load_model`` reads."""
     torch.manual_seed(0)
     model = build_model(weights_config or model_config, num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)  # what a student may continue
@@ -778,7 +777,7 @@ def test_loader_refuses_pickles_even_in_nested_objects(tmp_path: Path) -> None:
     with open(path, "wb") as f:
         pickle.dump({"model": {}, "model_config": {}, "x": [_Evil(tmp_path / "m")]}, f,
                     protocol=2)
-    from dars.errors import DarsError
+    from dars.core.errors import DarsError
 
     with pytest.raises(DarsError, match="cannot load checkpoint"):
         checkpoint.load(path)

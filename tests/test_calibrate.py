@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dars.core.errors import DarsError
+from dars.core.options import TrainOptions
 from dars.engine.calibrate import fit_temperature
-from dars.engine.options import TrainOptions
-from dars.errors import DarsError
 
 
 def test_recovers_the_temperature_that_generated_the_labels() -> None:

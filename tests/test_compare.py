@@ -17,7 +17,6 @@ import yaml
 from PIL import Image
 from workflow_helpers import REPO, copy_run, job_counts, shared_tiny_run, snakemake
 
-from dars import config as dars_config
 from dars.cli import main as dars_main
 from dars.compare import (
     BASELINE,
@@ -41,11 +40,12 @@ from dars.compare import (
     teacher_dir,
     write_blank_labels,
 )
+from dars.core import config as dars_config
+from dars.core.errors import DarsError
 from dars.engine.train import seg_loss
-from dars.errors import DarsError
-from dars.probstore import ProbStoreWriter
 from dars.pseudo.stage import PseudoLabelOptions, pseudo_label
 from dars.pseudo.thresholds import METHODS, SAMPLINGS
+from dars.store.probstore import ProbStoreWriter
 
 # ----------------------------------------------------------------------------- names
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dars import config
-from dars.errors import DarsError
+from dars.core import config
+from dars.core.errors import DarsError
 
 REPO = Path(__file__).resolve().parents[1]
 

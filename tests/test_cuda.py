@@ -2,7 +2,7 @@
 
 Marked ``cuda`` and skipped without a GPU; ``benchmarks/gpu_check.py`` runs them with
 ``pytest -m cuda`` on the GPU machine, which has torch but not zarr or jsonschema -- so this
-file imports only modules free of both (no ``dars.config``, no ``dars.engine.train``).
+file imports only modules free of both (no ``dars.core.config``, no ``dars.engine.train``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import CLASSES, write_folder_dataset
 
 from dars.data.dataset import to_tensor
-from dars.data.io import read_image
+from dars.data.images import read_image
 from dars.data.splits import read_split
 from dars.engine.predict import PredictOptions, bf16_autocast, predict_probs
 from dars.engine.sliding import sliding_scores

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dars import config
+from dars.core import config
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions
 from dars.data.dataset import SegmentationDataset, dataset_spec
 from dars.data.demo import DEMO_CLASSES, DemoOptions, build_demo
-from dars.data.io import read_image, read_mask
+from dars.data.images import read_image, read_mask
 from dars.data.shapes import SHAPES_CLASSES
 from dars.data.splits import read_split
-from dars.errors import DarsError
-from dars.options import DatasetOptions
 from dars.pseudo.label_histogram import label_histogram
 
 

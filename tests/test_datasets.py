@@ -19,18 +19,18 @@ from fake_datasets import (
 )
 from PIL import Image
 
-from dars import config
 from dars.cli import main
-from dars.constants import IGNORE
+from dars.core import config
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions
 from dars.data import cityscapes, voc
 from dars.data.dataset import SegmentationDataset, dataset_spec
-from dars.data.io import read_mask
+from dars.data.draw_split import discover_pairs, labeled_count
+from dars.data.images import read_mask
 from dars.data.registry import dataset_names
-from dars.errors import DarsError
-from dars.options import DatasetOptions
-from dars.probstore import ProbStore
 from dars.pseudo.thresholds import PseudoLabelOptions
-from dars.split import discover_pairs, labeled_count
+from dars.store.probstore import ProbStore
 
 PSEUDO_OPTIONS = PseudoLabelOptions(alpha=0.5).to_json()  # dars pseudo-label --options-json
 

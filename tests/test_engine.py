@@ -8,14 +8,14 @@ import torch
 from fake_datasets import write_mask
 from tqdm import tqdm
 
+from dars.core.errors import DarsError
+from dars.core.options import EvaluateOptions, InferOptions, TrainOptions
 from dars.data import dataset as dataset_module
-from dars.engine import checkpoint
 from dars.engine.evaluate import best_validation, confusion_matrix, evaluate, iou_from_confusion
 from dars.engine.infer import infer
-from dars.engine.options import EvaluateOptions, InferOptions, TrainOptions
 from dars.engine.train import Trainer, plan_schedule, validates
-from dars.errors import DarsError
-from dars.probstore import ProbStore, partial_path
+from dars.models import checkpoint, load_model
+from dars.store.probstore import ProbStore, partial_path
 
 
 def test_schedule_places_each_round_after_the_previous_ones() -> None:
@@ -148,9 +148,9 @@ def test_checkpoint_of_other_architecture_is_refused(folder_config: dict, tmp_pa
     state["model_config"] = {**state["model_config"], "width": 16}
     checkpoint.save(tmp_path / "other.pt", state)
     with pytest.raises(DarsError, match="does not fit model 'tiny'"):
-        checkpoint.load_model(tmp_path / "other.pt", 3)
+        load_model(tmp_path / "other.pt", 3)
     with pytest.raises(DarsError, match="predicts 3 classes but the dataset has 4"):
-        checkpoint.load_model(teacher, 4)
+        load_model(teacher, 4)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(DarsError, match="cannot load checkpoint"):
         checkpoint.load(tmp_path / "junk.pt")
@@ -172,7 +172,7 @@ def test_paper_configs_validate_at_the_released_epochs(name: str) -> None:
     """tool/train.py:310-351: ``for epoch in range(start_epoch, epochs)``, ``epoch_log = epoch +
     1`` validated when ``epoch_log > evaluate_start`` and ``(epoch_log - evaluate_start) %
     evaluate_freq == 0``, in the file's cumulative epochs."""
-    from dars import config as config_mod
+    from dars.core import config as config_mod
 
     cfg = config_mod.load(Path(__file__).resolve().parents[1] / "config" / f"{name}.yaml")
     for k, (epochs, start, freq, start_epoch) in enumerate(RELEASED_VALIDATION[name]):

@@ -10,14 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from dars.errors import DarsError
-from dars.gpu_slots import acquire, gpu_pool, launch_command, lock_dir, split_threads, try_acquire
+from dars.core.errors import DarsError
+from dars.jobs.gpu_slots import (
+    acquire,
+    gpu_pool,
+    launch_command,
+    lock_dir,
+    split_threads,
+    try_acquire,
+)
 
 
 def _run_wrapper(pool: str, locks: Path, gpus: int, script: str,
                  ddp: bool = False) -> subprocess.Popen[str]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": pool, "DARS_GPU_LOCK_DIR": str(locks)}
-    cmd = [sys.executable, "-m", "dars.gpu_slots", "--gpus", str(gpus),
+    cmd = [sys.executable, "-m", "dars.jobs.gpu_slots", "--gpus", str(gpus),
            *(["--ddp"] if ddp else []), "--", "sh", "-c", script]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

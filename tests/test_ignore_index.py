@@ -18,7 +18,7 @@ from conftest import CLASSES, write_folder_dataset
 from PIL import Image
 
 from dars.cli import main
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
 from dars.pseudo.thresholds import PseudoLabelOptions
 
 PSEUDO_OPTIONS = PseudoLabelOptions(alpha=0.5).to_json()  # dars pseudo-label --options-json

@@ -1,5 +1,5 @@
-"""The package's layers: no import cycle (function-local imports included), pure maths free of
-I/O, and the comparison independent of the report."""
+"""The package's layers: no import cycle (function-local imports included), no layer importing
+one above it, pure maths free of I/O, and the comparison independent of the report."""
 
 from __future__ import annotations
 
@@ -44,6 +44,39 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+#: The packages from the bottom up; a module may import its own layer's package and those below.
+#: Packages sharing a layer are independent of each other.
+LAYERS = [
+    {"dars.core"},
+    {"dars.stats"},
+    {"dars.store"},
+    {"dars.data", "dars.models"},
+    {"dars.pseudo", "dars.engine"},
+    {"dars.reporting", "dars.jobs"},
+    {"dars.compare"},
+    {"dars.cli"},
+]
+
+
+def package_of(module: str) -> str:
+    """The layer package a module belongs to (``dars`` itself: the bottom one)."""
+    top = ".".join(module.split(".")[:2])
+    return "dars.core" if top == "dars" else top
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of a higher layer, or of another package of the same layer."""
+    rank = {package: i for i, layer in enumerate(LAYERS) for package in layer}
+    bad = []
+    for module, deps in graph.items():
+        own = package_of(module)
+        for dep in sorted(deps):
+            other = package_of(dep)
+            if other != own and rank[other] >= rank[own]:
+                bad.append(f"{module} -> {dep}")
+    return bad
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as a path of module names, or None (depth-first search)."""
     state: dict[str, int] = {}
@@ -85,14 +118,31 @@ def test_no_import_cycle() -> None:
     assert find_cycle(import_graph()) is None
 
 
+def test_every_package_has_a_layer() -> None:
+    packages = {package_of(m) for m in import_graph()}
+    assert packages == set().union(*LAYERS)
+
+
+def test_checker_sees_an_upward_import() -> None:
+    graph = {"dars.core.options": {"dars.engine.train"}, "dars.engine.train": set(),
+             "dars.data.dataset": {"dars.models.tiny"}, "dars.models.tiny": set()}
+    assert layer_violations(graph) == ["dars.core.options -> dars.engine.train",
+                                       "dars.data.dataset -> dars.models.tiny"]
+
+
+def test_no_layer_imports_one_above_it() -> None:
+    assert layer_violations(import_graph()) == []
+
+
 @pytest.mark.parametrize("module", ["dars.pseudo.thresholds", "dars.pseudo.assign",
-                                    "dars.pseudo.counting"])
+                                    "dars.stats.counting"])
 def test_pure_maths_imports_no_io(module: str) -> None:
     """The numeric cores reach no module that opens stores or files."""
     graph = import_graph()
-    io_modules = {"dars.probstore", "dars.atomic", "dars.data.io", "dars.pseudo.stage"}
+    io_modules = {"dars.store.probstore", "dars.store.artifacts", "dars.data.images",
+                  "dars.pseudo.stage"}
     assert reachable(graph, module) & io_modules == set()
 
 
 def test_compare_does_not_use_the_report_as_a_library() -> None:
-    assert "dars.report" not in reachable(import_graph(), "dars.compare")
+    assert "dars.reporting.run_report" not in reachable(import_graph(), "dars.compare")

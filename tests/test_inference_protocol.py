@@ -17,17 +17,16 @@ from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split,
 from PIL import Image
 from torch import nn
 
-from dars import config
+from dars.core import config
+from dars.core.options import CalibrateOptions, EvaluateOptions, InferOptions
 from dars.data.splits import Sample
 from dars.engine import calibrate as calibrate_mod
-from dars.engine import checkpoint
+from dars.engine import evaluate as evaluate_mod
 from dars.engine import infer as infer_mod
-from dars.engine.evaluate import evaluate
-from dars.engine.options import CalibrateOptions, EvaluateOptions, InferOptions
 from dars.engine.predict import PredictOptions, predict_probs, predict_scores
 from dars.engine.sliding import forward_scores, sliding_scores, window_starts, window_stride
-from dars.models import build_model
-from dars.probstore import ProbStore
+from dars.models import build_model, checkpoint
+from dars.store.probstore import ProbStore
 
 SCHEMA_STRIDE = config.validate({})["infer"]["stride_ratio"]  # the default the configs use
 
@@ -301,9 +300,9 @@ def test_store_and_metrics_are_full_size_while_the_model_sees_the_base_size(
 
     model.shapes.clear()
     monkeypatch.setattr(checkpoint, "load", lambda *_: {"epoch": 1, "history": []})
-    monkeypatch.setattr(checkpoint, "load_model", lambda *_: model)
-    summary = evaluate(EvaluateOptions.from_config(cfg), teacher, tmp_path / "m.csv",
-                       tmp_path / "m.json", 0)
+    monkeypatch.setattr(evaluate_mod, "load_model", lambda *_: model)
+    summary = evaluate_mod.evaluate(EvaluateOptions.from_config(cfg), teacher, tmp_path / "m.csv",
+                                    tmp_path / "m.json", 0)
     val = sorted(root.glob("gtFine/val/*/*_labelIds.png") if dataset == "cityscapes"
                  else [root / "SegmentationClassAug" / f"2007_{i:06d}.png" for i in (8, 9)])
     if dataset == "cityscapes":
@@ -333,7 +332,7 @@ def test_calibrate_fits_t_on_the_full_size_logits(folder_config: dict, tmp_path:
     z[top] = a
     folder_config["infer"].update(base_size=8, mode="sliding", crop_size=6, flip=True)
     model = tmp_path / "m.pt"
-    monkeypatch.setattr(checkpoint, "load_model", lambda *_: ConstantLogits(z))
+    monkeypatch.setattr(calibrate_mod, "load_model", lambda *_: ConstantLogits(z))
     t = calibrate_mod.calibrate(CalibrateOptions.from_config(folder_config), model,
                                 tmp_path / "t.json")
     assert t == pytest.approx(1.5, rel=1e-3)

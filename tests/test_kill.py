@@ -18,10 +18,10 @@ import pytest
 import torch
 from conftest import write_folder_dataset
 
-from dars import config as config_mod
-from dars.engine import checkpoint
-from dars.engine.options import InferOptions, TrainOptions
+from dars.core import config as config_mod
+from dars.core.options import InferOptions, TrainOptions
 from dars.engine.train import EXIT_TERMINATED, Trainer
+from dars.models import checkpoint
 
 TIMING = ["images_per_s", "seconds"]  # log columns that measure time, not training
 
@@ -147,7 +147,7 @@ def test_infer_resume_skips_written_images_and_equals_a_full_run(
     import numpy as np
 
     from dars.engine import infer as infer_mod
-    from dars.probstore import ProbStore, ProbStoreWriter, partial_path
+    from dars.store.probstore import ProbStore, ProbStoreWriter, partial_path
 
     cfg = _config(sigterm_data)
     cfg["infer"]["batch_size"] = 3  # 8 images: batches [0 1 2] [3 4 5] [6 7]
@@ -196,7 +196,7 @@ def test_infer_never_resumes_a_partial_store_of_another_teacher(
     import numpy as np
 
     from dars.engine import infer as infer_mod
-    from dars.probstore import ProbStoreWriter
+    from dars.store.probstore import ProbStoreWriter
 
     cfg = _config(sigterm_data)
     cfg["train"]["epochs"] = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dars.core.options import DatasetOptions
 from dars.data.dataset import SegmentationDataset, dataset_spec
 from dars.data.transforms import train_transform
 from dars.engine import distributed
@@ -14,8 +15,7 @@ from dars.engine.loader import (
     split_workers,
     train_loader,
 )
-from dars.gpu_slots import default_workers
-from dars.options import DatasetOptions
+from dars.jobs.gpu_slots import default_workers
 
 
 @pytest.mark.parametrize(("total", "ranks", "loaders", "expected"), [

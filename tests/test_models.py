@@ -9,11 +9,11 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from dars import config as config_mod
-from dars.errors import DarsError
+from dars.core import config as config_mod
+from dars.core.errors import DarsError
+from dars.core.options import ModelOptions
 from dars.models import build_model
 from dars.models.backbone import ResNetBackbone, load_pretrained, lr_groups
-from dars.options import ModelOptions
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
-"""Stage options (dars.options): built from the validated config, holding exactly what a stage's
-outputs depend on, and rebuilt equal from their params (what the rules pass)."""
+"""Stage options (dars.core.options): built from the validated config, holding exactly what a
+stage's outputs depend on, and rebuilt equal from their params (what the rules pass)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ from typing import Any
 
 import pytest
 
-from dars import config
 from dars.cli import main
+from dars.core import config
+from dars.core.errors import DarsError
+from dars.core.options import (
+    CalibrateOptions,
+    DatasetOptions,
+    EvaluateOptions,
+    InferOptions,
+    Options,
+    TrainOptions,
+)
 from dars.data.demo import DemoOptions
-from dars.engine.options import CalibrateOptions, EvaluateOptions, InferOptions, TrainOptions
-from dars.errors import DarsError
-from dars.options import DatasetOptions, Options
-from dars.report import ReportOptions
+from dars.reporting.run_report import ReportOptions
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))

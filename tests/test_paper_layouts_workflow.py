@@ -31,12 +31,12 @@ from fake_datasets import cityscapes_split_lines, write_cityscapes, write_split
 from PIL import Image
 from workflow_helpers import REPO, planned_jobs, snakemake
 
-from dars import config
+from dars.core import config
+from dars.core.options import DatasetOptions
 from dars.data import cityscapes
 from dars.data.dataset import DatasetSpec, dataset_spec
-from dars.data.io import image_size
-from dars.options import DatasetOptions
-from dars.probstore import ProbStore
+from dars.data.images import image_size
+from dars.store.probstore import ProbStore
 
 ROUNDS = (0, 1, 2)
 STUDENT_ROUNDS = (1, 2)

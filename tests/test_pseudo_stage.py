@@ -11,19 +11,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dars.cli import main
-from dars.constants import NUM_BINS
-from dars.errors import DarsError
-from dars.options import DatasetOptions, SplitFiles
-from dars.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
+from dars.cli import main, parse_shard
+from dars.core.constants import NUM_BINS
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions, SplitFiles
 from dars.pseudo.confidence_hist import store_histogram
-from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import (
     PseudoLabelOptions,
     mask_reader,
     pseudo_label,
 )
-from dars.sharding import parse_shard
+from dars.stats.counting import confidence_histogram
+from dars.store.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
 
 NAMES = ["road", "car", "person", "bike"]
 C = len(NAMES)
@@ -321,7 +320,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 
 def test_chunks_hold_several_images_and_out_of_order_writes_change_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dars import probstore
+    from dars.store import probstore
 
     ref, _ = write_store(tmp_path / "ref.zarr", SHAPES)
     rng = np.random.default_rng(0)
@@ -387,7 +386,7 @@ def test_the_stage_uses_the_stores_temperature_and_refuses_another(setup: dict,
 def test_cli_takes_the_options_json_or_a_config(setup: dict, tmp_path: Path) -> None:
     """``--options-json`` as the rules pass it; by hand ``--config`` and ``--round`` give the
     same options (the round's alpha, the pseudo_label section)."""
-    from dars import config
+    from dars.core import config
 
     dataset = _folder_dataset(setup["truth"], tmp_path / "data")
     options = PseudoLabelOptions(alpha=0.4, method="dars", sampling="ties", seed=3)

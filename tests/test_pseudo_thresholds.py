@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dars.constants import IGNORE, NUM_BINS, PAD
-from dars.errors import DarsError
+from dars.core.constants import IGNORE, NUM_BINS, PAD
+from dars.core.errors import DarsError
 from dars.pseudo.assign import (
     LabelRule,
     assign_labels,
@@ -21,7 +21,6 @@ from dars.pseudo.assign import (
     image_key,
     image_uniforms,
 )
-from dars.pseudo.counting import confidence_histogram
 from dars.pseudo.stage import kl_divergence
 from dars.pseudo.thresholds import (
     METHODS,
@@ -31,6 +30,7 @@ from dars.pseudo.thresholds import (
     exact_keep_count,
     round_half_up,
 )
+from dars.stats.counting import confidence_histogram
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
 
@@ -575,7 +575,7 @@ def test_target_counts_the_given_pixels(data: dict, alpha: float, per_image: int
 
 
 def test_pixels_per_image_comes_from_the_dataset_section() -> None:
-    from dars import config
+    from dars.core import config
 
     cfg = config.validate({"dataset": {"pixels_per_image": 187500}})
     assert PseudoLabelOptions.from_config(cfg).pixels_per_image == 187500
@@ -603,7 +603,7 @@ def test_bad_pixel_counts_are_refused(bad: object) -> None:
 def test_png_round_trips_through_pil(shape: tuple[int, ...], tmp_path) -> None:  # noqa: ANN001
     from PIL import Image
 
-    from dars.data.io import png_bytes
+    from dars.data.images import png_bytes
 
     rng = np.random.default_rng(0)
     array = np.where(rng.random(shape) < 0.6, IGNORE, rng.integers(0, 19, shape)).astype(np.uint8)
@@ -617,7 +617,7 @@ def test_png_round_trips_through_pil(shape: tuple[int, ...], tmp_path) -> None: 
 
 
 def test_png_refuses_what_it_cannot_write() -> None:
-    from dars.data.io import png_bytes
+    from dars.data.images import png_bytes
 
     for bad in (np.zeros((4, 4), np.uint16), np.zeros((4, 4, 4), np.uint8)):
         with pytest.raises(DarsError, match="PNG"):

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from workflow_helpers import shared_tiny_run, snakemake
 
-from dars.constants import IGNORE
-from dars.render import html_table
-from dars.report import palette, report_files
+from dars.core.constants import IGNORE
+from dars.reporting.render import html_table
+from dars.reporting.run_report import palette, report_files
 
 SECTIONS = {"1. Run", "2. Metrics", "3. Training", "4. Pseudo labels"}
 

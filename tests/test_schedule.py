@@ -25,10 +25,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dars import config as config_mod
-from dars.engine import checkpoint
-from dars.engine.options import TrainOptions
+from dars.core import config as config_mod
+from dars.core.options import TrainOptions
 from dars.engine.train import Trainer
+from dars.models import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

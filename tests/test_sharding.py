@@ -22,13 +22,11 @@ from workflow_helpers import (
 )
 
 from dars import cli
-from dars.engine import checkpoint
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions, InferOptions
 from dars.engine import infer as infer_mod
-from dars.engine.options import InferOptions
-from dars.errors import DarsError
-from dars.models import build_model
-from dars.options import DatasetOptions
-from dars.probstore import ProbStoreWriter, partial_path
+from dars.models import build_model, checkpoint, load_model
+from dars.store.probstore import ProbStoreWriter, partial_path
 
 # The shards keep the unsharded job's threads: float sums over another thread count round
 # differently, and the store must be bit-identical.
@@ -168,15 +166,15 @@ def test_inference_stores_the_confidence_at_its_temperature(
     """confidence = max_c softmax(logits / T)_c, prediction = argmax (independent of T),
     written by inference; the store records T and keeps no probabilities by default."""
     from dars.data.dataset import dataset_spec, to_tensor
-    from dars.data.io import read_image
-    from dars.probstore import ProbStore
+    from dars.data.images import read_image
+    from dars.store.probstore import ProbStore
 
     cfg, t = folder_config, 2.5
     infer_mod.infer(InferOptions.from_config(cfg), untrained_teacher, tmp_path / "t.zarr",
                     temperature=t)
     store = ProbStore(tmp_path / "t.zarr")
     assert store.temperature == t and "probs" not in store.group
-    model = checkpoint.load_model(untrained_teacher, 3)
+    model = load_model(untrained_teacher, 3)
     samples = dataset_spec(DatasetOptions.from_config(cfg)).samples("unlabeled",
                                                                     require_masks=False)
     block = next(store.blocks())

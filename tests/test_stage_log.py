@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dars import stage_log
 from dars.cli import main
+from dars.jobs import stage_log
 
 
 def test_summary_line_text() -> None:

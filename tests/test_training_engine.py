@@ -15,12 +15,12 @@ import torch.distributed as dist
 from torch import nn
 from workflow_helpers import BIN
 
+from dars.core.options import EvaluateOptions, TrainOptions
 from dars.data.splits import Sample
-from dars.engine import checkpoint
 from dars.engine.evaluate import evaluate
-from dars.engine.options import EvaluateOptions, TrainOptions
 from dars.engine.predict import size_batches
 from dars.engine.train import Trainer
+from dars.models import checkpoint
 
 
 # -- training --------------------------------------------------------------------------------

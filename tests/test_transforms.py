@@ -104,7 +104,7 @@ def test_fused_warp_stays_close_to_the_released_transform(draw: tuple) -> None:
 
 
 def test_train_augment_fused_selects_the_warp(folder_config: dict, tmp_path: Path) -> None:
-    from dars.engine.options import TrainOptions
+    from dars.core.options import TrainOptions
     from dars.engine.train import Trainer
 
     assert type(Trainer(TrainOptions.from_config(folder_config, 0), tmp_path / "a")
@@ -143,8 +143,8 @@ def test_labels_stay_valid_and_corners_become_ignore() -> None:
 
 
 def test_dataset_item_is_seeded_and_normalised(folder_config: dict) -> None:
+    from dars.core.options import DatasetOptions
     from dars.data.dataset import SegmentationDataset, dataset_spec
-    from dars.options import DatasetOptions
 
     spec = dataset_spec(DatasetOptions.from_config(folder_config))
     t = ReleasedAugment((0.5, 1.5), 16, True, IGNORE, rotate=10, blur=True)

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 from workflow_helpers import REPO, copy_run, planned_jobs, shared_tiny_run, snakemake
 
-from dars import config
+from dars.core import config
+from dars.core.options import DatasetOptions, EvaluateOptions, InferOptions, TrainOptions
 from dars.data.demo import DEMO_CLASSES, DemoOptions
-from dars.engine.options import EvaluateOptions, InferOptions, TrainOptions
-from dars.options import DatasetOptions
-from dars.report import ReportOptions
+from dars.reporting.run_report import ReportOptions
 
 WIDER = "beta_min: 0.2, beta_max: 0.5, epochs: 4"  # round 2's other keys, as in .test/
 ROUND2_ALPHA = f"rounds=[{{alpha: 0.2, epochs: 4}}, {{alpha: 0.4, {WIDER}}}]"
@@ -238,7 +237,7 @@ def test_slurm_profile_sends_every_gpu_job_to_the_gpu_partition(tmp_path: Path) 
 def test_schema_names_every_rule_whose_resources_can_be_set(tmp_path: Path) -> None:
     """resources.rules is keyed by rule name: the schema's list is the workflow's own rules
     (sharded steps included); the comparison's copies take their parent rule's resources."""
-    from dars import config
+    from dars.core import config
 
     proc = snakemake(tmp_path, "--list-rules", "--config", "shards=2",
                      configfile=REPO / "config" / "config.yaml")

@@ -1,7 +1,7 @@
 """The ``dars`` command: one subcommand per pipeline stage.
 
 Each Snakemake rule is a thin shell around one of these, and each works by hand too, so a user
-can debug a stage without Snakemake. A stage runs on its options (:mod:`dars.options`): rules
+can debug a stage without Snakemake. A stage runs on its options (:mod:`dars.core.options`): rules
 pass exactly those as JSON (``--options-json``, the rule's params); by hand, ``--config
 config/config.yaml`` (or ``--config-json``, a full or partial config) is simpler: the schema
 validates it, fills defaults and the stage's options are taken from it. Values that only change
@@ -19,25 +19,36 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dars.data.demo import DemoOptions
-from dars.engine.options import CalibrateOptions, EvaluateOptions, InferOptions, TrainOptions
-from dars.errors import DarsError
-from dars.options import (
+from dars.core.errors import DarsError
+from dars.core.options import (
+    CalibrateOptions,
     DatasetOptions,
+    EvaluateOptions,
+    InferOptions,
+    TrainOptions,
     add_options_args,
     config_of,
     options_of,
     temperature_arg,
 )
-from dars.sharding import parse_shard
-from dars.stage_log import stage_summary
+from dars.data.demo import DemoOptions
+from dars.jobs.stage_log import stage_summary
 
 log = logging.getLogger("dars")
 Handler = Callable[[argparse.Namespace], None]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard i/N`` -> (i, N) with 0 <= i < N."""
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise argparse.ArgumentTypeError(f"shard must look like i/N with 0 <= i < N, got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def _threads(n: int) -> None:
@@ -58,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     from dars.engine.train import Trainer
-    from dars.gpu_slots import default_workers
+    from dars.jobs.gpu_slots import default_workers
 
     _threads(args.threads)
     options = options_of(args, TrainOptions, round_index=args.round)
@@ -127,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from dars.split import make_split
+    from dars.data.draw_split import make_split
 
     patterns = [args.image_pattern, args.mask_pattern]
     if args.options_json is None:  # by hand: the config's patterns unless given
@@ -147,7 +158,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from dars.summary import summarise
+    from dars.reporting.summary import summarise
 
     print(summarise(args.metrics, args.pseudo_summaries, Path(args.out)))
 
@@ -251,11 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-summaries", nargs="*", default=[], help="pseudo-label summary json")
     p.add_argument("--out", required=True, help="summary csv")
 
-    from dars import compare, gpu_slots, report
+    from dars import compare
+    from dars.jobs import gpu_slots
+    from dars.reporting import run_report
 
-    p = add("report", report.report_command, "figures and tables of the HTML report from a "
+    p = add("report", run_report.report_command, "figures and tables of the HTML report from a "
             "finished run directory")
-    report.add_arguments(p)
+    run_report.add_arguments(p)
     p = add("compare", compare.compare_command, "tables and plots of the method comparison "
             "(Table 4/5, Fig. 1/3)", config=False)
     compare.add_compare_arguments(p)
@@ -279,8 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DarsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a full disk outside dars.atomic (e.g. the zarr store's chunks)
-        from dars.atomic import DISK_ERRNOS
+    except OSError as exc:  # a full disk outside dars.store.artifacts (e.g. zarr's chunks)
+        from dars.store.artifacts import DISK_ERRNOS
 
         if exc.errno not in DISK_ERRNOS:
             raise

@@ -1,5 +1,5 @@
 # Paths, round numbers, each stage's options and job resources.
-# Rules pass a stage's options (dars.options: exactly the config values its outputs depend on,
+# Rules pass a stage's options (dars.core.options: exactly the config values its outputs depend on,
 # built by `from_config`) as JSON through `params:`, which is what makes reruns precise: a
 # change to round k's alpha reaches only round k's pseudo labels and what follows them, and a
 # key a stage does not read reruns nothing of it. Resources, workers, threads, GPU count and
@@ -24,16 +24,16 @@ from dars.compare import (
     teacher_dir,
 )
 from dars.data.demo import DemoOptions
-from dars.engine.options import (
+from dars.core.options import (
     CalibrateOptions,
     EvaluateOptions,
     InferOptions,
     TrainOptions,
 )
-from dars.gpu_slots import default_workers
-from dars.options import DatasetOptions
+from dars.jobs.gpu_slots import default_workers
+from dars.core.options import DatasetOptions
 from dars.pseudo.thresholds import PseudoLabelOptions
-from dars.report import PER_ROUND_REPORTS, ReportOptions, report_files
+from dars.reporting.run_report import PER_ROUND_REPORTS, ReportOptions, report_files
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
@@ -109,7 +109,7 @@ def threads_of(name):
 
 
 def report_outputs(kind, caption, category, subcategory=None, labels=""):
-    """The report folder's files of one kind (see dars.report.report_files), report()-marked.
+    """The report folder's files of one kind (see dars.reporting.run_report.report_files), report()-marked.
 
     Per-round kinds get "{s}" in subcategory replaced by the round number.
     """

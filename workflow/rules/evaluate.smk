@@ -19,7 +19,7 @@ rule evaluate:
     params:
         opts=EVALUATE_OPTIONS,
     shell:
-        "python -m dars.gpu_slots --gpus {resources.gpu} --"
+        "python -m dars.jobs.gpu_slots --gpus {resources.gpu} --"
         " dars evaluate --options-json {params.opts:q} --model {input.model} --round {wildcards.r}"
         " --metrics {output.metrics} --summary {output.summary} --threads {threads} > {log} 2>&1"
 
@@ -60,6 +60,6 @@ rule calibrate:
     params:
         opts=CALIBRATE_OPTIONS,
     shell:
-        "python -m dars.gpu_slots --gpus {resources.gpu} --"
+        "python -m dars.jobs.gpu_slots --gpus {resources.gpu} --"
         " dars calibrate --options-json {params.opts:q} --model {input.model}"
         " --out {output} --threads {threads} > {log} 2>&1"

@@ -35,7 +35,7 @@ rule infer_probabilities:
         opts=INFER_OPTIONS,
         temperature=infer_temperature,
     shell:
-        "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
+        "python -m dars.jobs.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars infer --options-json {params.opts:q} --model {input.teacher} --out {output}"
         " --temperature {params.temperature} --threads {threads} > {log} 2>&1"
 
@@ -94,7 +94,7 @@ if SHARDS > 1:
             **INFER_STORE_PARAMS,
             shards=SHARDS,
         shell:
-            f"python -m dars.gpu_slots --gpus {{resources.gpu}} --ddp -- {INFER_SHELL}"
+            f"python -m dars.jobs.gpu_slots --gpus {{resources.gpu}} --ddp -- {INFER_SHELL}"
             " --shard {wildcards.i}/{params.shards} > {log} 2>&1"
 
     rule infer_finalize:

@@ -28,7 +28,7 @@ rule train_baseline:
         opts=train_options(0),
         state=f"{RESULTS}/round0/state",
     shell:
-        "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
+        "python -m dars.jobs.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round 0 --options-json {params.opts:q} --state-dir {params.state}"
         " --out {output.model} --log-csv {output.log_csv} --threads {threads}"
         " --workers {resources.workers} --tensorboard {resources.tensorboard} > {log} 2>&1"
@@ -54,7 +54,7 @@ rule train_student:
         opts=lambda wc: train_options(wc.s),
         state=f"{RESULTS}/round{{s}}/state",
     shell:
-        "python -m dars.gpu_slots --gpus {resources.gpu} --ddp --"
+        "python -m dars.jobs.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round {wildcards.s} --options-json {params.opts:q}"
         " --init {input.teacher} --pseudo {input.pseudo} --state-dir {params.state}"
         " --out {output.model} --log-csv {output.log_csv} --threads {threads}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
 from dars.data.definitions import DatasetDefinition
 
 CLASSES = (

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dars.atomic import MANIFEST, check_files, read_manifest
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions
 from dars.data.definitions import DatasetDefinition
-from dars.data.io import read_image, read_mask
+from dars.data.images import read_image, read_mask
 from dars.data.registry import get_definition
 from dars.data.splits import Sample, read_split
-from dars.errors import DarsError
-from dars.options import DatasetOptions
+from dars.store.artifacts import MANIFEST, check_files, read_manifest
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 

@@ -8,7 +8,7 @@ branching on ``dataset.name``, so adding a dataset is adding one definition (to
 
 ``label_maps`` are keyed by mask-file suffix because in the datasets we support the file name
 states which id space the file is in (Cityscapes' ``*_gtFine_labelIds.png`` always holds the 34
-raw label ids); :func:`dars.data.io.read_mask` applies them wherever a mask is read, so the
+raw label ids); :func:`dars.data.images.read_mask` applies them wherever a mask is read, so the
 label histogram, training, evaluation and pseudo-label precision all see training ids.
 """
 
@@ -35,7 +35,7 @@ class DatasetDefinition:
     ignore_index: int | None = None
     """Mask value meaning "no label" that the data itself uses; None = ``dataset.ignore_index``."""
     image_pattern: str | None = None
-    """Default ``dars split`` discovery pattern for images (see :mod:`dars.split`)."""
+    """Default ``dars split`` discovery pattern for images (see :mod:`dars.data.draw_split`)."""
     mask_pattern: str | None = None
     label_maps: Mapping[str, np.ndarray] = field(default_factory=dict)
     """Mask-file suffix → uint8 look-up table (256 entries) from stored values to training ids."""

@@ -21,8 +21,6 @@ build is byte-identical for the same arguments, and scene ``train_00012`` does n
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dars.config import Config
+from dars.core.config import Config
+from dars.core.options import Options
 from dars.data import shapes
-from dars.data.io import png_bytes
+from dars.data.images import png_bytes
 from dars.data.shapes import SHAPES_CLASSES
-from dars.options import Options
+from dars.store.artifacts import atomic_path
 
 __all__ = ["DEMO_CLASSES", "SCENE_CLASSES", "DemoOptions", "build_demo", "class_prior"]
 
@@ -85,13 +84,8 @@ _OBJECT_DRAWS = 8 + 2 * PLACEMENT_TRIES
 def _load_objects() -> dict[str, dict[int, np.ndarray]]:
     """Fashion-MNIST items per split ("train"/"test") and original label id."""
     with np.load(ASSET_DIR / "fashion_mnist.npz") as f:
-        objects = {
-            part: {
-                label: f[f"{part}_images"][f[f"{part}_labels"] == label]
-                for label in FASHION_IDS.values()
-            }
-            for part in ("train", "test")
-        }
+        objects = {part: {label: f[f"{part}_images"][f[f"{part}_labels"] == label]
+                          for label in FASHION_IDS.values()} for part in ("train", "test")}
     for part, pool in objects.items():
         for name, label in FASHION_IDS.items():
             if len(pool[label]) == 0:
@@ -109,9 +103,8 @@ def _background_pyramid(size: int) -> tuple[np.ndarray, ...]:
         h, w = photo.shape[:2]
         for z in BACKGROUND_ZOOMS:
             f = max(z, size / min(h, w))
-            img = Image.fromarray(photo).resize(
-                (max(size, round(w * f)), max(size, round(h * f))), Image.BILINEAR
-            )
+            img = Image.fromarray(photo).resize((max(size, round(w * f)), max(size, round(h * f))),
+                                                Image.BILINEAR)
             levels.append(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))
     return tuple(levels)
 
@@ -158,12 +151,8 @@ def _background(u: np.ndarray, size: int) -> np.ndarray:
     return crop * gain.astype(np.float32)[:, None, None]
 
 
-def _render_scene(
-    rng: np.random.Generator,
-    objects: dict[int, np.ndarray],
-    classes: list[str],
-    size: int,
-) -> tuple[np.ndarray, np.ndarray]:
+def _render_scene(rng: np.random.Generator, objects: dict[int, np.ndarray], classes: list[str],
+                  size: int) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene: an RGB uint8 (size, size, 3) image and its uint8 class mask.
 
     A random crop of a random photo (random zoom, flip and brightness), then 2-5 objects, each
@@ -200,10 +189,8 @@ def _render_scene(
         m = obj > MASK_THRESHOLD
         best = -1
         for t in range(PLACEMENT_TRIES):
-            ty, tx = (
-                _uniform_int(v[8 + 2 * t], size - side + 1),
-                _uniform_int(v[9 + 2 * t], size - side + 1),
-            )
+            ty = _uniform_int(v[8 + 2 * t], size - side + 1)
+            tx = _uniform_int(v[9 + 2 * t], size - side + 1)
             hidden = int(np.count_nonzero(owner[ty : ty + side, tx : tx + side][m])) if i else 0
             if best < 0 or hidden < best:
                 best, oy, ox = hidden, ty, tx
@@ -233,9 +220,8 @@ def _scene_renderer(scene: str, part: str, size: int) -> Renderer:
     return lambda rng: shapes.render_objects(rng, _background(rng.random(8), size), prior)
 
 
-def _write_split(
-    root: Path, prefix: str, count: int, render: Renderer, num_classes: int, seed: int
-) -> tuple[list[str], np.ndarray]:
+def _write_split(root: Path, prefix: str, count: int, render: Renderer, num_classes: int,
+                 seed: int) -> tuple[list[str], np.ndarray]:
     """Render ``count`` scenes to images/ and masks/; return split lines and class pixel counts."""
     counts = np.zeros(num_classes, dtype=np.int64)
     lines = []
@@ -276,9 +262,9 @@ def build_demo(root: Path, options: DemoOptions) -> None:
     Training scenes use only Fashion-MNIST train items and validation scenes only test items, so
     validation never shares an object with training. A random ``labeled_fraction`` of the
     training scenes (at least one, at most all but one) form the labeled split; the rest are the
-    unlabeled pool. Split lines are ``images/<id>.png masks/<id>.png``. The directory is built in
-    the sibling ``<root>.tmp`` and renamed onto ``root`` so an interrupted build never leaves a
-    half-written dataset behind; class pixel fractions are logged.
+    unlabeled pool. Split lines are ``images/<id>.png masks/<id>.png``. The directory is written
+    atomically (an interrupted build leaves no half-written dataset); class pixel fractions are
+    logged.
 
     ``scene`` is "fashion" (the 5 Fashion-MNIST classes above) or "shapes" (the 10 procedural
     classes of :mod:`dars.data.shapes` on the same photo backgrounds).
@@ -286,53 +272,34 @@ def build_demo(root: Path, options: DemoOptions) -> None:
     num_train, num_val, size = options.num_train, options.num_val, options.size
     labeled_fraction, seed, scene = options.labeled_fraction, options.seed, options.scene
     if num_train < 2 or num_val < 1 or size < 32 or not 0.0 < labeled_fraction < 1.0:
-        raise ValueError(
-            "build_demo needs num_train >= 2, num_val >= 1, size >= 32, 0 < labeled_fraction < 1; "
-            f"got {num_train=}, {num_val=}, {size=}, {labeled_fraction=}"
-        )
+        raise ValueError("build_demo needs num_train >= 2, num_val >= 1, size >= 32, "
+                         f"0 < labeled_fraction < 1; got {num_train=}, {num_val=}, {size=}, "
+                         f"{labeled_fraction=}")
     if scene not in SCENE_CLASSES:
         raise ValueError(f"demo scene {scene!r} is not one of {sorted(SCENE_CLASSES)}")
-    root = Path(root)
     classes = SCENE_CLASSES[scene]
-    tmp = root.with_name(root.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for sub in ("images", "masks", "splits"):
-        (tmp / sub).mkdir(parents=True)
-
-    train, train_counts = _write_split(
-        tmp, "train", num_train, _scene_renderer(scene, "train", size), len(classes), seed
-    )
-    val, val_counts = _write_split(
-        tmp, "val", num_val, _scene_renderer(scene, "test", size), len(classes), seed
-    )
-
     num_labeled = min(num_train - 1, max(1, round(num_train * labeled_fraction)))
     order = np.random.default_rng([seed, _SPLIT_CODE["labeled"]]).permutation(num_train)
     is_labeled = np.zeros(num_train, dtype=bool)
     is_labeled[order[:num_labeled]] = True
-    splits = {
-        "labeled": [line for line, lab in zip(train, is_labeled, strict=True) if lab],
-        "unlabeled": [line for line, lab in zip(train, is_labeled, strict=True) if not lab],
-        "val": val,
-    }
-    for name, lines in splits.items():
-        (tmp / "splits" / f"{name}.txt").write_text("\n".join(lines) + "\n")
-    (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
-
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(tmp, root)
-    log.info(
-        "demo dataset (%s scene) at %s: %d labeled, %d unlabeled, %d val scenes of %dx%d px",
-        scene,
-        root,
-        num_labeled,
-        num_train - num_labeled,
-        num_val,
-        size,
-        size,
-    )
+    with atomic_path(root) as tmp:
+        for sub in ("images", "masks", "splits"):
+            (tmp / sub).mkdir(parents=True)
+        train, train_counts = _write_split(tmp, "train", num_train,
+                                           _scene_renderer(scene, "train", size), len(classes),
+                                           seed)
+        val, val_counts = _write_split(tmp, "val", num_val, _scene_renderer(scene, "test", size),
+                                       len(classes), seed)
+        splits = {
+            "labeled": [line for line, lab in zip(train, is_labeled, strict=True) if lab],
+            "unlabeled": [line for line, lab in zip(train, is_labeled, strict=True) if not lab],
+            "val": val,
+        }
+        for name, lines in splits.items():
+            (tmp / "splits" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+        (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
+    log.info("demo dataset (%s scene) at %s: %d labeled, %d unlabeled, %d val scenes of %dx%d px",
+             scene, root, num_labeled, num_train - num_labeled, num_val, size, size)
     for split, counts in (("train", train_counts), ("val", val_counts)):
         fractions = ", ".join(f"{k}={v:.4f}" for k, v in _fractions(counts, classes).items())
         log.info("%s class pixel fractions: %s", split, fractions)

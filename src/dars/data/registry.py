@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dars.core.errors import DarsError
 from dars.data.cityscapes import CITYSCAPES
 from dars.data.definitions import DatasetDefinition
 from dars.data.voc import VOC
-from dars.errors import DarsError
 
 _REGISTRY: dict[str, DatasetDefinition] = {
     d.name: d for d in (DatasetDefinition(name="demo"), DatasetDefinition(name="folder"),

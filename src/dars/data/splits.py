@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from dars.errors import DarsError
+from dars.core.errors import DarsError
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ Layout under the dataset root::
     SegmentationClass/<id>.png      (the 2,913 original palette masks, optional)
 
 Masks are palette or grayscale PNGs whose pixel values already are class indices;
-:func:`dars.data.io.read_mask` reads palette PNGs as indices, so no table is needed. Image sizes
+:func:`dars.data.images.read_mask` reads palette PNGs as indices, so no table is needed. Image sizes
 vary (about 500x375); every stage handles that (see :mod:`dars.engine.predict`).
 """
 
 from __future__ import annotations
 
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
 from dars.data.definitions import DatasetDefinition
 
 CLASSES = (

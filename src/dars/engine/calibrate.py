@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dars.atomic import write_json
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.core.options import CalibrateOptions
 from dars.data.dataset import dataset_spec
-from dars.data.io import read_mask
-from dars.engine import checkpoint
-from dars.engine.options import CalibrateOptions
+from dars.data.images import read_mask
 from dars.engine.predict import predict_logits
-from dars.errors import DarsError
+from dars.models import load_model
+from dars.store.artifacts import write_json
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def calibrate(options: CalibrateOptions, model_path: Path, out: Path,
     spec = dataset_spec(options.dataset)
     split = options.split
     samples = spec.samples(split)
-    model = checkpoint.load_model(model_path, spec.num_classes)
+    model = load_model(model_path, spec.num_classes)
     rng = np.random.default_rng(seed)
     per_image = max(1, max_pixels // len(samples))
     picked, targets = [], []

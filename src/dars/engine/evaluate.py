@@ -19,14 +19,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dars.atomic import write_csv, write_json
+from dars.core.errors import DarsError
+from dars.core.options import EvaluateOptions
 from dars.data.dataset import DatasetSpec, dataset_spec
-from dars.data.io import read_mask
+from dars.data.images import read_mask
 from dars.data.splits import Sample
-from dars.engine import checkpoint
-from dars.engine.options import EvaluateOptions
 from dars.engine.predict import device, predict_classes
-from dars.errors import DarsError
+from dars.models import checkpoint, load_model
+from dars.store.artifacts import write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summ
     tail_idx = [spec.classes.index(n) for n in tail]
     samples = spec.samples("val")
     state = checkpoint.load(model_path)
-    model = checkpoint.load_model(model_path, spec.num_classes, state)
+    model = load_model(model_path, spec.num_classes, state)
     cm_np = val_confusion(model, spec, samples, options)
     c = spec.num_classes
     iou = iou_from_confusion(cm_np)

@@ -12,7 +12,7 @@ store must equal an uninterrupted one bit for bit.
 
 Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
 the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
-(:func:`dars.sharding.shard_range` cut at the store's chunk boundaries, so no two shards
+(:func:`shard_range` cut at the store's chunk boundaries, so no two shards
 write one file) and
 :func:`finalize_store` checks every image is in and moves the store into place. A shard
 predicts the batches an unsharded run forms, so a batch straddling two ranges is predicted by
@@ -31,18 +31,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 from tqdm import tqdm
 
+from dars.core.errors import DarsError
+from dars.core.options import InferOptions
 from dars.data.dataset import dataset_spec
-from dars.data.io import image_size
+from dars.data.images import image_size
 from dars.data.splits import Sample
-from dars.engine import checkpoint, distributed
-from dars.engine.options import InferOptions
+from dars.engine import distributed
 from dars.engine.predict import predict_labels, size_batches
-from dars.errors import DarsError
-from dars.probstore import ProbStoreWriter
-from dars.sharding import shard_range
+from dars.models import load_model
+from dars.store.probstore import ProbStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,26 @@ def _open_store(options: InferOptions, model_path: Path, out: Path, create: bool
     return writer, samples
 
 
+def shard_range(index: int, count: int, num_images: int, align: int = 1) -> range:
+    """Image indices of shard ``index`` of ``count``: contiguous, balanced, cut at multiples
+    of ``align``.
+
+    Contiguous ranges keep each shard's reads and writes to neighbouring chunks of the store;
+    ``align`` (the store's images per chunk file) makes every chunk file belong to one shard,
+    so concurrent inference shards never write the same file. With fewer chunks than shards
+    some shards are empty.
+    """
+    if not 0 <= index < count:
+        raise DarsError(f"shard {index}/{count}: index must be in [0, {count})")
+    if align < 1:
+        raise DarsError(f"shard alignment must be >= 1, got {align}")
+    chunks = -(-num_images // align)
+    bounds = np.linspace(0, chunks, count + 1).round().astype(int) * align
+    return range(min(int(bounds[index]), num_images), min(int(bounds[index + 1]), num_images))
+
+
 def _load_teacher(options: InferOptions, model_path: Path) -> nn.Module:
-    return checkpoint.load_model(model_path, dataset_spec(options.dataset).num_classes)
+    return load_model(model_path, dataset_spec(options.dataset).num_classes)
 
 
 def infer(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0) -> None:

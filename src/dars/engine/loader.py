@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from dars.core.errors import DarsError
 from dars.engine import distributed
-from dars.errors import DarsError
 
 
 def sample_seed(*parts: int) -> int:

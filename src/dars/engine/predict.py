@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dars.core.options import PredictOptions
 from dars.data.dataset import to_tensor
-from dars.data.io import image_size, read_image
+from dars.data.images import image_size, read_image
 from dars.data.splits import Sample
 from dars.engine.precision import use_bf16
 from dars.engine.sliding import forward_scores, sliding_scores
-from dars.options import PredictOptions
 
 LOAD_THREADS = 4  # image decoding (OpenCV, Pillow) releases the GIL: a batch decodes in parallel
 MIN_PROB = 1e-12  # float32 probabilities underflow to 0; log(0) would make an NLL infinite

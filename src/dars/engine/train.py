@@ -51,20 +51,20 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from dars.atomic import write_csv
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.core.options import TrainOptions
 from dars.data.dataset import DatasetSpec, SegmentationDataset, dataset_spec
 from dars.data.splits import Sample
 from dars.data.transforms import train_transform
-from dars.engine import checkpoint, distributed
+from dars.engine import distributed
 from dars.engine.evaluate import iou_from_confusion, val_confusion
 from dars.engine.loader import sample_seed, split_workers, train_loader
-from dars.engine.options import TrainOptions
 from dars.engine.precision import use_bf16
 from dars.engine.predict import bf16_autocast
-from dars.errors import DarsError
-from dars.models import build_model
+from dars.models import build_model, checkpoint
 from dars.models.backbone import load_pretrained, lr_groups
+from dars.store.artifacts import write_csv
 
 log = logging.getLogger(__name__)
 

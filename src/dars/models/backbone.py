@@ -32,8 +32,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from dars.errors import DarsError
-from dars.torch_files import load_weights_only
+from dars.core.errors import DarsError
+from dars.models.checkpoint import load_weights_only
 
 log = logging.getLogger(__name__)
 

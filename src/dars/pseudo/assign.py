@@ -16,8 +16,8 @@ import hashlib
 
 import numpy as np
 
-from dars.constants import ONE_BITS, PAD
-from dars.errors import DarsError
+from dars.core.constants import ONE_BITS, PAD
+from dars.core.errors import DarsError
 from dars.pseudo.thresholds import NONE_BITS, Thresholds, exact_keep_count
 
 _UNIFORM_BITS = 24  # a keep probability p is exact to 2^-24, as with float32 uniforms
@@ -151,9 +151,9 @@ class LabelRule:
         for start in range(0, pred.size, _CHUNK):
             part = slice(start, start + _CHUNK)
             kept = self._kept(pred[part], bits[part], key, start)
-            counts += np.bincount(pred[part][kept], minlength=PAD + 1)
             # IGNORE where the pixel is not kept (p | 255 = 255), p where it is
             np.bitwise_or(pred[part], np.subtract(kept.view(np.uint8), 1), out=out[part])
+            counts += np.bincount(out[part], minlength=PAD + 1)  # half the cost of pred[kept]
         return out.reshape(prediction.shape), counts[:self.num_classes]
 
     def _kept(self, pred: np.ndarray, bits: np.ndarray, key: int, start: int) -> np.ndarray:

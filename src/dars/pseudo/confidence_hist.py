@@ -1,7 +1,7 @@
 """Pass 1 over a store: its confidence histogram, counted from the images.
 
-A store written by :class:`dars.probstore.ProbStoreWriter` carries the histogram of every
-chunk, counted as inference wrote it (:meth:`dars.probstore.ProbStore.histogram`); this module
+A store written by :class:`dars.store.probstore.ProbStoreWriter` carries the histogram of every
+chunk, counted as inference wrote it (:meth:`dars.store.probstore.ProbStore.histogram`); this module
 counts the images themselves (:func:`store_histogram`) -- for a store without them, or one whose
 counts do not cover its pixels (invalid values: the count names the image).
 """
@@ -15,10 +15,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from dars.constants import NUM_BINS, ONE_BITS, PAD
-from dars.errors import DarsError
-from dars.probstore import Block, ProbStore
-from dars.pseudo.counting import confidence_histogram
+from dars.core.constants import NUM_BINS, ONE_BITS, PAD
+from dars.core.errors import DarsError
+from dars.stats.counting import confidence_histogram
+from dars.store.probstore import Block, ProbStore
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dars.atomic import write_csv
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions
 from dars.data.dataset import dataset_spec
-from dars.data.io import read_mask
-from dars.errors import DarsError
-from dars.options import DatasetOptions
+from dars.data.images import read_mask
+from dars.store.artifacts import write_csv
 
 
 def label_histogram(options: DatasetOptions, out: Path, split: str = "labeled") -> pd.DataFrame:

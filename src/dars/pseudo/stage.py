@@ -20,14 +20,21 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from dars.atomic import atomic_path, digest, write_csv, write_json, write_manifest
-from dars.constants import IGNORE
-from dars.data.io import png_bytes, read_mask
-from dars.errors import DarsError
-from dars.probstore import ProbStore
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.data.images import png_bytes, read_mask
 from dars.pseudo.assign import LabelRule, image_key
 from dars.pseudo.confidence_hist import check_temperature, images_per_block, store_histogram
 from dars.pseudo.thresholds import PseudoLabelOptions, Thresholds, compute_thresholds
+from dars.store.artifacts import (
+    atomic_path,
+    digest,
+    read_csv,
+    write_csv,
+    write_json,
+    write_manifest,
+)
+from dars.store.probstore import ProbStore
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +63,7 @@ def read_label_histogram(path: str | os.PathLike[str], num_classes: int
     Ratios are recomputed from the pixel counts (exact, immune to csv rounding). Every class
     0..C-1 must appear exactly once, C being the store's class count.
     """
-    path = Path(path)
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise DarsError(f"cannot read label histogram {path}: {exc}") from exc
+    df = read_csv(path)
     missing_cols = [c for c in _HIST_COLUMNS if c not in df.columns]
     if missing_cols:
         raise DarsError(f"{path}: missing columns {missing_cols} (need {list(_HIST_COLUMNS)})")

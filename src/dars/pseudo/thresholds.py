@@ -1,7 +1,7 @@
 """Per-class confidence thresholds of DARS, DA, ST and CBST from confidence histograms.
 
 Pure maths on a (C, NUM_BINS) histogram of float16 confidence bit patterns (see
-:mod:`dars.pseudo.counting`): no file, no pixel. Because the histogram is exact, "the n-th
+:mod:`dars.stats.counting`): no file, no pixel. Because the histogram is exact, "the n-th
 largest confidence of class j" is the largest bit pattern b whose count of confidences >= b
 reaches n, and every count below (selected, tied, kept) is exact too.
 
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dars.constants import NUM_BINS, ONE_BITS
-from dars.errors import DarsError
-from dars.options import Options
+from dars.core.constants import NUM_BINS, ONE_BITS
+from dars.core.errors import DarsError
+from dars.core.options import Options
 
 if TYPE_CHECKING:  # the config module loads jsonschema
-    from dars.config import Config
+    from dars.core.config import Config
 
 METHODS = ("dars", "da", "st", "cbst")
 SAMPLINGS = ("paper", "ties", "exact")

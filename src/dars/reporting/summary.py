@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dars.atomic import write_csv
-from dars.readers import read_json
+from dars.store.artifacts import read_json, write_csv
 
 
 def summarise(metrics: Sequence[str], pseudo_summaries: Sequence[str], out: Path) -> str:

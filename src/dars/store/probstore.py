@@ -24,7 +24,7 @@ being read as data; the manifest catches a chunk that is missing altogether (zar
 it as the fill value) or truncated before any value is used.
 
 As inference writes a chunk it also counts the chunk's confidences per predicted class
-(:func:`dars.pseudo.counting.valid_histogram`), so thresholding gets the histogram of the whole
+(:func:`dars.stats.counting.valid_histogram`), so thresholding gets the histogram of the whole
 store -- its pass 1 -- by summing K rows (:meth:`ProbStore.histogram`) instead of reading every
 pixel again. The rows are mostly zeros and compress to a few KiB.
 
@@ -35,10 +35,10 @@ padding compresses to almost nothing. The store is built at ``<path>.partial`` a
 
 Sharded inference (``shards: N``) fills one partial store from N jobs in three steps: one job
 creates the layout (:class:`ProbStoreWriter` with ``shapes``), N jobs open it (``shapes=None``)
-and each writes only its own images -- :func:`shard_range` with ``align=images_per_chunk`` cuts
-the images at chunk boundaries, so the writers never touch the same file -- and one job finalizes
-it. Only the first step ever creates or deletes the store, so the N writers need no lock
-(which cluster file systems do not always provide).
+and each writes only its own images -- :func:`dars.engine.infer.shard_range` cuts the images
+at chunk boundaries, so the writers never touch the same file -- and one job finalizes it. Only
+the first step ever creates or deletes the store, so the N writers need no lock (which cluster
+file systems do not always provide).
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 
-from dars.atomic import (
+from dars.core.constants import NUM_BINS, PAD
+from dars.core.errors import DarsError
+from dars.stats.counting import valid_histogram
+from dars.store.artifacts import (
     MANIFEST,
     check_files,
     file_entry,
@@ -60,9 +63,6 @@ from dars.atomic import (
     remove_path,
     write_manifest,
 )
-from dars.constants import NUM_BINS, PAD
-from dars.errors import DarsError
-from dars.pseudo.counting import valid_histogram
 
 FORMAT_VERSION = 2
 CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file

@@ -1,4 +1,5 @@
-"""Atomic artifact writes (build under a temporary name, then rename) and manifests.
+"""Run artifacts on disk: atomic writes (build under a temporary name, then rename), manifests,
+and reads of the small csv/json files with one error line naming the file.
 
 Snakemake (and the user) treat an output that exists as complete. A job killed mid-write must
 therefore never leave a file or directory at the final path, so every writer goes through these
@@ -24,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from dars.errors import DarsError
+from dars.core.errors import DarsError
 
 # OSErrors that mean "the disk refused the write", reported as one clear DarsError.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -111,6 +112,20 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write an object as indented json atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DarsError(f"cannot read {path}: {exc}") from exc
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DarsError(f"cannot read {path}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------ manifests

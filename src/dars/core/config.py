@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from dars.errors import DarsError
+from dars.core.errors import DarsError
 
 Config = dict[str, Any]
 

@@ -21,12 +21,11 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from dars.config import Config
-from dars.constants import IGNORE
-from dars.errors import DarsError
-from dars.options import DatasetOptions, Options, options_of
-from dars.readers import read_csv, read_json
-from dars.render import (
+from dars.core.config import Config
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions, Options, options_of
+from dars.reporting.render import (
     class_distribution_plot,
     html_page,
     html_table,
@@ -35,6 +34,7 @@ from dars.render import (
     save_figure,
     write_text,
 )
+from dars.store.artifacts import read_csv, read_json
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,8 @@ def example_rows(dataset: DatasetOptions, run_dir: Path, s: int, count: int = EX
                  ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """The first ``count`` unlabeled images of round s: (id, image, prediction, pseudo label)."""
     from dars.data.dataset import dataset_spec
-    from dars.data.io import read_image
-    from dars.probstore import ProbStore
+    from dars.data.images import read_image
+    from dars.store.probstore import ProbStore
 
     store = ProbStore(run_dir / f"round{s}" / "probs.zarr")
     images = {x.id: x.image for x in dataset_spec(dataset).samples("unlabeled",

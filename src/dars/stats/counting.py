@@ -11,7 +11,7 @@ The kernel builds one integer key ``class * width + bits`` per pixel and counts 
 input is counted rather than tested: predictions >= C land in an overflow row and NaN, inf,
 negative or > 1 confidences in an overflow column, so validation costs almost nothing.
 
-Pure numpy on arrays: the store writer (:mod:`dars.probstore`) counts each chunk with it as
+Pure numpy on arrays: the store writer (:mod:`dars.store.probstore`) counts each chunk with it as
 inference writes it, and :mod:`dars.pseudo.confidence_hist` counts stores that lack them.
 """
 
@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dars.constants import NUM_BINS, ONE_BITS, PAD
-from dars.errors import DarsError
+from dars.core.constants import NUM_BINS, ONE_BITS, PAD
+from dars.core.errors import DarsError
 
 _INVALID = NUM_BINS  # working column collecting NaN, inf, negative and > 1 confidences
 _CHUNK = 1 << 18  # pixels per bincount call: the int64 keys (2 MiB) stay in cache

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dars.constants import IGNORE
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
 from dars.data.registry import label_map_for
-from dars.errors import DarsError
 
 
 def read_image(path: Path) -> np.ndarray:

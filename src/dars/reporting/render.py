@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dars.atomic import atomic_path
+from dars.store.artifacts import atomic_path
 
 _CSS = """<style>
 body{font-family:system-ui,sans-serif;font-size:14px;margin:8px}

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dars.atomic import atomic_path
+from dars.core.errors import DarsError
+from dars.core.options import DatasetOptions
 from dars.data.dataset import dataset_spec
 from dars.data.splits import locate_split, read_split
-from dars.errors import DarsError
-from dars.options import DatasetOptions
+from dars.store.artifacts import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dars.errors import DarsError
+from dars.core.errors import DarsError
 
-log = logging.getLogger("dars.gpu_slots")
+log = logging.getLogger("dars.jobs.gpu_slots")
 
 LOCK_DIR_ENV = "DARS_GPU_LOCK_DIR"
 
@@ -170,7 +170,7 @@ def gpu_run_command(args: argparse.Namespace) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The arguments of ``dars gpu-run`` and of ``python -m dars.gpu_slots``."""
+    """The arguments of ``dars gpu-run`` and of ``python -m dars.jobs.gpu_slots``."""
     p.add_argument("--gpus", type=int, required=True, help="GPUs the command gets (0 = none)")
     p.add_argument("--ddp", action="store_true",
                    help="with --gpus > 1, start the command through torchrun, one process per GPU")
@@ -180,12 +180,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dars.gpu_slots``: the same as ``dars gpu-run`` without importing torch first.
+    """``python -m dars.jobs.gpu_slots``: ``dars gpu-run`` without importing torch first.
 
     The rules use this form: the wrapper starts in 0.1 s instead of the seconds ``dars`` (and
     its torch import) takes, and the wrapped ``dars`` command imports torch once anyway.
     """
-    args = add_arguments(argparse.ArgumentParser(prog="python -m dars.gpu_slots",
+    args = add_arguments(argparse.ArgumentParser(prog="python -m dars.jobs.gpu_slots",
                                               description=__doc__.split("\n\n")[0])
                       ).parse_args(argv)
     logging.basicConfig(level=logging.INFO,

@@ -1,0 +1,70 @@
+"""Torch files: checkpoints (model + optimizer + progress + the model config that rebuilds the
+model) and pretrained weights.
+
+Checkpoints are saved atomically (a killed job never leaves a truncated file). Every torch file
+is loaded with ``weights_only=True``, so a file from an untrusted source cannot run code, and
+torch's many exception types for truncated or foreign files become one :class:`DarsError`
+naming the file. This module builds no model (:func:`dars.models.load_model` does), so the
+backbone can read its pretrained weights through it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dars.core.errors import DarsError
+from dars.store.artifacts import atomic_path
+
+
+def load_weights_only(path: str | os.PathLike[str], what: str, remedy: str = "") -> Any:
+    """``torch.load(path)`` on CPU, weights only; ``what`` names the file in errors and
+    ``remedy`` (e.g. which file to delete to regenerate it) ends the error line.
+
+    A truncated or damaged file (a job killed by the file system, a failed copy) fails inside
+    torch's zip reader; only the first line of torch's message is kept, so the remedy stays
+    on the one error line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DarsError(f"{what}: file not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not isinstance(exc, pickle.UnpicklingError) and not zipfile.is_zipfile(p):
+            reason = f"not a whole torch file, truncated or damaged ({reason})"
+        tail = f"; {remedy}" if remedy else ""
+        raise DarsError(f"cannot load {what} {p}: {reason}{tail}") from exc
+
+
+def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: str | os.PathLike[str], remedy: str | None = None) -> dict[str, Any]:
+    """A checkpoint's state; a truncated or foreign file is one DarsError ending in ``remedy``
+    (default: delete the file and rerun the job that wrote it)."""
+    if remedy is None:
+        remedy = f"delete {path} and rerun the job that wrote it (`snakemake` regenerates it)"
+    state = load_weights_only(path, "checkpoint", remedy)
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise DarsError(f"{path} is not a dars checkpoint (no model/model_config)")
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Load weights, turning an architecture mismatch into a clear error."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        name = state["model_config"].get("name")
+        raise DarsError(f"checkpoint {path} does not fit model {name!r}: "
+                        f"{str(exc).splitlines()[0]}") from exc
