@@ -48,12 +48,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from dars.atomic import atomic_path, write_csv, write_json
-from dars.errors import DarsError
-from dars.options import temperature_arg
+from dars.core.errors import DarsError
+from dars.core.options import temperature_arg
 from dars.pseudo.thresholds import METHODS, check_alpha, round_half_up
-from dars.readers import read_csv, read_json
-from dars.render import (
+from dars.reporting.render import (
     class_distribution_plot,
     html_page,
     html_table,
@@ -62,6 +60,7 @@ from dars.render import (
     save_figure,
     write_text,
 )
+from dars.store.artifacts import atomic_path, read_csv, read_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +198,9 @@ def write_blank_labels(store_path: str | os.PathLike[str], label_hist: str | os.
     """
     from PIL import Image
 
-    from dars.constants import IGNORE
-    from dars.probstore import ProbStore
+    from dars.core.constants import IGNORE
     from dars.pseudo.stage import read_label_histogram
+    from dars.store.probstore import ProbStore
 
     check_alpha(alpha)
     store = ProbStore(store_path)
@@ -659,7 +658,7 @@ def confidence_plot(hists: dict[str, np.ndarray], names: Sequence[str], classes:
     histogram; bins are merged to 40 on [0, 1) and the count at exactly 1.0 is a marker with
     its share of the class's pixels written next to it.
     """
-    from dars.constants import NUM_BINS, ONE_BITS
+    from dars.core.constants import NUM_BINS, ONE_BITS
 
     plt = pyplot()
     values = np.arange(NUM_BINS, dtype=np.uint16).view(np.float16).astype(float)
@@ -700,8 +699,8 @@ def build_comparison(run_dir: str | Path, comparison: Comparison, out_dir: str |
 
     ``temperature`` (the T of the "+ts" methods) adds a tempered curve to the confidence plot.
     """
-    from dars.probstore import ProbStore
     from dars.pseudo.confidence_hist import store_histogram
+    from dars.store.probstore import ProbStore
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out = {name: out_dir / name for name in COMPARE_FILES}
