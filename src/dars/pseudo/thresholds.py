@@ -265,6 +265,15 @@ def cbst(counts: ClassCounts) -> np.ndarray:
     return _rank_threshold(counts.cum_ge, round_half_up(counts.alpha * counts.predicted))
 
 
+@selection_rule
+def fixed(counts: ClassCounts, *, tau: float) -> np.ndarray:
+    """One confidence threshold ``tau`` (``pseudo_label.tau``) for every class, whatever alpha:
+    the field's common baseline (FixMatch-style confidence masking)."""
+    if not (math.isfinite(tau) and 0 <= tau <= 1):
+        raise DarsError(f"tau must be in [0, 1], got {tau!r}")
+    return np.full(counts.num_classes, _fixed_bits(tau), np.uint16)
+
+
 METHODS = tuple(SELECTION_RULES)
 
 def check_options(alpha: float, method: str, sampling: str, fixed_threshold: float | None,
