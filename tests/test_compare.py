@@ -18,27 +18,29 @@ from PIL import Image
 from workflow_helpers import REPO, copy_run, job_counts, shared_tiny_run, snakemake
 
 from dars.cli import main as dars_main
-from dars.compare import (
-    BASELINE,
+from dars.compare.control import write_blank_labels
+from dars.compare.runs import (
     LABELED_ONLY,
     VARIANT,
     Comparison,
+    RunTable,
     Variant,
-    branch_dir,
     branches,
+    comparison_keys,
+    parse_variant,
+)
+from dars.compare.stage import COMPARE_FILES
+from dars.compare.statistics import t_interval, t_quantile
+from dars.compare.tables import (
+    BASELINE,
     collect_runs,
     differences,
-    parse_variant,
     pseudo_per_class,
-    t_interval,
-    t_quantile,
     table4,
     table4_markdown,
     table5,
     table5_markdown,
     tail_differences_markdown,
-    teacher_dir,
-    write_blank_labels,
 )
 from dars.core import config as dars_config
 from dars.core.errors import DarsError
@@ -94,18 +96,41 @@ def test_branches_share_the_first_round_of_progressive_methods() -> None:
     assert branches(["st"], ["st"], rounds=1) == [("st", 1)]  # nothing progressive to add
 
 
-def test_the_teacher_of_the_run_seed_is_the_run_itself(tmp_path: Path) -> None:
-    assert teacher_dir(tmp_path, 1, run_seed=1) == tmp_path
-    assert teacher_dir(tmp_path, 2, run_seed=1) == tmp_path / "compare" / "teacher2"
-    assert branch_dir(tmp_path, 1, "st", 0) == tmp_path / "compare" / "teacher1" / "st" / "seed0"
+def test_the_run_table_shares_each_teachers_model_and_stores() -> None:
+    """The teacher of the run's seed is the run itself; a branch starts from its teacher's
+    round 0 and thresholds, in round 1, its teacher's store at the branch's T."""
+    config = dars_config.validate({"run": "r", "seed": 1, "rounds": [{"alpha": 0.2}] * 2,
+                                   "compare": {"methods": ["st", "dars+ts"],
+                                               "progressive": ["dars+ts"],
+                                               "teacher_seeds": [1, 2], "seeds": [0]}})
+    runs = RunTable(config)
+    assert (runs.teacher(1), runs.teacher(2)) == ("r", "r/compare/teacher2")
+    assert runs.round_dir("r/compare/teacher2/st/seed0", 0) == "results/r/compare/teacher2/round0"
+    assert runs.round_dir("r/compare/teacher1/st/seed0", 0) == "results/r/round0"
+    assert runs.store("r/compare/teacher1/st/seed0", 1) == "results/r/round1/probs.zarr"
+    assert runs.store("r/compare/teacher2/dars+ts/seed0", 1) == (
+        "results/r/compare/teacher2/round1/probs_ts.zarr")
+    assert runs.store("r/compare/teacher2/dars+ts/seed0", 2) == (
+        "results/r/compare/teacher2/dars+ts/seed0/round2/probs.zarr")
+    assert runs["r/compare/teacher2/dars+ts/seed0"].temperature == "auto"  # compare's default
+    assert runs["r/compare/teacher2/st/seed0"].seed == 0  # the student seed
+    assert runs["r/compare/teacher2"].seed == 2  # the teacher's
+    assert runs.comparison.folders[:2] == ("results/r/round0", "results/r/compare/teacher2/round0")
+    # the run itself at a fitted T: its teacher's untempered rows read a store at T = 1
+    auto = RunTable({**config, "pseudo_label": {**config["pseudo_label"], "temperature": "auto"}})
+    assert auto.store("r/compare/teacher1/st/seed0", 1) == "results/r/round1/probs_t1.zarr"
+    assert auto.store("r/compare/teacher2/st/seed0", 1) == (
+        "results/r/compare/teacher2/round1/probs.zarr")
 
 
 # ----------------------------------------------------------------------------- intervals
 
 
-@pytest.mark.parametrize(("df", "printed"), [(1, 12.706), (2, 4.303), (5, 2.571), (30, 2.042)])
+@pytest.mark.parametrize(("df", "printed"), [(1, 12.7062), (2, 4.3027), (5, 2.5706),
+                                             (10, 2.2281), (30, 2.0423)])
 def test_t_quantile_matches_the_printed_tables(df: int, printed: float) -> None:
-    assert t_quantile(0.975, df) == pytest.approx(printed, abs=5e-4)  # 3 decimals printed
+    """t(0.975, df) as published (e.g. NIST/SEMATECH e-Handbook, Table 1.4.2.7.2)."""
+    assert t_quantile(0.975, df) == pytest.approx(printed, abs=5e-5)  # 4 decimals printed
 
 
 @pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995])
@@ -294,36 +319,42 @@ def _tiny_store(path: Path, images: int = 3) -> Path:
     return path
 
 
-FAKE = Comparison(methods=("st", "dars"), progressive=(), seeds=(0, 1), teacher_seeds=(1, 2),
-                  run_seed=1, rounds=1)
+def fake_comparison(run: Path) -> Comparison:
+    """st and dars on teachers 1 and 2 x student seeds 0 and 1, one round, each run's round
+    folder anywhere under ``run`` (the tables read the folders they are handed)."""
+    keys = comparison_keys(branches(["st", "dars"], [], 1), [1, 2], [0, 1])
+    return Comparison(methods=("st", "dars"), progressive=(), seeds=(0, 1),
+                      teacher_seeds=(1, 2), run_seed=1, rounds=1,
+                      folders=tuple(str(run / f"{m}-t{t}-s{k}") for m, _, t, k in keys))
 
 
 @pytest.fixture
 def fake_run(tmp_path: Path) -> Path:
-    """A finished comparison on disk: teacher 1 is the run's baseline, teacher 2 separate."""
+    """A finished comparison on disk (:func:`fake_comparison`), with the run's histogram and
+    the first teacher's store."""
     run = tmp_path / "run"
-    _write_eval(run / "round0", 0.40, [0.8, 0.3, 0.1], tail=0.1)
-    _write_eval(run / "compare" / "teacher2" / "round0", 0.42, [0.8, 0.35, 0.11], tail=0.1)
+    folders = iter(fake_comparison(run).folders)
+    _write_eval(Path(next(folders)), 0.40, [0.8, 0.3, 0.1], tail=0.1)
+    _write_eval(Path(next(folders)), 0.42, [0.8, 0.35, 0.11], tail=0.1)
     pd.DataFrame({"class": range(3), "name": NAMES, "pixels": [120, 50, 30],
                   "ratio": [0.6, 0.25, 0.15]}).to_csv(run / "label_histogram.csv", index=False)
     _tiny_store(run / "round1" / "probs.zarr")
     target = [120, 50, 30]
-    for t in FAKE.teacher_seeds:
-        for seed, (m_st, m_dars) in enumerate([(0.41, 0.45), (0.43, 0.47)]):
-            _write_branch_round(branch_dir(run, t, "st", seed) / "round1", m_st + t / 100,
-                                [0.8, 0.3, 0.13], kept=[190, 10, 0], target=target, kl=0.9,
-                                tail=0.15)
-            _write_branch_round(branch_dir(run, t, "dars", seed) / "round1", m_dars + t / 100,
-                                [0.8, 0.4, 0.2], kept=[120, 50, 15], target=target, kl=0.02,
-                                tail=0.3)
+    for m, (iou, kept, kl, tail) in (("st", ([0.8, 0.3, 0.13], [190, 10, 0], 0.9, 0.15)),
+                                     ("dars", ([0.8, 0.4, 0.2], [120, 50, 15], 0.02, 0.3))):
+        for t in (1, 2):
+            for seed in (0, 1):
+                miou = {"st": 0.41, "dars": 0.45}[m] + 0.02 * seed + t / 100
+                _write_branch_round(Path(next(folders)), miou, iou, kept=kept,
+                                    target=target, kl=kl, tail=tail)
     return run
 
 
 def test_collect_runs_reads_every_teacher_and_seed(fake_run: Path) -> None:
-    runs = collect_runs(fake_run, FAKE)
+    runs = collect_runs(fake_comparison(fake_run))
     assert len(runs) == 2 + 2 * 2 * 2
     base = runs[runs["method"] == "baseline"].set_index("teacher")["miou"]
-    assert base.to_dict() == {1: 0.40, 2: 0.42}  # teacher 1 read from run/round0
+    assert base.to_dict() == {1: 0.40, 2: 0.42}
     t4 = table4(runs).set_index("method")
     assert t4.loc["dars", "mIoU"] == pytest.approx(np.mean([0.46, 0.48, 0.47, 0.49]))
     gain = differences(runs).set_index(["method", "reference"]).loc[("dars", "baseline")]
@@ -335,16 +366,16 @@ def test_collect_runs_reads_every_teacher_and_seed(fake_run: Path) -> None:
     assert t5.loc["dars", "short bike"] == pytest.approx(0.5)
     assert t5.loc["st", "short road"] == pytest.approx((120 - 190) / 120)  # excess: negative
     assert t5.loc["st", "short bike"] == pytest.approx(1.0)
-    per_class = pseudo_per_class(fake_run, FAKE)
+    per_class = pseudo_per_class(fake_comparison(fake_run))
     assert set(per_class["teacher"]) == {1, 2} and len(per_class) == 8 * 3
 
 
 def test_compare_cli_builds_the_tables_and_prints_them_again(
         fake_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = fake_run / "compare"
-    assert dars_main(["compare", "--run-dir", str(fake_run), "--methods", "st", "dars",
-                      "--seeds", "0", "1", "--teacher-seeds", "1", "2", "--run-seed", "1",
-                      "--rounds", "1", "--out-dir", str(out)]) == 0
+    assert dars_main(["compare", "--comparison-json", fake_comparison(fake_run).to_json(),
+                      "--label-hist", str(fake_run / "label_histogram.csv"), "--store",
+                      str(fake_run / "round1" / "probs.zarr"), "--out-dir", str(out)]) == 0
     for name in ("class_distribution.png", "iou.png", "confidence.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
@@ -365,8 +396,8 @@ def test_compare_cli_refuses_an_unfinished_folder(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert dars_main(["compare", "--markdown", str(tmp_path)]) == 2
     assert "no finished comparison" in capsys.readouterr().err
-    assert dars_main(["compare", "--run-dir", str(tmp_path)]) == 2
-    assert "needs --methods, --seeds, --rounds, --out-dir" in capsys.readouterr().err
+    assert dars_main(["compare", "--out-dir", str(tmp_path)]) == 2
+    assert "needs --comparison-json, --label-hist, --store" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the control
@@ -481,6 +512,11 @@ COMPARE_SMALL = "compare={methods: [st, dars+ts], progressive: [dars], seeds: [0
 TINY = "results/tiny"  # .test/config.yaml: run tiny, seed 1 (the default)
 
 
+def branch(t: int, method: str, k: int) -> str:
+    """Where branch (teacher t, method, student seed k) of the tiny run keeps its rounds."""
+    return f"{TINY}/compare/teacher{t}/{method}/seed{k}"
+
+
 def planned_outputs(workdir: Path, *args: str) -> dict[str, str]:
     """Dry run with --detailed-summary: {output file: rule} of every job it would run."""
     rows = [line.split("\t") for line in snakemake(workdir, "-n", "--detailed-summary",
@@ -500,15 +536,22 @@ def train_commands(text: str) -> dict[str, dict]:
 
 
 def test_compare_dag_trains_and_infers_the_baseline_once(tmp_path: Path) -> None:
-    counts = job_counts(tmp_path, "compare", "--config", COMPARE_SMALL)
-    assert counts["train_baseline"] == 1 and counts["infer_probabilities"] == 1
-    assert counts["calibrate"] == 1  # T of the +ts method, fitted once on the baseline
+    plan = planned_outputs(tmp_path, "compare", "--config", COMPARE_SMALL)
+    made = {f for f, rule in plan.items() if rule in ("train_baseline", "infer_probabilities",
+                                                      "calibrate")}
+    # the run's baseline, its store and, for the +ts rows, its T and its store at that T;
+    # then round 2 of the progressive dars, inferred by its own round-1 students
+    assert made == {f"{TINY}/round0/model.pt", f"{TINY}/round0/train_log.csv",
+                    f"{TINY}/round1/probs.zarr", f"{TINY}/round0/temperature.json",
+                    f"{TINY}/compare/teacher1/round1/probs_ts.zarr",
+                    *(f"{branch(1, 'dars', k)}/round2/probs.zarr" for k in (0, 1))}
     # (st, dars+ts, dars) x 2 seeds for round 1, plus dars round 2 x 2 seeds; evaluated:
-    # the last round of each table row (dars round 1 is not a row: dars is only progressive)
-    assert counts["compare_pseudo_label"] == 8 and counts["compare_train_student"] == 8
-    assert counts["compare_infer_probabilities"] == 2 and counts["compare_evaluate"] == 6
-    assert "train_student" not in counts  # the main run's students are not needed
-    assert "compare_train_baseline" not in counts  # default teacher_seeds: the run's seed
+    # the baseline and the last round of each table row (dars round 1 is not a row)
+    students = {f for f, rule in plan.items() if rule == "train_student" and
+                f.endswith("model.pt")}
+    assert len(students) == 8 and all(f.startswith(f"{TINY}/compare/") for f in students)
+    assert sum(rule == "pseudo_label" for rule in plan.values()) == 8 * 4  # 4 files each
+    assert sum(f.endswith("metrics.json") for f in plan) == 1 + 6
 
 
 DONE_WHEN = ("compare={methods: [labeled-only, st, dars], progressive: [], "
@@ -521,18 +564,16 @@ def test_compare_dag_trains_one_baseline_per_teacher_seed(tmp_path: Path) -> Non
     plan = planned_outputs(tmp_path, "compare", "--config", DONE_WHEN)
     teachers = {0: f"{TINY}/compare/teacher0", 1: TINY, 2: f"{TINY}/compare/teacher2"}
     baselines = {f: r for f, r in plan.items() if f.endswith("round0/model.pt")}
-    assert baselines == {f"{teachers[0]}/round0/model.pt": "compare_train_baseline",
-                         f"{teachers[1]}/round0/model.pt": "train_baseline",
-                         f"{teachers[2]}/round0/model.pt": "compare_train_baseline"}
+    assert baselines == {f"{d}/round0/model.pt": "train_baseline" for d in teachers.values()}
     stores = {f for f in plan if f.endswith("probs.zarr")}
     assert stores == {f"{d}/round1/probs.zarr" for d in teachers.values()}
     branches_ = {(t, v, k) for t in teachers for v in (LABELED_ONLY, "st", "dars") for k in (0, 1)}
-    students = {f: r for f, r in plan.items() if r == "compare_train_student"
+    students = {f: r for f, r in plan.items() if r == "train_student"
                 and f.endswith("model.pt")}
-    assert set(students) == {f"{branch_dir(TINY, *b)}/round1/model.pt" for b in branches_}
+    assert set(students) == {f"{branch(*b)}/round1/model.pt" for b in branches_}
     labels = {f: r for f, r in plan.items() if f.endswith("pseudo_labels")}
-    assert labels == {f"{branch_dir(TINY, t, v, k)}/round1/pseudo_labels":
-                      "compare_blank_labels" if v == LABELED_ONLY else "compare_pseudo_label"
+    assert labels == {f"{branch(t, v, k)}/round1/pseudo_labels":
+                      "blank_labels" if v == LABELED_ONLY else "pseudo_label"
                       for t, v, k in branches_}
     tables = {Path(f).name for f, r in plan.items() if r == "compare_tables"}
     assert {"table4.md", "table5.md", "tables.md", "differences.csv", "runs.csv"} <= tables
@@ -541,10 +582,12 @@ def test_compare_dag_trains_one_baseline_per_teacher_seed(tmp_path: Path) -> Non
     commands = train_commands(text)
     for t, d in teachers.items():  # each teacher trained with its own seed
         assert commands[f"{d}/round0/model.pt"]["options"]["seed"] == t
-    student = commands[f"{branch_dir(TINY, 2, LABELED_ONLY, 1)}/round1/model.pt"]
+    student = commands[f"{branch(2, LABELED_ONLY, 1)}/round1/model.pt"]
     assert student["init"] == f"{teachers[2]}/round0/model.pt"  # teacher 2's baseline
     assert student["options"]["seed"] == 1  # the student seed
-    assert "--teacher-seeds 0 1 2 --run-seed 1" in text
+    comparison = Comparison.from_json(re.search(r"--comparison-json '(.*?)'", text)[1])
+    assert (comparison.teacher_seeds, comparison.run_seed) == ((0, 1, 2), 1)
+    assert comparison.folders[:3] == tuple(f"{d}/round0" for d in teachers.values())
 
 
 def test_a_method_at_its_own_alpha_thresholds_round_1_there(tmp_path: Path) -> None:
@@ -556,9 +599,9 @@ def test_a_method_at_its_own_alpha_thresholds_round_1_there(tmp_path: Path) -> N
         r"dars pseudo-label --options-json '(\{.*?\})' .*?--labels-out (\S+)", text)}
     test_config = yaml.safe_load((REPO / ".test/config.yaml").read_text())
     rounds = [r["alpha"] for r in test_config["rounds"]]
-    assert alphas == {f"{branch_dir(TINY, 1, 'dars', 0)}/round1/pseudo_labels": rounds[0],
-                      f"{branch_dir(TINY, 1, 'dars@0.45', 0)}/round1/pseudo_labels": 0.45,
-                      f"{branch_dir(TINY, 1, 'dars@0.45', 0)}/round2/pseudo_labels": rounds[1]}
+    assert alphas == {f"{branch(1, 'dars', 0)}/round1/pseudo_labels": rounds[0],
+                      f"{branch(1, 'dars@0.45', 0)}/round1/pseudo_labels": 0.45,
+                      f"{branch(1, 'dars@0.45', 0)}/round2/pseudo_labels": rounds[1]}
 
 
 def test_a_progressive_branch_resumes_its_own_student_as_released(tmp_path: Path) -> None:
@@ -570,7 +613,7 @@ def test_a_progressive_branch_resumes_its_own_student_as_released(tmp_path: Path
     commands = train_commands(text)
     test_config = dars_config.load(REPO / ".test/config.yaml")  # with the schema's defaults
     (s_min, s_max), r2 = test_config["train"]["scale"], test_config["rounds"][1]
-    one, two = (f"{branch_dir(TINY, 1, 'dars', 0)}/round{s}/model.pt" for s in (1, 2))
+    one, two = (f"{branch(1, 'dars', 0)}/round{s}/model.pt" for s in (1, 2))
     assert commands[one]["init"] == f"{TINY}/round0/model.pt"
     assert commands[two]["init"] == one
     assert commands[two]["options"]["scale_range"] == pytest.approx(
@@ -592,9 +635,8 @@ def test_compare_on_a_finished_run_reuses_its_baseline_and_writes_tables(
     run = copy_run(tiny_run, tmp_path / "run")
     config = ["--config",
               "compare={methods: [labeled-only, st, cbst+ts], progressive: [st], seeds: [0]}"]
-    counts = job_counts(run, "compare", *config)
-    for shared in ("train_baseline", "infer_probabilities", "build_demo", "label_histogram"):
-        assert shared not in counts, counts
+    plan = planned_outputs(run, "compare", *config)
+    assert not [f for f in plan if f.startswith((f"{TINY}/round", "data/"))], plan
     baseline = run / "results" / "tiny" / "round0" / "model.pt"
     before = baseline.stat().st_mtime_ns
     snakemake(run, "compare", *config)
@@ -627,6 +669,13 @@ def test_compare_on_a_finished_run_reuses_its_baseline_and_writes_tables(
     shown = {Path(f).name for files in categories["5. Method comparison"].values() for f in files}
     assert shown == {"tables.html", "class_distribution.png", "iou.png", "confidence.png"}
     assert all(f"results/tiny/compare/{name}" in text for name in shown)
-    # a second call has nothing to do
+    # a second call has nothing to do; another method or seed runs only its new branches
     assert job_counts(run, "compare", *config) == {}
+    more = "compare={methods: [labeled-only, st, cbst+ts, dars], progressive: [st], seeds: [0, 1]}"
+    new = {branch(1, "dars", 0), *(branch(1, m, 1) for m in (LABELED_ONLY, "st", "cbst+ts",
+                                                              "dars"))}
+    plan = planned_outputs(run, "compare", "--config", more)
+    assert {str(Path(f).parents[1]) for f in plan if "/seed" in f} == new
+    assert {f for f in plan if "/seed" not in f} == {f"{TINY}/compare/{n}"
+                                                     for n in COMPARE_FILES}
     shutil.rmtree(run)

@@ -165,7 +165,7 @@ def dry_run_jobs(workdir: Path, configfile: Path, *args: str) -> list[PlannedJob
         m = re.match(r"(?:local)?rule (\w+):", block.strip())
         if not m:
             continue
-        wc = re.search(r"^\s+wildcards: (?:r|s)=(\d+)", block, flags=re.M)
+        wc = re.search(r"^\s+wildcards: .*\b(?:r|s)=(\d+)", block, flags=re.M)
         res = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
         shell = re.search(r"^Shell command: (.*)$", block, flags=re.M)
         resources = dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}

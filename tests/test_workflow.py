@@ -58,7 +58,7 @@ def test_rule_params_are_the_stage_options_of_the_config(tmp_path: Path) -> None
         if rule is None or rule[1] not in RULE_OPTIONS:
             continue
         cls = RULE_OPTIONS[rule[1]]
-        wildcard = re.search(r"^\s+wildcards: (?:r|s)=(\d+)", block, flags=re.M)
+        wildcard = re.search(r"^\s+wildcards: .*\b(?:r|s)=(\d+)", block, flags=re.M)
         expected = (cls.from_config(cfg, int(wildcard[1]) if wildcard else 0)
                     if cls is TrainOptions else cls.from_config(cfg))
         params = re.search(r"--options-json '(\{.*?\})'", block)[1]
@@ -215,9 +215,9 @@ def test_until_stops_after_the_changed_stage(tiny_run: Path, tmp_path: Path) -> 
 
 
 def test_slurm_profile_sends_every_gpu_job_to_the_gpu_partition(tmp_path: Path) -> None:
-    """Every rule that asks for the `gpu` resource -- the main ones, their shard steps and the
-    comparison's copies -- has a set-resources entry in profiles/slurm (else SLURM would queue
-    it on the CPU partition)."""
+    """Every rule that asks for the `gpu` resource -- those of every run, the comparison's
+    included, and their shard steps -- has a set-resources entry in profiles/slurm (else SLURM
+    would queue it on the CPU partition)."""
     import yaml
 
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
@@ -230,18 +230,17 @@ def test_slurm_profile_sends_every_gpu_job_to_the_gpu_partition(tmp_path: Path) 
             rule = re.match(r"(?:local)?rule (\w+):", block)
             if rule and re.search(r"^\s+resources:.*\bgpu=", block, flags=re.M):
                 gpu_rules.add(rule.group(1))
-    assert {"train_baseline", "compare_train_student", "infer_probabilities_shard"} <= gpu_rules
+    assert {"train_baseline", "train_student", "infer_probabilities_shard"} <= gpu_rules
     assert gpu_rules - routed == set()
 
 
 def test_schema_names_every_rule_whose_resources_can_be_set(tmp_path: Path) -> None:
-    """resources.rules is keyed by rule name: the schema's list is the workflow's own rules
-    (sharded steps included); the comparison's copies take their parent rule's resources."""
+    """resources.rules is keyed by rule name: the schema's list is the workflow's rules
+    (sharded steps and the comparison's included), less the two targets."""
     from dars.core import config
 
     proc = snakemake(tmp_path, "--list-rules", "--config", "shards=2",
                      configfile=REPO / "config" / "config.yaml")
     rules = set(proc.stdout.split()) - {"all", "compare"}
-    own = {r for r in rules if not r.startswith("compare_")} | {"compare_tables"}
     schema = config.schema()["properties"]["resources"]["properties"]["rules"]
-    assert set(schema["propertyNames"]["enum"]) == own
+    assert set(schema["propertyNames"]["enum"]) == rules

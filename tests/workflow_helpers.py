@@ -127,3 +127,24 @@ def job_counts(workdir: Path, *args: str, **kw) -> dict[str, int]:
         counts[parts[0]] = int(parts[1])
     counts.pop("total", None)
     return counts
+
+
+def stage_counts(workdir: Path, *args: str, **kw) -> dict[str, int]:
+    """Dry run with -p; how many jobs run each `dars` command (the stage), whatever the rule.
+
+    ``dars train`` counts as ``train --round 0`` (a baseline) or ``train`` (a student); a
+    sharded inference step as ``infer --init-store``, ``infer --shard`` or ``infer --finalize``.
+    """
+    proc = snakemake(workdir, "-n", "-p", *args, **kw)
+    counts: dict[str, int] = {}
+    for line in re.findall(r"^Shell command: (.*)$", proc.stdout + proc.stderr, re.M):
+        command = re.search(r"(?<![\w.])dars ([a-z-]+)", line)
+        if command is None:  # a target rule (all, compare): no command
+            continue
+        stage = command[1]
+        if stage == "train" and " --round 0 " in line:
+            stage = "train --round 0"
+        elif flag := re.search(r" (--init-store|--shard|--finalize)\b", line):
+            stage = f"{stage} {flag[1]}"
+        counts[stage] = counts.get(stage, 0) + 1
+    return counts

@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-summaries", nargs="*", default=[], help="pseudo-label summary json")
     p.add_argument("--out", required=True, help="summary csv")
 
-    from dars import compare
+    from dars.compare import control
+    from dars.compare import stage as compare
     from dars.jobs import gpu_slots
     from dars.reporting import run_report
 
@@ -271,10 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_report.add_arguments(p)
     p = add("compare", compare.compare_command, "tables and plots of the method comparison "
             "(Table 4/5, Fig. 1/3)", config=False)
-    compare.add_compare_arguments(p)
-    p = add("blank-labels", compare.blank_labels_command, "the labeled-only control: "
+    compare.add_arguments(p)
+    p = add("blank-labels", control.blank_labels_command, "the labeled-only control: "
             "all-ignore pseudo labels + stats", config=False)
-    compare.add_blank_labels_arguments(p)
+    control.add_arguments(p)
     p = add("gpu-run", gpu_slots.gpu_run_command, "run a command on its own GPUs "
             "(CUDA_VISIBLE_DEVICES from file locks)", config=False)
     gpu_slots.add_arguments(p)

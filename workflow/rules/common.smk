@@ -9,20 +9,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from dars.compare import (
-    COMPARE_FILES,
-    LABELED_ONLY,
-    RUN_T1_STORE,
-    TEMPERED_STORE,
-    THRESHOLDED,
-    branch_dir,
-    branches,
-    parse_variant,
-    resolve_teacher_seeds,
-    round1_store,
-    separate_teacher_dir,
-    teacher_dir,
-)
+from dars.compare.runs import LABELED_ONLY, STORE_SUFFIXES, RunTable, store_name
+from dars.compare.stage import COMPARE_FILES
 from dars.data.demo import DemoOptions
 from dars.core.options import (
     CalibrateOptions,
@@ -35,9 +23,16 @@ from dars.core.options import DatasetOptions
 from dars.pseudo.thresholds import PseudoLabelOptions
 from dars.reporting.run_report import PER_ROUND_REPORTS, ReportOptions, report_files
 
+# Every run directory of the config -- the main run and the comparison's teachers and
+# branches -- with its options (dars.compare.runs). The rules are generic over the run
+# ({run}: its directory under results/ and logs/) and look it up here, as the files it shares
+# with its teacher (RUNS.round_dir, RUNS.store).
+RUNS = RunTable(config)
 RUN = config["run"]
-RESULTS = f"results/{RUN}"
+RESULTS = f"{RUNS.root}/{RUN}"  # the main run's folder
 LOGS = f"logs/{RUN}"
+RUN_DIR = f"{RUNS.root}/{{run}}"
+RUN_LOGS = "logs/{run}"
 REPORT = f"{RESULTS}/report"
 DATA = config["dataset"]["root"]
 STUDENT_ROUNDS = list(range(1, len(config["rounds"]) + 1))
@@ -64,21 +59,22 @@ EVALUATE_OPTIONS = EvaluateOptions.from_config(config).to_json()
 CALIBRATE_OPTIONS = CalibrateOptions.from_config(config).to_json()
 
 
-def train_options(r, seed=None):
-    """--options-json of training round r, with another `seed` (the comparison's teachers and
-    student seeds) if given."""
+def train_options(run, r):
+    """--options-json of training round r of `run`, at the run's seed (the comparison's
+    teacher and student seeds)."""
     options = TrainOptions.from_config(config, int(r))
-    return (options if seed is None else replace(options, seed=int(seed))).to_json()
+    return replace(options, seed=RUNS[run].seed).to_json()
 
 
-def round_cfg(r):
-    """Self-training round r (1-based) as configured."""
-    return config["rounds"][int(r) - 1]
+def previous_round(wc):
+    """The folder of the round before round wc.s of the job's run: its teacher's round 0 for
+    round 1 (a branch has none of its own)."""
+    return RUNS.round_dir(wc.run, int(wc.s) - 1)
 
 
 def shard_files(pattern):
-    """Input function: `pattern` (with {s} and {i}) for every shard of round s."""
-    return lambda wc: expand(pattern, s=wc.s, i=range(SHARDS))
+    """Input function: `pattern` (with the job's wildcards and {i}) for every shard."""
+    return lambda wc: expand(pattern, **dict(wc.items()), i=range(SHARDS))
 
 
 def job_resources(name):
@@ -126,20 +122,11 @@ def report_outputs(kind, caption, category, subcategory=None, labels=""):
     return marked
 
 
-def as_function(value):
-    """A value as a function of the wildcards (a function stays itself)."""
-    return value if callable(value) else lambda wc: value
-
-
-def calibration_file(temperature, teacher_dir):
-    """Input function: the teacher's temperature.json (rule calibrate) when T is "auto".
-
-    `temperature` and `teacher_dir` (the folder of the teacher's model.pt) are values or
-    functions of the wildcards.
-    """
-    temperature, teacher_dir = as_function(temperature), as_function(teacher_dir)
+def calibration_file(temperature):
+    """Input function: the temperature.json (rule calibrate) of the model before round wc.s of
+    the job's run, when `temperature` (a function of the wildcards) is "auto"."""
     return lambda wc: (
-        [f"{teacher_dir(wc)}/temperature.json"] if temperature(wc) == "auto" else []
+        [f"{previous_round(wc)}/temperature.json"] if temperature(wc) == "auto" else []
     )
 
 
@@ -163,109 +150,25 @@ def split_files(*splits):
 
 def temperature_param(temperature):
     """params: --temperature of a job whose input `temperature` is the calibration json when
-    `temperature` (a value or a function of the wildcards) is "auto"."""
-    return lambda wc, input: input.temperature or as_function(temperature)(wc)
+    `temperature` (a function of the wildcards) is "auto"."""
+    return lambda wc, input: input.temperature or temperature(wc)
 
 
-# --temperature of the main run's inference: the teacher's calibration json (auto) or the T.
-infer_temperature = temperature_param(config["pseudo_label"]["temperature"])
+def store_temperature(wc):
+    """The T the store being inferred is at: its run's own, 1 or compare.temperature."""
+    return RUNS.store_temperature(wc.run, wc.at)
 
 
-def round_alpha(wc):
-    return round_cfg(wc.s)["alpha"]
+def run_temperature(wc):
+    """The T of the job's run: that of its own stores and pseudo labels."""
+    return RUNS[wc.run].temperature
 
 
-def pseudo_params(method, temperature, seed, alpha=round_alpha):
-    """params: of a thresholding job: its options (everything its pseudo labels depend on) for
-    --options-json, and the T the store must have been inferred at (inference applies it;
-    thresholding checks it): "auto" reads the teacher's calibration json, which the job then
-    has as input `temperature`. Each argument is a value or a function of the wildcards.
+def pseudo_options(wc):
+    """params: --options-json of thresholding round wc.s of the job's run: everything its
+    pseudo labels depend on (its method, sampling seed and, "dars@0.45", round-1 alpha).
     """
-    return dict(
-        opts=lambda wc: PseudoLabelOptions.from_config(
-            config,
-            int(wc.s),
-            as_function(method)(wc),
-            int(as_function(seed)(wc)),
-            as_function(alpha)(wc),
-        ).to_json(),
-        temperature=temperature_param(temperature),
-        # precision against the unlabeled split's masks, where it lists them (never trained on)
-        dataset=DATASET_OPTIONS,
-    )
-
-
-# ---- the comparison branches (compare.smk)
-
-COMPARE = config["compare"]
-CMP = f"{RESULTS}/compare"
-SEED = config["seed"]
-TEACHER_SEEDS = resolve_teacher_seeds(COMPARE["teacher_seeds"], SEED)
-# A teacher other than the run's seed: its own baseline, store and calibration live here
-# (the teacher of the run's seed is the run's round0/ and round1/probs.zarr, never retrained).
-TEACHER = str(separate_teacher_dir(RESULTS, "{t}"))
-TEACHER_LOGS = f"{LOGS}/compare/teacher{{t}}"
-BRANCH = str(branch_dir(RESULTS, "{t}", "{v}", "{k}"))
-CMP_LOGS = f"{LOGS}/compare/teacher{{t}}/{{v}}/seed{{k}}"
-CMP_ROWS = branches(COMPARE["methods"], COMPARE["progressive"], len(STUDENT_ROUNDS))
-
-
-def teacher_root(t):
-    """Folder of teacher t (round0/model.pt, round1/probs.zarr): the run's own for its seed."""
-    return str(teacher_dir(RESULTS, t, SEED))
-
-
-def branch_round(wc, r):
-    """Folder of round r of branch (t, v, k); round 0 is the branch's teacher."""
-    if int(r) == 0:
-        return f"{teacher_root(wc.t)}/round0"
-    return f"{branch_dir(RESULTS, wc.t, wc.v, wc.k)}/round{r}"
-
-
-# The run's own round-1 store is at T = 1 unless the run itself scales temperature.
-RUN_AT_T1 = config["pseudo_label"]["temperature"] == 1.0
-
-
-def teacher_store(wc):
-    """The round-1 store of teacher wc.t that branch (t, v, k) thresholds: the one inferred at
-    the branch's temperature (inference applies T; dars.compare.round1_store)."""
-    return str(
-        round1_store(RESULTS, wc.t, SEED, parse_variant(wc.v).tempered, RUN_AT_T1)
-    )
-
-
-def branch_store(wc):
-    """Round 1 thresholds its teacher's store; later rounds the branch's own."""
-    return (
-        teacher_store(wc) if int(wc.s) == 1 else f"{branch_round(wc, wc.s)}/probs.zarr"
-    )
-
-
-def branch_alpha(wc):
-    """A branch's alpha: its variant's own in round 1 ("dars@0.45"), else the round's."""
-    own = parse_variant(wc.v).alpha
-    return own if own is not None and int(wc.s) == 1 else round_alpha(wc)
-
-
-def branch_temperature(wc):
-    return COMPARE["temperature"] if parse_variant(wc.v).tempered else 1.0
-
-
-def compare_inputs(name):
-    """One file of the final round of every table row, for every teacher and seed."""
-    return [
-        f"{branch_dir(RESULTS, t, v, k)}/round{r}/{name}"
-        for v, r in CMP_ROWS
-        for t in TEACHER_SEEDS
-        for k in COMPARE["seeds"]
-    ]
-
-
-CMP_TEMPERED = any(parse_variant(v).tempered for v, _ in CMP_ROWS)
-# What the report shows of the comparison, with the caption of each file.
-CMP_REPORTED = {
-    "tables.html": "compare_tables.rst",
-    "class_distribution.png": "compare_distribution.rst",
-    "iou.png": "compare_iou.rst",
-    "confidence.png": "compare_confidence.rst",
-}
+    run = RUNS[wc.run]
+    return PseudoLabelOptions.from_config(
+        config, int(wc.s), run.method, run.sampling_seed, RUNS.alpha(wc.run, wc.s)
+    ).to_json()

@@ -1,18 +1,19 @@
-# Validation metrics of every round and the run's summary table.
+# Validation metrics (and, for `temperature: auto`, the temperature) of every round of any
+# run, and the main run's summary table.
 
 
 rule evaluate:
     input:
         data=DATA,
         splits=split_files("val"),
-        model=f"{RESULTS}/round{{r}}/model.pt",
+        model=f"{RUN_DIR}/round{{r}}/model.pt",
     output:
-        metrics=f"{RESULTS}/round{{r}}/metrics.csv",
-        summary=f"{RESULTS}/round{{r}}/metrics.json",
+        metrics=f"{RUN_DIR}/round{{r}}/metrics.csv",
+        summary=f"{RUN_DIR}/round{{r}}/metrics.json",
     log:
-        f"{LOGS}/round{{r}}/evaluate.log",
+        f"{RUN_LOGS}/round{{r}}/evaluate.log",
     benchmark:
-        f"{LOGS}/round{{r}}/evaluate.benchmark.tsv"
+        f"{RUN_LOGS}/round{{r}}/evaluate.benchmark.tsv"
     threads: threads_of("evaluate")
     resources:
         **job_resources("evaluate"),
@@ -47,13 +48,13 @@ rule calibrate:
     input:
         data=DATA,
         splits=split_files(config["pseudo_label"]["calibration_split"]),
-        model=f"{RESULTS}/round{{r}}/model.pt",
+        model=f"{RUN_DIR}/round{{r}}/model.pt",
     output:
-        f"{RESULTS}/round{{r}}/temperature.json",
+        f"{RUN_DIR}/round{{r}}/temperature.json",
     log:
-        f"{LOGS}/round{{r}}/calibrate.log",
+        f"{RUN_LOGS}/round{{r}}/calibrate.log",
     benchmark:
-        f"{LOGS}/round{{r}}/calibrate.benchmark.tsv"
+        f"{RUN_LOGS}/round{{r}}/calibrate.benchmark.tsv"
     threads: threads_of("calibrate")
     resources:
         **job_resources("calibrate"),

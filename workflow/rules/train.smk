@@ -1,4 +1,4 @@
-# Round 0 (baseline on labeled data) and the student of each self-training round.
+# Round 0 (baseline on labeled data) and the student of each self-training round, of any run.
 # `dars gpu-run` gives the job its own GPUs (and starts torchrun when gpus > 1).
 
 
@@ -15,18 +15,18 @@ rule train_baseline:
             ),
         ),
     output:
-        model=f"{RESULTS}/round0/model.pt",
-        log_csv=f"{RESULTS}/round0/train_log.csv",
+        model=f"{RUN_DIR}/round0/model.pt",
+        log_csv=f"{RUN_DIR}/round0/train_log.csv",
     log:
-        f"{LOGS}/round0/train.log",
+        f"{RUN_LOGS}/round0/train.log",
     benchmark:
-        f"{LOGS}/round0/train.benchmark.tsv"
+        f"{RUN_LOGS}/round0/train.benchmark.tsv"
     threads: threads_of("train_baseline")
     resources:
         **job_resources("train_baseline"),
     params:
-        opts=train_options(0),
-        state=f"{RESULTS}/round0/state",
+        opts=lambda wc: train_options(wc.run, 0),
+        state=f"{RUN_DIR}/round0/state",
     shell:
         "python -m dars.jobs.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round 0 --options-json {params.opts:q} --state-dir {params.state}"
@@ -38,21 +38,21 @@ rule train_student:
     input:
         data=DATA,
         splits=split_files("labeled", "unlabeled"),
-        teacher=lambda wc: f"{RESULTS}/round{int(wc.s) - 1}/model.pt",
-        pseudo=f"{RESULTS}/round{{s}}/pseudo_labels",
+        teacher=lambda wc: f"{previous_round(wc)}/model.pt",
+        pseudo=f"{RUN_DIR}/round{{s}}/pseudo_labels",
     output:
-        model=f"{RESULTS}/round{{s}}/model.pt",
-        log_csv=f"{RESULTS}/round{{s}}/train_log.csv",
+        model=f"{RUN_DIR}/round{{s}}/model.pt",
+        log_csv=f"{RUN_DIR}/round{{s}}/train_log.csv",
     log:
-        f"{LOGS}/round{{s}}/train.log",
+        f"{RUN_LOGS}/round{{s}}/train.log",
     benchmark:
-        f"{LOGS}/round{{s}}/train.benchmark.tsv"
+        f"{RUN_LOGS}/round{{s}}/train.benchmark.tsv"
     threads: threads_of("train_student")
     resources:
         **job_resources("train_student"),
     params:
-        opts=lambda wc: train_options(wc.s),
-        state=f"{RESULTS}/round{{s}}/state",
+        opts=lambda wc: train_options(wc.run, wc.s),
+        state=f"{RUN_DIR}/round{{s}}/state",
     shell:
         "python -m dars.jobs.gpu_slots --gpus {resources.gpu} --ddp --"
         " dars train --round {wildcards.s} --options-json {params.opts:q}"

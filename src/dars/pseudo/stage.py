@@ -234,7 +234,8 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
                                     num_pixels=store.num_pixels, sampling=options.sampling,
                                     fixed_threshold=options.fixed_threshold,
                                     target_pixels=None if per_image is None
-                                    else per_image * len(store.image_ids))
+                                    else per_image * len(store.image_ids),
+                                    settings=dict(options.settings))
     maths = time.perf_counter() - start - pass1
     log.info("thresholds (%s, alpha %.3g) from %d pixels in %.2f s", options.method,
              options.alpha, store.num_pixels, pass1 + maths)
@@ -284,6 +285,7 @@ def _summary(options: PseudoLabelOptions, store: ProbStore, hist: np.ndarray,
         "temperature": store.temperature,
         "seed": options.seed,
         "fixed_threshold": options.fixed_threshold,
+        **dict(options.settings),  # the method's own keys (e.g. fixed's tau)
         "pixels_per_image": options.pixels_per_image,
         "num_classes": store.num_classes,
         "num_images": counts.images,

@@ -11,13 +11,21 @@ Selected pixels strictly above the threshold are kept with probability ``keep_ab
 tied at the threshold with probability ``keep_at[j]``; this one rule expresses every method and
 the sampling modes ``paper`` and ``ties``, so label assignment has a single code path. Sampling
 ``exact`` keeps the same share s_j, but as a fixed number per image (:func:`exact_keep_count`).
+
+Each method's threshold is one function of :data:`SELECTION_RULES` (registered with
+:func:`selection_rule`; its name is the method's). Its keyword-only parameters name what it
+reads besides the counts: an option every method's :class:`PseudoLabelOptions` has
+(``fixed_threshold``), or a key of the config's ``pseudo_label`` section of its own, which the
+options then carry for that method only. So a new rule is its function and its schema entry.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +36,6 @@ from dars.core.options import Options
 if TYPE_CHECKING:  # the config module loads jsonschema
     from dars.core.config import Config
 
-METHODS = ("dars", "da", "st", "cbst")
 SAMPLINGS = ("paper", "ties", "exact")
 NONE_BITS = 0x7C00  # float16 +inf: above every valid confidence, so the class gets no label
 
@@ -91,21 +98,6 @@ def check_pixels_per_image(pixels_per_image: int | None) -> None:
                         f"count), got {pixels_per_image!r}")
 
 
-def check_options(alpha: float, method: str, sampling: str,
-                  fixed_threshold: float | None) -> None:
-    """Validate the scalar options shared by the stage and :func:`compute_thresholds`."""
-    check_alpha(alpha)
-    if method not in METHODS:
-        raise DarsError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if sampling not in SAMPLINGS:
-        raise DarsError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    if fixed_threshold is not None:
-        if method != "st":
-            raise DarsError(f"a fixed threshold applies to method 'st' only, not {method!r}")
-        if not (math.isfinite(fixed_threshold) and 0 <= fixed_threshold <= 1):
-            raise DarsError(f"fixed threshold must be in [0, 1], got {fixed_threshold!r}")
-
-
 @dataclass(frozen=True)
 class PseudoLabelOptions(Options):
     """What the pseudo labels of a round depend on: the ``pseudo_label`` section and the
@@ -119,6 +111,24 @@ class PseudoLabelOptions(Options):
     seed: int = 0
     fixed_threshold: float | None = None
     pixels_per_image: int | None = None
+    # (key, value) of the method's own pseudo_label keys (rule_settings), in the JSON as keys of
+    # their own: a method without any has the options (and reruns nothing) it always had
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def params(self) -> dict[str, Any]:
+        params = super().params()
+        del params["settings"]
+        return {**params, **dict(self.settings)}
+
+    @classmethod
+    def from_params(cls, params: Any) -> PseudoLabelOptions:
+        """Rebuild from ``params()``: keys that are no field are the method's settings."""
+        if not isinstance(params, dict):
+            return super().from_params(params)  # says what it expected
+        names = {f.name for f in fields(cls)} - {"settings"}
+        own = sorted((k, v) for k, v in params.items() if k not in names)
+        return super().from_params({**{k: v for k, v in params.items() if k in names},
+                                    "settings": [list(kv) for kv in own]})
 
     @classmethod
     def from_config(cls, config: Config, round_index: int = 1, method: str | None = None,
@@ -130,15 +140,18 @@ class PseudoLabelOptions(Options):
             raise DarsError(f"round {round_index} is not configured (the config has student "
                             f"rounds 1..{rounds})")
         section = config["pseudo_label"]
+        method = section["method"] if method is None else method
         return cls(alpha=config["rounds"][round_index - 1]["alpha"] if alpha is None else alpha,
-                   method=section["method"] if method is None else method,
+                   method=method,
                    sampling=section["sampling"],
                    seed=section["seed"] if seed is None else seed,
                    fixed_threshold=section["threshold"],
-                   pixels_per_image=config["dataset"]["pixels_per_image"])
+                   pixels_per_image=config["dataset"]["pixels_per_image"],
+                   settings=tuple((k, section[k]) for k in rule_settings(method)))
 
     def check(self) -> None:
-        check_options(self.alpha, self.method, self.sampling, self.fixed_threshold)
+        check_options(self.alpha, self.method, self.sampling, self.fixed_threshold,
+                      dict(self.settings))
         check_pixels_per_image(self.pixels_per_image)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise DarsError(f"seed must be a non-negative integer, got {self.seed!r}")
@@ -187,6 +200,101 @@ def _fixed_bits(threshold: float) -> int:
     return int(np.asarray(half).view(np.uint16))
 
 
+@dataclass(frozen=True)
+class ClassCounts:
+    """What a selection rule sees: the counts of one round's confidences, per predicted class."""
+
+    cum_ge: np.ndarray  # (C, NUM_BINS) int64: confidences >= bit pattern b
+    predicted: np.ndarray  # m_j: pixels predicted j
+    target: np.ndarray  # n_j = round(alpha * P * r_j), the labeled-distribution target
+    alpha: float
+    total: int  # pixels in the histogram
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.target)
+
+
+SelectionRule = Callable[..., np.ndarray]
+#: method name -> its rule: the per-class threshold bit patterns (NONE_BITS: no label).
+SELECTION_RULES: dict[str, SelectionRule] = {}
+
+
+def selection_rule(rule: SelectionRule) -> SelectionRule:
+    """Register ``rule`` as the method of its name (the order is the schema's)."""
+    SELECTION_RULES[rule.__name__] = rule
+    return rule
+
+
+def rule_settings(method: str) -> list[str]:
+    """The ``pseudo_label`` keys of ``method``'s own: its keyword-only parameters that are no
+    field of :class:`PseudoLabelOptions` (sorted)."""
+    shared = {f.name for f in fields(PseudoLabelOptions)}
+    params = inspect.signature(SELECTION_RULES[method]).parameters.values()
+    return sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in shared)
+
+
+@selection_rule
+def dars(counts: ClassCounts) -> np.ndarray:
+    """t_j = the n_j-th largest confidence among pixels predicted j (all of them when fewer
+    than n_j, none when n_j = 0); :func:`compute_thresholds` then samples down to n_j."""
+    return _rank_threshold(counts.cum_ge, np.minimum(counts.target, counts.predicted))
+
+
+@selection_rule
+def da(counts: ClassCounts) -> np.ndarray:
+    """DARS's thresholds without the sampling (ties at t_j can overshoot n_j)."""
+    return dars(counts)
+
+
+@selection_rule
+def st(counts: ClassCounts, *, fixed_threshold: float | None) -> np.ndarray:
+    """One threshold for every class: the round(alpha * P)-th largest confidence overall, or
+    ``fixed_threshold`` (``pseudo_label.threshold``) when given."""
+    if fixed_threshold is not None:
+        return np.full(counts.num_classes, _fixed_bits(fixed_threshold), np.uint16)
+    overall = counts.cum_ge.sum(axis=0, keepdims=True)
+    rank = round_half_up([counts.alpha * counts.total])
+    return np.repeat(_rank_threshold(overall, rank), counts.num_classes)
+
+
+@selection_rule
+def cbst(counts: ClassCounts) -> np.ndarray:
+    """Per class, the round(alpha * m_j)-th largest confidence among the m_j pixels predicted j
+    (the teacher's biased distribution, not r_j)."""
+    return _rank_threshold(counts.cum_ge, round_half_up(counts.alpha * counts.predicted))
+
+
+@selection_rule
+def fixed(counts: ClassCounts, *, tau: float) -> np.ndarray:
+    """One confidence threshold ``tau`` (``pseudo_label.tau``) for every class, whatever alpha:
+    the field's common baseline (FixMatch-style confidence masking)."""
+    if not (math.isfinite(tau) and 0 <= tau <= 1):
+        raise DarsError(f"tau must be in [0, 1], got {tau!r}")
+    return np.full(counts.num_classes, _fixed_bits(tau), np.uint16)
+
+
+METHODS = tuple(SELECTION_RULES)
+
+def check_options(alpha: float, method: str, sampling: str, fixed_threshold: float | None,
+                  settings: Mapping[str, Any] | None = None) -> None:
+    """Validate the scalar options shared by the stage and :func:`compute_thresholds`;
+    ``settings`` are the method's own (:func:`rule_settings`), all of them."""
+    check_alpha(alpha)
+    if method not in METHODS:
+        raise DarsError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if sampling not in SAMPLINGS:
+        raise DarsError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    if sorted(settings or {}) != rule_settings(method):
+        raise DarsError(f"method {method!r} reads the settings {rule_settings(method)}, got "
+                        f"{sorted(settings or {})}")
+    if fixed_threshold is not None:
+        if method != "st":
+            raise DarsError(f"a fixed threshold applies to method 'st' only, not {method!r}")
+        if not (math.isfinite(fixed_threshold) and 0 <= fixed_threshold <= 1):
+            raise DarsError(f"fixed threshold must be in [0, 1], got {fixed_threshold!r}")
+
+
 def _check_hist(conf_hist: np.ndarray, label_ratios: np.ndarray,
                 num_pixels: int | None) -> tuple[np.ndarray, np.ndarray]:
     hist = np.asarray(conf_hist)
@@ -208,20 +316,18 @@ def _check_hist(conf_hist: np.ndarray, label_ratios: np.ndarray,
 def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: float,
                        method: str, num_pixels: int | None = None, sampling: str = "paper",
                        fixed_threshold: float | None = None,
-                       target_pixels: int | None = None) -> Thresholds:
+                       target_pixels: int | None = None,
+                       settings: Mapping[str, Any] | None = None) -> Thresholds:
     """Thresholds and keep probabilities of one pseudo-labeling method.
 
-    - ``dars``: n_j = round(alpha * P * r_j); t_j = the n_j-th largest confidence among pixels
-      predicted j (all of them when fewer than n_j, none when n_j = 0); then sampling down to
-      n_j: ``paper`` keeps every selected pixel with s_j = n_j / ñ_j, ``ties`` keeps every pixel
-      above t_j and samples only among those tied at t_j (expected count n_j either way);
-      ``exact`` has the keep probabilities of ``paper`` here, but pass 2 keeps a fixed number
-      of each image's selected pixels (:func:`exact_keep_count`), as the released code does.
-    - ``da``: the same thresholds, no sampling (ties at t_j can overshoot n_j).
-    - ``st``: one threshold for every class, the round(alpha * P)-th largest confidence
-      overall, or ``fixed_threshold`` when given.
-    - ``cbst``: per class, the round(alpha * m_j)-th largest confidence among the m_j pixels
-      predicted j (the teacher's biased distribution, not r_j).
+    The thresholds are the method's selection rule's (:data:`SELECTION_RULES`), given
+    ``fixed_threshold`` or its ``settings`` (the keys of :func:`rule_settings`). ``dars`` then
+    samples down to n_j = round(alpha * P * r_j): ``paper`` keeps every selected pixel with
+    s_j = n_j / ñ_j, ``ties`` keeps every pixel above t_j and samples only among those tied at
+    t_j (expected count n_j either way); ``exact`` has the keep probabilities of ``paper``
+    here, but pass 2 keeps a fixed number of each image's selected pixels
+    (:func:`exact_keep_count`), as the released code does. Every other method keeps all it
+    selects.
 
     ``target`` is the DARS n_j for every method, so shortfalls compare across methods.
     ``sampling`` only affects ``dars``. P of n_j is ``target_pixels`` when given (the released
@@ -229,7 +335,7 @@ def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: f
     which ``st``'s rank uses always; pass ``num_pixels`` to have a histogram total that
     differs from it (e.g. a missing shard) refused.
     """
-    check_options(alpha, method, sampling, fixed_threshold)
+    check_options(alpha, method, sampling, fixed_threshold, settings)
     hist, ratios = _check_hist(conf_hist, label_ratios, num_pixels)
     total = int(hist.sum())
     if target_pixels is not None and (isinstance(target_pixels, bool) or not isinstance(
@@ -238,15 +344,11 @@ def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: f
     predicted = hist.sum(axis=1)  # m_j
     cum_ge = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
     target = round_half_up(alpha * (total if target_pixels is None else target_pixels) * ratios)
-    if method in ("dars", "da"):
-        bits = _rank_threshold(cum_ge, np.minimum(target, predicted))
-    elif method == "cbst":
-        bits = _rank_threshold(cum_ge, round_half_up(alpha * predicted))
-    elif fixed_threshold is not None:
-        bits = np.full(len(ratios), _fixed_bits(fixed_threshold), np.uint16)
-    else:
-        overall = cum_ge.sum(axis=0, keepdims=True)
-        bits = np.repeat(_rank_threshold(overall, round_half_up([alpha * total])), len(ratios))
+    rule = SELECTION_RULES[method]
+    shared = {"fixed_threshold": fixed_threshold}
+    wanted = inspect.signature(rule).parameters
+    bits = rule(ClassCounts(cum_ge, predicted, target, float(alpha), total),
+                **{k: v for k, v in {**shared, **(settings or {})}.items() if k in wanted})
     rows = np.arange(len(ratios))
     valid = bits <= ONE_BITS
     col = np.minimum(bits, ONE_BITS)
