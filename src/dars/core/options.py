@@ -223,20 +223,19 @@ class TrainOptions(Options):
 @dataclass(frozen=True)
 class InferOptions(Options):
     """Inference on the unlabeled pool: the ``infer`` section (prediction protocol, batch,
-    store layout). The temperature is the job's argument: it comes from a calibration file
+    store chunking). The temperature is the job's argument: it comes from a calibration file
     when it is ``auto``."""
 
     dataset: DatasetOptions
     predict: PredictOptions
     batch_size: int
-    store_probs: bool
     images_per_chunk: int | None
 
     @classmethod
     def from_config(cls, config: Config) -> InferOptions:
         section = config["infer"]
         return cls(DatasetOptions.from_config(config), PredictOptions.from_section(section),
-                   section["batch_size"], section["store_probs"], section["images_per_chunk"])
+                   section["batch_size"], section["images_per_chunk"])
 
 
 @dataclass(frozen=True)

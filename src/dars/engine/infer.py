@@ -81,8 +81,7 @@ def _open_store(options: InferOptions, model_path: Path, out: Path, create: bool
     samples = spec.samples("unlabeled", require_masks=False)
     writer = ProbStoreWriter(out, [s.id for s in samples],
                              [image_size(s.image) for s in samples] if create else None,
-                             spec.classes, store_probs=options.store_probs,
-                             job=job_fingerprint(model_path, options, temperature),
+                             spec.classes, job=job_fingerprint(model_path, options, temperature),
                              temperature=temperature, images_per_chunk=options.images_per_chunk)
     return writer, samples
 
@@ -110,7 +109,7 @@ def _load_teacher(options: InferOptions, model_path: Path) -> nn.Module:
 
 
 def infer(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0) -> None:
-    """Predict every unlabeled image with the teacher and store confidences/probabilities of
+    """Predict every unlabeled image with the teacher and store the argmax and confidence of
     softmax(logits / ``temperature``).
 
     Under ``torchrun`` (a rule with ``gpus: N > 1``) each of the N processes is one shard on
@@ -179,13 +178,11 @@ def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[S
                  "to batch as an unsharded run does", own.start, own.stop - 1, len(samples),
                  neighbours)
     t0 = time.perf_counter()
-    labels = predict_labels(model, samples, todo, batch, options.predict, temperature,
-                            with_probs=options.store_probs)
-    for index, prediction, confidence, probs in tqdm(labels, total=len(todo), desc="infer",
-                                                     mininterval=2, unit="img"):
+    labels = predict_labels(model, samples, todo, batch, options.predict, temperature)
+    for index, prediction, confidence in tqdm(labels, total=len(todo), desc="infer",
+                                              mininterval=2, unit="img"):
         if index in own:
-            writer.write_prediction(index, prediction.numpy(), confidence.numpy(),
-                                    None if probs is None else probs.numpy())
+            writer.write_prediction(index, prediction.numpy(), confidence.numpy())
     writer.close(own)
     seconds = time.perf_counter() - t0
     log.info("inferred %d images in %.1f s (%.1f img/s)", len(todo), seconds,

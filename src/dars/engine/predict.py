@@ -183,19 +183,17 @@ def predict_logits(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
 @torch.inference_mode()
 def predict_labels(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                    batch: int, options: PredictOptions = PredictOptions(),
-                   temperature: float = 1.0, with_probs: bool = False
-                   ) -> Iterator[tuple[int, Tensor, Tensor, Tensor | None]]:
-    """Yield ``(index, argmax (H, W) uint8, max probability (H, W) float16, probabilities
-    (C, H, W) float16 or None)`` of :func:`predict_probs`' softmax: what a probability store
-    keeps, computed on the device so that only those bytes reach the host (not the C x H x W
-    float32 probabilities: 159 MB for a Cityscapes image with 19 classes). The argmax is the
-    first maximal class, as numpy's; float16 rounds to nearest even, as numpy's cast."""
+                   temperature: float = 1.0) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Yield ``(index, argmax (H, W) uint8, max probability (H, W) float16)`` of
+    :func:`predict_probs`' softmax: what a probability store keeps, computed on the device
+    so that only those bytes reach the host (not the C x H x W float32 probabilities: 159 MB
+    for a Cityscapes image with 19 classes). The argmax is the first maximal class, as
+    numpy's; float16 rounds to nearest even, as numpy's cast."""
     for idx, scores in _device_scores(model, samples, indices, batch, options):
         probs = to_probs(scores, options.average, temperature)
         confidence, prediction = probs.max(dim=1)
-        out = [prediction.to(torch.uint8).cpu(), confidence.half().cpu(),
-               probs.half().cpu() if with_probs else [None] * len(idx)]
-        yield from zip(idx, *out, strict=True)
+        yield from zip(idx, prediction.to(torch.uint8).cpu(), confidence.half().cpu(),
+                       strict=True)
 
 
 @torch.inference_mode()
