@@ -19,9 +19,8 @@ from torch.utils.data import Dataset
 from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
 from dars.core.options import DatasetOptions
-from dars.data.definitions import DatasetDefinition
+from dars.data.definitions import DatasetDefinition, get_definition
 from dars.data.images import read_image, read_mask
-from dars.data.registry import get_definition
 from dars.data.splits import Sample, read_split
 from dars.store.artifacts import MANIFEST, check_files, read_manifest
 

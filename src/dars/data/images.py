@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
-from dars.data.registry import label_map_for
+from dars.data.definitions import label_map_for
 
 
 def read_image(path: Path) -> np.ndarray:

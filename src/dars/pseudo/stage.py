@@ -24,7 +24,7 @@ from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
 from dars.data.images import png_bytes, read_mask
 from dars.pseudo.assign import LabelRule, image_key
-from dars.pseudo.confidence_hist import check_temperature, images_per_block, store_histogram
+from dars.pseudo.confidence_hist import images_per_block, store_histogram
 from dars.pseudo.thresholds import PseudoLabelOptions, Thresholds, compute_thresholds
 from dars.store.artifacts import (
     atomic_path,
@@ -216,8 +216,6 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     ``threads``: of pass 1 when it counts the images (a store without per-chunk rows).
     """
     options.check()
-    if temperature is not None:
-        check_temperature(temperature)
     store = ProbStore(store_path)
     store.check_temperature(temperature)  # inference applied T, not this stage
     names, ratios = read_label_histogram(label_hist, store.num_classes)
