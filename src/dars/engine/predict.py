@@ -38,7 +38,7 @@ from dars.data.splits import Sample
 from dars.engine.precision import use_bf16
 from dars.engine.sliding import forward_scores, sliding_scores
 
-LOAD_THREADS = 4  # image decoding (OpenCV, Pillow) releases the GIL: a batch decodes in parallel
+LOAD_THREADS = 4  # decoding (OpenCV, Pillow) releases the GIL: a batch decodes in parallel
 MIN_PROB = 1e-12  # float32 probabilities underflow to 0; log(0) would make an NLL infinite
 
 
@@ -111,10 +111,8 @@ def _scores(model: nn.Module, x: Tensor, options: PredictOptions) -> Tensor:
 def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.device
             ) -> Iterator[tuple[list[int], Tensor]]:
     """``(indices, normalised images (B, 3, H, W))`` per batch, decoded by threads one batch
-    ahead: the next batch's files are read while the device works on this one (decoding
-    releases the GIL; threads, not worker processes, since a process that holds a CUDA
-    context must not fork). On CUDA the batch comes from pinned memory, copied without
-    blocking."""
+    ahead (threads, not worker processes: a process that holds a CUDA context must not
+    fork)."""
     def load(idx: list[int]) -> Tensor:
         x = torch.stack([to_tensor(read_image(samples[i].image)) for i in idx])
         return x.pin_memory() if dev.type == "cuda" else x
@@ -133,7 +131,7 @@ def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.
 def _device_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                    batch: int, options: PredictOptions) -> Iterator[tuple[list[int], Tensor]]:
     """``(indices, averaged scores (B, C, H, W) float32 on the device)`` per batch at the
-    images' full size, grouped by image size (callers address results by index)."""
+    images' full size."""
     dev = device()
     model = model.to(dev).eval()
     channels_last = options.bf16 and dev.type == "cuda"
@@ -149,8 +147,7 @@ def _device_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
 def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
              options: PredictOptions, finish: Callable[[Tensor], Tensor]
              ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(index, finish(scores) (C, H, W) float32 on CPU)``; ``finish`` runs on the
-    device, before the copy."""
+    """Yield ``(index, finish(scores) (C, H, W) on CPU)``; ``finish`` runs on the device."""
     for idx, scores in _device_scores(model, samples, indices, batch, options):
         yield from zip(idx, finish(scores).cpu(), strict=True)
 

@@ -12,32 +12,20 @@ Layout (format 2)::
       attrs: image_ids, class_names, num_classes, temperature, images_per_chunk, complete,
              format_version, job
 
-What thresholding needs is 3 bytes a pixel before compression (confidence + prediction); the
-temperature T is applied by inference (softmax(logits / T)), so no stage needs the full
-probabilities. ``confidence``, ``prediction`` and ``written`` hold ``images_per_chunk``
-images per chunk file (a multiple of a small image, a few of a large one: about
-:data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N). Every chunk is
-compressed (LZ4; zstd for the histogram rows) and carries a crc32c of its bytes, so a flipped
-or truncated chunk fails to decode instead of being read as data; the manifest catches a chunk
-that is missing altogether (zarr would read it as the fill value) or truncated before any
-value is used.
+Thresholding needs 3 bytes a pixel (confidence + prediction at the temperature inference
+applied). ``confidence``, ``prediction`` and ``written`` hold ``images_per_chunk`` images per
+chunk file (about :data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N). Every
+chunk carries a crc32c, so a flipped or truncated chunk fails to decode instead of being read
+as data; the manifest catches a chunk that is missing altogether (zarr would read the fill
+value). As inference writes a chunk it also counts its histogram row, so thresholding's pass 1
+sums K rows instead of reading every pixel again.
 
-As inference writes a chunk it also counts the chunk's confidences per predicted class
-(:func:`dars.stats.counting.valid_histogram`), so thresholding gets the histogram of the whole
-store -- its pass 1 -- by summing K rows (:meth:`ProbStore.histogram`) instead of reading every
-pixel again. The rows are mostly zeros and compress to a few KiB.
-
-Images of different sizes are padded to the largest (H, W); padded pixels carry prediction
-PAD, so every consumer that skips ``prediction == PAD`` handles variable sizes for free, and the
-padding compresses to almost nothing. The store is built at ``<path>.partial`` and renamed onto
-``<path>`` once complete, so a store at the final path is always whole.
-
-Sharded inference (``shards: N``) fills one partial store from N jobs in three steps: one job
-creates the layout (:class:`ProbStoreWriter` with ``shapes``), N jobs open it (``shapes=None``)
-and each writes only its own images -- :func:`dars.engine.infer.shard_range` cuts the images
-at chunk boundaries, so the writers never touch the same file -- and one job finalizes it. Only
-the first step ever creates or deletes the store, so the N writers need no lock (which cluster
-file systems do not always provide).
+Images of different sizes are padded to the largest (H, W) with prediction PAD, which every
+consumer skips. The store is built at ``<path>.partial`` and renamed once complete, so a store
+at the final path is always whole. Sharded inference fills one partial store from N jobs: one
+creates it, each writes only its own chunks, one finalizes it; only the first ever creates or
+deletes the store, so the writers need no lock (which cluster file systems do not always
+provide).
 """
 
 from __future__ import annotations
@@ -102,11 +90,8 @@ class Block:
 
 
 class ProbStoreWriter:
-    """Creates (or resumes) the partial store and writes one image at a time.
-
-    Images are collected per chunk and a chunk is written (then marked in ``written``) once
-    all its images are in, so each chunk file is written once, by one job.
-    """
+    """Creates (or resumes) the partial store and writes one image at a time; a chunk file is
+    written (then marked in ``written``) once all its images are in, by one job."""
 
     def __init__(
         self,
@@ -118,15 +103,10 @@ class ProbStoreWriter:
         temperature: float = 1.0,
         images_per_chunk: int | None = None,
     ) -> None:
-        """``job`` identifies what produces the probabilities (e.g. a hash of the teacher, the
-        infer options and T): a leftover partial store of another job is never resumed.
-        ``temperature`` is the T the probabilities were computed at (recorded, not applied).
-        ``images_per_chunk`` (None: :func:`images_per_chunk`) sets the chunk files' size.
-
-        With ``shapes`` (the real (h, w) of every image) a missing or foreign partial store is
-        (re)created. Without (``None``) the partial store of this job must exist already: the
-        shard and finalize steps of sharded inference only ever open it, never create or delete
-        it under another running shard.
+        """``job`` identifies what produces the values: a leftover partial store of another
+        job is never resumed. With ``shapes`` (the real (h, w) of every image) a missing or
+        foreign partial store is (re)created; without, this job's must exist already (the
+        shard and finalize steps never create or delete it under a running shard).
         """
         self.final = Path(path)
         self.path = partial_path(path)
@@ -304,22 +284,15 @@ def expected_chunks(arrays: dict[str, zarr.Array]) -> list[str]:
 
 
 def manifest(root: Path) -> dict[str, dict]:
-    """What a whole store holds: every file's size, and a digest of each metadata file.
-
-    Chunks carry their own crc32c (checked as they are decoded); sizes find a missing or
-    truncated one before any value is used, without reading the data twice.
-    """
+    """Every file's size, and a digest of each metadata file (chunks carry their own crc32c;
+    sizes find a missing or truncated one without reading the data twice)."""
     return {p.relative_to(root).as_posix(): file_entry(p, p.name == "zarr.json")
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
 class ProbStore:
-    """Read access to a complete store; refuses partial, foreign or damaged stores.
-
-    Opening checks the manifest (every file there, at its size, metadata unchanged); reading
-    turns a chunk that fails its checksum or does not decode into one DarsError naming the
-    array, the images and what to delete.
-    """
+    """Read access to a complete store; a partial, foreign or damaged one is one DarsError
+    naming the array, the images and what to delete."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -368,10 +341,9 @@ class ProbStore:
         return f"array {array!r}, file {rel} ({self._images(array, rel)})"
 
     def _verify(self) -> dict[str, zarr.Array]:
-        """Every file the manifest lists is there, whole; metadata files are unchanged; no
-        chunk file of the arrays' grids is missing from the manifest either. Returns the arrays
-        the manifest lists, opened once: looking an array up in the group costs ~1 ms, as much
-        as decoding a chunk of small images."""
+        """Every file the manifest lists is there, whole, and lists every chunk of the arrays'
+        grids. Returns the arrays, opened once (a group look-up costs ~1 ms, as much as
+        decoding a chunk of small images)."""
         remedy = _regenerate(self.path)
         files = read_manifest(self.path, remedy)
         check_files(self.path, files, remedy, self._describe)
@@ -438,13 +410,9 @@ class ProbStore:
                             "passes pseudo_label.temperature to inference)")
 
     def blocks(self, indices: Sequence[int] | None = None, block: int = 64) -> Iterator[Block]:
-        """Yield consecutive runs of images (at most ``block`` each) from ``indices``.
-
-        Reading contiguous slices lets zarr fetch and decode many chunks concurrently, which is
-        what keeps the streaming passes fast. The last block read is kept: a second pass over a
-        store of one block (the pseudo-label stage's, when it counts pass 1 from the images)
-        reads nothing again. Blocks are shared, read-only arrays.
-        """
+        """Yield consecutive runs of images (at most ``block`` each) from ``indices``: zarr
+        decodes a contiguous slice's chunks concurrently. The last block is kept, so a second
+        pass over a one-block store reads nothing again; blocks are shared, read-only."""
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         start = 0
         while start < len(idx):
