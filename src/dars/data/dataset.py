@@ -1,9 +1,6 @@
-"""Segmentation datasets over split files, with classes resolved from the dataset definition.
-
-One generic dataset class serves every dataset (demo, folder, Cityscapes, VOC): what differs
-between them -- class names, ignore value, label-id mapping -- is data in their
-:class:`~dars.data.definitions.DatasetDefinition`. Labeled, unlabeled and pseudo-labeled data
-differ only in where masks come from, so they share this class.
+"""Segmentation datasets over split files. What differs between datasets is data in their
+:class:`~dars.data.definitions.DatasetDefinition`, and labeled, unlabeled and pseudo-labeled
+data differ only in where masks come from, so one class serves them all.
 """
 
 from __future__ import annotations

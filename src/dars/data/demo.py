@@ -1,21 +1,15 @@
 """Deterministic generator of the embedded demo segmentation dataset.
 
-No real street-scene data can be shipped or downloaded, so the demo is assembled from real
-pieces bundled in ``assets/``: Fashion-MNIST product photos (the objects) pasted onto crops of
-public-domain photos (the backgrounds). Object classes are drawn from a Zipf prior, so the
-pixel distribution is long-tailed (background ~61 %, t-shirt ~19 %, the two rarest classes
-~2.7 % each) -- the situation DARS (distribution-aligned pseudo-labels) is about -- while every
-class still appears often enough for a small teacher to learn to predict it: with a steeper
-prior (exponent 1.25-1.5, rarest class 1.5-2 %) the 2-core teacher under-predicted or missed
-the tail classes in the sizing runs.
-
-``scene="shapes"`` swaps the Fashion objects for the ten procedural classes of
-:mod:`dars.data.shapes` (on the same backgrounds) for experiments that need >= 10 long-tailed
-classes; the default ``"fashion"`` builds exactly the files it always did.
+No real street-scene data can be shipped or downloaded, so the demo pastes Fashion-MNIST
+product photos (the objects) onto crops of public-domain photos (``assets/``). Object classes
+are drawn from a Zipf prior, so the pixels are long-tailed (background ~61 %, the two rarest
+classes ~2.7 % each) -- the situation DARS is about -- while every class still appears often
+enough for a small teacher to predict it (a steeper prior made the 2-core teacher miss the
+tail in the sizing runs). ``scene="shapes"`` uses the ten procedural classes of
+:mod:`dars.data.shapes` instead.
 
 Every scene is rendered from its own random stream ``default_rng([seed, split, index])``: a
-build is byte-identical for the same arguments, and scene ``train_00012`` does not change when
-``num_train`` does.
+build is byte-identical for the same arguments, and a scene does not change with ``num_train``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """Procedural object classes for the demo's ``shapes`` scene: ten long-tailed classes.
 
-The Fashion scene has only five object classes (its look-alike classes were dropped because
-a small teacher never predicted them). The long-tailed experiments need >= 10 classes that a
-2-core teacher still predicts at least n_j times each, so these objects are drawn rather than
-photographed: ten (shape, texture) classes in five hues, two classes per hue, so colour
-narrows a pixel down to two classes and the shape or texture must decide (disc vs ring,
-square vs triangle, bar vs striped disc, ...). A tiny CNN can tell them apart, yet the rare
-classes stay harder than the frequent ones because they are seen less often -- the bias DARS
-corrects.
-
-Classes are ordered by Zipf rank; the thin shapes (ring, frame, cross, bar) come last so that
-the rarest objects are also the smallest in pixels, giving a pixel distribution with a large
-background and a rarest class of ~1-2 % (at 64 px: background ~57 %, square ~14 %, bar ~1 %).
+The long-tailed experiments need >= 10 classes that a 2-core teacher still predicts; these are
+drawn: ten (shape, texture) classes in five hues, two per hue, so colour narrows a pixel down
+to two classes and shape or texture must decide. Classes are ordered by Zipf rank, the thin
+shapes last, so the rarest objects are also the smallest (at 64 px: background ~57 %, bar ~1 %).
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """``dars gpu-run``: give a job its own GPUs, then run it (through torchrun for several).
 
-Snakemake counts a ``gpu`` resource (``--resources gpu=N`` caps the sum of running jobs) but does
-not say *which* GPUs a job may use, so two jobs would both land on GPU 0. This wrapper picks
-``--gpus`` free devices from the pool (``CUDA_VISIBLE_DEVICES`` if set, else every GPU
-``nvidia-smi -L`` lists), holding an exclusive ``flock`` on one lock file per device while the
-command runs, and exports ``CUDA_VISIBLE_DEVICES`` with just those. Locks belong to the process,
-so they vanish when the job ends or is killed; they live in a directory per machine (per SLURM
-allocation inside one), so separate Snakemake runs on one machine share them too. ``--gpus 0``
-hides every GPU (the job runs on the CPU).
-
-Under SLURM the allocation's ``CUDA_VISIBLE_DEVICES`` is the pool, so the job simply takes the
-GPUs SLURM gave it. With ``--ddp`` and more than one GPU the command is started as
-``torchrun --standalone --nproc_per_node N --no-python CMD`` (a free rendezvous port per job);
-``--threads T`` in the command becomes T/N per process so N processes share the job's cores.
+Snakemake counts a ``gpu`` resource but does not say *which* GPUs a job may use, so two jobs
+would both land on GPU 0. This wrapper holds an exclusive ``flock`` on one lock file per device
+of the pool (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi -L``) and exports just those. Locks
+belong to the process, so they vanish when the job ends or is killed; they live in a directory
+per machine (per SLURM allocation inside one). With ``--ddp`` the command runs under
+``torchrun`` and ``--threads T`` becomes T/N per process.
 """
 
 from __future__ import annotations

@@ -1,27 +1,15 @@
 """Dilated ResNet backbones (output stride 8) and their ImageNet weights from a local file.
 
-Built on torchvision's ResNets with ``replace_stride_with_dilation=[False, True, True]``. Two
-details follow the PSPNet/DeepLab reference implementations the DARS authors used (semseg)
-rather than torchvision's defaults:
+torchvision's ResNets with ``replace_stride_with_dilation``, with two details of the semseg
+reference the authors used: every 3x3 convolution of layer3/layer4 has dilation 2/4, the first
+block's included, and ``deep_stem`` is semseg's three-conv stem (``resnet50_v2.pth``). Three
+options reproduce the Caffe-style ResNet of the released DeepLabv2 (deeplabv2.py, from
+AdvSemiSeg): ``stride_in_1x1`` (:77), ``ceil_mode_pool`` (:151) and ``frozen_bn_affine``
+(:79-91; the statistics still update there, as ours do: ``freeze_batchnorm`` is never called).
 
-- every 3x3 convolution of layer3 has dilation 2 and of layer4 dilation 4, the first block of
-  each included (torchvision keeps the first block at the previous dilation);
-- ``deep_stem`` replaces the 7x7 stem by three 3x3 convolutions (64, 64, 128 channels), the
-  "ResNet-v2" of semseg whose ImageNet weights (``resnet50_v2.pth``) the authors started from.
-
-Three options reproduce the Caffe-style ResNet of the authors' DeepLabv2 (CVMI-Lab/DARS
-model/deeplabv2.py, taken from AdvSemiSeg), which loads torchvision's ImageNet weights into it:
-``stride_in_1x1`` puts a downsampling block's stride on its first 1x1 convolution
-(deeplabv2.py:77, torchvision: on the 3x3), ``ceil_mode_pool`` rounds the stem's max-pool output
-up (deeplabv2.py:151), and ``frozen_bn_affine`` keeps every BatchNorm's scale and shift at the
-pretrained values (``requires_grad = False``, deeplabv2.py:79-91, 148, 176). Its statistics are
-*not* frozen there: ``freeze_batchnorm`` (deeplabv2.py:290) is never called, so in training the
-BatchNorms normalise with the batch's statistics and update their running averages, as ours do.
-
-Weights are read from a user-given file only (no downloads): a torchvision state dict
-(``resnet50-*.pth``) or a semseg deep-stem one, optionally wrapped in ``{"state_dict": ...}``
-and/or prefixed ``module.``; ``fc.*`` is dropped. Anything else is refused with a message that
-says what was expected.
+Weights are read from a user-given file only (no downloads), a torchvision or semseg state
+dict, possibly wrapped or ``module.``-prefixed; anything else is refused saying what was
+expected.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """A tiny encoder-decoder segmentation network for the CPU demo.
 
-DeepLab-class models are far too slow to train on two CPU cores within a demo's time budget, so
-the demo teacher is this small U-Net-like network. It keeps what matters for the DARS
-experiment -- dense per-pixel class scores, BatchNorm, a receptive field larger than any object
--- and spends its compute where the demo needs it: three stride-2 stages and a dilated residual
-context block at 1/8 resolution (receptive field ~150 px) recognise the object class, and a
-two-stage skip-connected decoder at 1/4 and 1/2 resolution localises it. Logits are predicted at
-1/2 resolution and upsampled bilinearly: in the sizing runs a full-resolution decoder stage cost
-a third more time per step for no better mIoU.
+DeepLab-class models are far too slow to train on two CPU cores, so the demo teacher is this
+small U-Net-like network: three stride-2 stages and a dilated residual context block at 1/8
+(receptive field ~150 px) recognise the object, a skip-connected decoder at 1/4 and 1/2
+localises it. Logits at 1/2 resolution, upsampled: a full-resolution decoder stage cost a
+third more time per step for no better mIoU in the sizing runs.
 """
 
 from __future__ import annotations

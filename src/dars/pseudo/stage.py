@@ -1,11 +1,9 @@
 """The pseudo-label stage: store + label histogram -> pseudo-label PNGs, thresholds, diagnostics.
 
-Order of work, so that a failed check leaves nothing behind: validate the options, the store
-and the label histogram; sum the confidence histograms inference stored per chunk (pass 1;
-counted from the images when the store has none); compute
-thresholds; write every label PNG into a temporary directory renamed onto ``labels_out`` only
-when all images succeeded (pass 2), with a manifest of every PNG's size and digest (the
-student checks it before training); then write the csv and json diagnostics.
+Ordered so that a failed check leaves nothing behind: validate, pass 1 (the histogram rows
+inference stored, else counted from the images), thresholds, pass 2 into a temporary folder
+renamed onto ``labels_out`` only when every image succeeded (with a manifest the student checks
+before training), then the csv and json diagnostics.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Per-class histograms of float16 confidence bit patterns: the exact, streaming count.
 
-Non-negative float16 values sort exactly like their uint16 bit patterns, and every confidence in
-[0, 1] is one of the ``NUM_BINS`` patterns 0x0000 (0.0) .. 0x3C00 (1.0). Counting those patterns
-per predicted class therefore loses nothing: the n-th largest confidence of a class is read off
-cumulative counts without error, in O(C x 15,361) memory whatever the dataset size (the authors'
-code kept every confidence in RAM as a Python float and sorted per class).
-
-The kernel builds one integer key ``class * width + bits`` per pixel and counts keys with
-``np.bincount`` on cache-sized chunks, on several threads (bincount releases the GIL). Invalid
-input is counted rather than tested: predictions >= C land in an overflow row and NaN, inf,
-negative or > 1 confidences in an overflow column, so validation costs almost nothing.
-
-Pure numpy on arrays: the store writer (:mod:`dars.store.probstore`) counts each chunk with it as
-inference writes it, and :mod:`dars.pseudo.confidence_hist` counts stores that lack them.
+Non-negative float16 values sort like their uint16 bit patterns, and every confidence in [0, 1]
+is one of the ``NUM_BINS`` patterns 0x0000 .. 0x3C00, so counting patterns per predicted class
+loses nothing: the n-th largest confidence of a class is read off cumulative counts, in
+O(C x 15,361) memory whatever the dataset size (the authors' code sorted every confidence).
+Invalid input is counted rather than tested (predictions >= C in an overflow row, NaN, inf,
+negative or > 1 in an overflow column), so validation costs almost nothing.
 """
 
 from __future__ import annotations

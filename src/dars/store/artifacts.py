@@ -1,12 +1,8 @@
-"""Run artifacts on disk: atomic writes (build under a temporary name, then rename), manifests,
-and reads of the small csv/json files with one error line naming the file.
+"""Run artifacts on disk: atomic writes, manifests, and reads with one error line.
 
-Snakemake (and the user) treat an output that exists as complete. A job killed mid-write must
-therefore never leave a file or directory at the final path, so every writer goes through these
-helpers: the temporary sibling lives on the same filesystem, making ``os.replace`` atomic.
-
-Renaming cannot protect an artifact that is damaged later (a lost or cut file), so directory
-artifacts (probability stores, pseudo-label folders) also carry a manifest of their files'
+Snakemake (and the user) treat an output that exists as complete, so every writer builds a
+temporary sibling (same file system: ``os.replace`` is atomic) and renames it. Renaming cannot
+protect an artifact damaged later, so directory artifacts also carry a manifest of their files'
 sizes (and digests) that readers check before they use any of it.
 """
 
