@@ -81,15 +81,9 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
 
 def render_objects(rng: np.random.Generator, background: np.ndarray, prior: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Paste 4-7 shapes on a (3, size, size) float background; return RGB uint8 and mask.
-
-    ``prior`` is the probability of each object class (ranks 1..10, see ``ZIPF_EXPONENT``).
-
-    Each object draws its class from the Zipf prior, a side, an aspect ratio, flips (the
-    triangle points up or down, the bar lies or stands), a jittered colour of its class hue and
-    the least occluding of a few positions; later objects occlude earlier ones. Sensor noise
-    covers the whole image, so no class is recognisable from perfectly flat colour.
-    """
+    """Paste 4-7 shapes (classes drawn from ``prior``) on a (3, size, size) float
+    background; return RGB uint8 and mask. Sensor noise covers the whole image, so no class is
+    recognisable from perfectly flat colour."""
     size = background.shape[-1]
     image = background.copy()
     mask = np.zeros((size, size), dtype=np.uint8)

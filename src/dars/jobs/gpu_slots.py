@@ -55,10 +55,8 @@ def lock_dir(environ: dict[str, str] | None = None) -> Path:
 
 
 def try_acquire(pool: Sequence[str], count: int, directory: Path) -> tuple[list[str], list[int]]:
-    """Lock ``count`` free devices of ``pool``; return their ids and the open lock fds.
-
-    Returns ``([], [])`` (holding nothing) when fewer than ``count`` are free.
-    """
+    """Lock ``count`` free devices of ``pool``; their ids and the open lock fds, or
+    ``([], [])`` (holding nothing) when fewer are free."""
     directory.mkdir(parents=True, exist_ok=True)
     ids: list[str] = []
     fds: list[int] = []
@@ -173,11 +171,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dars.jobs.gpu_slots``: ``dars gpu-run`` without importing torch first.
-
-    The rules use this form: the wrapper starts in 0.1 s instead of the seconds ``dars`` (and
-    its torch import) takes, and the wrapped ``dars`` command imports torch once anyway.
-    """
+    """``python -m dars.jobs.gpu_slots``, the rules' form: it starts in 0.1 s, not the seconds
+    of ``dars``'s imports, which the wrapped command pays once anyway."""
     args = add_arguments(argparse.ArgumentParser(prog="python -m dars.jobs.gpu_slots",
                                               description=__doc__.split("\n\n")[0])
                       ).parse_args(argv)

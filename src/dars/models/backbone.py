@@ -36,10 +36,7 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
 
 class ResNetBackbone(nn.Module):
     """ResNet trunk at output stride 8; ``forward`` returns (layer3, layer4) features.
-
-    Attribute names follow the torchvision/semseg state dicts (``conv1``, ``bn1``, ...,
-    ``layer4``) so pretrained files load without renaming.
-    """
+    Attribute names follow the torchvision/semseg state dicts, so weights load unrenamed."""
 
     def __init__(self, depth: str = "resnet50", deep_stem: bool = False,
                  frozen_bn_affine: bool = False, stride_in_1x1: bool = False,
@@ -124,13 +121,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 def lr_groups(model: nn.Module, head_mult: float, fast_stages: Sequence[str] = ()
               ) -> list[tuple[list[nn.Parameter], float]]:
     """(parameters, lr multiplier) groups: pretrained backbone at 1x, everything else at
-    ``head_mult`` (the authors' 10x), since newly initialised layers must move much further.
-
-    ``fast_stages`` names backbone stages (``layer1``..``layer4``) that run at ``head_mult``
-    too: the released DeepLabv2 splits its six backbone groups at ``index_split = 5``
-    (CVMI-Lab/DARS tool/train.py:193-202, tool/train_func.py:162-165), so its layer4 trains at
-    10x. Models without a ``backbone`` attribute (the tiny demo net) get one group at 1x.
-    """
+    ``head_mult`` (the authors' 10x: new layers must move much further). ``fast_stages`` run at
+    ``head_mult`` too (the released DeepLabv2's layer4, tool/train.py:193-202). Models without a
+    ``backbone`` get one group at 1x."""
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         return [(list(model.parameters()), 1.0)]

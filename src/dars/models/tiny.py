@@ -43,13 +43,9 @@ def _resize_as(x: Tensor, ref: Tensor) -> Tensor:
 
 
 class TinySegNet(nn.Module):
-    """Small encoder-decoder CNN; ``forward`` returns ``{"out": logits}`` at input resolution.
-
-    The output is a dict (as in torchvision's segmentation models) so that larger models can add
-    an ``"aux"`` head without changing the training code. Any input size works; sizes divisible
-    by 8 keep the skip connections pixel-aligned. ``width`` = channels at 1/2 resolution
-    (1/1: width/2, 1/4: 2*width, 1/8: 4*width); width 32 has ~0.73 M parameters.
-    """
+    """Small encoder-decoder CNN; ``forward`` returns ``{"out": logits}`` at input resolution
+    (sizes divisible by 8 keep the skips pixel-aligned). ``width`` = channels at 1/2
+    resolution; width 32 has ~0.73 M parameters."""
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()

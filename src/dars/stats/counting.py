@@ -38,13 +38,10 @@ def _floor_bits(num_classes: int) -> int:
 
 def _count_chunks(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
                   starts: Sequence[int]) -> np.ndarray:
-    """Working histogram of the chunks beginning at ``starts``, flat (C + 1) x width.
-
-    Column k counts bit pattern ``low - 1 + k``; column 0 also collects everything below and
-    the last column (_INVALID) everything above 1.0. Row C collects predictions >= C. Skipping
-    the patterns below ``low`` makes the table 3-4x smaller, so zeroing and summing it per
-    chunk stays cheap next to the counting itself.
-    """
+    """Working histogram of the chunks beginning at ``starts``, (C + 1) x width: column k
+    counts pattern ``low - 1 + k`` (column 0 also everything below, the last everything above
+    1.0), row C predictions >= C. Skipping the patterns below ``low`` makes the table 3-4x
+    smaller, so zeroing and summing it per chunk stays cheap next to the counting."""
     width = _INVALID - low + 2
     size = (num_classes + 1) * width + low - 1
     acc = np.zeros(size, np.int64)
@@ -71,16 +68,10 @@ def _working_histogram(pred: np.ndarray, bits: np.ndarray, num_classes: int, low
 
 def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
                          threads: int | None = None) -> np.ndarray:
-    """Count, per predicted class, the float16 bit patterns of the confidences.
-
-    Pixels predicted ``PAD`` (255) are padding and skipped. Returns a (C, NUM_BINS) int64 array
-    whose column b counts confidences with bit pattern b. Raises DarsError for a prediction in
-    [C, 254] or a confidence outside [0, 1] (NaN and inf included), since either means the store
-    does not belong to this dataset or the teacher diverged.
-
-    The fast layout assumes confidences >= ~1/C (true of any softmax maximum); if some are
-    lower the count is redone over every bit pattern, so the result is exact either way.
-    """
+    """(C, NUM_BINS) int64 counts of the confidences' bit patterns per predicted class, PAD
+    skipped. A prediction in [C, 254] or a confidence outside [0, 1] is a DarsError: the store
+    does not belong to this dataset or the teacher diverged. Confidences below ~1/C (no softmax
+    maximum is) are counted exactly too, by a second count over every pattern."""
     if prediction.shape != confidence.shape:
         raise DarsError(f"prediction shape {prediction.shape} != confidence shape "
                         f"{confidence.shape}")
@@ -110,13 +101,9 @@ def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_cla
 
 def valid_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
                     threads: int | None = None) -> np.ndarray:
-    """:func:`confidence_histogram` of the valid pixels only, never raising.
-
-    What a store writer records: a prediction outside 0..C-1 or a confidence outside [0, 1]
-    is left out, so the store's counts fall short of its pixels and its readers recount from
-    the images instead (:func:`dars.pseudo.confidence_hist.store_histogram`), whose error
-    names the image. Padding (PAD) is never counted.
-    """
+    """:func:`confidence_histogram` of the valid pixels only, never raising: what a store
+    writer records. Invalid pixels left out make the rows fall short of the store's pixels,
+    so readers recount from the images, whose error names the image."""
     try:
         return confidence_histogram(prediction, confidence, num_classes, threads)
     except DarsError:
