@@ -1,15 +1,8 @@
-"""Dataset definitions: what each supported dataset fixes (classes, ignore value, label ids).
-
-A definition is the one place where a dataset's facts live -- class names, the mask value that
-means "no label", how raw label files map to training ids, where split discovery looks for
-files. Stages ask the definition (via :class:`dars.data.dataset.DatasetSpec`) instead of
-branching on ``dataset.name``, so adding a dataset is adding one definition to
-:data:`_REGISTRY`.
-
-``label_maps`` are keyed by mask-file suffix because in the datasets we support the file name
-states which id space the file is in (Cityscapes' ``*_gtFine_labelIds.png`` always holds the 34
-raw label ids); :func:`dars.data.images.read_mask` applies them wherever a mask is read, so the
-label histogram, training, evaluation and pseudo-label precision all see training ids.
+"""Dataset definitions: the one place for what each supported dataset fixes (class names, the
+"no label" value, raw label ids -> training ids, where ``dars split`` looks), so stages ask
+the definition instead of branching on ``dataset.name``. ``label_maps`` are keyed by mask-file
+suffix because the name states the id space (Cityscapes' ``*_gtFine_labelIds.png``);
+:func:`dars.data.images.read_mask` applies them wherever a mask is read.
 """
 
 from __future__ import annotations

@@ -122,16 +122,11 @@ class ReleasedAugment:
 
 
 class FusedAugment(ReleasedAugment):
-    """The released draws, but scale, rotation, flip, padding and crop composed into one
-    ``cv2.warpAffine`` from the decoded image to the crop (plus the blur's margin): no
-    scaled or rotated whole image is ever made, which at scale 3 is most of the work.
-
-    A documented difference from the released pipeline (``train.augment: fused``): the image
-    is resampled once instead of twice (slightly sharper where the released pipeline both
-    scales and rotates), the mask's nearest neighbour rounds the mapped position (``resize``
-    takes its floor), so label borders may move by a scaled pixel, and the blur reads real
-    neighbours at the crop's edges. tests/test_transforms.py bounds the difference.
-    """
+    """The released draws composed into one ``cv2.warpAffine`` from the decoded image to the
+    crop: no scaled or rotated whole image is made. Not the released pixels: the image is
+    resampled once (slightly sharper), the mask's nearest neighbour rounds where ``resize``
+    floors (borders may move by a scaled pixel), and the blur reads real neighbours at the
+    crop's edges; tests/test_transforms.py bounds the difference."""
 
     def apply(self, image: np.ndarray, mask: np.ndarray,
               d: Draw) -> tuple[np.ndarray, np.ndarray]:

@@ -1,23 +1,12 @@
 """Batched prediction over a list of images, shared by inference, calibration and evaluation.
 
-Images are grouped by size (read from the file headers) and batched within a group, so
-variable-size datasets (VOC) batch as well as fixed-size ones and no padding between images
-ever reaches the network. The released protocol (CVMI-Lab/DARS ``tool/gen_pseudo_label_utils.py``
-``first_forward`` and ``util/validate_full_size.py`` ``test``, single scale 1.0):
-
-1. resize the image so its long side is ``base_size`` (``cv2.resize(..., INTER_LINEAR)``, new
-   short side ``round(base_size * short / long)``); a bilinear resize commutes with the
-   per-channel normalisation, so resizing the normalised tensor is the same;
-2. average scores over sliding windows (or one whole-image pass) and the flip
-   (:mod:`dars.engine.sliding`);
-3. resize the averaged scores back to the full image (``cv2.resize(..., INTER_LINEAR)`` =
-   bilinear with half-pixel centres, ``align_corners=False``), so stores and metrics are full
-   size whatever scale the network saw;
-4. temperature scaling divides those logits by T, then the softmax gives the confidences and
-   the argmax (``prediction_tensor / args.diagram_T`` then ``torch.softmax``).
-
-The released code takes that softmax in float16 (more confidences tie at exactly 1.0); ours
-is float32, and the store keeps float16 confidences of it.
+Images are batched within groups of one size (read from the headers), so variable-size
+datasets (VOC) batch as well as fixed-size ones and no padding reaches the network. The
+released protocol (``gen_pseudo_label_utils.py`` ``first_forward``, ``validate_full_size.py``
+``test``, single scale): resize the long side to ``base_size`` (bilinear commutes with the
+normalisation), average scores over windows and flip (:mod:`dars.engine.sliding`), resize them
+back to the full image (bilinear, half-pixel centres), divide logits by T, softmax. The released
+softmax is float16 (more ties at 1.0); ours is float32, stored as float16 confidences.
 """
 
 from __future__ import annotations

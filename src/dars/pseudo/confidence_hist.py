@@ -1,9 +1,6 @@
-"""Pass 1 over a store: its confidence histogram, counted from the images.
-
-A store written by :class:`dars.store.probstore.ProbStoreWriter` carries the histogram of every
-chunk, counted as inference wrote it (:meth:`dars.store.probstore.ProbStore.histogram`); this module
-counts the images themselves (:func:`store_histogram`) -- for a store without them, or one whose
-counts do not cover its pixels (invalid values: the count names the image).
+"""Pass 1 counted from a store's images (:func:`store_histogram`): for a store whose
+per-chunk rows (:meth:`dars.store.probstore.ProbStore.histogram`) are missing or do not cover
+its pixels (invalid values: the count names the image).
 """
 
 from __future__ import annotations

@@ -56,11 +56,8 @@ class _Pass2Counts:
 
 def read_label_histogram(path: str | os.PathLike[str], num_classes: int
                          ) -> tuple[list[str], np.ndarray]:
-    """Class names and labeled ratios r_j from ``label_histogram.csv``.
-
-    Ratios are recomputed from the pixel counts (exact, immune to csv rounding). Every class
-    0..C-1 must appear exactly once, C being the store's class count.
-    """
+    """Class names and labeled ratios r_j from ``label_histogram.csv``, recomputed from the
+    pixel counts (immune to csv rounding); every class 0..C-1 of the store exactly once."""
     df = read_csv(path)
     missing_cols = [c for c in _HIST_COLUMNS if c not in df.columns]
     if missing_cols:
@@ -111,12 +108,8 @@ def _label_name(image_id: str) -> str:
 
 def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabelOptions,
                   root: Path, true_mask: TrueMask | None) -> _Pass2Counts:
-    """Pass 2: one PNG per image under ``root``, returning per-class tallies.
-
-    Image by image, a block of whole chunk files read at a time. Images are independent
-    (their randomness comes from their id), so neither the order nor the block size changes
-    a label.
-    """
+    """Pass 2: one PNG per image under ``root``, returning per-class tallies (an image's
+    randomness comes from its id, so neither order nor block size changes a label)."""
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
     rule = LabelRule(thresholds)
@@ -157,13 +150,9 @@ def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = KL_EPSILON) -> float:
-    """KL(p || q) of two class distributions (or counts), after smoothing both with ``eps``.
-
-    Each is normalised, ``eps`` is added to every class and the result renormalised.
-
-    Without smoothing a class the pseudo labels lack (a teacher that never predicts it) makes
-    the divergence infinite; eps keeps it finite and still dominated by that class.
-    """
+    """KL(p || q) of two class distributions (or counts), each normalised, smoothed by ``eps``
+    and renormalised: a class the pseudo labels lack would make it infinite; eps keeps it finite
+    and still dominated by that class."""
     def smooth(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
         x = x / x.sum() if x.sum() > 0 else np.zeros_like(x)

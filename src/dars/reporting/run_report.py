@@ -1,9 +1,7 @@
 """``dars report``: the figures and tables of the run's HTML report (``snakemake --report``).
 
-Everything is read from a finished run directory (``results/<run>/``) and written to one folder
-whose file names :func:`report_files` defines, so the ``report`` rule declares exactly what
-this writes. Tables are small HTML pages (Snakemake's report shows them inline); plots are SVG
-(line art) or PNG (image examples). Only matplotlib's Agg backend is used: no display needed.
+Everything is read from a finished run directory and written to one folder whose file names
+:func:`report_files` defines, so the ``report`` rule declares exactly what this writes.
 """
 
 from __future__ import annotations
