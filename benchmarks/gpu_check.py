@@ -555,8 +555,8 @@ def measure_inference(dev: torch.device, sizes: Sizes, samples: list[Sample], fa
     mpx = len(samples) * math.prod(sizes.image_hw) / 1e6
 
     def predict(idx: list[int]) -> None:
-        for _, prediction, _, _ in predict_labels(model, samples, idx, sizes.infer_batch,
-                                                  options):
+        for _, prediction, _ in predict_labels(model, samples, idx, sizes.infer_batch,
+                                               options):
             assert prediction.shape == sizes.image_hw
 
     predict(indices[:sizes.infer_batch])  # warm-up: cuDNN picks kernels for the window shapes

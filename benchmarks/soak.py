@@ -167,7 +167,7 @@ def repeat_store(src: Path, dst: Path, n: int) -> Path:
     m = len(source)
     writer = ProbStoreWriter(dst, [f"rep{i:06d}" for i in range(n)],
                              [tuple(source.shapes[i % m]) for i in range(n)],
-                             source.class_names, store_probs=False)
+                             source.class_names)
     group, step = writer.group, 500
     for start in range(0, n, step):
         idx = np.arange(start, min(start + step, n)) % m

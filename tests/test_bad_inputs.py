@@ -80,7 +80,8 @@ def _write_store(path: Path, ids: list[str], num_classes: int = 3,
         probs = np.exp(logits) / np.exp(logits).sum(0)
         if corrupt is not None and i == 1:
             probs[:, 2, 3] = corrupt
-        writer.write(i, probs.astype(np.float16))
+        p = probs.astype(np.float16)
+        writer.write_prediction(i, p.argmax(0), p.max(0))
     writer.finalize()
     return path
 
@@ -426,7 +427,8 @@ def _(w, mp):
 def _(w, mp):
     store = w.tmp / "probs.zarr"
     writer = ProbStoreWriter(store, UNLABELED, [(SIZE, SIZE)] * 4, CLASSES)
-    writer.write(0, np.full((3, SIZE, SIZE), 1 / 3, np.float16))
+    writer.write_prediction(0, np.zeros((SIZE, SIZE), np.uint8),
+                            np.full((SIZE, SIZE), 1 / 3, np.float16))
     return Run(*w.pseudo(store, None), [str(store), "an unfinished one exists"])
 
 
@@ -668,7 +670,7 @@ def _(w, mp):
 @case("disk-full-writing-probability-store")
 def _(w, mp):
     argv, outs = w.infer()
-    chunk = w.out / "probs.zarr.partial" / "probs" / "c" / "2" / "0" / "0" / "0"
+    chunk = w.out / "probs.zarr.partial" / "confidence" / "c" / "0" / "0" / "0"
     real = ProbStoreWriter.write_prediction
 
     def write(self, index, *arrays):  # noqa: ANN001, ANN002, ANN202

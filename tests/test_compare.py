@@ -314,7 +314,8 @@ def _tiny_store(path: Path, images: int = 3) -> Path:
     rng = np.random.default_rng(0)
     for i in range(images):
         p = rng.dirichlet(np.ones(3), size=(6 + i, 8)).transpose(2, 0, 1)
-        writer.write(i, p.astype(np.float16))
+        q = p.astype(np.float16)
+        writer.write_prediction(i, q.argmax(0), q.max(0))
     writer.finalize()
     return path
 
@@ -451,9 +452,7 @@ def _biased_store(path: Path, seed: int, images: int = 12, side: int = 48) -> Pa
         conf = rng.uniform(0.35, 0.999, size=pred.shape)
         ties = rng.random(pred.shape) < np.where(pred == 0, 0.7, 0.2)
         conf[ties] = 1.0
-        probs = np.repeat(((1 - conf) / (c - 1))[None], c, axis=0)
-        np.put_along_axis(probs, pred[None], conf[None], axis=0)
-        writer.write(i, probs.astype(np.float16))
+        writer.write_prediction(i, pred, conf.astype(np.float16))
     writer.finalize()
     return path
 

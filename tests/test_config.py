@@ -110,7 +110,7 @@ def test_every_paper_config_has_the_authors_settings() -> None:
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_config_matches_the_released_settings(name: str) -> None:
-    from dars.data import cityscapes
+    from dars.data.definitions import CITYSCAPES
 
     alphas, first, second, epochs, crop, lr = PAPER[name]
     c = config.load(REPO / "config" / f"{name}.yaml")
@@ -130,7 +130,7 @@ def test_paper_config_matches_the_released_settings(name: str) -> None:
         assert (REPO / split).is_file(), split
     if c["dataset"]["name"] == "cityscapes":
         assert len(e["tail_classes"]) == 13
-        assert set(e["tail_classes"]) == set(cityscapes.CLASSES) - CITYSCAPES_HEAD
+        assert set(e["tail_classes"]) == set(CITYSCAPES.classes) - CITYSCAPES_HEAD
 
 
 @dataclass(frozen=True)

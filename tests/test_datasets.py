@@ -24,11 +24,10 @@ from dars.core import config
 from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
 from dars.core.options import DatasetOptions
-from dars.data import cityscapes, voc
 from dars.data.dataset import SegmentationDataset, dataset_spec
+from dars.data.definitions import CITYSCAPES, CITYSCAPES_LABEL_IDS, VOC, dataset_names
 from dars.data.draw_split import discover_pairs, labeled_count
 from dars.data.images import read_mask
-from dars.data.registry import dataset_names
 from dars.pseudo.thresholds import PseudoLabelOptions
 from dars.store.probstore import ProbStore
 
@@ -60,7 +59,7 @@ def test_cityscapes_label_ids_map_to_the_official_train_ids(tmp_path: Path) -> N
                 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
     for label_id in range(256):
         assert mapped.flat[label_id] == expected.get(label_id, 255), label_id
-    assert len(cityscapes.CLASSES) == 19
+    assert len(CITYSCAPES.classes) == 19
 
 
 def test_cityscapes_ready_train_ids_are_read_unchanged(tmp_path: Path) -> None:
@@ -87,7 +86,7 @@ def test_voc_palette_masks_of_odd_sizes(tmp_path: Path) -> None:
     cfg = config.validate({"dataset": {"name": "voc", "root": str(root), "splits": {
         "labeled": "labeled.txt", "unlabeled": "unlabeled.txt", "val": "val.txt"}}})
     spec = dataset_spec(DatasetOptions.from_config(cfg))
-    assert spec.classes == list(voc.CLASSES) and spec.num_classes == 21
+    assert spec.classes == list(VOC.classes) and spec.num_classes == 21
     ds = SegmentationDataset(spec, spec.samples("labeled"))
     sizes = set()
     for i in range(len(ds)):
@@ -215,7 +214,7 @@ def test_every_stage_runs_on_the_real_layout(dataset: str, tmp_path: Path) -> No
     if dataset == "cityscapes":  # labelIds were mapped: raw ids 0/4/9/30 counted nowhere
         raw = np.concatenate([np.array(Image.open(s.mask)).ravel()
                               for s in spec.samples("labeled")])
-        assert hist["pixels"].sum() == np.isin(raw, cityscapes.LABEL_IDS).sum()
+        assert hist["pixels"].sum() == np.isin(raw, CITYSCAPES_LABEL_IDS).sum()
     train = ["train", "--config-json", js, "--threads", "1"]
     assert main([*train, "--round", "0", "--out", str(res / "r0.pt"),
                  "--log-csv", str(res / "r0.csv"), "--state-dir", str(res / "s0")]) == 0

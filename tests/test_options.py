@@ -81,7 +81,6 @@ def test_runtime_keys_are_in_no_stage_options(section: str, key: str, value: Any
     ("pseudo_label", "method", "cbst", set()),  # a CLI argument of thresholding, not config
     ("dataset", "pixels_per_image", 187500, set()),  # only thresholding's n_j reads it
     # calibration predicts as inference does, but writes no store
-    ("infer", "store_probs", True, {"InferOptions"}),
     ("infer", "images_per_chunk", 4, {"InferOptions"}),
     ("infer", "batch_size", 4, {"InferOptions", "CalibrateOptions"}),
     ("pseudo_label", "calibration_split", "labeled", {"CalibrateOptions"}),

@@ -33,8 +33,8 @@ from workflow_helpers import REPO, planned_jobs, snakemake
 
 from dars.core import config
 from dars.core.options import DatasetOptions
-from dars.data import cityscapes
 from dars.data.dataset import DatasetSpec, dataset_spec
+from dars.data.definitions import CITYSCAPES
 from dars.data.images import image_size
 from dars.store.probstore import ProbStore
 
@@ -178,7 +178,7 @@ def test_dataset_classes_and_tail_metric(paper_runs: dict[str, PaperRun], name: 
     """Cityscapes: 19 train ids (labelIds mapped) and the 13-class tail mIoU."""
     run = paper_runs[name]
     summary = pd.read_csv(run.results / "summary.csv")
-    assert run.spec.classes == list(cityscapes.CLASSES)
+    assert run.spec.classes == list(CITYSCAPES.classes)
     assert len(run.cfg["evaluate"]["tail_classes"]) == 13
     for r in ROUNDS:
         tail = json.loads((run.results / f"round{r}" / "metrics.json").read_text())

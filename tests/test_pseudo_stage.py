@@ -54,7 +54,8 @@ def write_store(path: Path, shapes: list[tuple[int, int]], seed: int = 0,
         probs[:, confident] = onehot * (1 - 1e-5 * c) + 1e-5
         if corrupt and i in corrupt:
             probs[:, 0, 0] = corrupt[i]
-        writer.write(i, probs.astype(np.float16))
+        p = probs.astype(np.float16)
+        writer.write_prediction(i, p.argmax(0), p.max(0))
         truth[ids[i]] = true.astype(np.uint8)
     writer.finalize()
     return path, truth
@@ -335,7 +336,7 @@ def test_chunks_hold_several_images_and_out_of_order_writes_change_nothing(
         writer = ProbStoreWriter(tmp_path / f"{name}.zarr", [f"i{i}" for i in range(7)],
                                  SHAPES, NAMES, images_per_chunk=3)
         for i in order:
-            writer.write(i, probs[i])
+            writer.write_prediction(i, probs[i].argmax(0), probs[i].max(0))
         writer.close(range(7))
         writer.finalize()
         stores.append(_arrays(tmp_path / f"{name}.zarr"))
@@ -343,17 +344,17 @@ def test_chunks_hold_several_images_and_out_of_order_writes_change_nothing(
         np.testing.assert_array_equal(stores[0][key], stores[1][key], key)
     files = sorted(p.relative_to(tmp_path / "shuffled.zarr").as_posix()
                    for p in (tmp_path / "shuffled.zarr").rglob("*") if p.is_file())
-    # 3 chunk files (3 + 3 + 1 images) per per-image array, no probabilities by default
+    # 3 chunk files (3 + 3 + 1 images) per per-image array
     assert [f for f in files if f.startswith("confidence/c/")] == [
         f"confidence/c/{k}/0/0" for k in range(3)]
-    assert not any(f.startswith("probs") for f in files) and "manifest.json" in files
+    assert "manifest.json" in files
     assert ProbStore(ref).per_chunk == MAX_IMAGES_PER_CHUNK == 256  # small images: 256 a file
 
 
 def test_a_writer_must_finish_the_chunks_it_starts(tmp_path: Path) -> None:
     writer = ProbStoreWriter(tmp_path / "p.zarr", ["a", "b", "c"], [(2, 2)] * 3, NAMES[:2],
                              images_per_chunk=2)
-    writer.write(0, np.full((2, 2, 2), 0.5, np.float16))
+    writer.write_prediction(0, np.zeros((2, 2), np.uint8), np.full((2, 2), 0.5, np.float16))
     with pytest.raises(DarsError, match=r"chunk\(s\) \[0\] were never predicted"):
         writer.close(range(0, 1))
 

@@ -164,7 +164,7 @@ def test_infer_shards_fill_one_store_identical_to_one_job(
 def test_inference_stores_the_confidence_at_its_temperature(
         folder_config: dict, untrained_teacher: Path, tmp_path: Path) -> None:
     """confidence = max_c softmax(logits / T)_c, prediction = argmax (independent of T),
-    written by inference; the store records T and keeps no probabilities by default."""
+    written by inference; the store records T."""
     from dars.data.dataset import dataset_spec, to_tensor
     from dars.data.images import read_image
     from dars.store.probstore import ProbStore
@@ -173,7 +173,7 @@ def test_inference_stores_the_confidence_at_its_temperature(
     infer_mod.infer(InferOptions.from_config(cfg), untrained_teacher, tmp_path / "t.zarr",
                     temperature=t)
     store = ProbStore(tmp_path / "t.zarr")
-    assert store.temperature == t and "probs" not in store.group
+    assert store.temperature == t
     model = load_model(untrained_teacher, 3)
     samples = dataset_spec(DatasetOptions.from_config(cfg)).samples("unlabeled",
                                                                     require_masks=False)

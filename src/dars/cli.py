@@ -1,17 +1,11 @@
 """The ``dars`` command: one subcommand per pipeline stage.
 
-Each Snakemake rule is a thin shell around one of these, and each works by hand too, so a user
-can debug a stage without Snakemake. A stage runs on its options (:mod:`dars.core.options`): rules
-pass exactly those as JSON (``--options-json``, the rule's params); by hand, ``--config
-config/config.yaml`` (or ``--config-json``, a full or partial config) is simpler: the schema
-validates it, fills defaults and the stage's options are taken from it. Values that only change
-how fast a stage runs (``--threads``, ``--workers``) are arguments of their own. A
-:class:`DarsError` becomes one ``error:`` line and exit status 2. Every subcommand is registered
-here the same way (``add`` in :func:`build_parser`); a module with many arguments of its own
-(report, compare, gpu-run) only adds them to the parser it is given.
-
-Multi-GPU training: ``torchrun --nproc_per_node=N -m dars.cli train ...`` (DDP + SyncBN; see
-:mod:`dars.engine.distributed`).
+Each Snakemake rule is a thin shell around one of these, so a user can debug a stage without
+Snakemake. Rules pass a stage its options as JSON (``--options-json``); by hand ``--config``
+(or ``--config-json``) is simpler: the stage's options are taken from the validated config.
+Values that only change how fast a stage runs (``--threads``, ``--workers``) are arguments of
+their own. A :class:`DarsError` becomes one ``error:`` line and exit status 2. Multi-GPU
+training: ``torchrun --nproc_per_node=N -m dars.cli train ...``.
 """
 
 from __future__ import annotations

@@ -70,13 +70,9 @@ def validate(config: Config) -> Config:
 
 
 def coerce_cli_strings(value: Any) -> Any:
-    """Turn numeric/boolean/null strings nested in lists and dicts back into values.
-
-    ``snakemake --config rounds='[{alpha: 0.3}]'`` parses nested values with YAML's BaseLoader,
-    so they arrive as strings ("0.3"); without this, overriding one round's alpha on the
-    command line would fail validation. Top-level strings are left alone (Snakemake already
-    parses those, and a run name like "007" must stay a string).
-    """
+    """Turn numeric/boolean/null strings nested in lists and dicts back into values:
+    ``snakemake --config rounds='[{alpha: 0.3}]'`` parses nested values as strings. Top-level
+    strings are left alone (a run name like "007" must stay a string)."""
 
     def coerce(v: Any) -> Any:
         if isinstance(v, dict):
@@ -120,11 +116,8 @@ def epochs_per_round(config: Config) -> list[int]:
 
 
 def scale_range(config: Config, round_index: int) -> tuple[float, float]:
-    """The random-scale range of a round: rounds widen [s_min, s_max] by their beta (paper §3.3).
-
-    Round 0 (the baseline) uses the configured range; round k >= 1 uses
-    [(1 - beta_min) * s_min, (1 + beta_max) * s_max] with round k's betas.
-    """
+    """The random-scale range of a round: round k >= 1 widens [s_min, s_max] to
+    [(1 - beta_min) * s_min, (1 + beta_max) * s_max] with its betas (paper §3.3)."""
     s_min, s_max = config["train"]["scale"]
     if round_index == 0:
         return float(s_min), float(s_max)

@@ -1,17 +1,11 @@
 """Stage options: the frozen values one stage's outputs depend on, and nothing else.
 
-Each stage takes one options object (``TrainOptions``, ``InferOptions``, ...) built by
-``from_config`` from the validated config, so it cannot read a key of the config it was not
-given, nor a schema default standing in for one. ``params()`` is that object as JSON-ready
-data: the workflow's rules pass it (``--options-json``) and Snakemake reruns a job exactly when
-it changes, so a key a stage ignores, or one that only changes how fast it runs
-(``train.num_workers``, threads, the ``dars split`` patterns), reruns nothing.
-
-The pieces several stages share (:class:`DatasetOptions`, :class:`ModelOptions`,
-:class:`PredictOptions`) and the model stages' options are here; the others live beside their
-stage (:class:`dars.pseudo.thresholds.PseudoLabelOptions`, ...). This module imports neither
-torch nor a stage, so the Snakefile and the light subcommands load it cheaply, nor the config
-schema's validator (jsonschema), which the prediction code runs without.
+Each stage takes one options object built by ``from_config`` from the validated config, so it
+cannot read a key it was not given. ``params()`` is that object as JSON: the workflow's rules
+pass it (``--options-json``) and Snakemake reruns a job exactly when it changes, so a key a
+stage ignores, or one that only changes how fast it runs, reruns nothing. This module imports
+neither torch, nor a stage, nor jsonschema: the Snakefile and the prediction code load it
+cheaply.
 """
 
 from __future__ import annotations
@@ -44,8 +38,7 @@ def frozen(value: Any) -> Any:
 
 
 def _from_plain(hint: Any, value: Any) -> Any:
-    """A field's value from its JSON data: nested options (fields typed ``X`` or ``X | None``)
-    rebuilt, anything else frozen."""
+    """A field's value from its JSON data: nested options rebuilt, anything else frozen."""
     if value is not None:
         for kind in (hint, *get_args(hint)):
             if isinstance(kind, type) and issubclass(kind, Options):
@@ -97,7 +90,7 @@ class SplitFiles(Options):
 @dataclass(frozen=True)
 class DatasetOptions(Options):
     """The ``dataset`` section without the ``dars split`` patterns (where to look, not what is
-    read); resolved against the files by :func:`dars.data.dataset.dataset_spec`."""
+    read)."""
 
     name: str
     root: str
@@ -139,8 +132,7 @@ class ModelOptions(Options):
 @dataclass(frozen=True)
 class PredictOptions(Options):
     """How a model is applied to an image (:mod:`dars.engine.predict`), from the ``infer`` or
-    ``evaluate`` section. The defaults are the plain whole-image forward pass, for callers
-    that build one by hand; stages always get every value from their section."""
+    ``evaluate`` section; the defaults are the plain whole-image forward pass."""
 
     mode: str = "whole"
     crop_size: int | None = None
@@ -158,16 +150,10 @@ class PredictOptions(Options):
 
 @dataclass(frozen=True)
 class TrainOptions(Options):
-    """One training round: the dataset, the model, the seed, this round's place in the
-    schedule and the ``train`` hyperparameters (``train.num_workers`` is speed only: an
-    argument of :class:`dars.engine.train.Trainer`, not an option).
-
-    ``epochs_per_round`` lists the epochs of rounds 0..``round`` (all this round's lr schedule
-    depends on: a later round never changes an earlier one), ``scale_range`` is this round's
-    random-scale range (:func:`dars.core.config.scale_range`), ``evaluate_start``/``evaluate_every``
-    this round's validation schedule (:func:`dars.core.config.evaluate_schedule`) and
-    ``validation`` the ``evaluate`` section it validates with (None when it never does, so the
-    section changes nothing then); the other fields are the ``train`` keys of the same names.
+    """One training round: the ``train`` keys of the same names, plus what this round's
+    outputs depend on: the epochs of rounds 0..``round`` (a later round never changes an
+    earlier one), its scale range and validation schedule, and the ``evaluate`` section it
+    validates with (None when it never does, so the section changes nothing then).
     """
 
     dataset: DatasetOptions
@@ -222,26 +208,24 @@ class TrainOptions(Options):
 
 @dataclass(frozen=True)
 class InferOptions(Options):
-    """Inference on the unlabeled pool: the ``infer`` section (prediction protocol, batch,
-    store layout). The temperature is the job's argument: it comes from a calibration file
-    when it is ``auto``."""
+    """The ``infer`` section. The temperature is the job's argument: with ``auto`` it comes from
+    a calibration file."""
 
     dataset: DatasetOptions
     predict: PredictOptions
     batch_size: int
-    store_probs: bool
     images_per_chunk: int | None
 
     @classmethod
     def from_config(cls, config: Config) -> InferOptions:
         section = config["infer"]
         return cls(DatasetOptions.from_config(config), PredictOptions.from_section(section),
-                   section["batch_size"], section["store_probs"], section["images_per_chunk"])
+                   section["batch_size"], section["images_per_chunk"])
 
 
 @dataclass(frozen=True)
 class EvaluateOptions(Options):
-    """Validation metrics: the ``evaluate`` section (prediction protocol, batch, tail classes)."""
+    """The ``evaluate`` section."""
 
     dataset: DatasetOptions
     predict: PredictOptions
@@ -257,8 +241,7 @@ class EvaluateOptions(Options):
 
 @dataclass(frozen=True)
 class CalibrateOptions(Options):
-    """Temperature fitting: the logits are predicted as inference predicts them (the ``infer``
-    prediction protocol and batch, not its store layout) on ``pseudo_label.calibration_split``."""
+    """Temperature fitting on ``pseudo_label.calibration_split``, predicting as inference does."""
 
     dataset: DatasetOptions
     predict: PredictOptions

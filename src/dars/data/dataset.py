@@ -1,9 +1,6 @@
-"""Segmentation datasets over split files, with classes resolved from the dataset definition.
-
-One generic dataset class serves every dataset (demo, folder, Cityscapes, VOC): what differs
-between them -- class names, ignore value, label-id mapping -- is data in their
-:class:`~dars.data.definitions.DatasetDefinition`. Labeled, unlabeled and pseudo-labeled data
-differ only in where masks come from, so they share this class.
+"""Segmentation datasets over split files. What differs between datasets is data in their
+:class:`~dars.data.definitions.DatasetDefinition`, and labeled, unlabeled and pseudo-labeled
+data differ only in where masks come from, so one class serves them all.
 """
 
 from __future__ import annotations
@@ -19,9 +16,8 @@ from torch.utils.data import Dataset
 from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
 from dars.core.options import DatasetOptions
-from dars.data.definitions import DatasetDefinition
+from dars.data.definitions import DatasetDefinition, get_definition
 from dars.data.images import read_image, read_mask
-from dars.data.registry import get_definition
 from dars.data.splits import Sample, read_split
 from dars.store.artifacts import MANIFEST, check_files, read_manifest
 
@@ -100,8 +96,8 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def check_label_dir(directory: Path) -> None:
-    """A pseudo-label directory holds every PNG its manifest lists, whole, before training
-    starts (not epochs later in a loader worker). Folders made by hand have no manifest."""
+    """Every PNG a pseudo-label directory's manifest lists is whole, checked before training
+    starts, not epochs later in a loader worker (folders made by hand have none)."""
     if (directory / MANIFEST).is_file():
         remedy = (f"delete {directory} and rerun the pseudo-label stage (`snakemake` "
                   "regenerates it)")
@@ -110,15 +106,10 @@ def check_label_dir(directory: Path) -> None:
 
 
 class SegmentationDataset(Dataset):
-    """Images of one split with masks from the split file or from a pseudo-label directory.
-
-    ``mask_dir`` (pseudo labels) maps each image id to ``mask_dir/<id>.png``; without it the
-    split's own masks are used. Items are ``(image, mask, index)`` tensors: ``transform``
-    augments the uint8 pair, and only its output is normalised. The key is an index or
-    ``(index, seed)`` (what :class:`dars.engine.loader.SeededSampler` yields): the seed drives
-    the augmentation, so it is the same in any worker; a bare index draws the seed from torch's
-    global generator.
-    """
+    """Images of one split with masks from the split file or ``mask_dir/<id>.png`` (pseudo
+    labels); items are ``(image, mask, index)`` tensors. The key is an index or ``(index,
+    seed)`` (:class:`dars.engine.loader.SeededSampler`): the seed drives the augmentation, so it
+    is the same in any worker."""
 
     def __init__(
         self,

@@ -1,15 +1,8 @@
-"""Dataset definitions: what each supported dataset fixes (classes, ignore value, label ids).
-
-A definition is the one place where a dataset's facts live -- class names, the mask value that
-means "no label", how raw label files map to training ids, where split discovery looks for
-files. Stages ask the definition (via :class:`dars.data.dataset.DatasetSpec`) instead of
-branching on ``dataset.name``, so adding a dataset is adding one definition (to
-:mod:`dars.data.registry`).
-
-``label_maps`` are keyed by mask-file suffix because in the datasets we support the file name
-states which id space the file is in (Cityscapes' ``*_gtFine_labelIds.png`` always holds the 34
-raw label ids); :func:`dars.data.images.read_mask` applies them wherever a mask is read, so the
-label histogram, training, evaluation and pseudo-label precision all see training ids.
+"""Dataset definitions: the one place for what each supported dataset fixes (class names, the
+"no label" value, raw label ids -> training ids, where ``dars split`` looks), so stages ask
+the definition instead of branching on ``dataset.name``. ``label_maps`` are keyed by mask-file
+suffix because the name states the id space (Cityscapes' ``*_gtFine_labelIds.png``);
+:func:`dars.data.images.read_mask` applies them wherever a mask is read.
 """
 
 from __future__ import annotations
@@ -19,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from dars.core.constants import IGNORE
+from dars.core.errors import DarsError
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,3 +58,62 @@ class DatasetDefinition:
                 if alt.is_file():
                     return alt
         return path
+
+
+# Cityscapes (gtFine), as downloaded: leftImg8bit/{train,val}/<city>/<frame>_leftImg8bit.png,
+# gtFine/.../<frame>_gtFine_labelIds.png (34 raw ids) and, after cityscapesScripts,
+# <frame>_gtFine_labelTrainIds.png. Every raw id without a training id becomes 255.
+#: labelId of each training id 0..18 (cityscapesScripts labels.py, column "id")
+CITYSCAPES_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+_CITYSCAPES_LUT = np.full(256, IGNORE, np.uint8)
+_CITYSCAPES_LUT[list(CITYSCAPES_LABEL_IDS)] = np.arange(len(CITYSCAPES_LABEL_IDS))
+
+CITYSCAPES = DatasetDefinition(
+    name="cityscapes",
+    classes=("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+             "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+             "bus", "train", "motorcycle", "bicycle"),
+    ignore_index=IGNORE,
+    image_pattern="leftImg8bit/train/{city}/{frame}_leftImg8bit.png",
+    mask_pattern="gtFine/train/{city}/{frame}_gtFine_labelTrainIds.png",
+    label_maps={"_gtFine_labelIds.png": _CITYSCAPES_LUT},
+    mask_fallbacks=(("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png"),),
+)
+
+# PASCAL VOC 2012 with the SBD-augmented masks: JPEGImages/<id>.jpg and
+# SegmentationClassAug/<id>.png (palette or grey PNGs whose values already are class indices,
+# 255 = boundary), so no table is needed. Image sizes vary (about 500x375).
+VOC = DatasetDefinition(
+    name="voc",
+    classes=("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+             "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+             "pottedplant", "sheep", "sofa", "train", "tvmonitor"),
+    ignore_index=IGNORE,
+    image_pattern="JPEGImages/{id}.jpg",
+    mask_pattern="SegmentationClassAug/{id}.png",
+)
+
+_REGISTRY: dict[str, DatasetDefinition] = {
+    d.name: d for d in (DatasetDefinition(name="demo"), DatasetDefinition(name="folder"),
+                        CITYSCAPES, VOC)
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_definition(name: str) -> DatasetDefinition:
+    """The registered definition; an unknown name lists the known ones."""
+    if name not in _REGISTRY:
+        raise DarsError(f"dataset.name {name!r} is not defined; known: {dataset_names()}")
+    return _REGISTRY[name]
+
+
+def label_map_for(path: Path) -> np.ndarray | None:
+    """The look-up table for a mask file whose name marks a raw id space, else None."""
+    for definition in _REGISTRY.values():
+        for suffix, lut in definition.label_maps.items():
+            if path.name.endswith(suffix):
+                return lut
+    return None

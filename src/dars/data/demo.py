@@ -1,21 +1,15 @@
 """Deterministic generator of the embedded demo segmentation dataset.
 
-No real street-scene data can be shipped or downloaded, so the demo is assembled from real
-pieces bundled in ``assets/``: Fashion-MNIST product photos (the objects) pasted onto crops of
-public-domain photos (the backgrounds). Object classes are drawn from a Zipf prior, so the
-pixel distribution is long-tailed (background ~61 %, t-shirt ~19 %, the two rarest classes
-~2.7 % each) -- the situation DARS (distribution-aligned pseudo-labels) is about -- while every
-class still appears often enough for a small teacher to learn to predict it: with a steeper
-prior (exponent 1.25-1.5, rarest class 1.5-2 %) the 2-core teacher under-predicted or missed
-the tail classes in the sizing runs.
-
-``scene="shapes"`` swaps the Fashion objects for the ten procedural classes of
-:mod:`dars.data.shapes` (on the same backgrounds) for experiments that need >= 10 long-tailed
-classes; the default ``"fashion"`` builds exactly the files it always did.
+No real street-scene data can be shipped or downloaded, so the demo pastes Fashion-MNIST
+product photos (the objects) onto crops of public-domain photos (``assets/``). Object classes
+are drawn from a Zipf prior, so the pixels are long-tailed (background ~61 %, the two rarest
+classes ~2.7 % each) -- the situation DARS is about -- while every class still appears often
+enough for a small teacher to predict it (a steeper prior made the 2-core teacher miss the
+tail in the sizing runs). ``scene="shapes"`` uses the ten procedural classes of
+:mod:`dars.data.shapes` instead.
 
 Every scene is rendered from its own random stream ``default_rng([seed, split, index])``: a
-build is byte-identical for the same arguments, and scene ``train_00012`` does not change when
-``num_train`` does.
+build is byte-identical for the same arguments, and a scene does not change with ``num_train``.
 """
 
 from __future__ import annotations
@@ -111,10 +105,8 @@ def _background_pyramid(size: int) -> tuple[np.ndarray, ...]:
 
 @lru_cache(maxsize=256)
 def _resize_matrix(src: int, dst: int) -> np.ndarray:
-    """(dst, src) bilinear interpolation matrix (half-pixel centres, edges clamped).
-
-    Resizing a 28 px object as ``A @ obj @ A.T`` is several times cheaper than a PIL round trip.
-    """
+    """(dst, src) bilinear interpolation matrix (half-pixel centres, edges clamped):
+    ``A @ obj @ A.T`` is several times cheaper than a PIL round trip for a 28 px object."""
     pos = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, src - 1)
@@ -153,15 +145,10 @@ def _background(u: np.ndarray, size: int) -> np.ndarray:
 
 def _render_scene(rng: np.random.Generator, objects: dict[int, np.ndarray], classes: list[str],
                   size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Render one scene: an RGB uint8 (size, size, 3) image and its uint8 class mask.
-
-    A random crop of a random photo (random zoom, flip and brightness), then 2-5 objects, each
-    scaled, flipped, tinted with a random colour and pasted where its intensity exceeds
-    ``MASK_THRESHOLD``; later objects occlude earlier ones. All randomness comes from one vector
-    of uniforms (a fixed number per scene), which is much cheaper than many small ``rng`` calls.
-    Objects are pasted into 2-D layers (class, object index, intensity) and coloured once at the
-    end, which keeps the numpy work channel-major and fast.
-    """
+    """One scene, RGB uint8 (size, size, 3) and its mask: a background, then 2-5 objects
+    scaled, flipped, tinted and pasted where their intensity exceeds ``MASK_THRESHOLD``. All
+    randomness comes from one vector of uniforms (much cheaper than many ``rng`` calls), and
+    objects are coloured once at the end, keeping the numpy work channel-major."""
     u = rng.random(_SCENE_DRAWS + _OBJECT_DRAWS * MAX_OBJECTS)
     background = _background(u[:8], size)
 
@@ -208,11 +195,8 @@ def _render_scene(rng: np.random.Generator, objects: dict[int, np.ndarray], clas
 
 
 def _scene_renderer(scene: str, part: str, size: int) -> Renderer:
-    """The function rendering one scene of kind ``scene`` from its random stream.
-
-    ``part`` ("train"/"test") picks the Fashion-MNIST items of the fashion scene; procedural
-    shapes have no items to keep apart, their splits differ by their random streams only.
-    """
+    """The function rendering one scene of kind ``scene``; ``part`` ("train"/"test") picks
+    the Fashion-MNIST items (shapes' splits differ by their random streams only)."""
     if scene == "fashion":
         objects = _load_objects()[part]
         return lambda rng: _render_scene(rng, objects, DEMO_CLASSES, size)
@@ -257,18 +241,9 @@ class DemoOptions(Options):
 
 
 def build_demo(root: Path, options: DemoOptions) -> None:
-    """Build the demo dataset: images/, masks/, splits/{labeled,unlabeled,val}.txt, classes.txt.
-
-    Training scenes use only Fashion-MNIST train items and validation scenes only test items, so
-    validation never shares an object with training. A random ``labeled_fraction`` of the
-    training scenes (at least one, at most all but one) form the labeled split; the rest are the
-    unlabeled pool. Split lines are ``images/<id>.png masks/<id>.png``. The directory is written
-    atomically (an interrupted build leaves no half-written dataset); class pixel fractions are
-    logged.
-
-    ``scene`` is "fashion" (the 5 Fashion-MNIST classes above) or "shapes" (the 10 procedural
-    classes of :mod:`dars.data.shapes` on the same photo backgrounds).
-    """
+    """Build the demo dataset atomically: images/, masks/, splits/{labeled,unlabeled,val}.txt,
+    classes.txt. Validation scenes use only Fashion-MNIST test items, so they never share an
+    object with training; a random ``labeled_fraction`` of the training scenes is labeled."""
     num_train, num_val, size = options.num_train, options.num_val, options.size
     labeled_fraction, seed, scene = options.labeled_fraction, options.seed, options.scene
     if num_train < 2 or num_val < 1 or size < 32 or not 0.0 < labeled_fraction < 1.0:

@@ -1,14 +1,10 @@
 """``dars split``: a seeded labeled/unlabeled split of a dataset's training images.
 
-Images are found with a pattern such as ``leftImg8bit/train/{city}/{frame}_leftImg8bit.png``:
-each ``{field}`` matches part of one path component, and the mask pattern reuses the fields
-(``gtFine/train/{city}/{frame}_gtFine_labelTrainIds.png``). Datasets with a known layout
-(cityscapes, voc) bring default patterns; any folder dataset sets ``dataset.image_pattern`` and
-``dataset.mask_pattern``. Images listed in the configured val split are never drawn, and only
-images whose mask exists are used (VOC's JPEGImages holds many images without masks).
-
-The output is two files in the official DARS line format, sorted by path, so a split is a
-reviewable, shareable artifact. The same (images, count, seed) always gives the same split.
+Images are found with a pattern such as ``leftImg8bit/train/{city}/{frame}_leftImg8bit.png``
+(each ``{field}`` matches part of one path component) and the mask pattern reuses the fields.
+Images of the val split are never drawn, and only images whose mask exists are used (VOC's
+JPEGImages holds many without). The output is sorted, in the official line format, so a split
+is a reviewable artifact; the same (images, count, seed) always gives the same split.
 """
 
 from __future__ import annotations

@@ -11,17 +11,13 @@ from PIL import Image, UnidentifiedImageError
 
 from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
-from dars.data.registry import label_map_for
+from dars.data.definitions import label_map_for
 
 
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 array (H, W, 3); a corrupt or unreadable file is a DarsError naming it.
-
-    PNGs (Cityscapes' images) are decoded by OpenCV, as the authors do: twice as fast as
-    Pillow on a 1024 x 2048 image (benchmarks/RESULTS.md), the same pixels for 8-bit files,
-    and a truncated file is refused. Other formats go through Pillow, which also refuses a
-    truncated JPEG (libjpeg under OpenCV would fill the missing part with grey).
-    """
+    PNGs go through OpenCV, as the authors' (twice as fast as Pillow on Cityscapes), other
+    formats through Pillow, which refuses a truncated JPEG (OpenCV would fill it with grey)."""
     if Path(path).suffix.lower() == ".png":
         image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
@@ -45,17 +41,10 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
-    """Index mask (H, W) uint8 with values in [0, num_classes) or :data:`IGNORE`.
-
-    The file's ``ignore_index`` (the dataset's "no label" value) becomes IGNORE here, so no
-    later stage needs to know which value a dataset uses.
-
-    Palette ("P") PNGs are read as indices, as VOC stores them. An RGB mask is refused: its
-    colours are not class indices and reading them as such silently corrupts training. A file
-    whose name marks a raw id space (Cityscapes ``*_gtFine_labelIds.png``) is mapped to training
-    ids here, so every stage that reads masks sees the same ids (see
-    :mod:`dars.data.definitions`).
-    """
+    """Index mask (H, W) uint8 with values in [0, num_classes) or :data:`IGNORE`: the
+    dataset's ``ignore_index`` and raw id spaces (:mod:`dars.data.definitions`) are mapped here,
+    so no later stage needs to know them. An RGB mask is refused: its colours are not class
+    indices, and reading them as such would silently corrupt training."""
     try:
         with Image.open(path) as im:
             if im.mode not in ("L", "P", "I", "I;16"):
@@ -82,13 +71,10 @@ _GREY = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
-    """PNG (Pillow, zlib level 1) of a uint8 index mask (H, W) or RGB image (H, W, 3).
-
-    A mask is written as a palette image with a grey palette: Pillow filters no row of a
-    palette image, while it tries five filters on every row of a greyscale one (four times
-    slower on 2-Mpx label maps, benchmarks/RESULTS.md). Every reader here, and Pillow's
-    ``np.asarray``, takes a palette PNG's indices as the mask, as VOC masks are stored.
-    """
+    """PNG (Pillow, zlib level 1) of a uint8 index mask (H, W) or RGB image (H, W, 3). A mask
+    is a palette image with a grey palette: Pillow tries five row filters on a greyscale image
+    (four times slower on 2-Mpx label maps) and none on a palette one, whose indices every
+    reader takes as the mask."""
     if array.dtype != np.uint8 or not (array.ndim == 2 or array.ndim == 3
                                        and array.shape[2] == 3):
         raise DarsError(f"a PNG is written from uint8 (H, W) or (H, W, 3), got {array.dtype} "

@@ -1,17 +1,9 @@
 """Procedural object classes for the demo's ``shapes`` scene: ten long-tailed classes.
 
-The Fashion scene has only five object classes (its look-alike classes were dropped because
-a small teacher never predicted them). The long-tailed experiments need >= 10 classes that a
-2-core teacher still predicts at least n_j times each, so these objects are drawn rather than
-photographed: ten (shape, texture) classes in five hues, two classes per hue, so colour
-narrows a pixel down to two classes and the shape or texture must decide (disc vs ring,
-square vs triangle, bar vs striped disc, ...). A tiny CNN can tell them apart, yet the rare
-classes stay harder than the frequent ones because they are seen less often -- the bias DARS
-corrects.
-
-Classes are ordered by Zipf rank; the thin shapes (ring, frame, cross, bar) come last so that
-the rarest objects are also the smallest in pixels, giving a pixel distribution with a large
-background and a rarest class of ~1-2 % (at 64 px: background ~57 %, square ~14 %, bar ~1 %).
+The long-tailed experiments need >= 10 classes that a 2-core teacher still predicts; these are
+drawn: ten (shape, texture) classes in five hues, two per hue, so colour narrows a pixel down
+to two classes and shape or texture must decide. Classes are ordered by Zipf rank, the thin
+shapes last, so the rarest objects are also the smallest (at 64 px: background ~57 %, bar ~1 %).
 """
 
 from __future__ import annotations
@@ -89,15 +81,9 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
 
 def render_objects(rng: np.random.Generator, background: np.ndarray, prior: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Paste 4-7 shapes on a (3, size, size) float background; return RGB uint8 and mask.
-
-    ``prior`` is the probability of each object class (ranks 1..10, see ``ZIPF_EXPONENT``).
-
-    Each object draws its class from the Zipf prior, a side, an aspect ratio, flips (the
-    triangle points up or down, the bar lies or stands), a jittered colour of its class hue and
-    the least occluding of a few positions; later objects occlude earlier ones. Sensor noise
-    covers the whole image, so no class is recognisable from perfectly flat colour.
-    """
+    """Paste 4-7 shapes (classes drawn from ``prior``) on a (3, size, size) float
+    background; return RGB uint8 and mask. Sensor noise covers the whole image, so no class is
+    recognisable from perfectly flat colour."""
     size = background.shape[-1]
     image = background.copy()
     mask = np.zeros((size, size), dtype=np.uint8)

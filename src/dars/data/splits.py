@@ -1,11 +1,8 @@
 """Split files in the official DARS line format: ``image_relpath label_relpath`` per line.
 
-Paths are relative to the dataset root and may not escape it: split files are shared between
-people and clusters, so an absolute path or ``..`` is refused rather than followed.
-
-A relative split-file path is looked up in the dataset root first, then in the working
-directory: the official DARS splits ship with the project (``config/splits/``) rather than with
-the data, and Snakemake and ``dars`` run from the repository root.
+Split files are shared between people and clusters, so an absolute path or ``..`` is refused.
+A relative split file is looked up in the dataset root, then in the working directory, where
+the official splits ship (``config/splits/``).
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
 """Training augmentation: the released pipeline on uint8 images with OpenCV.
 
-The authors' util/transform.py (CVMI-Lab/DARS) scales (``cv2.resize``, INTER_LINEAR image,
-INTER_NEAREST mask), rotates with probability 0.5 about the centre (``cv2.warpAffine``, borders
-the mean colour for the image and ignore for the mask), blurs with probability 0.5
-(``cv2.GaussianBlur`` 5 x 5, sigma from the kernel size), flips with probability 0.5, pads to the
-crop size half on each side, and crops at random -- in that order, all on the whole image.
-:class:`ReleasedAugment` gives the same pixels (the equivalence test in tests/test_transforms.py
-draws fixed parameters and checks masks identical, images within one grey level) while doing the
-work on uint8 and only where the crop needs it: rotation stops at the crop's last row and column
-(every output pixel of ``warpAffine`` depends only on its own position, so a smaller ``dsize``
-gives the same pixels), blur and flip touch only the crop window (plus the blur's 2-pixel
-margin), and the caller normalises the crop, not the scaled image. On a 1024 x 2048 image
-scaled by 3 that is the difference between ~226 MB of float work per sample and a few MB.
-
-:class:`FusedAugment` (``train.augment: fused``) makes the same draws but composes scale,
-rotation, flip, padding and crop into one warp of only the crop: faster, not the same pixels.
-
-Randomness comes from the ``numpy.random.Generator`` passed in: the loader seeds one per sample
-from (run seed, epoch, index), so a sample's augmentation does not depend on which worker,
-rank or resumed process draws it.
+The authors' util/transform.py scales, rotates (p 0.5), blurs (5 x 5, p 0.5), flips (p 0.5),
+pads to the crop and crops at random, all on the whole image. :class:`ReleasedAugment` gives
+the same pixels (tests/test_transforms.py) while doing the work only where the crop needs it:
+``warpAffine`` stops at the crop's last row and column and blur and flip touch only the crop
+window, which at scale 3 on a 1024 x 2048 image is ~226 MB of work per sample against a few.
+:class:`FusedAugment` (``train.augment: fused``) composes the same draws into one warp:
+faster, not the same pixels. The ``Generator`` passed in is seeded per sample by the loader,
+so no worker, rank or resume changes a sample's augmentation.
 """
 
 from __future__ import annotations
@@ -133,16 +122,11 @@ class ReleasedAugment:
 
 
 class FusedAugment(ReleasedAugment):
-    """The released draws, but scale, rotation, flip, padding and crop composed into one
-    ``cv2.warpAffine`` from the decoded image to the crop (plus the blur's margin): no
-    scaled or rotated whole image is ever made, which at scale 3 is most of the work.
-
-    A documented difference from the released pipeline (``train.augment: fused``): the image
-    is resampled once instead of twice (slightly sharper where the released pipeline both
-    scales and rotates), the mask's nearest neighbour rounds the mapped position (``resize``
-    takes its floor), so label borders may move by a scaled pixel, and the blur reads real
-    neighbours at the crop's edges. tests/test_transforms.py bounds the difference.
-    """
+    """The released draws composed into one ``cv2.warpAffine`` from the decoded image to the
+    crop: no scaled or rotated whole image is made. Not the released pixels: the image is
+    resampled once (slightly sharper), the mask's nearest neighbour rounds where ``resize``
+    floors (borders may move by a scaled pixel), and the blur reads real neighbours at the
+    crop's edges; tests/test_transforms.py bounds the difference."""
 
     def apply(self, image: np.ndarray, mask: np.ndarray,
               d: Draw) -> tuple[np.ndarray, np.ndarray]:

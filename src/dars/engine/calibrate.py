@@ -1,10 +1,7 @@
 """calibrate: fit the temperature T of temperature scaling by minimising NLL on labeled pixels.
 
-The paper (§4.3) fits T = 1.27 on held-out data; the released pseudo-labelling divides the
-averaged, full-size logits by T before the softmax. T is fitted here on exactly those logits:
-the ones inference produces with the ``infer`` options (:func:`dars.engine.predict.predict_logits`:
-base size, sliding window, flip, logit averaging, resized back to the full mask).
-A bounded random sample of pixels keeps memory flat however large the split is.
+T is fitted on exactly the logits inference divides by T (the ``infer`` protocol,
+:func:`dars.engine.predict.predict_logits`), on a bounded random sample of pixels.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Multi-GPU training through ``torchrun`` (DDP + SyncBN), and the single-process default.
 
-``torchrun --nproc_per_node=N -m dars.cli train ...`` sets ``WORLD_SIZE``/``RANK``/
-``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on GPUs, gloo on CPU). Without
-those variables training runs in one process and every helper here is a no-op, so the engine
-has one code path. ``train.batch_size`` stays the global batch: each rank takes
-``batch_size / world_size`` images, which keeps the lr schedule and the paper's batch of 16
-independent of the GPU count. With more than one GPU BatchNorm becomes SyncBatchNorm, since a
-per-GPU batch of 2 (16 over 8 GPUs) gives useless batch statistics.
+Without torchrun's variables every helper here is a no-op, so the engine has one code path.
+``train.batch_size`` stays the global batch (each rank takes ``batch_size / world_size``), so
+the lr schedule does not depend on the GPU count; SyncBatchNorm, since a per-GPU batch of 2
+gives useless batch statistics.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""evaluate: confusion matrix on the val split → per-class IoU, mIoU, tail mIoU.
-
-The prediction of :mod:`dars.engine.predict` (``evaluate.*``: base size, whole or sliding
-window, flip, logit or probability averaging) is compared with the full-size mask. The released
-validation (CVMI-Lab/DARS ``util/validate_full_size.py``) slides the training crop at stride
-2/3 with flip at the base size, averages softmax probabilities and resizes them back to the
-full mask before the argmax.
+"""evaluate: confusion matrix on the val split -> per-class IoU, mIoU, tail mIoU, with the
+prediction protocol of the ``evaluate`` section (released: sliding crop, flip, probabilities
+averaged and resized back to the full mask before the argmax).
 """
 
 from __future__ import annotations

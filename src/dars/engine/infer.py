@@ -1,24 +1,12 @@
-"""``dars infer``: the teacher's prediction and confidence on the unlabeled pool into a store.
+"""``dars infer``: the teacher's prediction and confidence, the maximum of softmax(logits / T)
+(:mod:`dars.engine.predict`), on the unlabeled pool into a store.
 
-The confidence is the maximum of softmax(logits / T) of the released protocol
-(:mod:`dars.engine.predict`): the logits averaged over windows and flip at the base size,
-resized back to the full image, divided by ``temperature`` (1 = no temperature scaling).
-
-Resumable: images already marked written in a leftover ``.partial`` store of the same job (same
-teacher file, same ``infer`` options and temperature) are skipped, and the store only appears
-at its final path once every image is in it. A batch that was only partly written is predicted
-again whole: CPU and GPU kernels may round differently for another batch size, and the resumed
-store must equal an uninterrupted one bit for bit.
-
-Sharded (``shards: N``), the same work is three steps on one store: :func:`init_store` creates
-the partial store, N :func:`infer_shard` jobs each write one contiguous range of images
-(:func:`shard_range` cut at the store's chunk boundaries, so no two shards
-write one file) and
-:func:`finalize_store` checks every image is in and moves the store into place. A shard
-predicts the batches an unsharded run forms, so a batch straddling two ranges is predicted by
-both shards and each keeps its own images: a few extra images per shard buy values
-bit-identical to ``shards: 1``. Batches never mix image sizes, so on a dataset of many sizes
-(VOC) a shard may share one batch per size at each end of its range.
+Resumable: images already written in a leftover ``.partial`` store of the same job are
+skipped. A batch that was only partly written is predicted again whole: kernels may round
+differently for another batch size, and the resumed store must equal an uninterrupted one bit
+for bit. For the same reason a shard (``shards: N``: :func:`init_store`, N :func:`infer_shard`,
+:func:`finalize_store`) predicts the batches an unsharded run forms, keeping only its own
+images of a batch that straddles two ranges.
 """
 
 from __future__ import annotations
@@ -49,8 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def job_fingerprint(model_path: Path, options: InferOptions, temperature: float = 1.0) -> str:
-    """Hash of the teacher file, the inference options and the temperature: what the stored
-    values depend on."""
+    """Hash of what the stored values depend on: the teacher file, the options and T."""
     job = {**options.params(), "temperature": temperature}
     digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode())
     with open(model_path, "rb") as f:
@@ -70,32 +57,22 @@ def batches_to_redo(samples: Sequence[Sample], pending: Sequence[int], batch: in
 
 def _open_store(options: InferOptions, model_path: Path, out: Path, create: bool,
                 temperature: float) -> tuple[ProbStoreWriter, list[Sample]]:
-    """The partial store of this job (teacher file + infer options + temperature) and the
-    unlabeled samples.
-
-    ``create``: create or resume it (one job only); else open the one :func:`init_store` made.
-    """
+    """The partial store of this job and the unlabeled samples; ``create``: create or resume
+    it (one job only), else open the one :func:`init_store` made."""
     if not (math.isfinite(temperature) and temperature > 0):
         raise DarsError(f"temperature must be a positive number, got {temperature}")
     spec = dataset_spec(options.dataset)
     samples = spec.samples("unlabeled", require_masks=False)
     writer = ProbStoreWriter(out, [s.id for s in samples],
                              [image_size(s.image) for s in samples] if create else None,
-                             spec.classes, store_probs=options.store_probs,
-                             job=job_fingerprint(model_path, options, temperature),
+                             spec.classes, job=job_fingerprint(model_path, options, temperature),
                              temperature=temperature, images_per_chunk=options.images_per_chunk)
     return writer, samples
 
 
 def shard_range(index: int, count: int, num_images: int, align: int = 1) -> range:
     """Image indices of shard ``index`` of ``count``: contiguous, balanced, cut at multiples
-    of ``align``.
-
-    Contiguous ranges keep each shard's reads and writes to neighbouring chunks of the store;
-    ``align`` (the store's images per chunk file) makes every chunk file belong to one shard,
-    so concurrent inference shards never write the same file. With fewer chunks than shards
-    some shards are empty.
-    """
+    of ``align`` (the store's images per chunk file), so no two shards write the same file."""
     if not 0 <= index < count:
         raise DarsError(f"shard {index}/{count}: index must be in [0, {count})")
     if align < 1:
@@ -110,13 +87,8 @@ def _load_teacher(options: InferOptions, model_path: Path) -> nn.Module:
 
 
 def infer(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0) -> None:
-    """Predict every unlabeled image with the teacher and store confidences/probabilities of
-    softmax(logits / ``temperature``).
-
-    Under ``torchrun`` (a rule with ``gpus: N > 1``) each of the N processes is one shard on
-    its own GPU: rank 0 creates the store, every rank writes its range, rank 0 finalizes --
-    the same three steps as ``shards: N``, inside one job.
-    """
+    """Predict every unlabeled image into the store. Under ``torchrun`` each process is one
+    shard on its own GPU: the three steps of ``shards: N`` inside one job."""
     world = distributed.setup()
     try:
         model = _load_teacher(options, model_path)  # a bad checkpoint fails before any store
@@ -136,8 +108,7 @@ def infer(options: InferOptions, model_path: Path, out: Path, temperature: float
 
 def init_store(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0
                ) -> None:
-    """Sharded step 1: create (or keep, to resume) the partial store the shards write into
-    (every step of one job passes the same ``temperature``: it is part of the job)."""
+    """Sharded step 1: create (or keep, to resume) the partial store the shards write into."""
     writer, samples = _open_store(options, model_path, out, True, temperature)
     log.info("%s ready: %d images, %d already written", writer.path, len(samples),
              len(samples) - len(writer.pending()))
@@ -145,8 +116,7 @@ def init_store(options: InferOptions, model_path: Path, out: Path, temperature: 
 
 def infer_shard(options: InferOptions, model_path: Path, out: Path, shard: tuple[int, int],
                 temperature: float = 1.0) -> None:
-    """Sharded step 2: predict the images of shard (i, N) into the store :func:`init_store`
-    created (resuming: images already written are skipped)."""
+    """Sharded step 2: predict the pending images of shard (i, N) into the store."""
     model = _load_teacher(options, model_path)
     writer, samples = _open_store(options, model_path, out, False, temperature)
     _predict_into(writer, model, samples, shard_range(*shard, len(samples), writer.per_chunk),
@@ -179,13 +149,11 @@ def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[S
                  "to batch as an unsharded run does", own.start, own.stop - 1, len(samples),
                  neighbours)
     t0 = time.perf_counter()
-    labels = predict_labels(model, samples, todo, batch, options.predict, temperature,
-                            with_probs=options.store_probs)
-    for index, prediction, confidence, probs in tqdm(labels, total=len(todo), desc="infer",
-                                                     mininterval=2, unit="img"):
+    labels = predict_labels(model, samples, todo, batch, options.predict, temperature)
+    for index, prediction, confidence in tqdm(labels, total=len(todo), desc="infer",
+                                              mininterval=2, unit="img"):
         if index in own:
-            writer.write_prediction(index, prediction.numpy(), confidence.numpy(),
-                                    None if probs is None else probs.numpy())
+            writer.write_prediction(index, prediction.numpy(), confidence.numpy())
     writer.close(own)
     seconds = time.perf_counter() - t0
     log.info("inferred %d images in %.1f s (%.1f img/s)", len(todo), seconds,

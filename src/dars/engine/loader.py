@@ -1,13 +1,10 @@
 """Training DataLoaders: per-sample augmentation seeds, persistent workers, workers per job.
 
-A released crop-713 run decodes and augments 16 Cityscapes images a step; the loader keeps
-its workers for the whole round (an epoch of round 0 can be 23 steps long: restarting them
-every epoch meant 200 restarts a round) and each worker prefetches batches (DataLoader's
-default two) while the GPU trains.
-Persistent workers keep their RNG across epochs, so the augmentation cannot come from a worker's
-generator and still resume bit for bit: :class:`SeededSampler` hands every sample its own seed
-from (run seed, sampler epoch, index) instead, which also makes it independent of the worker
-count and of the number of ranks.
+Workers persist for the whole round (an epoch of round 0 can be 23 steps long: restarting them
+every epoch meant 200 restarts a round). Persistent workers keep their RNG across epochs, so
+the augmentation cannot come from a worker's generator and still resume bit for bit:
+:class:`SeededSampler` hands every sample its own seed from (run seed, epoch, index), which
+also makes it independent of the worker count and of the number of ranks.
 """
 
 from __future__ import annotations
@@ -47,11 +44,7 @@ def split_workers(total: int, ranks: int, loaders: int) -> list[int]:
 
 def train_loader(dataset: Dataset, batch: int, workers: int, world: distributed.World,
                  seed: int) -> DataLoader:
-    """Shuffled batches of this rank's share; ``batch`` is the batch over all ranks.
-
-    The sampler's order depends only on (seed, epoch) via ``set_epoch``, never on an RNG
-    carried across epochs, which is what makes resuming and multi-GPU runs reproducible.
-    """
+    """Shuffled batches of this rank's share; ``batch`` is the batch over all ranks."""
     if len(dataset) < batch:
         raise DarsError(f"split has {len(dataset)} images, fewer than one batch of {batch}")
     _one_opencv_thread()  # before any worker is forked

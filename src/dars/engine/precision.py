@@ -1,10 +1,6 @@
-"""Whether bf16 autocast runs: only on a GPU that computes in bf16 natively.
-
-``train.bf16`` and ``infer``/``evaluate`` ``bf16`` ask for it; they get it on CUDA devices of
-compute capability 8.0 or later (A100, H100, RTX 30xx and newer). A V100 or T4 has no bf16
-convolution kernels: PyTorch emulates them or fails, so there the job runs in float32 and says
-so once. A CPU never gets it: autocast emulates bf16 there (benchmarks/bench_train.py: 4x slower
-inference, 12x slower training than fp32 on the 2-core EPYC of benchmarks/RESULTS.md).
+"""Whether bf16 autocast runs: only on a GPU that computes in bf16 natively (compute
+capability >= 8.0). A V100 or T4 would emulate it or fail; a CPU emulates it (4x slower
+inference, 12x slower training than fp32, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """Batched prediction over a list of images, shared by inference, calibration and evaluation.
 
-Images are grouped by size (read from the file headers) and batched within a group, so
-variable-size datasets (VOC) batch as well as fixed-size ones and no padding between images
-ever reaches the network. The released protocol (CVMI-Lab/DARS ``tool/gen_pseudo_label_utils.py``
-``first_forward`` and ``util/validate_full_size.py`` ``test``, single scale 1.0):
-
-1. resize the image so its long side is ``base_size`` (``cv2.resize(..., INTER_LINEAR)``, new
-   short side ``round(base_size * short / long)``); a bilinear resize commutes with the
-   per-channel normalisation, so resizing the normalised tensor is the same;
-2. average scores over sliding windows (or one whole-image pass) and the flip
-   (:mod:`dars.engine.sliding`);
-3. resize the averaged scores back to the full image (``cv2.resize(..., INTER_LINEAR)`` =
-   bilinear with half-pixel centres, ``align_corners=False``), so stores and metrics are full
-   size whatever scale the network saw;
-4. temperature scaling divides those logits by T, then the softmax gives the confidences and
-   the argmax (``prediction_tensor / args.diagram_T`` then ``torch.softmax``).
-
-The released code takes that softmax in float16 (more confidences tie at exactly 1.0); ours
-is float32, and the store keeps float16 confidences of it.
+Images are batched within groups of one size (read from the headers), so variable-size
+datasets (VOC) batch as well as fixed-size ones and no padding reaches the network. The
+released protocol (``gen_pseudo_label_utils.py`` ``first_forward``, ``validate_full_size.py``
+``test``, single scale): resize the long side to ``base_size`` (bilinear commutes with the
+normalisation), average scores over windows and flip (:mod:`dars.engine.sliding`), resize them
+back to the full image (bilinear, half-pixel centres), divide logits by T, softmax. The released
+softmax is float16 (more ties at 1.0); ours is float32, stored as float16 confidences.
 """
 
 from __future__ import annotations
@@ -38,7 +27,7 @@ from dars.data.splits import Sample
 from dars.engine.precision import use_bf16
 from dars.engine.sliding import forward_scores, sliding_scores
 
-LOAD_THREADS = 4  # image decoding (OpenCV, Pillow) releases the GIL: a batch decodes in parallel
+LOAD_THREADS = 4  # decoding (OpenCV, Pillow) releases the GIL: a batch decodes in parallel
 MIN_PROB = 1e-12  # float32 probabilities underflow to 0; log(0) would make an NLL infinite
 
 
@@ -111,10 +100,8 @@ def _scores(model: nn.Module, x: Tensor, options: PredictOptions) -> Tensor:
 def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.device
             ) -> Iterator[tuple[list[int], Tensor]]:
     """``(indices, normalised images (B, 3, H, W))`` per batch, decoded by threads one batch
-    ahead: the next batch's files are read while the device works on this one (decoding
-    releases the GIL; threads, not worker processes, since a process that holds a CUDA
-    context must not fork). On CUDA the batch comes from pinned memory, copied without
-    blocking."""
+    ahead (threads, not worker processes: a process that holds a CUDA context must not
+    fork)."""
     def load(idx: list[int]) -> Tensor:
         x = torch.stack([to_tensor(read_image(samples[i].image)) for i in idx])
         return x.pin_memory() if dev.type == "cuda" else x
@@ -133,7 +120,7 @@ def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.
 def _device_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                    batch: int, options: PredictOptions) -> Iterator[tuple[list[int], Tensor]]:
     """``(indices, averaged scores (B, C, H, W) float32 on the device)`` per batch at the
-    images' full size, grouped by image size (callers address results by index)."""
+    images' full size."""
     dev = device()
     model = model.to(dev).eval()
     channels_last = options.bf16 and dev.type == "cuda"
@@ -149,8 +136,7 @@ def _device_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
 def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
              options: PredictOptions, finish: Callable[[Tensor], Tensor]
              ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(index, finish(scores) (C, H, W) float32 on CPU)``; ``finish`` runs on the
-    device, before the copy."""
+    """Yield ``(index, finish(scores) (C, H, W) on CPU)``; ``finish`` runs on the device."""
     for idx, scores in _device_scores(model, samples, indices, batch, options):
         yield from zip(idx, finish(scores).cpu(), strict=True)
 
@@ -183,19 +169,17 @@ def predict_logits(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
 @torch.inference_mode()
 def predict_labels(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                    batch: int, options: PredictOptions = PredictOptions(),
-                   temperature: float = 1.0, with_probs: bool = False
-                   ) -> Iterator[tuple[int, Tensor, Tensor, Tensor | None]]:
-    """Yield ``(index, argmax (H, W) uint8, max probability (H, W) float16, probabilities
-    (C, H, W) float16 or None)`` of :func:`predict_probs`' softmax: what a probability store
-    keeps, computed on the device so that only those bytes reach the host (not the C x H x W
-    float32 probabilities: 159 MB for a Cityscapes image with 19 classes). The argmax is the
-    first maximal class, as numpy's; float16 rounds to nearest even, as numpy's cast."""
+                   temperature: float = 1.0) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Yield ``(index, argmax (H, W) uint8, max probability (H, W) float16)`` of
+    :func:`predict_probs`' softmax: what a probability store keeps, computed on the device
+    so that only those bytes reach the host (not the C x H x W float32 probabilities: 159 MB
+    for a Cityscapes image with 19 classes). The argmax is the first maximal class, as
+    numpy's; float16 rounds to nearest even, as numpy's cast."""
     for idx, scores in _device_scores(model, samples, indices, batch, options):
         probs = to_probs(scores, options.average, temperature)
         confidence, prediction = probs.max(dim=1)
-        out = [prediction.to(torch.uint8).cpu(), confidence.half().cpu(),
-               probs.half().cpu() if with_probs else [None] * len(idx)]
-        yield from zip(idx, *out, strict=True)
+        yield from zip(idx, prediction.to(torch.uint8).cpu(), confidence.half().cpu(),
+                       strict=True)
 
 
 @torch.inference_mode()

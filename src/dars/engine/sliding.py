@@ -1,23 +1,11 @@
 """Whole-image and sliding-window scores with optional horizontal-flip averaging, as released.
 
-The authors' released code (CVMI-Lab/DARS, the semseg ``scale_process``/``net_process``) fixes
-every detail reproduced here:
-
-- ``scale_process``: an image shorter than the crop in a side is first padded to the crop with
-  the mean colour (``cv2.copyMakeBorder(..., BORDER_CONSTANT, value=mean)``), ``pad // 2``
-  before and the rest after; our inputs are normalised, so the mean colour is 0. Windows are
-  exactly crop x crop at stride ``ceil(crop * stride_rate)``, ``ceil((size - crop) / stride) + 1``
-  of them per side, the last one flush with the end; the sum over windows is divided by the
-  per-pixel window count, and the padding is cut off again.
-- ``net_process``: a window and its mirror are predicted and the mirrored output is flipped
-  back and averaged with the direct one. Pseudo-label generation
-  (``tool/gen_pseudo_label_utils.py``) averages the **logits** there (its softmax line is
-  commented out, the softmax comes after the averaging and the temperature); validation
-  (``util/validate_full_size.py``, ``tool/test.py``) applies the softmax first and averages
-  **probabilities**. ``average`` selects which (see the ``infer``/``evaluate`` config keys).
-
-A network trained on 361x361 crops sees the same context size at test time that way, and a
-large image never has to fit in one forward pass.
+The authors' semseg ``scale_process``/``net_process`` fix every detail reproduced here: an
+image shorter than the crop is padded with the mean colour (0 once normalised), ``pad // 2``
+before; windows are crop x crop at stride ``ceil(crop * stride_rate)``, the last one flush with
+the end, and the sum is divided by the per-pixel window count. A window and its mirror are
+averaged: pseudo-label generation averages **logits**, validation **probabilities**
+(``average``, see the ``infer``/``evaluate`` config keys).
 """
 
 from __future__ import annotations

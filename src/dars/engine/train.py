@@ -1,33 +1,18 @@
 """Teacher (round 0) and student (rounds >= 1) training with SGD + poly lr.
 
-Round 0 trains on labeled batches. A student round k starts from round k-1's last state and
-forwards a labeled half-batch and a pseudo-labeled half-batch separately, summing the two
-cross-entropy losses (the authors' recipe); one epoch is one pass over the unlabeled pool.
-The lr follows the released poly schedule (:class:`RoundSchedule`, a ``LambdaLR`` saved in every
-checkpoint): with ``train.schedule: continue`` round k resumes the previous round's optimizer
-(momentum included) at epoch ``sum(epochs of rounds < k)`` of a schedule that ends with round k,
-over round k's own loader, so each round anneals to 0 -- as in the authors' code; ``restart``
-begins a fresh schedule and optimizer per round.
+A student round k starts from round k-1's last state and forwards a labeled half-batch and a
+pseudo-labeled half-batch separately, summing the two losses (the authors' recipe); one epoch
+is one pass over the unlabeled pool. The lr follows the released poly schedule
+(:class:`RoundSchedule`). With ``train.evaluate_every`` the main process validates at the
+released epochs; the weights it hands on stay the last ones.
 
-With ``train.evaluate_every`` the main process validates at the released epochs (the
-``evaluate`` protocol) and logs the mIoU per epoch (``val_miou``); the weights it keeps and
-hands on stay the last ones, and ``dars evaluate`` reports the best validation with its epoch.
-
-State is checkpointed atomically after every epoch into ``state_dir/last.pt`` (the log so far
-into ``state_dir/train_log.csv``; the ``--log-csv`` output appears only with model.pt). The data
-order of an epoch is seeded from (seed, round, epoch) and each sample's augmentation from (seed,
-round, epoch, index) alone (:mod:`dars.engine.loader`), so a killed job resumes at its last
-finished epoch and ends with the same weights, on one GPU or many, with any number of loader
-workers (``torchrun``, see :mod:`dars.engine.distributed`). SIGTERM (what SLURM sends before
-killing a pre-empted job) stops after the current step, saves the position inside the epoch with
-every rank's RNG state, and exits with status 143; the rerun replays the epoch's data up to that
-step without training on it, restores the RNG and continues bit for bit (see
-docs/RELIABILITY.md).
-
-Models with a pretrained backbone train their head at ``train.head_lr_mult`` x the lr (one
-optimizer param group each; the schedule scales every group's base lr). On CUDA, steps run in
-channels_last layout (``train.channels_last``) and, where the GPU computes bf16 natively, under
-bf16 autocast (``train.bf16``; the released runs are float32).
+State is checkpointed atomically after every epoch into ``state_dir/last.pt``. The data order
+and each sample's augmentation are seeded from (seed, round, epoch, index) alone
+(:mod:`dars.engine.loader`), so a killed job resumes at its last finished epoch and ends with
+the same weights, on one GPU or many, with any number of loader workers. SIGTERM (what SLURM
+sends before killing a pre-empted job) stops after the current step, saves the position inside
+the epoch with every rank's RNG state and exits with status 143; the rerun replays the epoch's
+data up to that step without training on it and continues bit for bit (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -75,15 +60,13 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's status for "terminated by 
 class RoundSchedule:
     """Where a round sits in the released poly schedule (iterations are optimizer steps).
 
-    The authors' tool/train_func.py computes ``lr = base * (1 - current_iter / max_iter) **
-    power`` with ``max_iter = epochs * len(loader)`` and ``current_iter = epoch * len(loader) +
-    i + 1`` over *that round's own* loader, and sets it *after* step i's ``optimizer.step()``
-    (train_func.py:129, 159-165): step i runs at the lr of ``current_iter - 1``. A round's first
-    step runs at the lr its optimizer starts with: the base lr when fresh, and when a student
-    resumes the previous round's optimizer (``continue``), that round's last setting, 0. A
-    student of round k resumes at ``start_epoch`` = the epochs of the rounds before it and runs
-    to ``start_epoch`` + its own epochs, so every round anneals to 0 (``continue``);
-    ``restart`` starts each round afresh at 0.
+    The authors' tool/train_func.py sets ``lr = base * (1 - current_iter / max_iter) ** power``
+    over *that round's own* loader *after* step i's ``optimizer.step()`` (train_func.py:129,
+    159-165), so step i runs at the lr of ``current_iter - 1`` and a round's first step at the
+    lr its optimizer starts with: the base lr when fresh, 0 when a student resumes the previous
+    round's optimizer (``train.schedule: continue``). Such a student starts at ``start_epoch``
+    = the epochs of the rounds before it, so every round anneals to 0; ``restart`` starts each
+    round afresh at 0.
     """
 
     epochs: int
@@ -111,11 +94,8 @@ class RoundSchedule:
 
 def plan_schedule(schedule: str, power: float, epochs_per_round: list[int], round_index: int,
                   iters_per_epoch: int) -> RoundSchedule:
-    """The round's place in the schedule from the epochs of rounds 0..``round_index``.
-
-    ``epochs_per_round`` lists round 0's epochs, then each student round's (a prefix up to
-    ``round_index`` suffices: later rounds never change an earlier one).
-    """
+    """The round's place in the schedule from the epochs of rounds 0..``round_index`` (a
+    prefix: later rounds never change an earlier one)."""
     if round_index >= len(epochs_per_round):
         raise DarsError(f"round {round_index} is not configured (epochs given for rounds "
                         f"0..{len(epochs_per_round) - 1})")
@@ -163,12 +143,9 @@ def _signature(options: TrainOptions) -> str:
 
 class EpochBoard:
     """TensorBoard scalars of a training job, one per tag and epoch: what a user of a run of
-    days watches. Steps are cumulative epochs (round k continues where round k-1 ended, as
-    the released ``epoch_log`` does), so the rounds of a run line up on one axis.
-
-    ``torch.utils.tensorboard`` needs the ``tensorboard`` package, an optional extra: the base
-    install does not carry it for a feature that is off by default.
-    """
+    days watches. Steps are cumulative epochs (as the released ``epoch_log``), so the rounds of
+    a run line up on one axis. ``tensorboard`` is an optional extra (the feature is off by
+    default)."""
 
     def __init__(self, logdir: Path, classes: list[str]) -> None:
         try:
@@ -202,10 +179,8 @@ class Trainer:
     def __init__(self, options: TrainOptions, state_dir: Path, init: Path | None = None,
                  pseudo_dir: Path | None = None, num_workers: int = 0,
                  tensorboard: bool = False) -> None:
-        """``options`` say what is trained (the round included); ``num_workers`` (DataLoader
-        worker processes of the whole job, all ranks together) changes speed, never the
-        result; ``tensorboard`` writes the epoch's scalars to ``state_dir/tensorboard``
-        (:class:`EpochBoard`)."""
+        """``num_workers`` (DataLoader worker processes of the whole job, all ranks together)
+        changes speed, never the result."""
         round_index = options.round
         if round_index > 0 and (init is None or pseudo_dir is None):
             raise DarsError("a student round needs --init (teacher checkpoint) and --pseudo")
@@ -280,12 +255,8 @@ class Trainer:
                       if tensorboard and self.world.is_main else None)
 
     def _scheduler(self, saved: dict[str, Any] | None) -> LambdaLR:
-        """The released poly schedule as a LambdaLR placed after the steps already done.
-
-        Built after any optimizer state was loaded (the teacher's or last.pt's), whose groups
-        carry the lr where *that* run stopped: every group restarts from its own base lr
-        (head layers at ``head_lr_mult`` x), and the schedule sets the lr of the next step.
-        """
+        """The poly schedule as a LambdaLR placed after the steps already done; built after any
+        optimizer state was loaded, whose groups carry the lr where *that* run stopped."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["initial_lr"] = base
         done = self.epoch * self.schedule.iters_per_epoch + self.step
@@ -349,12 +320,9 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        """One epoch of (x_l, y_l[, x_u, y_u]); a fresh labeled shuffle each epoch.
-
-        Students cycle the (smaller) labeled set within an epoch; pass p of epoch e shuffles
-        with sampler epoch ``e * passes + p`` so every pass differs and a resumed epoch
-        repeats the same order.
-        """
+        """One epoch of (x_l, y_l[, x_u, y_u]). Students cycle the (smaller) labeled set; pass
+        p of epoch e shuffles with sampler epoch ``e * passes + p``, so every pass differs and
+        a resumed epoch repeats the same order."""
         if self.pseudo is None:
             self.labeled.sampler.set_epoch(self.epoch)
             for x, y, _ in self.labeled:
@@ -382,12 +350,11 @@ class Trainer:
         """One optimizer step at the scheduler's lr, then the scheduler's step; the labeled
         and pseudo-labeled halves are forwarded separately (BatchNorm statistics per half, as
         the authors do) and their losses summed."""
-        ignore = IGNORE
         losses = []
         with bf16_autocast(self.device, self.bf16):
             for x, y in zip(batch[::2], batch[1::2], strict=True):
                 x, y = self._to_device(x, y)
-                losses.append(seg_loss(self.net(x), y, ignore, self.options.aux_weight))
+                losses.append(seg_loss(self.net(x), y, IGNORE, self.options.aux_weight))
         total = sum(losses)
         if not torch.isfinite(distributed.mean(total, self.world)):
             raise DarsError(f"loss became {total.item()} at iteration {it} (round {self.round}); "
@@ -400,10 +367,7 @@ class Trainer:
         return [distributed.mean(v, self.world).item() for v in losses]
 
     def run(self, out: Path, log_csv: Path) -> None:
-        """Train the remaining epochs, checkpointing each, then write model.pt and the log.
-
-        On SIGTERM the state is saved after the current step and SystemExit(143) is raised.
-        """
+        """Train the remaining epochs, checkpointing each, then write model.pt and the log."""
         previous = None
         try:
             with contextlib.suppress(ValueError):  # not the main thread: no graceful stop
@@ -472,14 +436,9 @@ class Trainer:
         log.info("round %d done: %d epochs, last loss %.4f", self.round, self.epoch,
                  self.history[-1]["loss_labeled"] if self.history else math.nan)
 
-    def _validates(self) -> bool:
-        """Whether the epoch just ended is validated: tool/train.py:350-351 in round epochs."""
-        return validates(self.epoch, self.options.evaluate_start, self.options.evaluate_every)
-
     def _validate(self) -> np.ndarray | None:
-        """Per-class val IoU of the current weights with the ``evaluate`` protocol, computed by
-        the main process (the others get None and wait at the epoch's barrier), as the released
-        code does."""
+        """Per-class val IoU of the current weights, computed by the main process as released
+        (the others get None and wait at the epoch's barrier)."""
         if not self.world.is_main:
             return None
         try:
@@ -516,7 +475,8 @@ class Trainer:
                                        "seconds": time.perf_counter() - t0})
         seconds = time.perf_counter() - t0
         self.epoch, self.step, self._partial, self._rng = self.epoch + 1, 0, {}, None
-        iou = self._validate() if self._validates() else None
+        iou = (self._validate() if validates(self.epoch, self.options.evaluate_start,
+                                              self.options.evaluate_every) else None)
         self.history.append({
             "round": self.round, "epoch": self.epoch, "iteration": it,
             "loss_labeled": sums[0] / max(n, 1),

@@ -1,18 +1,11 @@
 """``dars gpu-run``: give a job its own GPUs, then run it (through torchrun for several).
 
-Snakemake counts a ``gpu`` resource (``--resources gpu=N`` caps the sum of running jobs) but does
-not say *which* GPUs a job may use, so two jobs would both land on GPU 0. This wrapper picks
-``--gpus`` free devices from the pool (``CUDA_VISIBLE_DEVICES`` if set, else every GPU
-``nvidia-smi -L`` lists), holding an exclusive ``flock`` on one lock file per device while the
-command runs, and exports ``CUDA_VISIBLE_DEVICES`` with just those. Locks belong to the process,
-so they vanish when the job ends or is killed; they live in a directory per machine (per SLURM
-allocation inside one), so separate Snakemake runs on one machine share them too. ``--gpus 0``
-hides every GPU (the job runs on the CPU).
-
-Under SLURM the allocation's ``CUDA_VISIBLE_DEVICES`` is the pool, so the job simply takes the
-GPUs SLURM gave it. With ``--ddp`` and more than one GPU the command is started as
-``torchrun --standalone --nproc_per_node N --no-python CMD`` (a free rendezvous port per job);
-``--threads T`` in the command becomes T/N per process so N processes share the job's cores.
+Snakemake counts a ``gpu`` resource but does not say *which* GPUs a job may use, so two jobs
+would both land on GPU 0. This wrapper holds an exclusive ``flock`` on one lock file per device
+of the pool (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi -L``) and exports just those. Locks
+belong to the process, so they vanish when the job ends or is killed; they live in a directory
+per machine (per SLURM allocation inside one). With ``--ddp`` the command runs under
+``torchrun`` and ``--threads T`` becomes T/N per process.
 """
 
 from __future__ import annotations
@@ -62,10 +55,8 @@ def lock_dir(environ: dict[str, str] | None = None) -> Path:
 
 
 def try_acquire(pool: Sequence[str], count: int, directory: Path) -> tuple[list[str], list[int]]:
-    """Lock ``count`` free devices of ``pool``; return their ids and the open lock fds.
-
-    Returns ``([], [])`` (holding nothing) when fewer than ``count`` are free.
-    """
+    """Lock ``count`` free devices of ``pool``; their ids and the open lock fds, or
+    ``([], [])`` (holding nothing) when fewer are free."""
     directory.mkdir(parents=True, exist_ok=True)
     ids: list[str] = []
     fds: list[int] = []
@@ -180,11 +171,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dars.jobs.gpu_slots``: ``dars gpu-run`` without importing torch first.
-
-    The rules use this form: the wrapper starts in 0.1 s instead of the seconds ``dars`` (and
-    its torch import) takes, and the wrapped ``dars`` command imports torch once anyway.
-    """
+    """``python -m dars.jobs.gpu_slots``, the rules' form: it starts in 0.1 s, not the seconds
+    of ``dars``'s imports, which the wrapped command pays once anyway."""
     args = add_arguments(argparse.ArgumentParser(prog="python -m dars.jobs.gpu_slots",
                                               description=__doc__.split("\n\n")[0])
                       ).parse_args(argv)

@@ -1,10 +1,6 @@
-"""One summary line per stage: wall time and peak memory, at the end of its log.
-
-``dars.cli.main`` wraps every subcommand in :func:`stage_summary`; the line reads ``stage
-infer: 12.3 s, peak RSS 812 MiB, peak GPU 1.2 GiB``. Under Snakemake the rule's ``benchmark:``
-file records the time and RSS too; the line is for stages run by hand and for the GPU peak,
-which the benchmark files do not measure. Only rank 0 of a torchrun job prints (the others
-would repeat it).
+"""One summary line per stage at the end of its log: ``stage infer: 12.3 s, peak RSS 812 MiB,
+peak GPU 1.2 GiB``. Snakemake's ``benchmark:`` files record time and RSS but not the GPU peak,
+and stages run by hand have none. Only rank 0 of a torchrun job prints.
 """
 
 from __future__ import annotations

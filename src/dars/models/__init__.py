@@ -1,33 +1,63 @@
-"""Model registry: ``build_model(config["model"], num_classes)``, and models rebuilt from
+"""Models by name: ``build_model(config["model"], num_classes)``, and models rebuilt from
 checkpoints (``load_model``).
 
-Models are looked up by name in :data:`dars.models.registry.FACTORIES`, so configs select them
-and a new architecture is one entry there, without touching the stages. Every model returns
-``{"out": logits, ...}`` at the input resolution; extra keys (e.g. ``"aux"``) are auxiliary
-heads used only in training.
+Configs select a model from :data:`FACTORIES`, so a new architecture is one entry there,
+without touching the stages. Every model returns ``{"out": logits, ...}`` at the input
+resolution; extra keys (e.g. ``"aux"``) are auxiliary heads used only in training.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from dars.core.errors import DarsError
 from dars.models import checkpoint
-from dars.models.registry import FACTORIES
+from dars.models.deeplab import RATES, DeepLabV2
+from dars.models.pspnet import PSPNet
+from dars.models.tiny import TinySegNet
 
 
-def available() -> list[str]:
-    return sorted(FACTORIES)
+def _backbone_options(deep_stem: bool = False, frozen_bn_affine: bool = False,
+                      stride_in_1x1: bool = False, ceil_mode_pool: bool = False,
+                      **_: object) -> dict[str, bool]:
+    """The ``model`` keys of :class:`~dars.models.backbone.ResNetBackbone`; their defaults are
+    those of checkpoints written before the keys existed, so those rebuild as trained."""
+    return {"deep_stem": deep_stem, "frozen_bn_affine": frozen_bn_affine,
+            "stride_in_1x1": stride_in_1x1, "ceil_mode_pool": ceil_mode_pool}
+
+
+def _tiny(num_classes: int, width: int = 32, **_: object) -> nn.Module:
+    return TinySegNet(num_classes, width=width)
+
+
+def _pspnet(num_classes: int, backbone: str | None = None, aux_head: bool = True,
+            **model_config: object) -> nn.Module:
+    return PSPNet(num_classes, backbone or "resnet50", aux_head,
+                  **_backbone_options(**model_config))
+
+
+def _deeplabv2(num_classes: int, backbone: str | None = None,
+               aspp_rates: Sequence[int] = RATES, **model_config: object) -> nn.Module:
+    return DeepLabV2(num_classes, backbone or "resnet101", aspp_rates,
+                     **_backbone_options(**model_config))
+
+
+#: ``f(num_classes, **model_config)`` by ``model.name``; the paper's defaults: PSPNet on a
+#: dilated ResNet-50, DeepLabv2 on ResNet-101; tiny is the demo's CPU model.
+FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "tiny": _tiny, "pspnet": _pspnet, "deeplabv2": _deeplabv2,
+}
 
 
 def build_model(model_config: dict[str, Any], num_classes: int) -> nn.Module:
     """Instantiate the configured model; an unknown name lists the known ones."""
     name = model_config["name"]
     if name not in FACTORIES:
-        raise DarsError(f"model.name {name!r} is not registered; available: {available()}")
+        raise DarsError(f"model.name {name!r} is not registered; available: {sorted(FACTORIES)}")
     return FACTORIES[name](num_classes=num_classes, **model_config)
 
 

@@ -1,27 +1,15 @@
 """Dilated ResNet backbones (output stride 8) and their ImageNet weights from a local file.
 
-Built on torchvision's ResNets with ``replace_stride_with_dilation=[False, True, True]``. Two
-details follow the PSPNet/DeepLab reference implementations the DARS authors used (semseg)
-rather than torchvision's defaults:
+torchvision's ResNets with ``replace_stride_with_dilation``, with two details of the semseg
+reference the authors used: every 3x3 convolution of layer3/layer4 has dilation 2/4, the first
+block's included, and ``deep_stem`` is semseg's three-conv stem (``resnet50_v2.pth``). Three
+options reproduce the Caffe-style ResNet of the released DeepLabv2 (deeplabv2.py, from
+AdvSemiSeg): ``stride_in_1x1`` (:77), ``ceil_mode_pool`` (:151) and ``frozen_bn_affine``
+(:79-91; the statistics still update there, as ours do: ``freeze_batchnorm`` is never called).
 
-- every 3x3 convolution of layer3 has dilation 2 and of layer4 dilation 4, the first block of
-  each included (torchvision keeps the first block at the previous dilation);
-- ``deep_stem`` replaces the 7x7 stem by three 3x3 convolutions (64, 64, 128 channels), the
-  "ResNet-v2" of semseg whose ImageNet weights (``resnet50_v2.pth``) the authors started from.
-
-Three options reproduce the Caffe-style ResNet of the authors' DeepLabv2 (CVMI-Lab/DARS
-model/deeplabv2.py, taken from AdvSemiSeg), which loads torchvision's ImageNet weights into it:
-``stride_in_1x1`` puts a downsampling block's stride on its first 1x1 convolution
-(deeplabv2.py:77, torchvision: on the 3x3), ``ceil_mode_pool`` rounds the stem's max-pool output
-up (deeplabv2.py:151), and ``frozen_bn_affine`` keeps every BatchNorm's scale and shift at the
-pretrained values (``requires_grad = False``, deeplabv2.py:79-91, 148, 176). Its statistics are
-*not* frozen there: ``freeze_batchnorm`` (deeplabv2.py:290) is never called, so in training the
-BatchNorms normalise with the batch's statistics and update their running averages, as ours do.
-
-Weights are read from a user-given file only (no downloads): a torchvision state dict
-(``resnet50-*.pth``) or a semseg deep-stem one, optionally wrapped in ``{"state_dict": ...}``
-and/or prefixed ``module.``; ``fc.*`` is dropped. Anything else is refused with a message that
-says what was expected.
+Weights are read from a user-given file only (no downloads), a torchvision or semseg state
+dict, possibly wrapped or ``module.``-prefixed; anything else is refused saying what was
+expected.
 """
 
 from __future__ import annotations
@@ -48,10 +36,7 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
 
 class ResNetBackbone(nn.Module):
     """ResNet trunk at output stride 8; ``forward`` returns (layer3, layer4) features.
-
-    Attribute names follow the torchvision/semseg state dicts (``conv1``, ``bn1``, ...,
-    ``layer4``) so pretrained files load without renaming.
-    """
+    Attribute names follow the torchvision/semseg state dicts, so weights load unrenamed."""
 
     def __init__(self, depth: str = "resnet50", deep_stem: bool = False,
                  frozen_bn_affine: bool = False, stride_in_1x1: bool = False,
@@ -136,13 +121,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 def lr_groups(model: nn.Module, head_mult: float, fast_stages: Sequence[str] = ()
               ) -> list[tuple[list[nn.Parameter], float]]:
     """(parameters, lr multiplier) groups: pretrained backbone at 1x, everything else at
-    ``head_mult`` (the authors' 10x), since newly initialised layers must move much further.
-
-    ``fast_stages`` names backbone stages (``layer1``..``layer4``) that run at ``head_mult``
-    too: the released DeepLabv2 splits its six backbone groups at ``index_split = 5``
-    (CVMI-Lab/DARS tool/train.py:193-202, tool/train_func.py:162-165), so its layer4 trains at
-    10x. Models without a ``backbone`` attribute (the tiny demo net) get one group at 1x.
-    """
+    ``head_mult`` (the authors' 10x: new layers must move much further). ``fast_stages`` run at
+    ``head_mult`` too (the released DeepLabv2's layer4, tool/train.py:193-202). Models without a
+    ``backbone`` get one group at 1x."""
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         return [(list(model.parameters()), 1.0)]

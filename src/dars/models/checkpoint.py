@@ -1,11 +1,6 @@
-"""Torch files: checkpoints (model + optimizer + progress + the model config that rebuilds the
-model) and pretrained weights.
-
-Checkpoints are saved atomically (a killed job never leaves a truncated file). Every torch file
-is loaded with ``weights_only=True``, so a file from an untrusted source cannot run code, and
-torch's many exception types for truncated or foreign files become one :class:`DarsError`
-naming the file. This module builds no model (:func:`dars.models.load_model` does), so the
-backbone can read its pretrained weights through it.
+"""Torch files: checkpoints and pretrained weights, saved atomically and loaded with
+``weights_only=True`` (a file from an untrusted source cannot run code); torch's many
+exception types for a truncated or foreign file become one :class:`DarsError` naming it.
 """
 
 from __future__ import annotations

@@ -53,11 +53,8 @@ class PyramidPooling(nn.Module):
 
 class PSPNet(nn.Module):
     """``forward`` returns ``{"out": logits}`` (+ ``"aux"`` in training) at input resolution.
-
-    ``aux_head=False`` (training with ``aux_weight: 0``) builds no auxiliary head at all: one
-    computed only to be dropped from the loss costs time, and its parameters, which never get a
-    gradient, make DDP fail at the second step.
-    """
+    ``aux_head=False`` builds no auxiliary head: its parameters would never get a gradient,
+    which makes DDP fail at the second step."""
 
     def __init__(self, num_classes: int, depth: str = "resnet50", aux_head: bool = True,
                  **backbone_options: bool) -> None:

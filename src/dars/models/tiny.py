@@ -1,13 +1,10 @@
 """A tiny encoder-decoder segmentation network for the CPU demo.
 
-DeepLab-class models are far too slow to train on two CPU cores within a demo's time budget, so
-the demo teacher is this small U-Net-like network. It keeps what matters for the DARS
-experiment -- dense per-pixel class scores, BatchNorm, a receptive field larger than any object
--- and spends its compute where the demo needs it: three stride-2 stages and a dilated residual
-context block at 1/8 resolution (receptive field ~150 px) recognise the object class, and a
-two-stage skip-connected decoder at 1/4 and 1/2 resolution localises it. Logits are predicted at
-1/2 resolution and upsampled bilinearly: in the sizing runs a full-resolution decoder stage cost
-a third more time per step for no better mIoU.
+DeepLab-class models are far too slow to train on two CPU cores, so the demo teacher is this
+small U-Net-like network: three stride-2 stages and a dilated residual context block at 1/8
+(receptive field ~150 px) recognise the object, a skip-connected decoder at 1/4 and 1/2
+localises it. Logits at 1/2 resolution, upsampled: a full-resolution decoder stage cost a
+third more time per step for no better mIoU in the sizing runs.
 """
 
 from __future__ import annotations
@@ -46,13 +43,9 @@ def _resize_as(x: Tensor, ref: Tensor) -> Tensor:
 
 
 class TinySegNet(nn.Module):
-    """Small encoder-decoder CNN; ``forward`` returns ``{"out": logits}`` at input resolution.
-
-    The output is a dict (as in torchvision's segmentation models) so that larger models can add
-    an ``"aux"`` head without changing the training code. Any input size works; sizes divisible
-    by 8 keep the skip connections pixel-aligned. ``width`` = channels at 1/2 resolution
-    (1/1: width/2, 1/4: 2*width, 1/8: 4*width); width 32 has ~0.73 M parameters.
-    """
+    """Small encoder-decoder CNN; ``forward`` returns ``{"out": logits}`` at input resolution
+    (sizes divisible by 8 keep the skips pixel-aligned). ``width`` = channels at 1/2
+    resolution; width 32 has ~0.73 M parameters."""
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()

@@ -1,16 +1,10 @@
-"""Pass 1 over a store: its confidence histogram, counted from the images.
-
-A store written by :class:`dars.store.probstore.ProbStoreWriter` carries the histogram of every
-chunk, counted as inference wrote it (:meth:`dars.store.probstore.ProbStore.histogram`); this module
-counts the images themselves (:func:`store_histogram`) -- for a store without them, or one whose
-counts do not cover its pixels (invalid values: the count names the image).
+"""Pass 1 counted from a store's images (:func:`store_histogram`): for a store whose
+per-chunk rows (:meth:`dars.store.probstore.ProbStore.histogram`) are missing or do not cover
+its pixels (invalid values: the count names the image).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
 import numpy as np
@@ -20,22 +14,7 @@ from dars.core.errors import DarsError
 from dars.stats.counting import confidence_histogram
 from dars.store.probstore import Block, ProbStore
 
-log = logging.getLogger(__name__)
-
 _BLOCK_BYTES = 1 << 22  # bytes of store data read per block in the streaming passes
-
-
-def read_ahead(blocks: Iterator[Block]) -> Iterator[Block]:
-    """Yield ``blocks`` while the next one is read on a background thread.
-
-    Decoding a store block (LZ4, GIL released) then overlaps with the numpy work on the
-    previous one, instead of the two alternating on the same cores.
-    """
-    with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(next, blocks, None)
-        while (block := pending.result()) is not None:
-            pending = reader.submit(next, blocks, None)
-            yield block
 
 
 def images_per_block(store: ProbStore) -> int:
@@ -43,12 +22,6 @@ def images_per_block(store: ProbStore) -> int:
     height, width = store.arrays["confidence"].shape[1:]
     chunks = _BLOCK_BYTES // max(1, height * width * 3 * store.per_chunk)
     return store.per_chunk * max(1, chunks)
-
-
-def check_temperature(temperature: float) -> None:
-    """Temperature must be a positive finite number (T = 1: no scaling)."""
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise DarsError(f"temperature must be a positive number, got {temperature}")
 
 
 def _image_problem(store: ProbStore, index: int, pred: np.ndarray, conf: np.ndarray) -> str | None:
@@ -87,7 +60,7 @@ def store_histogram(store: ProbStore, threads: int | None = None) -> np.ndarray:
     """
     c = store.num_classes
     hist = np.zeros((c, NUM_BINS), np.int64)
-    for block in read_ahead(store.blocks(block=images_per_block(store))):
+    for block in store.blocks(block=images_per_block(store)):
         pred, conf = block.prediction, block.confidence
         try:
             part = confidence_histogram(pred, conf, c, threads)

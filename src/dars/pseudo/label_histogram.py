@@ -1,8 +1,6 @@
-"""The label_histogram rule (`dars histogram`): class pixel counts and ratios r_j of the
-labeled masks.
-
-DARS aligns pseudo labels to this distribution (n_j = α·P·r_j). It is computed from the data,
-never hard-coded per dataset as in the released code.
+"""``dars histogram``: class pixel counts and ratios r_j of the labeled masks, to which DARS
+aligns the pseudo labels (n_j = α·P·r_j); computed from the data, not hard-coded per dataset
+as released.
 """
 
 from __future__ import annotations

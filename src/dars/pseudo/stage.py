@@ -1,11 +1,9 @@
 """The pseudo-label stage: store + label histogram -> pseudo-label PNGs, thresholds, diagnostics.
 
-Order of work, so that a failed check leaves nothing behind: validate the options, the store
-and the label histogram; sum the confidence histograms inference stored per chunk (pass 1;
-counted from the images when the store has none); compute
-thresholds; write every label PNG into a temporary directory renamed onto ``labels_out`` only
-when all images succeeded (pass 2), with a manifest of every PNG's size and digest (the
-student checks it before training); then write the csv and json diagnostics.
+Ordered so that a failed check leaves nothing behind: validate, pass 1 (the histogram rows
+inference stored, else counted from the images), thresholds, pass 2 into a temporary folder
+renamed onto ``labels_out`` only when every image succeeded (with a manifest the student checks
+before training), then the csv and json diagnostics.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
 from dars.data.images import png_bytes, read_mask
 from dars.pseudo.assign import LabelRule, image_key
-from dars.pseudo.confidence_hist import check_temperature, images_per_block, store_histogram
+from dars.pseudo.confidence_hist import images_per_block, store_histogram
 from dars.pseudo.thresholds import PseudoLabelOptions, Thresholds, compute_thresholds
 from dars.store.artifacts import (
     atomic_path,
@@ -58,11 +56,8 @@ class _Pass2Counts:
 
 def read_label_histogram(path: str | os.PathLike[str], num_classes: int
                          ) -> tuple[list[str], np.ndarray]:
-    """Class names and labeled ratios r_j from ``label_histogram.csv``.
-
-    Ratios are recomputed from the pixel counts (exact, immune to csv rounding). Every class
-    0..C-1 must appear exactly once, C being the store's class count.
-    """
+    """Class names and labeled ratios r_j from ``label_histogram.csv``, recomputed from the
+    pixel counts (immune to csv rounding); every class 0..C-1 of the store exactly once."""
     df = read_csv(path)
     missing_cols = [c for c in _HIST_COLUMNS if c not in df.columns]
     if missing_cols:
@@ -113,12 +108,8 @@ def _label_name(image_id: str) -> str:
 
 def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabelOptions,
                   root: Path, true_mask: TrueMask | None) -> _Pass2Counts:
-    """Pass 2: one PNG per image under ``root``, returning per-class tallies.
-
-    Image by image, a block of whole chunk files read at a time. Images are independent
-    (their randomness comes from their id), so neither the order nor the block size changes
-    a label.
-    """
+    """Pass 2: one PNG per image under ``root``, returning per-class tallies (an image's
+    randomness comes from its id, so neither order nor block size changes a label)."""
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
     rule = LabelRule(thresholds)
@@ -159,13 +150,9 @@ def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = KL_EPSILON) -> float:
-    """KL(p || q) of two class distributions (or counts), after smoothing both with ``eps``.
-
-    Each is normalised, ``eps`` is added to every class and the result renormalised.
-
-    Without smoothing a class the pseudo labels lack (a teacher that never predicts it) makes
-    the divergence infinite; eps keeps it finite and still dominated by that class.
-    """
+    """KL(p || q) of two class distributions (or counts), each normalised, smoothed by ``eps``
+    and renormalised: a class the pseudo labels lack would make it infinite; eps keeps it finite
+    and still dominated by that class."""
     def smooth(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
         x = x / x.sum() if x.sum() > 0 else np.zeros_like(x)
@@ -216,8 +203,6 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
     ``threads``: of pass 1 when it counts the images (a store without per-chunk rows).
     """
     options.check()
-    if temperature is not None:
-        check_temperature(temperature)
     store = ProbStore(store_path)
     store.check_temperature(temperature)  # inference applied T, not this stage
     names, ratios = read_label_histogram(label_hist, store.num_classes)

@@ -1,8 +1,7 @@
 """HTML tables and matplotlib figures that the report and the comparison both draw.
 
-Tables are pandas' own HTML (numbers to 4 significant digits, missing values as "–") inside a
-minimal page; figures use only matplotlib's Agg backend (no display) and are written
-atomically, SVG text kept as text and with fixed ids so reruns are byte-identical.
+Figures use matplotlib's Agg backend (no display), SVG text kept as text and with fixed ids so
+reruns are byte-identical.
 """
 
 from __future__ import annotations
@@ -68,12 +67,8 @@ def save_figure(fig, path: Path) -> None:  # noqa: ANN001
 
 def class_distribution_plot(names: Sequence[str], series: dict[str, np.ndarray], title: str,
                             out: Path) -> None:
-    """Class shares of several label sets side by side, log scale (zeros drawn at the floor).
-
-    ``series`` maps a legend label (the labeled set, each method's pseudo labels) to the
-    per-class fractions; a class a set does not contain gets a "0" over its floor-height bar,
-    so a missing class is visible on the log axis.
-    """
+    """Class shares of several label sets (``series``: legend label -> fractions) side by side
+    on a log scale; a class a set lacks gets a "0" over a floor-height bar, to stay visible."""
     plt = pyplot()
     positive = np.concatenate([v[v > 0] for v in series.values()])
     floor = 10 ** np.floor(np.log10(positive.min() / 2)) if positive.size else 1e-6

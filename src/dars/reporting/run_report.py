@@ -1,9 +1,7 @@
 """``dars report``: the figures and tables of the run's HTML report (``snakemake --report``).
 
-Everything is read from a finished run directory (``results/<run>/``) and written to one folder
-whose file names :func:`report_files` defines, so the ``report`` rule declares exactly what
-this writes. Tables are small HTML pages (Snakemake's report shows them inline); plots are SVG
-(line art) or PNG (image examples). Only matplotlib's Agg backend is used: no display needed.
+Everything is read from a finished run directory and written to one folder whose file names
+:func:`report_files` defines, so the ``report`` rule declares exactly what this writes.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from dars.reporting.render import (
     save_figure,
     write_text,
 )
+from dars.reporting.summary import round_table
 from dars.store.artifacts import read_csv, read_json
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,10 @@ EXAMPLES = 4
 _PER_ROUND_FILES = {"distribution": "class_distribution.svg", "thresholds": "thresholds.html",
                     "examples": "examples.png"}
 PER_ROUND_REPORTS = tuple(_PER_ROUND_FILES)  # kinds with one file per student round
+_COLUMN_NAMES = {"miou": "mIoU", "best_miou": "best mIoU", "best_epoch": "best epoch",
+                 "tail_miou": "tail mIoU", "pixel_accuracy": "pixel accuracy",
+                 "kept_fraction": "kept fraction", "kl_labeled_pseudo": "KL(labeled||pseudo)",
+                 "mean_precision": "pseudo precision"}
 
 
 
@@ -79,26 +82,16 @@ def report_files(rounds: int) -> dict[str, list[str]]:
 
 
 def metrics_tables(run_dir: Path, rounds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-round summary, per-class IoU with one column per round)."""
-    rows, per_class = [], {}
-    names: list[str] = []
-    for r in range(rounds + 1):
-        rd = run_dir / f"round{r}"
-        m = read_json(rd / "metrics.json")
-        row = {"round": r, "mIoU": m["miou"], "tail mIoU": m.get("tail_miou"),
-               "pixel accuracy": m.get("pixel_accuracy")}
-        if r > 0:
-            p = read_json(rd / "pseudo_summary.json")
-            row.update({"alpha": p.get("alpha"), "kept fraction": p.get("kept_fraction"),
-                        "KL(labeled||pseudo)": p.get("kl_labeled_pseudo"),
-                        "pseudo precision": p.get("mean_precision")})
-        rows.append(row)
-        df = read_csv(rd / "metrics.csv")
-        names = df["name"].astype(str).tolist()
-        per_class[f"round {r}"] = df["iou"].to_numpy(float)
-    summary = pd.DataFrame(rows).dropna(axis=1, how="all")
-    iou = pd.DataFrame(per_class, index=pd.Index(names, name="class"))
-    return summary, iou
+    """(:func:`~dars.reporting.summary.round_table`, per-class IoU with one column per
+    round)."""
+    dirs = [run_dir / f"round{r}" for r in range(rounds + 1)]
+    summary = round_table([d / "metrics.json" for d in dirs],
+                          [d / "pseudo_summary.json" for d in dirs[1:]])
+    per_class = {f"round {r}": read_csv(d / "metrics.csv") for r, d in enumerate(dirs)}
+    names = per_class["round 0"]["name"].astype(str)
+    iou = pd.DataFrame({k: df["iou"].to_numpy(float) for k, df in per_class.items()},
+                       index=pd.Index(names, name="class"))
+    return summary.dropna(axis=1, how="all").rename(columns=_COLUMN_NAMES), iou
 
 
 def training_log(run_dir: Path, rounds: int) -> pd.DataFrame:

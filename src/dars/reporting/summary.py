@@ -1,8 +1,10 @@
 """The per-run table a user reads first: mIoU per round (the last state's, and the best
-validation's with its epoch) and the pseudo labels' KL and kept share."""
+validation's with its epoch) and the pseudo labels' KL and kept share; ``dars summary`` prints
+it and the report shows it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,24 +12,28 @@ import pandas as pd
 
 from dars.store.artifacts import read_json, write_csv
 
+_METRICS = ("round", "miou", "epoch", "best_miou", "best_epoch", "tail_miou", "pixel_accuracy")
+_PSEUDO = ("alpha", "kept_fraction", "kl_labeled_pseudo", "mean_precision")
 
-def summarise(metrics: Sequence[str], pseudo_summaries: Sequence[str], out: Path) -> str:
-    """Join evaluation and pseudo-label summaries by round; write csv, return a text table.
+
+def round_table(metrics: Sequence[str | os.PathLike[str]],
+                pseudo_summaries: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """Evaluation and pseudo-label summaries joined by round (every column, for the csv).
 
     ``pseudo_summaries[k]`` belongs to round k + 1 (round 0, the baseline, has no pseudo labels).
     """
-    rows = []
-    for m in metrics:
-        s = read_json(m)
-        rows.append({"round": s["round"], "miou": s["miou"], "epoch": s.get("epoch"),
-                     "best_miou": s.get("best_miou"), "best_epoch": s.get("best_epoch"),
-                     "tail_miou": s.get("tail_miou"), "pixel_accuracy": s["pixel_accuracy"]})
-    df = pd.DataFrame(rows).set_index("round")
+    df = pd.DataFrame([{k: read_json(m).get(k) for k in _METRICS} for m in metrics])
+    df = df.set_index("round")
     for r, p in enumerate(pseudo_summaries, start=1):
         s = read_json(p)
-        for key in ("alpha", "kept_fraction", "kl_labeled_pseudo", "mean_precision"):
+        for key in _PSEUDO:
             df.loc[r, key] = s.get(key)
-    df = df.sort_index().reset_index()
+    return df.sort_index().reset_index()
+
+
+def summarise(metrics: Sequence[str], pseudo_summaries: Sequence[str], out: Path) -> str:
+    """Write :func:`round_table` as csv and return its non-empty columns as a text table."""
+    df = round_table(metrics, pseudo_summaries)
     write_csv(df, out)
-    shown = df.dropna(axis=1, how="all")
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    return df.dropna(axis=1, how="all").to_string(index=False,
+                                                  float_format=lambda v: f"{v:.4f}")

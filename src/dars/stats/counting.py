@@ -1,18 +1,11 @@
 """Per-class histograms of float16 confidence bit patterns: the exact, streaming count.
 
-Non-negative float16 values sort exactly like their uint16 bit patterns, and every confidence in
-[0, 1] is one of the ``NUM_BINS`` patterns 0x0000 (0.0) .. 0x3C00 (1.0). Counting those patterns
-per predicted class therefore loses nothing: the n-th largest confidence of a class is read off
-cumulative counts without error, in O(C x 15,361) memory whatever the dataset size (the authors'
-code kept every confidence in RAM as a Python float and sorted per class).
-
-The kernel builds one integer key ``class * width + bits`` per pixel and counts keys with
-``np.bincount`` on cache-sized chunks, on several threads (bincount releases the GIL). Invalid
-input is counted rather than tested: predictions >= C land in an overflow row and NaN, inf,
-negative or > 1 confidences in an overflow column, so validation costs almost nothing.
-
-Pure numpy on arrays: the store writer (:mod:`dars.store.probstore`) counts each chunk with it as
-inference writes it, and :mod:`dars.pseudo.confidence_hist` counts stores that lack them.
+Non-negative float16 values sort like their uint16 bit patterns, and every confidence in [0, 1]
+is one of the ``NUM_BINS`` patterns 0x0000 .. 0x3C00, so counting patterns per predicted class
+loses nothing: the n-th largest confidence of a class is read off cumulative counts, in
+O(C x 15,361) memory whatever the dataset size (the authors' code sorted every confidence).
+Invalid input is counted rather than tested (predictions >= C in an overflow row, NaN, inf,
+negative or > 1 in an overflow column), so validation costs almost nothing.
 """
 
 from __future__ import annotations
@@ -45,13 +38,10 @@ def _floor_bits(num_classes: int) -> int:
 
 def _count_chunks(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
                   starts: Sequence[int]) -> np.ndarray:
-    """Working histogram of the chunks beginning at ``starts``, flat (C + 1) x width.
-
-    Column k counts bit pattern ``low - 1 + k``; column 0 also collects everything below and
-    the last column (_INVALID) everything above 1.0. Row C collects predictions >= C. Skipping
-    the patterns below ``low`` makes the table 3-4x smaller, so zeroing and summing it per
-    chunk stays cheap next to the counting itself.
-    """
+    """Working histogram of the chunks beginning at ``starts``, (C + 1) x width: column k
+    counts pattern ``low - 1 + k`` (column 0 also everything below, the last everything above
+    1.0), row C predictions >= C. Skipping the patterns below ``low`` makes the table 3-4x
+    smaller, so zeroing and summing it per chunk stays cheap next to the counting."""
     width = _INVALID - low + 2
     size = (num_classes + 1) * width + low - 1
     acc = np.zeros(size, np.int64)
@@ -78,16 +68,10 @@ def _working_histogram(pred: np.ndarray, bits: np.ndarray, num_classes: int, low
 
 def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
                          threads: int | None = None) -> np.ndarray:
-    """Count, per predicted class, the float16 bit patterns of the confidences.
-
-    Pixels predicted ``PAD`` (255) are padding and skipped. Returns a (C, NUM_BINS) int64 array
-    whose column b counts confidences with bit pattern b. Raises DarsError for a prediction in
-    [C, 254] or a confidence outside [0, 1] (NaN and inf included), since either means the store
-    does not belong to this dataset or the teacher diverged.
-
-    The fast layout assumes confidences >= ~1/C (true of any softmax maximum); if some are
-    lower the count is redone over every bit pattern, so the result is exact either way.
-    """
+    """(C, NUM_BINS) int64 counts of the confidences' bit patterns per predicted class, PAD
+    skipped. A prediction in [C, 254] or a confidence outside [0, 1] is a DarsError: the store
+    does not belong to this dataset or the teacher diverged. Confidences below ~1/C (no softmax
+    maximum is) are counted exactly too, by a second count over every pattern."""
     if prediction.shape != confidence.shape:
         raise DarsError(f"prediction shape {prediction.shape} != confidence shape "
                         f"{confidence.shape}")
@@ -117,13 +101,9 @@ def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_cla
 
 def valid_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
                     threads: int | None = None) -> np.ndarray:
-    """:func:`confidence_histogram` of the valid pixels only, never raising.
-
-    What a store writer records: a prediction outside 0..C-1 or a confidence outside [0, 1]
-    is left out, so the store's counts fall short of its pixels and its readers recount from
-    the images instead (:func:`dars.pseudo.confidence_hist.store_histogram`), whose error
-    names the image. Padding (PAD) is never counted.
-    """
+    """:func:`confidence_histogram` of the valid pixels only, never raising: what a store
+    writer records. Invalid pixels left out make the rows fall short of the store's pixels,
+    so readers recount from the images, whose error names the image."""
     try:
         return confidence_histogram(prediction, confidence, num_classes, threads)
     except DarsError:

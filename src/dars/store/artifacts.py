@@ -1,12 +1,8 @@
-"""Run artifacts on disk: atomic writes (build under a temporary name, then rename), manifests,
-and reads of the small csv/json files with one error line naming the file.
+"""Run artifacts on disk: atomic writes, manifests, and reads with one error line.
 
-Snakemake (and the user) treat an output that exists as complete. A job killed mid-write must
-therefore never leave a file or directory at the final path, so every writer goes through these
-helpers: the temporary sibling lives on the same filesystem, making ``os.replace`` atomic.
-
-Renaming cannot protect an artifact that is damaged later (a lost or cut file), so directory
-artifacts (probability stores, pseudo-label folders) also carry a manifest of their files'
+Snakemake (and the user) treat an output that exists as complete, so every writer builds a
+temporary sibling (same file system: ``os.replace`` is atomic) and renames it. Renaming cannot
+protect an artifact damaged later, so directory artifacts also carry a manifest of their files'
 sizes (and digests) that readers check before they use any of it.
 """
 
@@ -48,13 +44,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_tmps(path: Path) -> None:
-    """Remove temporaries of ``path`` left by killed writers on this host.
-
-    A job killed mid-write (SIGKILL, OOM, pre-emption) cannot clean up after itself; its
-    temporary (possibly a directory of thousands of pseudo labels) would stay forever. Only
-    temporaries of this host whose writer process is gone are removed, so a live writer (or one
-    on another node sharing the file system) is never disturbed.
-    """
+    """Remove temporaries of ``path`` whose writer, on this host, is gone (a job killed
+    mid-write cannot clean up; a live writer, or one on another node, is never disturbed)."""
     prefix, parent = f".{path.name}.", path.parent
     if not parent.is_dir():
         return
@@ -76,12 +67,8 @@ def remove_path(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write to; rename it onto ``path`` only if the block succeeds.
-
-    Works for files and for directories (e.g. a folder of pseudo-label PNGs). On error the
-    temporary is removed and any previous ``path`` is left untouched; a full disk (or quota,
-    read-only file system) becomes a DarsError naming ``path``.
-    """
+    """Yield a temporary path (file or directory) to write; renamed onto ``path`` only if the
+    block succeeds. A full disk becomes a DarsError naming ``path``."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmps(final)
@@ -147,11 +134,8 @@ def file_entry(path: Path, with_digest: bool) -> dict[str, Any]:
 
 
 def write_manifest(root: Path, files: dict[str, dict[str, Any]]) -> None:
-    """Record what the directory artifact ``root`` must hold (``relative path -> entry``).
-
-    Written last, so readers can tell a whole artifact from one that lost or cut a file later
-    (a full disk, a failed copy, a file system that lost a block).
-    """
+    """Record what the directory artifact ``root`` must hold (``relative path -> entry``);
+    written last, so readers can tell a whole artifact from one that lost a file later."""
     with atomic_path(root / MANIFEST) as tmp:  # compact: it lists thousands of files
         tmp.write_text(json.dumps({"version": MANIFEST_VERSION,
                                    "files": dict(sorted(files.items()))},
@@ -172,11 +156,8 @@ def read_manifest(root: Path, remedy: str) -> dict[str, dict[str, Any]]:
 
 def check_files(root: Path, files: dict[str, dict[str, Any]], remedy: str,
                 describe: Callable[[str], str] = lambda rel: f"file {rel}") -> None:
-    """Every file of a manifest is there with its size (and digest when recorded).
-
-    ``describe`` names a file in the error (e.g. the images a store chunk holds); ``remedy``
-    says what to delete to regenerate the artifact.
-    """
+    """Every file of a manifest is there with its size (and digest when recorded);
+    ``describe`` names a file in the error, ``remedy`` says what to delete."""
     for rel, entry in files.items():
         path = root / rel
         if not path.is_file():

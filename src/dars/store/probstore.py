@@ -5,7 +5,6 @@ Layout (format 2)::
     probs.zarr/
       confidence  (N, H, W)    float16  max softmax probability at the store's temperature
       prediction  (N, H, W)    uint8    argmax class; PAD (255) outside the image
-      probs       (N, C, H, W) float16  full class probabilities (opt-in: infer.store_probs)
       shapes      (N, 2)       int32    real (h, w) of each image
       written     (N,)         uint8    1 once the chunk holding image i is written (resume)
       histogram   (K, C, 15361) int32   confidence histogram of each of the K chunks' images
@@ -13,32 +12,20 @@ Layout (format 2)::
       attrs: image_ids, class_names, num_classes, temperature, images_per_chunk, complete,
              format_version, job
 
-What thresholding needs is 3 bytes a pixel before compression (confidence + prediction); the
-temperature T is applied by inference (softmax(logits / T)), so full probabilities are only
-kept when asked for. ``confidence``, ``prediction`` and ``written`` hold ``images_per_chunk``
-images per chunk file (a multiple of a small image, a few of a large one: about
-:data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N); ``probs`` keeps one
-chunk per image (it is ~C times bigger). Every chunk is compressed (LZ4; zstd for ``probs``)
-and carries a crc32c of its bytes, so a flipped or truncated chunk fails to decode instead of
-being read as data; the manifest catches a chunk that is missing altogether (zarr would read
-it as the fill value) or truncated before any value is used.
+Thresholding needs 3 bytes a pixel (confidence + prediction at the temperature inference
+applied). ``confidence``, ``prediction`` and ``written`` hold ``images_per_chunk`` images per
+chunk file (about :data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N). Every
+chunk carries a crc32c, so a flipped or truncated chunk fails to decode instead of being read
+as data; the manifest catches a chunk that is missing altogether (zarr would read the fill
+value). As inference writes a chunk it also counts its histogram row, so thresholding's pass 1
+sums K rows instead of reading every pixel again.
 
-As inference writes a chunk it also counts the chunk's confidences per predicted class
-(:func:`dars.stats.counting.valid_histogram`), so thresholding gets the histogram of the whole
-store -- its pass 1 -- by summing K rows (:meth:`ProbStore.histogram`) instead of reading every
-pixel again. The rows are mostly zeros and compress to a few KiB.
-
-Images of different sizes are padded to the largest (H, W); padded pixels carry prediction
-PAD, so every consumer that skips ``prediction == PAD`` handles variable sizes for free, and the
-padding compresses to almost nothing. The store is built at ``<path>.partial`` and renamed onto
-``<path>`` once complete, so a store at the final path is always whole.
-
-Sharded inference (``shards: N``) fills one partial store from N jobs in three steps: one job
-creates the layout (:class:`ProbStoreWriter` with ``shapes``), N jobs open it (``shapes=None``)
-and each writes only its own images -- :func:`dars.engine.infer.shard_range` cuts the images
-at chunk boundaries, so the writers never touch the same file -- and one job finalizes it. Only
-the first step ever creates or deletes the store, so the N writers need no lock (which cluster
-file systems do not always provide).
+Images of different sizes are padded to the largest (H, W) with prediction PAD, which every
+consumer skips. The store is built at ``<path>.partial`` and renamed once complete, so a store
+at the final path is always whole. Sharded inference fills one partial store from N jobs: one
+creates it, each writes only its own chunks, one finalizes it; only the first ever creates or
+deletes the store, so the writers need no lock (which cluster file systems do not always
+provide).
 """
 
 from __future__ import annotations
@@ -68,12 +55,11 @@ FORMAT_VERSION = 2
 CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk file
 MAX_IMAGES_PER_CHUNK = 256  # bounds the work a killed job loses and a resume redoes
 _BUFFER_BYTES = 1 << 30  # pending images held for incomplete chunks before writing them early
-ARRAYS = ("confidence", "prediction", "probs", "shapes", "written", "histogram")
+ARRAYS = ("confidence", "prediction", "shapes", "written", "histogram")
 _CHUNKED = ("confidence", "prediction", "written")  # arrays of images_per_chunk images a chunk
 _PER_CHUNK_ROW = ("histogram",)  # arrays of one row per chunk of images
 # What thresholding reads (confidence, prediction) is LZ4: it decodes ~4x faster than zstd
-# level 3 (1.2 against 4.8 ns a pixel for both arrays) for ~30 % more bytes, still ~1-1.5 B/px;
-# the opt-in probabilities, C times bigger and read by no stage, stay zstd.
+# level 3 (1.2 against 4.8 ns a pixel for both arrays) for ~30 % more bytes, still ~1-1.5 B/px.
 _FAST = BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
 _SMALL = ZstdCodec(level=3)
 
@@ -104,11 +90,8 @@ class Block:
 
 
 class ProbStoreWriter:
-    """Creates (or resumes) the partial store and writes one image at a time.
-
-    Images are collected per chunk and a chunk is written (then marked in ``written``) once
-    all its images are in, so each chunk file is written once, by one job.
-    """
+    """Creates (or resumes) the partial store and writes one image at a time; a chunk file is
+    written (then marked in ``written``) once all its images are in, by one job."""
 
     def __init__(
         self,
@@ -116,26 +99,20 @@ class ProbStoreWriter:
         image_ids: Sequence[str],
         shapes: Sequence[tuple[int, int]] | None,
         class_names: Sequence[str],
-        store_probs: bool = False,
         job: str = "",
         temperature: float = 1.0,
         images_per_chunk: int | None = None,
     ) -> None:
-        """``job`` identifies what produces the probabilities (e.g. a hash of the teacher, the
-        infer options and T): a leftover partial store of another job is never resumed.
-        ``temperature`` is the T the probabilities were computed at (recorded, not applied).
-        ``images_per_chunk`` (None: :func:`images_per_chunk`) sets the chunk files' size.
-
-        With ``shapes`` (the real (h, w) of every image) a missing or foreign partial store is
-        (re)created. Without (``None``) the partial store of this job must exist already: the
-        shard and finalize steps of sharded inference only ever open it, never create or delete
-        it under another running shard.
+        """``job`` identifies what produces the values: a leftover partial store of another
+        job is never resumed. With ``shapes`` (the real (h, w) of every image) a missing or
+        foreign partial store is (re)created; without, this job's must exist already (the
+        shard and finalize steps never create or delete it under a running shard).
         """
         self.final = Path(path)
         self.path = partial_path(path)
         self.num_classes = len(class_names)
         ids = list(image_ids)
-        if self.path.exists() and self._matches(ids, class_names, store_probs, job):
+        if self.path.exists() and self._matches(ids, class_names, job):
             self.group = zarr.open_group(str(self.path), mode="r+")
         elif shapes is None:
             raise DarsError(f"{self.path}: no unfinished store of this inference job (teacher, "
@@ -144,10 +121,8 @@ class ProbStoreWriter:
         else:
             remove_path(self.path)
             self.group = self._create(ids, np.asarray(shapes, dtype=np.int32).reshape(-1, 2),
-                                      list(class_names), store_probs, job, temperature,
-                                      images_per_chunk)
+                                      list(class_names), job, temperature, images_per_chunk)
         self.image_ids = ids
-        self.store_probs = store_probs
         self.shapes: np.ndarray = self.group["shapes"][:]
         self.per_chunk = int(self.group.attrs["images_per_chunk"])
         self._written: np.ndarray = self.group["written"][:]  # this job's view; own chunks
@@ -155,8 +130,7 @@ class ProbStoreWriter:
         self._early: dict[int, set[int]] = {}  # images of a chunk already written early
         self._buffered = 0
 
-    def _matches(self, ids: list[str], class_names: Sequence[str], store_probs: bool,
-                 job: str) -> bool:
+    def _matches(self, ids: list[str], class_names: Sequence[str], job: str) -> bool:
         """A leftover partial store is reused only if it was started for the same job."""
         try:
             group = zarr.open_group(str(self.path), mode="r")
@@ -167,12 +141,11 @@ class ProbStoreWriter:
             attrs.get("format_version") == FORMAT_VERSION
             and attrs.get("image_ids") == ids
             and attrs.get("class_names") == list(class_names)
-            and attrs.get("store_probs") == store_probs
             and attrs.get("job", "") == job
         )
 
-    def _create(self, ids: list[str], shapes: np.ndarray, names: list[str], store_probs: bool,
-                job: str, temperature: float, per_chunk: int | None) -> zarr.Group:
+    def _create(self, ids: list[str], shapes: np.ndarray, names: list[str], job: str,
+                temperature: float, per_chunk: int | None) -> zarr.Group:
         n = len(ids)
         h, w = (int(v) for v in shapes.max(axis=0)) if n else (1, 1)
         per = per_chunk or images_per_chunk(h, w)
@@ -186,9 +159,6 @@ class ProbStoreWriter:
 
         array("confidence", (n, h, w), (per, h, w), "float16")
         array("prediction", (n, h, w), (per, h, w), "uint8", PAD)
-        if store_probs:
-            c = len(names)
-            array("probs", (n, c, h, w), (1, c, h, w), "float16", codec=_SMALL)
         array("shapes", (n, 2), (max(n, 1), 2), "int32")
         array("written", (n,), (per,), "uint8")
         array("histogram", (-(-n // per), len(names), NUM_BINS), (1, len(names), NUM_BINS),
@@ -199,7 +169,6 @@ class ProbStoreWriter:
             "image_ids": ids,
             "class_names": names,
             "num_classes": len(names),
-            "store_probs": store_probs,
             "temperature": float(temperature),
             "images_per_chunk": per,
             "complete": False,
@@ -220,26 +189,15 @@ class ProbStoreWriter:
         written = self.group["written"][indices.start:indices.stop]
         return [indices.start + int(i) for i in np.flatnonzero(written == 0)]
 
-    def write(self, index: int, probs: np.ndarray) -> None:
-        """Take the (C, h, w) probabilities of image ``index`` (see :meth:`write_prediction`)."""
-        c = probs.shape[0]
-        if c != self.num_classes:
-            raise DarsError(f"model predicts {c} classes but the store expects {self.num_classes}")
-        self.write_prediction(index, probs.argmax(axis=0), probs.max(axis=0),
-                              probs if self.store_probs else None)
-
-    def write_prediction(self, index: int, prediction: np.ndarray, confidence: np.ndarray,
-                         probs: np.ndarray | None = None) -> None:
-        """Take image ``index``'s (h, w) argmax and max probability (and, for a store with
-        probabilities, its (C, h, w) ``probs``); its chunk is written (and its images marked)
-        once every image of the chunk is in. An image of a chunk written before (a resumed
-        batch) is ignored: it holds these very values already."""
+    def write_prediction(self, index: int, prediction: np.ndarray, confidence: np.ndarray
+                         ) -> None:
+        """Take image ``index``'s (h, w) argmax and max probability; its chunk is written (and
+        its images marked) once every image of the chunk is in. An image of a chunk written
+        before (a resumed batch) is ignored: it holds these very values already."""
         h, w = prediction.shape
         if (h, w) != tuple(self.shapes[index]) or confidence.shape != (h, w):
             raise DarsError(f"image {index}: prediction {h}x{w} != recorded size "
                             f"{self.shapes[index]}")
-        if self.store_probs and probs is None:
-            raise DarsError(f"{self.path} keeps probabilities: image {index} needs them")
         chunk = index // self.per_chunk
         if self._written[index]:
             return
@@ -248,10 +206,6 @@ class ProbStoreWriter:
         pred = np.full((H, W), PAD, np.uint8)
         conf[:h, :w] = confidence
         pred[:h, :w] = prediction
-        if self.store_probs:
-            full = np.zeros((self.num_classes, H, W), np.float16)
-            full[:, :h, :w] = probs
-            self.group["probs"][index] = full
         self._pending.setdefault(chunk, {})[index] = (conf, pred)
         self._buffered += conf.nbytes + pred.nbytes
         if len(self._pending[chunk]) + len(self._early.get(chunk, ())) == \
@@ -307,8 +261,7 @@ class ProbStoreWriter:
             raise DarsError(f"{self.path}: {len(missing)} of {len(self.image_ids)} images not "
                             f"written: {names}{more} (an inference job or shard has not "
                             "finished: run it, then finalize again)")
-        expected = expected_chunks({name: self.group[name] for name in ARRAYS
-                                    if name in self.group})  # probs is optional
+        expected = expected_chunks({name: self.group[name] for name in ARRAYS})
         absent = [f for f in expected if not (self.path / f).is_file()]
         if absent:
             raise DarsError(f"{self.path}: chunk files {absent[:3]} are missing although their "
@@ -331,22 +284,15 @@ def expected_chunks(arrays: dict[str, zarr.Array]) -> list[str]:
 
 
 def manifest(root: Path) -> dict[str, dict]:
-    """What a whole store holds: every file's size, and a digest of each metadata file.
-
-    Chunks carry their own crc32c (checked as they are decoded); sizes find a missing or
-    truncated one before any value is used, without reading the data twice.
-    """
+    """Every file's size, and a digest of each metadata file (chunks carry their own crc32c;
+    sizes find a missing or truncated one without reading the data twice)."""
     return {p.relative_to(root).as_posix(): file_entry(p, p.name == "zarr.json")
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
 class ProbStore:
-    """Read access to a complete store; refuses partial, foreign or damaged stores.
-
-    Opening checks the manifest (every file there, at its size, metadata unchanged); reading
-    turns a chunk that fails its checksum or does not decode into one DarsError naming the
-    array, the images and what to delete.
-    """
+    """Read access to a complete store; a partial, foreign or damaged one is one DarsError
+    naming the array, the images and what to delete."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -381,12 +327,10 @@ class ProbStore:
     def _images(self, array: str, rel: str) -> str:
         """Which images a file of ``array`` holds, for error messages."""
         parts = rel.split("/")
-        if array not in _CHUNKED + _PER_CHUNK_ROW + ("probs",) or len(parts) < 3 \
-                or not parts[2].isdigit():
+        if array not in _CHUNKED + _PER_CHUNK_ROW or len(parts) < 3 or not parts[2].isdigit():
             return "all images"
-        per = 1 if array == "probs" else self.per_chunk
-        lo = int(parts[2]) * per
-        hi = min(lo + per, len(self)) - 1
+        lo = int(parts[2]) * self.per_chunk
+        hi = min(lo + self.per_chunk, len(self)) - 1
         if lo >= len(self):
             return "no image"
         ids = self.image_ids
@@ -397,15 +341,14 @@ class ProbStore:
         return f"array {array!r}, file {rel} ({self._images(array, rel)})"
 
     def _verify(self) -> dict[str, zarr.Array]:
-        """Every file the manifest lists is there, whole; metadata files are unchanged; no
-        chunk file of the arrays' grids is missing from the manifest either. Returns the arrays
-        the manifest lists, opened once: looking an array up in the group costs ~1 ms, as much
-        as decoding a chunk of small images."""
+        """Every file the manifest lists is there, whole, and lists every chunk of the arrays'
+        grids. Returns the arrays, opened once (a group look-up costs ~1 ms, as much as
+        decoding a chunk of small images)."""
         remedy = _regenerate(self.path)
         files = read_manifest(self.path, remedy)
         check_files(self.path, files, remedy, self._describe)
-        listed = [name for name in ARRAYS if f"{name}/zarr.json" in files]  # probs is optional
-        unlisted = sorted(set(ARRAYS) - {"probs", "histogram"} - set(listed))
+        listed = [name for name in ARRAYS if f"{name}/zarr.json" in files]
+        unlisted = sorted(set(ARRAYS) - {"histogram"} - set(listed))
         if unlisted:
             raise DarsError(f"{self.path}: array {unlisted[0]!r} is not in the manifest; {remedy}")
         arrays = {name: self.group[name] for name in listed}
@@ -420,7 +363,7 @@ class ProbStore:
         try:
             return self.arrays[array][lo:hi]
         except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types
-            per = 1 if array in ("probs",) + _PER_CHUNK_ROW else self.per_chunk
+            per = 1 if array in _PER_CHUNK_ROW else self.per_chunk
             if array == "shapes":
                 per = max(len(self), 1)
             bad = lo // per
@@ -467,13 +410,9 @@ class ProbStore:
                             "passes pseudo_label.temperature to inference)")
 
     def blocks(self, indices: Sequence[int] | None = None, block: int = 64) -> Iterator[Block]:
-        """Yield consecutive runs of images (at most ``block`` each) from ``indices``.
-
-        Reading contiguous slices lets zarr fetch and decode many chunks concurrently, which is
-        what keeps the streaming passes fast. The last block read is kept: a second pass over a
-        store of one block (the pseudo-label stage's, when it counts pass 1 from the images)
-        reads nothing again. Blocks are shared, read-only arrays.
-        """
+        """Yield consecutive runs of images (at most ``block`` each) from ``indices``: zarr
+        decodes a contiguous slice's chunks concurrently. The last block is kept, so a second
+        pass over a one-block store reads nothing again; blocks are shared, read-only."""
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         start = 0
         while start < len(idx):
