@@ -66,17 +66,13 @@ def test_the_stage_labels_with_fixed(tmp_path: Path) -> None:
                              ["c0", "c1", "c2", "c3"])
     for i in range(2):
         part = slice(i * 400, (i + 1) * 400)
-        probs = np.full((4, 400), 0.0, np.float32)
-        probs[pred[part], np.arange(400)] = conf[part]
-        probs[(pred[part] + 1) % 4, np.arange(400)] = 1 - conf[part].astype(np.float32)
-        writer.write(i, probs.reshape(4, 20, 20).astype(np.float16))
+        writer.write_prediction(i, pred[part].reshape(20, 20), conf[part].reshape(20, 20))
     writer.finalize()
     hist = tmp_path / "label_histogram.csv"
     pd.DataFrame({"class": range(4), "name": [f"c{j}" for j in range(4)], "pixels": 1,
                   "ratio": 0.25}).to_csv(hist, index=False)
     options = PseudoLabelOptions(alpha=0.2, method="fixed", settings=(("tau", 0.8),))
     summary = pseudo_label(tmp_path / "probs.zarr", hist, tmp_path / "labels", options)
-    # conf >= 0.8 beats every other class's 1 - conf, so the argmax is pred
     assert summary["kept_pixels"] == np.count_nonzero(conf.astype(float) >= 0.8)
     assert (summary["method"], summary["tau"]) == ("fixed", 0.8)
 

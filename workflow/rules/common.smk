@@ -11,15 +11,15 @@ from pathlib import Path
 
 from dars.compare.runs import LABELED_ONLY, STORE_SUFFIXES, RunTable, store_name
 from dars.compare.stage import COMPARE_FILES
-from dars.data.demo import DemoOptions
 from dars.core.options import (
     CalibrateOptions,
+    DatasetOptions,
     EvaluateOptions,
     InferOptions,
     TrainOptions,
 )
+from dars.data.demo import DemoOptions
 from dars.jobs.gpu_slots import default_workers
-from dars.core.options import DatasetOptions
 from dars.pseudo.thresholds import PseudoLabelOptions
 from dars.reporting.run_report import PER_ROUND_REPORTS, ReportOptions, report_files
 
@@ -87,9 +87,8 @@ def job_resources(name):
     res = {**config["resources"][kind], **config["resources"]["rules"].get(name, {})}
     if name in GPU_RULES:
         res["gpu"] = min(GPUS, 1) if name in SINGLE_GPU_RULES else GPUS
-    if (
-        name in TRAIN_RULES
-    ):  # resources, not params: they change speed or what is logged, not the weights
+    # resources, not params: they change speed or what is logged, not the weights
+    if name in TRAIN_RULES:
         workers = config["train"]["num_workers"]
         res["workers"] = (
             default_workers(res["cpus_per_task"], res["gpu"])
@@ -105,7 +104,8 @@ def threads_of(name):
 
 
 def report_outputs(kind, caption, category, subcategory=None, labels=""):
-    """The report folder's files of one kind (see dars.reporting.run_report.report_files), report()-marked.
+    """The report folder's files of one kind (dars.reporting.run_report.report_files), marked
+    for report().
 
     Per-round kinds get "{s}" in subcategory replaced by the round number.
     """
