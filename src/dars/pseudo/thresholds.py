@@ -276,6 +276,7 @@ def fixed(counts: ClassCounts, *, tau: float) -> np.ndarray:
 
 METHODS = tuple(SELECTION_RULES)
 
+
 def check_options(alpha: float, method: str, sampling: str, fixed_threshold: float | None,
                   settings: Mapping[str, Any] | None = None) -> None:
     """Validate the scalar options shared by the stage and :func:`compute_thresholds`;
