@@ -794,8 +794,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(report, args.out)
     say(f"wrote {args.out} in {report['seconds_total']:.0f} s: "
         + json.dumps({k: round(v, 3) for k, v in report["figures"].items()}))
-    # pytest's 5 = nothing collected; a timeout (None) or a failure fails the check
-    return 0 if report["cuda_tests"].get("returncode", 0) in (0, 5) else 1
+    # pytest's 5 = nothing collected; a failure fails the check, and so does a timeout (None)
+    # on the GPU machine; a dry run only checks the plumbing, whose CPU may be loaded
+    ok = (0, 5, None) if args.dry else (0, 5)
+    return 0 if report["cuda_tests"].get("returncode", 0) in ok else 1
 
 
 if __name__ == "__main__":
