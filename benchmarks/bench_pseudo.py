@@ -318,7 +318,7 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
     files = sum(1 for p in store.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     print(f"{name}: store {size / 2**20:.1f} MiB = {size / pixels:.2f} B/px in {files} files; "
-          f"stage (read + pass 1 + thresholds + pass 2 with PNGs, pass 2 on one thread) "
+          f"stage (read + pass 1 + thresholds + pass 2 with PNGs, pass 2 on every usable core) "
           f"{ours_rate:.1f} Mpx/s ({t_ours:.2f} s for {pixels / 1e6:.1f} Mpx; pass 1 "
           f"{summary['timings_s']['pass1']:.2f} s, pass 2 {summary['timings_s']['pass2']:.2f} s);"
           f" authors' logic {ref_rate:.2f} Mpx/s on {ref_pixels / 1e6:.1f} Mpx; "

@@ -22,6 +22,7 @@ from dars.pseudo.stage import (
     pseudo_label,
 )
 from dars.stats.counting import confidence_histogram
+from dars.store.artifacts import MANIFEST
 from dars.store.probstore import MAX_IMAGES_PER_CHUNK, ProbStore, ProbStoreWriter
 
 NAMES = ["road", "car", "person", "bike"]
@@ -209,17 +210,20 @@ def _folder_dataset(truth: dict[str, np.ndarray], root: Path, listed: bool = Tru
 
 
 @pytest.mark.parametrize("sampling", ["paper", "exact"])
-def test_block_size_changes_no_label(setup: dict, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch, sampling: str) -> None:
-    """Images are read a block at a time; blocks of 2 images give the same files and tallies
-    as whole-chunk blocks."""
+def test_block_size_and_threads_change_no_label(setup: dict, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                sampling: str) -> None:
+    """Images are read a block at a time and labelled by a pool of threads; blocks of 2 images
+    on 3 threads give the same files, manifest and tallies as whole-chunk blocks on one."""
     import dars.pseudo.stage as stage
 
     options = PseudoLabelOptions(alpha=0.3, seed=2, sampling=sampling)
-    base = pseudo_label(setup["store"], setup["hist"], tmp_path / "whole", options)
+    base = pseudo_label(setup["store"], setup["hist"], tmp_path / "whole", options, threads=1)
     monkeypatch.setattr(stage, "images_per_block", lambda store: 2)
-    other = pseudo_label(setup["store"], setup["hist"], tmp_path / "n", options)
+    other = pseudo_label(setup["store"], setup["hist"], tmp_path / "n", options, threads=3)
     assert read_labels(tmp_path / "n") == read_labels(tmp_path / "whole")
+    assert ((tmp_path / "n" / MANIFEST).read_bytes()
+            == (tmp_path / "whole" / MANIFEST).read_bytes())
     for key in ("kept_pixels", "num_pixels", "num_images", "kl_labeled_pseudo"):
         assert other[key] == base[key]
 
