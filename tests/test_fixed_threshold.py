@@ -37,7 +37,7 @@ def test_fixed_keeps_every_pixel_at_or_above_tau_whatever_alpha(tau: float, alph
     kept = [np.count_nonzero((pred == j) & (conf.astype(float) >= tau)) for j in range(4)]
     np.testing.assert_array_equal(th.selected, kept)
     np.testing.assert_array_equal(th.expected_kept, kept)  # no sampling
-    assert not th.samples
+    assert np.all(th.keep_above == 1) and np.all(th.keep_at == 1)
 
 
 def test_fixed_needs_its_tau_in_the_unit_interval() -> None:

@@ -72,11 +72,8 @@ def image_hashes(key: int, shape: tuple[int, int]) -> np.ndarray:
 
 
 def image_uniforms(key: int, shape: tuple[int, int]) -> np.ndarray:
-    """The uniforms in [0, 1) that :func:`assign_labels` draws for an image of ``shape``.
-
-    For tests and for anyone re-deriving a label: pixel (y, x) is kept when its uniform is
-    below its keep probability.
-    """
+    """The uniforms in [0, 1) that :func:`assign_labels` draws for an image of ``shape``
+    (pixel (y, x) is kept when its uniform is below its keep probability)."""
     h, w = shape
     return (_uniform_bits(key, 0, h * w) / 2.0**_UNIFORM_BITS).reshape(h, w)
 
@@ -122,18 +119,15 @@ class LabelRule:
 
     def labels(self, prediction: np.ndarray, confidence: np.ndarray, key: int
                ) -> tuple[np.ndarray, np.ndarray]:
-        """One image's pseudo labels (uint8, IGNORE where none is kept) and the number kept
-        of each class 0..C-1.
+        """One image's pseudo labels (uint8, IGNORE where none is kept, and for PAD) and the
+        number kept of each class 0..C-1.
 
-        A pixel predicted j is selected when its confidence is >= t_j; a selected pixel is
-        kept with ``keep_above[j]`` or, when tied exactly at t_j, ``keep_at[j]``, against its
-        uniform from :func:`image_uniforms` (``key`` from :func:`image_key`). A pixel
-        predicted PAD gets IGNORE. Comparisons are on float16 bit patterns and 24-bit
-        integers, so no float rounding decides a label. The pixels go in slices of _CHUNK,
-        whose temporaries stay in cache (a third faster than whole 2-Mpx images).
-
-        Sampling ``exact`` (:meth:`_exact_kept`) instead keeps a fixed number of each class's
-        selected pixels in the image.
+        A pixel predicted j is selected when its confidence is >= t_j and kept with
+        ``keep_above[j]`` (``keep_at[j]`` when tied at t_j) against its uniform
+        (:func:`image_uniforms`); sampling ``exact`` keeps a fixed number instead
+        (:meth:`_exact_kept`). Comparisons are on float16 bit patterns and 24-bit integers, so
+        no float rounding decides a label; slices of _CHUNK pixels keep the temporaries in
+        cache (a third faster than whole 2-Mpx images).
         """
         if prediction.shape != confidence.shape or prediction.ndim != 2:
             raise DarsError(f"prediction {prediction.shape} and confidence {confidence.shape} "

@@ -74,11 +74,6 @@ class Thresholds:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.selected > 0, self.expected_kept / self.selected, 0.0)
 
-    @property
-    def samples(self) -> bool:
-        """Whether label assignment needs random numbers at all."""
-        return bool(np.any(self.keep_above < 1) or np.any(self.keep_at < 1))
-
 
 def check_alpha(alpha: float) -> None:
     """alpha is the fraction of unlabeled pixels to label: it must lie in (0, 1]."""
@@ -91,7 +86,8 @@ def check_alpha(alpha: float) -> None:
 
 
 def check_pixels_per_image(pixels_per_image: int | None) -> None:
-    """The P per image of n_j = alpha P r_j: None (the true count) or a positive integer."""
+    """P of n_j = alpha P r_j (per image, or in all): None (the true count) or a positive
+    integer."""
     if pixels_per_image is not None and (isinstance(pixels_per_image, bool) or not isinstance(
             pixels_per_image, int | np.integer) or pixels_per_image <= 0):
         raise DarsError(f"pixels per image must be a positive integer (or null for the true "
@@ -339,9 +335,7 @@ def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: f
     check_options(alpha, method, sampling, fixed_threshold, settings)
     hist, ratios = _check_hist(conf_hist, label_ratios, num_pixels)
     total = int(hist.sum())
-    if target_pixels is not None and (isinstance(target_pixels, bool) or not isinstance(
-            target_pixels, int | np.integer) or target_pixels <= 0):
-        raise DarsError(f"P of n_j must be a positive integer, got {target_pixels!r}")
+    check_pixels_per_image(target_pixels)
     predicted = hist.sum(axis=1)  # m_j
     cum_ge = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
     target = round_half_up(alpha * (total if target_pixels is None else target_pixels) * ratios)
