@@ -29,13 +29,9 @@ log = logging.getLogger(__name__)
 def write_blank_labels(store_path: str | os.PathLike[str], label_hist: str | os.PathLike[str],
                        labels_out: str | os.PathLike[str], stats_out: str | os.PathLike[str],
                        summary_out: str | os.PathLike[str], alpha: float) -> dict:
-    """The labeled-only control's pseudo labels: one all-ignore PNG per unlabeled image.
-
-    The student then runs exactly like every other branch (same batches, augmentation and
-    steps; the pseudo half is forwarded) but its pseudo loss is 0, so the trainer needs no
-    special case. The store gives the image ids and sizes only. ``pseudo_stats.csv`` and
-    ``pseudo_summary.json`` have the pseudo-label stage's columns: kept 0 of the n_j =
-    round(alpha * P * r_j) the round would ask for (shortfall n_j), no KL, no precision.
+    """One all-ignore PNG per image of the store (which gives only ids and sizes), so the
+    trainer needs no special case; the stats and summary have the pseudo-label stage's columns:
+    kept 0 of the n_j = round(alpha * P * r_j) the round would ask for, no KL, no precision.
     """
     check_alpha(alpha)
     store = ProbStore(store_path)
@@ -60,7 +56,6 @@ def write_blank_labels(store_path: str | os.PathLike[str], label_hist: str | os.
     write_json(summary, summary_out)
     log.info("labeled-only control: %d all-ignore label images", len(store))
     return summary
-
 
 
 def blank_labels_command(args: argparse.Namespace) -> None:

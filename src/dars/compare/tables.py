@@ -1,16 +1,9 @@
 """The comparison's tables: ``runs.csv`` (one row per run, the raw numbers) and what derives
-from it.
-
-* Table 4: per-class IoU, tail mIoU and mIoU (mean and 95 % Student-t interval over all
-  (teacher, student) runs), one row per method and number of rounds;
-* the paired differences of mIoU -- each row minus its own teacher's baseline, and minus ST and
-  minus labeled-only on the same teacher and student seed -- with 95 % t intervals and a
-  verdict ("better" / "worse" only when the interval excludes 0);
-* Table 5: KL(labeled || pseudo) of every method's pseudo labels (mean, 95 % interval), the
-  kept fraction, the pseudo-label precision, and the per-class shortfall (n_j - kept_j) / n_j,
-  so that a class the teacher cannot supply is shown, not averaged away;
-* their markdown, under a line naming the command, the commit, the machine and the seeds
-  (:func:`provenance`): what ``dars compare --markdown RESULTS_DIR`` prints.
+from it -- Table 4 (IoU, mean and 95 % t interval per row), the paired differences of mIoU
+(vs the own teacher's baseline, ST and labeled-only; a verdict only when the interval excludes
+0), Table 5 (the pseudo labels' KL, kept fraction, precision and per-class shortfall, so a
+class the teacher cannot supply is shown, not averaged away) and their markdown under a
+:func:`provenance` line, which ``dars compare --markdown RESULTS_DIR`` prints.
 """
 
 from __future__ import annotations
@@ -38,12 +31,16 @@ def _prefixed(df: pd.DataFrame, prefix: str) -> list[str]:
     return [c[len(prefix):] for c in df.columns if c.startswith(prefix)]
 
 
+def _number(summary: dict, key: str) -> float:
+    value = summary.get(key)
+    return math.nan if value is None else float(value)
+
+
 def _evaluation(rd: Path) -> tuple[list[str], dict]:
     metrics = read_json(rd / "metrics.json")
     per_class = read_csv(rd / "metrics.csv")
     names = per_class["name"].astype(str).tolist()
-    tail = metrics.get("tail_miou")
-    return names, {"miou": metrics["miou"], "tail_miou": math.nan if tail is None else tail,
+    return names, {"miou": metrics["miou"], "tail_miou": _number(metrics, "tail_miou"),
                    **{f"iou:{n}": v for n, v in zip(names, per_class["iou"].astype(float),
                                                     strict=True)}}
 
@@ -53,14 +50,10 @@ def _pseudo(rd: Path) -> dict:
     stats = read_csv(rd / "pseudo_stats.csv")
     target = stats["target"].to_numpy(float)
     short = np.where(target > 0, stats["shortfall"].to_numpy(float) / np.maximum(target, 1), 0.0)
-
-    def number(key: str) -> float:
-        value = summary.get(key)
-        return math.nan if value is None else float(value)
-
-    return {"alpha": number("alpha"), "temperature": number("temperature"),
-            "kept_fraction": number("kept_fraction"), "kl": number("kl_labeled_pseudo"),
-            "precision": number("pixel_precision"),
+    return {"alpha": _number(summary, "alpha"), "temperature": _number(summary, "temperature"),
+            "kept_fraction": _number(summary, "kept_fraction"),
+            "kl": _number(summary, "kl_labeled_pseudo"),
+            "precision": _number(summary, "pixel_precision"),
             **{f"short:{n}": v for n, v in zip(stats["name"].astype(str), short, strict=True)}}
 
 
@@ -158,14 +151,9 @@ def differences(runs: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
 
 
 def table5(runs: pd.DataFrame) -> pd.DataFrame:
-    """KL(labeled ‖ pseudo) (mean and interval), kept fraction, precision and per-class
-    shortfall of every student row.
+    """The pseudo labels each student row trained on in its last round (:data:`TABLE5_NOTE`).
 
-    The numbers describe the pseudo labels each row's student was trained on in its last
-    round (round 1 for single-round rows). Shortfall columns are (n_j − kept_j) / n_j, mean
-    over runs: > 0 means class j got fewer pseudo labels than the labeled distribution asks
-    for (DARS can only remove pixels, so a class the teacher rarely predicts stays short),
-    < 0 means it got more; the labeled-only control keeps nothing (+100 %, no KL).
+    DARS can only remove pixels, so a class the teacher rarely predicts stays short.
     """
     names = _prefixed(runs, "short:")
     rows = []

@@ -48,7 +48,6 @@ _COLUMN_NAMES = {"miou": "mIoU", "best_miou": "best mIoU", "best_epoch": "best e
                  "mean_precision": "pseudo precision"}
 
 
-
 @dataclass(frozen=True)
 class ReportOptions(Options):
     """What the report depends on besides the run's files: the resolved config, which its first
@@ -68,17 +67,10 @@ class ReportOptions(Options):
 
 def report_files(rounds: int) -> dict[str, list[str]]:
     """Output names relative to the report folder, by kind (per-round kinds: one per round)."""
-    return {
-        "config": ["config.html"],
-        "metrics": ["metrics.html"],
-        "iou": ["iou.svg"],
-        "training": ["training.svg"],
-        **{kind: [f"round{s}/{name}" for s in range(1, rounds + 1)]
-           for kind, name in _PER_ROUND_FILES.items()},
-    }
-
-
-# --------------------------------------------------------------------------- reading
+    return {"config": ["config.html"], "metrics": ["metrics.html"], "iou": ["iou.svg"],
+            "training": ["training.svg"],
+            **{kind: [f"round{s}/{name}" for s in range(1, rounds + 1)]
+               for kind, name in _PER_ROUND_FILES.items()}}
 
 
 def metrics_tables(run_dir: Path, rounds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,9 +97,6 @@ def training_log(run_dir: Path, rounds: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-# --------------------------------------------------------------------------- tables
-
-
 def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
     """Round s's thresholds joined with the labeled/pseudo class ratios and precision."""
     t = read_csv(run_dir / f"round{s}" / "thresholds.csv")
@@ -116,9 +105,6 @@ def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
              if c in st.columns]
     df = t.merge(st[["class", *extra]], on="class", how="left")
     return df.drop(columns=[c for c in ("precision",) if c in df and df[c].isna().all()])
-
-
-# --------------------------------------------------------------------------- plots
 
 
 def training_plot(log_df: pd.DataFrame, out: Path) -> None:
@@ -202,9 +188,6 @@ def example_rows(dataset: DatasetOptions, run_dir: Path, s: int, count: int = EX
     return rows
 
 
-# --------------------------------------------------------------------------- the stage
-
-
 def build_report(options: ReportOptions, run_dir: str | os.PathLike[str], rounds: int,
                  out_dir: str | os.PathLike[str], examples: int = EXAMPLES) -> list[Path]:
     """Write every file of :func:`report_files` under ``out_dir``; return their paths."""
@@ -226,18 +209,15 @@ def build_report(options: ReportOptions, run_dir: str | os.PathLike[str], rounds
         title = (f"round {s}: labeled vs pseudo-label classes (alpha {pseudo.get('alpha')}, "
                  f"KL {pseudo.get('kl_labeled_pseudo', float('nan')):.3g})")
         names = stats["name"].astype(str).tolist()
-        class_distribution_plot(
-            names,
-            {"labeled set": stats["labeled_ratio"].to_numpy(float),
-             "pseudo labels": stats["pseudo_ratio"].to_numpy(float)},
-            title, files["distribution"][k])
+        class_distribution_plot(names, {"labeled set": stats["labeled_ratio"].to_numpy(float),
+                                        "pseudo labels": stats["pseudo_ratio"].to_numpy(float)},
+                                title, files["distribution"][k])
         write_text(files["thresholds"][k], html_page(
             f"Round {s} thresholds",
             html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
                        f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
-        rows = example_rows(options.dataset, run_dir, s, examples)
-        examples_plot(rows, names, f"round {s}: teacher prediction and pseudo labels",
-                      files["examples"][k])
+        examples_plot(example_rows(options.dataset, run_dir, s, examples), names,
+                      f"round {s}: teacher prediction and pseudo labels", files["examples"][k])
     written = [p for v in files.values() for p in v]
     log.info("report: %d files in %s", len(written), out_dir)
     return written
