@@ -64,7 +64,6 @@ def blank_labels_command(args: argparse.Namespace) -> None:
 
 
 def add_arguments(b: argparse.ArgumentParser) -> None:
-    """The arguments of ``dars blank-labels``."""
     b.add_argument("--store", required=True, help="probs.zarr giving the unlabeled images")
     b.add_argument("--label-hist", required=True, help="label_histogram.csv")
     b.add_argument("--alpha", type=float, required=True,

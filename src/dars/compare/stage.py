@@ -107,7 +107,6 @@ def compare_command(args: argparse.Namespace) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``dars compare``."""
     p.add_argument("--markdown", metavar="RESULTS_DIR",
                    help="print Tables 4 and 5 (markdown, with the command, commit, machine and "
                         "seeds) of a finished comparison in results/<run>; nothing is built")

@@ -83,15 +83,6 @@ def collect_runs(comparison: Comparison) -> pd.DataFrame:
     return runs
 
 
-def read_runs(path: Path) -> pd.DataFrame:
-    runs = read_csv(path)
-    missing = {"row", "method", "rounds", "teacher", "seed", "miou"} - set(runs.columns)
-    if missing:
-        raise DarsError(f"{path}: not a runs table of `dars compare` (missing {sorted(missing)})")
-    runs["seed"] = runs["seed"].astype("Int64")
-    return runs
-
-
 def _mean(values: pd.Series) -> float:
     """Mean over runs; NaN when any run lacks the value (never a mean of a subset)."""
     return t_interval(values).mean
@@ -316,7 +307,12 @@ TABLE5_NOTE = (
 def render_markdown(compare_dir: Path, command: str) -> str:
     """Tables 4 and 5 (with intervals, paired differences and the control row) as markdown,
     under the header line, from a finished comparison's runs.csv and provenance.json."""
-    runs = read_runs(compare_dir / "runs.csv")
+    path = compare_dir / "runs.csv"
+    runs = read_csv(path)
+    missing = {"row", "method", "rounds", "teacher", "seed", "miou"} - set(runs.columns)
+    if missing:
+        raise DarsError(f"{path}: not a runs table of `dars compare` (missing {sorted(missing)})")
+    runs["seed"] = runs["seed"].astype("Int64")
     prov = read_json(compare_dir / "provenance.json")
     tail = []
     if runs["tail_miou"].notna().any():

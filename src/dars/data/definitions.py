@@ -38,11 +38,6 @@ class DatasetDefinition:
     mask_fallbacks: tuple[tuple[str, str], ...] = ()
     """(listed suffix, substitute suffix): read the substitute when the listed mask is absent."""
 
-    def __post_init__(self) -> None:
-        for suffix, lut in self.label_maps.items():  # masks are 8-bit PNGs
-            if lut.shape != (256,) or lut.dtype != np.uint8:
-                raise ValueError(f"label map {suffix!r} of {self.name} must be uint8[256]")
-
     def resolve_mask(self, path: Path) -> Path:
         """The file to read for a listed mask: itself, or a substitute in another id space.
 

@@ -25,13 +25,10 @@ pre{background:#f7f7f7;padding:8px}
 </style>"""
 
 
-def _float(v: float) -> str:
-    return ("∞" if v > 0 else "-∞") if np.isinf(v) else f"{v:.4g}"
-
-
 def html_table(df: pd.DataFrame, caption: str, index: bool = False) -> str:
     """``df`` as an HTML table with a caption; floats to 4 significant digits, text escaped."""
-    table = df.to_html(index=index, na_rep="–", float_format=_float, border=0)
+    table = df.to_html(index=index, na_rep="–", border=0, float_format=lambda v: (
+        ("∞" if v > 0 else "-∞") if np.isinf(v) else f"{v:.4g}"))
     head, rest = table.split(">", 1)
     return f"{head}><caption>{html.escape(caption)}</caption>{rest}"
 
