@@ -1,9 +1,8 @@
 """``dars blank-labels``: the labeled-only control's pseudo labels, a stage of its branches.
 
-The control is the student round every other branch runs -- same init, schedule, number of
-steps, batch composition and augmentation -- whose pseudo-labeled half is all ignore, so it
-adds zero loss: what is left is the effect of the extra labeled steps, which tells whether
-pseudo labels help at all.
+The control is the student round every other branch runs (same init, schedule, steps, batches
+and augmentation) with an all-ignore pseudo half, which adds zero loss: what is left is the
+effect of the extra labeled steps, which tells whether pseudo labels help at all.
 """
 
 from __future__ import annotations

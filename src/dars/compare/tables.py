@@ -237,17 +237,15 @@ def tail_differences_markdown(runs: pd.DataFrame) -> str:
 
 def table5_markdown(t5: pd.DataFrame) -> str:
     """Table 5: pseudo labels of each row (KL with its interval, shortfall in %)."""
-    rows = []
-    for _, r in t5.iterrows():
-        rows.append({
-            "method": r["method"], "round": str(r["round"]), "runs": str(r["runs"]),
-            "alpha": _fmt(r["alpha"], "{:g}"), "T": _fmt(r["temperature"], "{:.3g}"),
-            "kept fraction": _fmt(r["kept fraction"], "{:.3f}"),
-            "KL(labeled‖pseudo) [95% CI]": _with_interval(
-                r["KL(labeled||pseudo)"], r["KL lo"], r["KL hi"], int(r["runs"]), "{:.3g}"),
-            "pixel precision": _fmt(r["pixel precision"], "{:.3f}"),
-            **{c: _fmt(r[c], "{:+.1%}") for c in t5.columns if c.startswith("short ")}})
-    return markdown_table(pd.DataFrame(rows))
+    return markdown_table(pd.DataFrame([{
+        "method": r["method"], "round": str(r["round"]), "runs": str(r["runs"]),
+        "alpha": _fmt(r["alpha"], "{:g}"), "T": _fmt(r["temperature"], "{:.3g}"),
+        "kept fraction": _fmt(r["kept fraction"], "{:.3f}"),
+        "KL(labeled‖pseudo) [95% CI]": _with_interval(
+            r["KL(labeled||pseudo)"], r["KL lo"], r["KL hi"], int(r["runs"]), "{:.3g}"),
+        "pixel precision": _fmt(r["pixel precision"], "{:.3f}"),
+        **{c: _fmt(r[c], "{:+.1%}") for c in t5.columns if c.startswith("short ")}}
+        for _, r in t5.iterrows()]))
 
 
 def _commit() -> str:

@@ -197,10 +197,11 @@ def _scene_renderer(scene: str, part: str, size: int) -> Renderer:
     return lambda rng: shapes.render_objects(rng, _background(rng.random(8), size), prior)
 
 
-def _write_split(root: Path, prefix: str, count: int, render: Renderer, num_classes: int,
-                 seed: int) -> tuple[list[str], np.ndarray]:
+def _write_split(root: Path, prefix: str, count: int, scene: str, size: int, seed: int
+                 ) -> tuple[list[str], np.ndarray]:
     """Render ``count`` scenes to images/ and masks/; return split lines and class pixel counts."""
-    counts = np.zeros(num_classes, dtype=np.int64)
+    render = _scene_renderer(scene, "test" if prefix == "val" else "train", size)
+    counts = np.zeros(len(SCENE_CLASSES[scene]), dtype=np.int64)
     lines = []
     for i in range(count):
         image, mask = render(np.random.default_rng([seed, _SPLIT_CODE[prefix], i]))
@@ -247,11 +248,8 @@ def build_demo(root: Path, options: DemoOptions) -> None:
     with atomic_path(root) as tmp:
         for sub in ("images", "masks", "splits"):
             (tmp / sub).mkdir(parents=True)
-        train, train_counts = _write_split(tmp, "train", num_train,
-                                           _scene_renderer(scene, "train", size), len(classes),
-                                           seed)
-        val, val_counts = _write_split(tmp, "val", num_val, _scene_renderer(scene, "test", size),
-                                       len(classes), seed)
+        train, train_counts = _write_split(tmp, "train", num_train, scene, size, seed)
+        val, val_counts = _write_split(tmp, "val", num_val, scene, size, seed)
         train = np.array(train)
         for name, lines in (("labeled", train[is_labeled]), ("unlabeled", train[~is_labeled]),
                             ("val", val)):

@@ -130,8 +130,7 @@ def run(command: Sequence[str], gpus: int, ddp: bool = False,
     if gpus < 0:
         raise DarsError(f"gpu-run: --gpus must be >= 0, got {gpus}")
     if gpus == 0:
-        visible = gpu_pool(env)
-        if visible:
+        if visible := gpu_pool(env):
             log.warning("gpu-run: GPU(s) %s are here but this job asks for none (config "
                         "`gpus: 0`): it runs on the CPU; set `gpus: 1` to use a GPU",
                         ",".join(visible))

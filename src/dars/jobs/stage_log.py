@@ -1,7 +1,5 @@
-"""One summary line per stage at the end of its log: ``stage infer: 12.3 s, peak RSS 812 MiB,
-peak GPU 1.2 GiB``. Snakemake's ``benchmark:`` files record time and RSS but not the GPU peak,
-and stages run by hand have none. Only rank 0 of a torchrun job prints.
-"""
+"""One summary line per stage at the end of its log (rank 0 only): Snakemake's ``benchmark:``
+files record time and RSS but not the GPU peak, and stages run by hand have none."""
 
 from __future__ import annotations
 

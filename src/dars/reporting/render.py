@@ -1,8 +1,5 @@
-"""HTML tables and matplotlib figures that the report and the comparison both draw.
-
-Figures use matplotlib's Agg backend (no display), SVG text kept as text and with fixed ids so
-reruns are byte-identical.
-"""
+"""HTML tables and matplotlib figures (Agg backend, no display) that the report and the
+comparison both draw."""
 
 from __future__ import annotations
 

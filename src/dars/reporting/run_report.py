@@ -23,15 +23,7 @@ from dars.core.config import Config
 from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
 from dars.core.options import DatasetOptions, Options, options_of
-from dars.reporting.render import (
-    class_distribution_plot,
-    html_page,
-    html_table,
-    iou_plot,
-    pyplot,
-    save_figure,
-    write_text,
-)
+from dars.reporting import render
 from dars.reporting.summary import round_table
 from dars.store.artifacts import read_csv, read_json
 
@@ -109,7 +101,7 @@ def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
 
 def training_plot(log_df: pd.DataFrame, out: Path) -> None:
     """Loss (labeled and pseudo-labeled half) and learning rate per epoch, all rounds."""
-    plt = pyplot()
+    plt = render.pyplot()
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for r, df in log_df.groupby("round"):
@@ -124,7 +116,7 @@ def training_plot(log_df: pd.DataFrame, out: Path) -> None:
     ax2.set_ylabel("learning rate (end of epoch)")
     ax2.set_xlabel("epoch (cumulative over rounds)")
     ax2.legend(frameon=False, fontsize=7)
-    save_figure(fig, out)
+    render.save_figure(fig, out)
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -143,7 +135,7 @@ def palette(num_classes: int) -> np.ndarray:
 def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                   names: Sequence[str], title: str, out: Path) -> None:
     """Rows of image | teacher prediction | pseudo label (ignore in white) with a class key."""
-    plt = pyplot()
+    plt = render.pyplot()
     from matplotlib.patches import Patch
 
     colors = palette(len(names))
@@ -163,7 +155,7 @@ def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
                fontsize=7, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    save_figure(fig, out)
+    render.save_figure(fig, out)
 
 
 def example_rows(dataset: DatasetOptions, run_dir: Path, s: int, count: int = EXAMPLES
@@ -193,14 +185,16 @@ def build_report(options: ReportOptions, run_dir: str | os.PathLike[str], rounds
     """Write every file of :func:`report_files` under ``out_dir``; return their paths."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     files = {k: [out_dir / f for f in v] for k, v in report_files(rounds).items()}
-    write_text(files["config"][0], html_page("Run configuration", "<h3>Resolved configuration "
-                f"(defaults filled in)</h3><pre>{html.escape(options.config_yaml)}</pre>"))
+    render.write_text(files["config"][0], render.html_page(
+        "Run configuration", "<h3>Resolved configuration (defaults filled in)</h3>"
+        f"<pre>{html.escape(options.config_yaml)}</pre>"))
 
     summary, iou = metrics_tables(run_dir, rounds)
-    write_text(files["metrics"][0], html_page(
-        "Metrics", html_table(summary, "Validation mIoU per round (0 = supervised baseline)"),
-        html_table(iou, "Per-class IoU on the validation split", index=True)))
-    iou_plot(iou, files["iou"][0])
+    render.write_text(files["metrics"][0], render.html_page(
+        "Metrics",
+        render.html_table(summary, "Validation mIoU per round (0 = supervised baseline)"),
+        render.html_table(iou, "Per-class IoU on the validation split", index=True)))
+    render.iou_plot(iou, files["iou"][0])
     training_plot(training_log(run_dir, rounds), files["training"][0])
 
     for k, s in enumerate(range(1, rounds + 1)):
@@ -209,13 +203,14 @@ def build_report(options: ReportOptions, run_dir: str | os.PathLike[str], rounds
         title = (f"round {s}: labeled vs pseudo-label classes (alpha {pseudo.get('alpha')}, "
                  f"KL {pseudo.get('kl_labeled_pseudo', float('nan')):.3g})")
         names = stats["name"].astype(str).tolist()
-        class_distribution_plot(names, {"labeled set": stats["labeled_ratio"].to_numpy(float),
-                                        "pseudo labels": stats["pseudo_ratio"].to_numpy(float)},
-                                title, files["distribution"][k])
-        write_text(files["thresholds"][k], html_page(
+        render.class_distribution_plot(
+            names, {"labeled set": stats["labeled_ratio"].to_numpy(float),
+                    "pseudo labels": stats["pseudo_ratio"].to_numpy(float)},
+            title, files["distribution"][k])
+        render.write_text(files["thresholds"][k], render.html_page(
             f"Round {s} thresholds",
-            html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
-                       f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
+            render.html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
+                              f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
         examples_plot(example_rows(options.dataset, run_dir, s, examples), names,
                       f"round {s}: teacher prediction and pseudo labels", files["examples"][k])
     written = [p for v in files.values() for p in v]
