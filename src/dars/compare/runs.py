@@ -135,8 +135,7 @@ class Comparison(Options):
 
     def runs(self) -> Iterator[tuple[str, int, int, int | None, str]]:
         """(method, rounds, teacher, student seed, round folder) of every run."""
-        for key, folder in zip(self.keys(), self.folders, strict=True):
-            yield (*key, folder)
+        return ((*key, folder) for key, folder in zip(self.keys(), self.folders, strict=True))
 
 
 @dataclass(frozen=True)
@@ -175,8 +174,8 @@ class RunTable:
                         self.tempered if variant.tempered else 1.0, k, k, variant.alpha,
                         self.teacher_store(t, variant.tempered))
         rounds = len(config["rounds"])
-        rows = branches(compare["methods"], compare["progressive"], rounds)
-        keys = comparison_keys(rows, teacher_seeds, compare["seeds"])
+        keys = comparison_keys(branches(compare["methods"], compare["progressive"], rounds),
+                               teacher_seeds, compare["seeds"])
         folders = tuple(self.round_dir(self.teacher(t) if m == BASELINE_METHOD
                                        else self.branch(t, m, k), r) for m, r, t, k in keys)
         self.comparison = Comparison(tuple(compare["methods"]), tuple(compare["progressive"]),

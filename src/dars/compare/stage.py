@@ -108,11 +108,9 @@ def compare_command(args: argparse.Namespace) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", metavar="RESULTS_DIR",
-                   help="print Tables 4 and 5 (markdown, with the command, commit, machine and "
-                        "seeds) of a finished comparison in results/<run>; nothing is built")
-    p.add_argument("--comparison-json",
-                   help="what was compared and the round folder of every run (the rule's "
-                        "dars.compare.runs.Comparison)")
+                   help="print Tables 4 and 5 of a finished comparison in results/<run>; "
+                        "nothing is built")
+    p.add_argument("--comparison-json", help="the rule's dars.compare.runs.Comparison")
     p.add_argument("--label-hist", help="label_histogram.csv of the run")
     p.add_argument("--store", help="the first teacher's round-1 store at T = 1 (Fig. 3)")
     p.add_argument("--tempered-store", help="its store at the +ts methods' T (Fig. 3)")

@@ -58,13 +58,10 @@ def _pseudo(rd: Path) -> dict:
 
 
 def collect_runs(comparison: Comparison) -> pd.DataFrame:
-    """One row per teacher (its baseline) and per (table row, teacher, student seed).
-
-    Columns: row (the table label), method, rounds, teacher, seed (none for baselines),
-    miou, tail_miou, ``iou:<class>``, and for students alpha, temperature, kept_fraction, kl,
-    precision and ``short:<class>`` (the shortfall fraction of the last round's pseudo labels),
-    read from the round folders the comparison lists.
-    """
+    """One row per teacher (its baseline) and per (table row, teacher, student seed): row
+    (the table label), method, rounds, teacher, seed, miou, tail_miou, ``iou:<class>``, and for
+    students alpha, temperature, kept_fraction, kl, precision and ``short:<class>`` (the
+    shortfall fraction of the last round's pseudo labels)."""
     records, classes = [], None
     for method, rounds, t, k, folder in comparison.runs():
         rd = Path(folder)
@@ -113,13 +110,9 @@ def _difference(label: str, reference: str, vs: str, values: pd.Series) -> dict:
 
 
 def differences(runs: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
-    """Paired differences of ``metric`` for every student row.
-
-    * vs the baseline: each run minus the baseline of its own teacher;
-    * vs st and vs labeled-only (when in the comparison): each run minus the reference run on
-      the same teacher and student seed, the reference having the same number of rounds when
-      the comparison has it (e.g. dars + IT vs st + IT), else its 1-round row.
-    """
+    """Paired differences of ``metric`` for every student row: vs its own teacher's baseline,
+    and vs st and labeled-only (when compared) on the same teacher and student seed, with the
+    same number of rounds when compared (dars + IT vs st + IT), else the 1-round row."""
     students = runs[runs["method"] != BASELINE_METHOD]
     base = runs[runs["method"] == BASELINE_METHOD][["teacher", metric]]
     present = set(zip(students["method"], students["rounds"], strict=True))

@@ -1,7 +1,5 @@
-"""Segmentation datasets over split files. What differs between datasets is data in their
-:class:`~dars.data.definitions.DatasetDefinition`, and labeled, unlabeled and pseudo-labeled
-data differ only in where masks come from, so one class serves them all.
-"""
+"""Segmentation datasets over split files: datasets differ only in their
+:class:`~dars.data.definitions.DatasetDefinition` and splits only in where masks come from."""
 
 from __future__ import annotations
 

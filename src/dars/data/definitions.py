@@ -19,11 +19,8 @@ from dars.core.errors import DarsError
 
 @dataclass(frozen=True, eq=False)
 class DatasetDefinition:
-    """Facts about one kind of dataset; empty/None fields are taken from the config.
-
-    Definitions are registered singletons, compared by identity (``eq=False``: their label
-    tables are arrays, which have no truth value).
-    """
+    """Facts about one kind of dataset; empty/None fields are taken from the config. Compared
+    by identity (``eq=False``): the label tables are arrays, which have no truth value."""
 
     name: str
     classes: tuple[str, ...] = ()

@@ -1,10 +1,9 @@
 """``dars split``: a seeded labeled/unlabeled split of a dataset's training images.
 
 Images are found with a pattern such as ``leftImg8bit/train/{city}/{frame}_leftImg8bit.png``
-(each ``{field}`` matches part of one path component) and the mask pattern reuses the fields.
-Images of the val split are never drawn, and only images whose mask exists are used (VOC's
-JPEGImages holds many without). The output is sorted, in the official line format, so a split
-is a reviewable artifact; the same (images, count, seed) always gives the same split.
+(a ``{field}`` matches part of one path component), masks with one reusing its fields. Images
+of the val split or without a mask (VOC has many) are never drawn. The output is sorted, in the
+official line format, so a split is a reviewable artifact.
 """
 
 from __future__ import annotations

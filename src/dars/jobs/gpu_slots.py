@@ -2,10 +2,8 @@
 
 Snakemake counts a ``gpu`` resource but does not say *which* GPUs a job may use, so two jobs
 would both land on GPU 0. This wrapper holds an exclusive ``flock`` on one lock file per device
-of the pool (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi -L``) and exports just those. Locks
-belong to the process, so they vanish when the job ends or is killed; they live in a directory
-per machine (per SLURM allocation inside one). With ``--ddp`` the command runs under
-``torchrun`` and ``--threads T`` becomes T/N per process.
+of the pool and exports just those; locks belong to the process, so they vanish when the job
+ends or is killed.
 """
 
 from __future__ import annotations
