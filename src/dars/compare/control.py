@@ -1,9 +1,8 @@
 """``dars blank-labels``: the labeled-only control's pseudo labels, a stage of its branches.
 
-The control is the student round every other branch runs -- same init, schedule, number of
-steps, batch composition and augmentation -- whose pseudo-labeled half is all ignore, so it
-adds zero loss: what is left is the effect of the extra labeled steps, which tells whether
-pseudo labels help at all.
+The control is the student round every other branch runs (same init, schedule, steps, batches
+and augmentation) with an all-ignore pseudo half, which adds zero loss: what is left is the
+effect of the extra labeled steps, which tells whether pseudo labels help at all.
 """
 
 from __future__ import annotations
@@ -29,13 +28,9 @@ log = logging.getLogger(__name__)
 def write_blank_labels(store_path: str | os.PathLike[str], label_hist: str | os.PathLike[str],
                        labels_out: str | os.PathLike[str], stats_out: str | os.PathLike[str],
                        summary_out: str | os.PathLike[str], alpha: float) -> dict:
-    """The labeled-only control's pseudo labels: one all-ignore PNG per unlabeled image.
-
-    The student then runs exactly like every other branch (same batches, augmentation and
-    steps; the pseudo half is forwarded) but its pseudo loss is 0, so the trainer needs no
-    special case. The store gives the image ids and sizes only. ``pseudo_stats.csv`` and
-    ``pseudo_summary.json`` have the pseudo-label stage's columns: kept 0 of the n_j =
-    round(alpha * P * r_j) the round would ask for (shortfall n_j), no KL, no precision.
+    """One all-ignore PNG per image of the store (which gives only ids and sizes), so the
+    trainer needs no special case; the stats and summary have the pseudo-label stage's columns:
+    kept 0 of the n_j = round(alpha * P * r_j) the round would ask for, no KL, no precision.
     """
     check_alpha(alpha)
     store = ProbStore(store_path)
@@ -62,14 +57,12 @@ def write_blank_labels(store_path: str | os.PathLike[str], label_hist: str | os.
     return summary
 
 
-
 def blank_labels_command(args: argparse.Namespace) -> None:
     write_blank_labels(args.store, args.label_hist, args.labels_out, args.stats_out,
                        args.summary_out, args.alpha)
 
 
 def add_arguments(b: argparse.ArgumentParser) -> None:
-    """The arguments of ``dars blank-labels``."""
     b.add_argument("--store", required=True, help="probs.zarr giving the unlabeled images")
     b.add_argument("--label-hist", required=True, help="label_histogram.csv")
     b.add_argument("--alpha", type=float, required=True,

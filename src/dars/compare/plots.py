@@ -1,6 +1,4 @@
-"""The comparison's figures: the class distribution of every method's pseudo labels against
-the labeled set's (Fig. 1), the IoU per class of every row, and the confidence histograms of
-the first teacher (Fig. 3), whose ties at 1.0 are what DARS's sampling resolves."""
+"""The comparison's figures: Fig. 1, the IoU per class of every row, and Fig. 3."""
 
 from __future__ import annotations
 
@@ -37,7 +35,8 @@ def iou(t4: pd.DataFrame, names: Sequence[str], out: Path) -> None:
 
 def confidence_plot(hists: dict[str, np.ndarray], names: Sequence[str], classes: Sequence[int],
                     out: Path) -> None:
-    """Fig. 3: confidence histograms of some classes, ties at exactly 1.0 drawn separately.
+    """Fig. 3: confidence histograms of some classes, ties at exactly 1.0 (what DARS's sampling
+    resolves) drawn separately.
 
     ``hists`` maps a curve label (e.g. "T = 1") to a (C, NUM_BINS) float16 bit-pattern
     histogram; bins are merged to 40 on [0, 1) and the count at exactly 1.0 is a marker with

@@ -11,13 +11,8 @@ the main run ``<run>/`` and, for ``snakemake compare``, under ``<run>/compare/``
 
 A branch has no round 0: it starts from its teacher's model and in round 1 thresholds its
 teacher's store at the branch's temperature. Inference applies T, so a teacher has one store
-per T (:func:`store_name`): ``round1/probs.zarr`` at its run's own T, ``probs_t1.zarr`` (the
-main run's teacher at T = 1 when the run itself is not) and ``probs_ts.zarr`` (at
-``compare.temperature``).
-
-The workflow's rules are generic over the run directory: they look a run's options up in the
-:class:`RunTable`, one expansion of the config, and ask it for what a run shares with its
-teacher (:meth:`RunTable.round_dir`, :meth:`RunTable.store`), so no file is copied and the
+per T (:data:`STORE_SUFFIXES`). The workflow's rules are generic over the run directory and
+ask the :class:`RunTable` what a run shares with its teacher, so no file is copied and the
 teacher of the run's own seed is trained once.
 """
 
@@ -35,10 +30,9 @@ from dars.pseudo.thresholds import METHODS
 if TYPE_CHECKING:  # the config module loads jsonschema
     from dars.core.config import Config
 
-# The names of the compared methods: a thresholding method (dars.pseudo.thresholds.METHODS,
-# the schema's $defs.variant pattern is tested against VARIANT), "+ts" = temperature scaling
-# first, "@<alpha>" = round 1 at that alpha instead of the round's (e.g. DARS keeping as much
-# as CBST does, to tell the amount of pseudo labels from their class balance); or the control.
+# The names of the compared methods (:func:`parse_variant`; the schema's $defs.variant pattern
+# is tested against VARIANT). "@<alpha>" lets e.g. DARS keep as much as CBST does, to tell the
+# amount of pseudo labels from their class balance.
 TEMPERED = "+ts"
 AT_ALPHA = "@"
 LABELED_ONLY = "labeled-only"
@@ -47,8 +41,8 @@ THRESHOLDED = re.compile(rf"({'|'.join(METHODS)})({re.escape(TEMPERED)})?"
 VARIANT = re.compile(rf"{THRESHOLDED.pattern}|{LABELED_ONLY}")
 BASELINE_METHOD = "baseline"  # the method of a teacher's own run in the tables
 
-#: The suffixes of a round's stores (:func:`store_name`): at its run's own T, at T = 1, at
-#: compare.temperature.
+#: The suffixes of a round's stores (:func:`store_name`): at its run's own T (probs.zarr), at
+#: T = 1 (the main run's teacher when the run's T is not 1), at compare.temperature.
 OWN_T, AT_T1, AT_TEMPERED = "", "_t1", "_ts"
 STORE_SUFFIXES = (OWN_T, AT_T1, AT_TEMPERED)
 
@@ -98,11 +92,6 @@ def row_label(method: str, rounds: int) -> str:
     return method if rounds == 1 else f"{method} + IT ({rounds} rounds)"
 
 
-def resolve_teacher_seeds(teacher_seeds: Sequence[int] | None, run_seed: int) -> list[int]:
-    """``compare.teacher_seeds``; unset (null) means the run's own baseline only."""
-    return list(teacher_seeds) if teacher_seeds else [int(run_seed)]
-
-
 def comparison_keys(rows: Sequence[tuple[str, int]], teacher_seeds: Sequence[int],
                     seeds: Sequence[int]) -> list[tuple[str, int, int, int | None]]:
     """(method, rounds, teacher, student seed) of every run of the tables: the baselines
@@ -146,8 +135,7 @@ class Comparison(Options):
 
     def runs(self) -> Iterator[tuple[str, int, int, int | None, str]]:
         """(method, rounds, teacher, student seed, round folder) of every run."""
-        for key, folder in zip(self.keys(), self.folders, strict=True):
-            yield (*key, folder)
+        return ((*key, folder) for key, folder in zip(self.keys(), self.folders, strict=True))
 
 
 @dataclass(frozen=True)
@@ -174,7 +162,8 @@ class RunTable:
         self.main_temperature, self.tempered = section["temperature"], compare["temperature"]
         self.runs = {self.main: Run(self.main, section["method"], section["temperature"],
                                     self.seed, section["seed"])}
-        teacher_seeds = resolve_teacher_seeds(compare["teacher_seeds"], self.seed)
+        # compare.teacher_seeds unset (null): the run's own baseline only
+        teacher_seeds = list(compare["teacher_seeds"] or [int(self.seed)])
         for t in teacher_seeds:
             self.runs[self.teacher_folder(t)] = Run(self.teacher(t), BASELINE_METHOD, 1.0, t, 0)
             for name in dict.fromkeys([*compare["methods"], *compare["progressive"]]):
@@ -185,8 +174,8 @@ class RunTable:
                         self.tempered if variant.tempered else 1.0, k, k, variant.alpha,
                         self.teacher_store(t, variant.tempered))
         rounds = len(config["rounds"])
-        rows = branches(compare["methods"], compare["progressive"], rounds)
-        keys = comparison_keys(rows, teacher_seeds, compare["seeds"])
+        keys = comparison_keys(branches(compare["methods"], compare["progressive"], rounds),
+                               teacher_seeds, compare["seeds"])
         folders = tuple(self.round_dir(self.teacher(t) if m == BASELINE_METHOD
                                        else self.branch(t, m, k), r) for m, r, t, k in keys)
         self.comparison = Comparison(tuple(compare["methods"]), tuple(compare["progressive"]),

@@ -3,10 +3,6 @@
 The rule passes the :class:`~dars.compare.runs.Comparison` (what was compared, and the round
 folder of every run, whose ``metrics.*`` and ``pseudo_*`` files are its inputs), the labeled
 histogram and the first teacher's stores for Fig. 3; nothing is looked for on the file system.
-Everything is written under ``--out-dir``: ``runs.csv`` (the raw numbers, full precision; the
-rest derives from it), ``table4.*``, ``differences.csv``, ``table5.*``,
-``pseudo_per_class.csv``, ``tables.md`` (what ``dars compare --markdown`` prints) with
-``provenance.json``, ``tables.html`` for the report, and the figures.
 """
 
 from __future__ import annotations
@@ -18,19 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dars.compare import plots
+from dars.compare import plots, tables
 from dars.compare.runs import Comparison
-from dars.compare.tables import (
-    collect_runs,
-    differences,
-    provenance,
-    pseudo_per_class,
-    render_markdown,
-    table4,
-    table4_markdown,
-    table5,
-    table5_markdown,
-)
 from dars.core.errors import DarsError
 from dars.core.options import temperature_arg
 from dars.reporting.render import html_page, html_table, write_text
@@ -51,7 +36,6 @@ def build_comparison(comparison: Comparison, label_hist: str | Path, store: str 
 
     ``store`` is the first teacher's round-1 store at T = 1; ``tempered_store`` its store at
     ``temperature`` (the "+ts" methods' T), drawn beside it in the confidence plot.
-    ``tables.md`` is what ``dars compare --markdown`` prints for the folder above ``out_dir``.
     """
     from dars.pseudo.confidence_hist import store_histogram
     from dars.store.probstore import ProbStore
@@ -59,18 +43,19 @@ def build_comparison(comparison: Comparison, label_hist: str | Path, store: str 
     out_dir = Path(out_dir)
     out = {name: out_dir / name for name in COMPARE_FILES}
 
-    runs = collect_runs(comparison)
+    runs = tables.collect_runs(comparison)
     write_csv(runs, out["runs.csv"])  # full precision: everything below derives from it
-    write_json(provenance(comparison), out["provenance.json"])
-    t4, diffs, t5 = table4(runs), differences(runs), table5(runs)
-    per_class = pseudo_per_class(comparison)
+    write_json(tables.provenance(comparison), out["provenance.json"])
+    t4, diffs, t5 = tables.table4(runs), tables.differences(runs), tables.table5(runs)
+    per_class = tables.pseudo_per_class(comparison)
     for df, name in ((t4, "table4.csv"), (diffs, "differences.csv"), (t5, "table5.csv"),
                      (per_class, "pseudo_per_class.csv")):
         write_csv(df, out[name], float_format="%.6g")
-    write_text(out["table4.md"], table4_markdown(t4, diffs))
-    write_text(out["table5.md"], table5_markdown(t5))
-    write_text(out["tables.md"], render_markdown(out_dir,
-                                                 f"dars compare --markdown {out_dir.parent}"))
+    write_text(out["table4.md"], tables.table4_markdown(t4, diffs))
+    write_text(out["table5.md"], tables.table5_markdown(t5))
+    # what `dars compare --markdown` prints for the run's folder
+    write_text(out["tables.md"], tables.render_markdown(
+        out_dir, f"dars compare --markdown {out_dir.parent}"))
     write_text(out["tables.html"], html_page(
         "Method comparison",
         html_table(t4, "Table 4: validation IoU per class, tail mIoU and mIoU (mean over "
@@ -111,8 +96,8 @@ _BUILD_ARGS = ("comparison_json", "label_hist", "store", "out_dir")
 
 def compare_command(args: argparse.Namespace) -> None:
     if args.markdown:
-        sys.stdout.write(render_markdown(finished_comparison(args.markdown),
-                                         f"dars compare --markdown {args.markdown}"))
+        sys.stdout.write(tables.render_markdown(finished_comparison(args.markdown),
+                                                f"dars compare --markdown {args.markdown}"))
         return
     missing = [f"--{a.replace('_', '-')}" for a in _BUILD_ARGS if getattr(args, a) is None]
     if missing:
@@ -122,13 +107,10 @@ def compare_command(args: argparse.Namespace) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``dars compare``."""
     p.add_argument("--markdown", metavar="RESULTS_DIR",
-                   help="print Tables 4 and 5 (markdown, with the command, commit, machine and "
-                        "seeds) of a finished comparison in results/<run>; nothing is built")
-    p.add_argument("--comparison-json",
-                   help="what was compared and the round folder of every run (the rule's "
-                        "dars.compare.runs.Comparison)")
+                   help="print Tables 4 and 5 of a finished comparison in results/<run>; "
+                        "nothing is built")
+    p.add_argument("--comparison-json", help="the rule's dars.compare.runs.Comparison")
     p.add_argument("--label-hist", help="label_histogram.csv of the run")
     p.add_argument("--store", help="the first teacher's round-1 store at T = 1 (Fig. 3)")
     p.add_argument("--tempered-store", help="its store at the +ts methods' T (Fig. 3)")

@@ -15,15 +15,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dars.core.errors import DarsError
-
 LEVEL = 0.95  # of every interval
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with ``df`` degrees of freedom (p in (0, 1), df > 0)."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise DarsError(f"t quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    """The p-quantile of Student's t with ``df`` degrees of freedom."""
     return float(stats.t.ppf(p, df))
 
 
@@ -49,10 +45,8 @@ class Interval:
 
 
 def t_interval(values: Sequence[float] | pd.Series, level: float = LEVEL) -> Interval:
-    """The mean of ``values`` and its t interval at ``level``.
-
-    A missing value (NaN: e.g. no precision without true masks) makes everything NaN.
-    """
+    """The mean of ``values`` and its t interval at ``level``; a missing value (NaN: e.g. no
+    precision without true masks) makes everything NaN."""
     x = np.asarray(values, float)
     if x.size == 0 or np.isnan(x).any():
         return Interval(math.nan, math.nan, math.nan, int(x.size))

@@ -1,16 +1,9 @@
 """The comparison's tables: ``runs.csv`` (one row per run, the raw numbers) and what derives
-from it.
-
-* Table 4: per-class IoU, tail mIoU and mIoU (mean and 95 % Student-t interval over all
-  (teacher, student) runs), one row per method and number of rounds;
-* the paired differences of mIoU -- each row minus its own teacher's baseline, and minus ST and
-  minus labeled-only on the same teacher and student seed -- with 95 % t intervals and a
-  verdict ("better" / "worse" only when the interval excludes 0);
-* Table 5: KL(labeled || pseudo) of every method's pseudo labels (mean, 95 % interval), the
-  kept fraction, the pseudo-label precision, and the per-class shortfall (n_j - kept_j) / n_j,
-  so that a class the teacher cannot supply is shown, not averaged away;
-* their markdown, under a line naming the command, the commit, the machine and the seeds
-  (:func:`provenance`): what ``dars compare --markdown RESULTS_DIR`` prints.
+from it -- Table 4 (IoU, mean and 95 % t interval per row), the paired differences of mIoU
+(vs the own teacher's baseline, ST and labeled-only; a verdict only when the interval excludes
+0), Table 5 (the pseudo labels' KL, kept fraction, precision and per-class shortfall, so a
+class the teacher cannot supply is shown, not averaged away) and their markdown under a
+:func:`provenance` line, which ``dars compare --markdown RESULTS_DIR`` prints.
 """
 
 from __future__ import annotations
@@ -38,12 +31,16 @@ def _prefixed(df: pd.DataFrame, prefix: str) -> list[str]:
     return [c[len(prefix):] for c in df.columns if c.startswith(prefix)]
 
 
+def _number(summary: dict, key: str) -> float:
+    value = summary.get(key)
+    return math.nan if value is None else float(value)
+
+
 def _evaluation(rd: Path) -> tuple[list[str], dict]:
     metrics = read_json(rd / "metrics.json")
     per_class = read_csv(rd / "metrics.csv")
     names = per_class["name"].astype(str).tolist()
-    tail = metrics.get("tail_miou")
-    return names, {"miou": metrics["miou"], "tail_miou": math.nan if tail is None else tail,
+    return names, {"miou": metrics["miou"], "tail_miou": _number(metrics, "tail_miou"),
                    **{f"iou:{n}": v for n, v in zip(names, per_class["iou"].astype(float),
                                                     strict=True)}}
 
@@ -53,25 +50,18 @@ def _pseudo(rd: Path) -> dict:
     stats = read_csv(rd / "pseudo_stats.csv")
     target = stats["target"].to_numpy(float)
     short = np.where(target > 0, stats["shortfall"].to_numpy(float) / np.maximum(target, 1), 0.0)
-
-    def number(key: str) -> float:
-        value = summary.get(key)
-        return math.nan if value is None else float(value)
-
-    return {"alpha": number("alpha"), "temperature": number("temperature"),
-            "kept_fraction": number("kept_fraction"), "kl": number("kl_labeled_pseudo"),
-            "precision": number("pixel_precision"),
+    return {"alpha": _number(summary, "alpha"), "temperature": _number(summary, "temperature"),
+            "kept_fraction": _number(summary, "kept_fraction"),
+            "kl": _number(summary, "kl_labeled_pseudo"),
+            "precision": _number(summary, "pixel_precision"),
             **{f"short:{n}": v for n, v in zip(stats["name"].astype(str), short, strict=True)}}
 
 
 def collect_runs(comparison: Comparison) -> pd.DataFrame:
-    """One row per teacher (its baseline) and per (table row, teacher, student seed).
-
-    Columns: row (the table label), method, rounds, teacher, seed (none for baselines),
-    miou, tail_miou, ``iou:<class>``, and for students alpha, temperature, kept_fraction, kl,
-    precision and ``short:<class>`` (the shortfall fraction of the last round's pseudo labels),
-    read from the round folders the comparison lists.
-    """
+    """One row per teacher (its baseline) and per (table row, teacher, student seed): row
+    (the table label), method, rounds, teacher, seed, miou, tail_miou, ``iou:<class>``, and for
+    students alpha, temperature, kept_fraction, kl, precision and ``short:<class>`` (the
+    shortfall fraction of the last round's pseudo labels)."""
     records, classes = [], None
     for method, rounds, t, k, folder in comparison.runs():
         rd = Path(folder)
@@ -86,15 +76,6 @@ def collect_runs(comparison: Comparison) -> pd.DataFrame:
         records.append({"row": row_label(method, rounds), "method": method, "rounds": rounds,
                         "teacher": t, "seed": k, **metrics, **_pseudo(rd)})
     runs = pd.DataFrame(records)
-    runs["seed"] = runs["seed"].astype("Int64")
-    return runs
-
-
-def read_runs(path: Path) -> pd.DataFrame:
-    runs = read_csv(path)
-    missing = {"row", "method", "rounds", "teacher", "seed", "miou"} - set(runs.columns)
-    if missing:
-        raise DarsError(f"{path}: not a runs table of `dars compare` (missing {sorted(missing)})")
     runs["seed"] = runs["seed"].astype("Int64")
     return runs
 
@@ -129,13 +110,9 @@ def _difference(label: str, reference: str, vs: str, values: pd.Series) -> dict:
 
 
 def differences(runs: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
-    """Paired differences of ``metric`` for every student row.
-
-    * vs the baseline: each run minus the baseline of its own teacher;
-    * vs st and vs labeled-only (when in the comparison): each run minus the reference run on
-      the same teacher and student seed, the reference having the same number of rounds when
-      the comparison has it (e.g. dars + IT vs st + IT), else its 1-round row.
-    """
+    """Paired differences of ``metric`` for every student row: vs its own teacher's baseline,
+    and vs st and labeled-only (when compared) on the same teacher and student seed, with the
+    same number of rounds when compared (dars + IT vs st + IT), else the 1-round row."""
     students = runs[runs["method"] != BASELINE_METHOD]
     base = runs[runs["method"] == BASELINE_METHOD][["teacher", metric]]
     present = set(zip(students["method"], students["rounds"], strict=True))
@@ -158,14 +135,9 @@ def differences(runs: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
 
 
 def table5(runs: pd.DataFrame) -> pd.DataFrame:
-    """KL(labeled ‖ pseudo) (mean and interval), kept fraction, precision and per-class
-    shortfall of every student row.
+    """The pseudo labels each student row trained on in its last round (:data:`TABLE5_NOTE`).
 
-    The numbers describe the pseudo labels each row's student was trained on in its last
-    round (round 1 for single-round rows). Shortfall columns are (n_j − kept_j) / n_j, mean
-    over runs: > 0 means class j got fewer pseudo labels than the labeled distribution asks
-    for (DARS can only remove pixels, so a class the teacher rarely predicts stays short),
-    < 0 means it got more; the labeled-only control keeps nothing (+100 %, no KL).
+    DARS can only remove pixels, so a class the teacher rarely predicts stays short.
     """
     names = _prefixed(runs, "short:")
     rows = []
@@ -258,17 +230,15 @@ def tail_differences_markdown(runs: pd.DataFrame) -> str:
 
 def table5_markdown(t5: pd.DataFrame) -> str:
     """Table 5: pseudo labels of each row (KL with its interval, shortfall in %)."""
-    rows = []
-    for _, r in t5.iterrows():
-        rows.append({
-            "method": r["method"], "round": str(r["round"]), "runs": str(r["runs"]),
-            "alpha": _fmt(r["alpha"], "{:g}"), "T": _fmt(r["temperature"], "{:.3g}"),
-            "kept fraction": _fmt(r["kept fraction"], "{:.3f}"),
-            "KL(labeled‖pseudo) [95% CI]": _with_interval(
-                r["KL(labeled||pseudo)"], r["KL lo"], r["KL hi"], int(r["runs"]), "{:.3g}"),
-            "pixel precision": _fmt(r["pixel precision"], "{:.3f}"),
-            **{c: _fmt(r[c], "{:+.1%}") for c in t5.columns if c.startswith("short ")}})
-    return markdown_table(pd.DataFrame(rows))
+    return markdown_table(pd.DataFrame([{
+        "method": r["method"], "round": str(r["round"]), "runs": str(r["runs"]),
+        "alpha": _fmt(r["alpha"], "{:g}"), "T": _fmt(r["temperature"], "{:.3g}"),
+        "kept fraction": _fmt(r["kept fraction"], "{:.3f}"),
+        "KL(labeled‖pseudo) [95% CI]": _with_interval(
+            r["KL(labeled||pseudo)"], r["KL lo"], r["KL hi"], int(r["runs"]), "{:.3g}"),
+        "pixel precision": _fmt(r["pixel precision"], "{:.3f}"),
+        **{c: _fmt(r[c], "{:+.1%}") for c in t5.columns if c.startswith("short ")}}
+        for _, r in t5.iterrows()]))
 
 
 def _commit() -> str:
@@ -328,7 +298,12 @@ TABLE5_NOTE = (
 def render_markdown(compare_dir: Path, command: str) -> str:
     """Tables 4 and 5 (with intervals, paired differences and the control row) as markdown,
     under the header line, from a finished comparison's runs.csv and provenance.json."""
-    runs = read_runs(compare_dir / "runs.csv")
+    path = compare_dir / "runs.csv"
+    runs = read_csv(path)
+    missing = {"row", "method", "rounds", "teacher", "seed", "miou"} - set(runs.columns)
+    if missing:
+        raise DarsError(f"{path}: not a runs table of `dars compare` (missing {sorted(missing)})")
+    runs["seed"] = runs["seed"].astype("Int64")
     prov = read_json(compare_dir / "provenance.json")
     tail = []
     if runs["tail_miou"].notna().any():

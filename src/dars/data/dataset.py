@@ -1,7 +1,5 @@
-"""Segmentation datasets over split files. What differs between datasets is data in their
-:class:`~dars.data.definitions.DatasetDefinition`, and labeled, unlabeled and pseudo-labeled
-data differ only in where masks come from, so one class serves them all.
-"""
+"""Segmentation datasets over split files: datasets differ only in their
+:class:`~dars.data.definitions.DatasetDefinition` and splits only in where masks come from."""
 
 from __future__ import annotations
 
@@ -55,8 +53,11 @@ class DatasetSpec:
         return {s.id: s.mask for s in samples}
 
 
-def _check_fixed(definition: DatasetDefinition, options: DatasetOptions) -> None:
-    """A dataset whose files fix classes/ignore value must not be contradicted by the config."""
+def dataset_spec(options: DatasetOptions) -> DatasetSpec:
+    """Resolve the dataset options: classes from the dataset definition, the config or the
+    root's classes.txt (in that order)."""
+    definition = get_definition(options.name)
+    # a dataset whose files fix classes/ignore value must not be contradicted by the config
     if definition.classes and options.classes and options.classes != definition.classes:
         raise DarsError(f"dataset.classes: {definition.name} defines its "
                         f"{len(definition.classes)} classes {list(definition.classes)}; "
@@ -65,13 +66,6 @@ def _check_fixed(definition: DatasetDefinition, options: DatasetOptions) -> None
         raise DarsError(f"dataset.ignore_index: {definition.name} masks use "
                         f"{definition.ignore_index} for 'no label', config says "
                         f"{options.ignore_index}")
-
-
-def dataset_spec(options: DatasetOptions) -> DatasetSpec:
-    """Resolve the dataset options: classes from the dataset definition, the config or the
-    root's classes.txt (in that order)."""
-    definition = get_definition(options.name)
-    _check_fixed(definition, options)
     root = Path(options.root)
     if not root.is_dir():
         raise DarsError(f"dataset root not found: {root} (dataset.root)")
@@ -111,13 +105,8 @@ class SegmentationDataset(Dataset):
     seed)`` (:class:`dars.engine.loader.SeededSampler`): the seed drives the augmentation, so it
     is the same in any worker."""
 
-    def __init__(
-        self,
-        spec: DatasetSpec,
-        samples: list[Sample],
-        transform: Transform | None = None,
-        mask_dir: Path | None = None,
-    ) -> None:
+    def __init__(self, spec: DatasetSpec, samples: list[Sample],
+                 transform: Transform | None = None, mask_dir: Path | None = None) -> None:
         self.spec = spec
         self.samples = samples
         self.transform = transform
@@ -132,21 +121,16 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def mask_path(self, index: int) -> Path:
-        s = self.samples[index]
-        if self.mask_dir is not None:
-            return self.mask_dir / f"{s.id}.png"
-        if s.mask is None:
-            raise DarsError(f"image {s.image} has no mask in its split file")
-        return s.mask
-
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw uint8 image (H, W, 3) and mask (H, W), checked to have the same size."""
         s = self.samples[index]
         image = read_image(s.image)
-        path = self.mask_path(index)
-        # pseudo labels are written by the pipeline, with its own IGNORE
-        ignore = IGNORE if self.mask_dir is not None else self.spec.ignore_index
+        if self.mask_dir is not None:  # pseudo labels: written by the pipeline, with its IGNORE
+            path, ignore = self.mask_dir / f"{s.id}.png", IGNORE
+        elif s.mask is None:
+            raise DarsError(f"image {s.image} has no mask in its split file")
+        else:
+            path, ignore = s.mask, self.spec.ignore_index
         mask = read_mask(path, self.spec.num_classes, ignore)
         if mask.shape != image.shape[:2]:
             raise DarsError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but image "

@@ -19,11 +19,8 @@ from dars.core.errors import DarsError
 
 @dataclass(frozen=True, eq=False)
 class DatasetDefinition:
-    """Facts about one kind of dataset; empty/None fields are taken from the config.
-
-    Definitions are registered singletons, compared by identity (``eq=False``: their label
-    tables are arrays, which have no truth value).
-    """
+    """Facts about one kind of dataset; empty/None fields are taken from the config. Compared
+    by identity (``eq=False``): the label tables are arrays, which have no truth value."""
 
     name: str
     classes: tuple[str, ...] = ()
@@ -37,11 +34,6 @@ class DatasetDefinition:
     """Mask-file suffix → uint8 look-up table (256 entries) from stored values to training ids."""
     mask_fallbacks: tuple[tuple[str, str], ...] = ()
     """(listed suffix, substitute suffix): read the substitute when the listed mask is absent."""
-
-    def __post_init__(self) -> None:
-        for suffix, lut in self.label_maps.items():  # masks are 8-bit PNGs
-            if lut.shape != (256,) or lut.dtype != np.uint8:
-                raise ValueError(f"label map {suffix!r} of {self.name} must be uint8[256]")
 
     def resolve_mask(self, path: Path) -> Path:
         """The file to read for a listed mask: itself, or a substitute in another id space.

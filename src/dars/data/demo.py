@@ -1,15 +1,12 @@
 """Deterministic generator of the embedded demo segmentation dataset.
 
-No real street-scene data can be shipped or downloaded, so the demo pastes Fashion-MNIST
-product photos (the objects) onto crops of public-domain photos (``assets/``). Object classes
-are drawn from a Zipf prior, so the pixels are long-tailed (background ~61 %, the two rarest
-classes ~2.7 % each) -- the situation DARS is about -- while every class still appears often
-enough for a small teacher to predict it (a steeper prior made the 2-core teacher miss the
-tail in the sizing runs). ``scene="shapes"`` uses the ten procedural classes of
-:mod:`dars.data.shapes` instead.
-
-Every scene is rendered from its own random stream ``default_rng([seed, split, index])``: a
-build is byte-identical for the same arguments, and a scene does not change with ``num_train``.
+No real street-scene data can be shipped, so the demo pastes Fashion-MNIST items onto crops of
+public-domain photos (``assets/``). Object classes follow a Zipf prior: long-tailed pixels
+(background ~61 %, the two rarest classes ~2.7 % each), yet every class common enough for a
+small teacher to predict it (a steeper prior made the 2-core teacher miss the tail).
+``scene="shapes"`` uses the procedural classes of :mod:`dars.data.shapes` instead. Every scene
+has its own stream ``default_rng([seed, split, index])``: a build is byte-identical for the
+same arguments, and a scene does not change with ``num_train``.
 """
 
 from __future__ import annotations
@@ -39,12 +36,10 @@ ASSET_DIR = Path(__file__).resolve().parent / "assets"
 #: Original Fashion-MNIST label id of every object class the assets contain.
 FASHION_IDS: dict[str, int] = {"t-shirt": 0, "trouser": 1, "dress": 3, "sneaker": 7, "bag": 8}
 
-#: Class names; the index is the label id in the masks (background 0). The order of the object
-#: classes is also their Zipf rank: index 1 is drawn most often, the last one least often; the
-#: thin or small classes (sneaker, trouser) come last so that they are also the rarest in pixels.
-#: Pullover, coat and shirt (look-alikes of t-shirt) and sandal and ankle boot (confused with
-#: sneaker and bag) are left out: in the sizing runs a small CNN never learned to predict them,
-#: and a class the teacher never predicts leaves DARS nothing to align.
+#: Class names (index = label id, background 0) in Zipf rank order, the thin or small classes
+#: last so that they are also the rarest in pixels. Look-alikes (pullover, coat, shirt, sandal,
+#: ankle boot) are left out: a small CNN never learned to predict them, which would leave DARS
+#: nothing to align.
 DEMO_CLASSES: list[str] = ["background", "t-shirt", "dress", "bag", "sneaker", "trouser"]
 
 #: Class list of each scene kind (``demo.scene``).
@@ -53,16 +48,14 @@ SCENE_CLASSES: dict[str, list[str]] = {"fashion": DEMO_CLASSES, "shapes": SHAPES
 #: Renders one scene (RGB uint8 image, uint8 mask) from its own random stream.
 Renderer = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
-# Scene recipe (see build_demo). Sizes are for a 64 px scene and scale with ``size``: a larger
-# ``size`` renders the same kind of scene at a higher resolution. At 64 px the objects (25-45 px)
-# are close to Fashion-MNIST's native 28 px, so larger scenes add compute, not information.
+# Scene recipe. Sizes are for a 64 px scene and scale with ``size``; at 64 px the objects
+# (25-45 px) are close to Fashion-MNIST's native 28 px, so larger scenes add compute only.
 ZIPF_EXPONENT = 1.0
 MIN_OBJECTS, MAX_OBJECTS = 2, 5
 SCALE_RANGE = (0.9, 1.6)  # object side = 28 px * scale * size / 64
 MASK_THRESHOLD = 24  # Fashion-MNIST intensity above which a pixel belongs to the object
 BRIGHTNESS_RANGE = (0.6, 1.4)
-# A crop of ``size`` px at zoom z shows ``size / z`` px of the photo (1x..2x the scene size);
-# precomputing the zoom levels once saves a resize per scene.
+# A crop of ``size`` px at zoom z shows ``size / z`` px of the photo; precomputed once.
 BACKGROUND_ZOOMS = (1.0, 0.8, 0.65, 0.5)
 
 _SPLIT_CODE = {"train": 0, "val": 1, "labeled": 2}
@@ -204,10 +197,11 @@ def _scene_renderer(scene: str, part: str, size: int) -> Renderer:
     return lambda rng: shapes.render_objects(rng, _background(rng.random(8), size), prior)
 
 
-def _write_split(root: Path, prefix: str, count: int, render: Renderer, num_classes: int,
-                 seed: int) -> tuple[list[str], np.ndarray]:
+def _write_split(root: Path, prefix: str, count: int, scene: str, size: int, seed: int
+                 ) -> tuple[list[str], np.ndarray]:
     """Render ``count`` scenes to images/ and masks/; return split lines and class pixel counts."""
-    counts = np.zeros(num_classes, dtype=np.int64)
+    render = _scene_renderer(scene, "test" if prefix == "val" else "train", size)
+    counts = np.zeros(len(SCENE_CLASSES[scene]), dtype=np.int64)
     lines = []
     for i in range(count):
         image, mask = render(np.random.default_rng([seed, _SPLIT_CODE[prefix], i]))
@@ -217,11 +211,6 @@ def _write_split(root: Path, prefix: str, count: int, render: Renderer, num_clas
         counts += np.bincount(mask.ravel(), minlength=len(counts))
         lines.append(f"images/{name} masks/{name}")
     return lines, counts
-
-
-def _fractions(counts: np.ndarray, classes: list[str]) -> dict[str, float]:
-    total = max(int(counts.sum()), 1)
-    return {name: float(c) / total for name, c in zip(classes, counts, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -255,26 +244,20 @@ def build_demo(root: Path, options: DemoOptions) -> None:
     classes = SCENE_CLASSES[scene]
     num_labeled = min(num_train - 1, max(1, round(num_train * labeled_fraction)))
     order = np.random.default_rng([seed, _SPLIT_CODE["labeled"]]).permutation(num_train)
-    is_labeled = np.zeros(num_train, dtype=bool)
-    is_labeled[order[:num_labeled]] = True
+    is_labeled = np.isin(np.arange(num_train), order[:num_labeled])
     with atomic_path(root) as tmp:
         for sub in ("images", "masks", "splits"):
             (tmp / sub).mkdir(parents=True)
-        train, train_counts = _write_split(tmp, "train", num_train,
-                                           _scene_renderer(scene, "train", size), len(classes),
-                                           seed)
-        val, val_counts = _write_split(tmp, "val", num_val, _scene_renderer(scene, "test", size),
-                                       len(classes), seed)
-        splits = {
-            "labeled": [line for line, lab in zip(train, is_labeled, strict=True) if lab],
-            "unlabeled": [line for line, lab in zip(train, is_labeled, strict=True) if not lab],
-            "val": val,
-        }
-        for name, lines in splits.items():
+        train, train_counts = _write_split(tmp, "train", num_train, scene, size, seed)
+        val, val_counts = _write_split(tmp, "val", num_val, scene, size, seed)
+        train = np.array(train)
+        for name, lines in (("labeled", train[is_labeled]), ("unlabeled", train[~is_labeled]),
+                            ("val", val)):
             (tmp / "splits" / f"{name}.txt").write_text("\n".join(lines) + "\n")
         (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
     log.info("demo dataset (%s scene) at %s: %d labeled, %d unlabeled, %d val scenes of %dx%d px",
              scene, root, num_labeled, num_train - num_labeled, num_val, size, size)
     for split, counts in (("train", train_counts), ("val", val_counts)):
-        fractions = ", ".join(f"{k}={v:.4f}" for k, v in _fractions(counts, classes).items())
-        log.info("%s class pixel fractions: %s", split, fractions)
+        fractions = counts / max(int(counts.sum()), 1)
+        log.info("%s class pixel fractions: %s", split,
+                 ", ".join(f"{k}={v:.4f}" for k, v in zip(classes, fractions, strict=True)))

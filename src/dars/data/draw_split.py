@@ -1,10 +1,9 @@
 """``dars split``: a seeded labeled/unlabeled split of a dataset's training images.
 
 Images are found with a pattern such as ``leftImg8bit/train/{city}/{frame}_leftImg8bit.png``
-(each ``{field}`` matches part of one path component) and the mask pattern reuses the fields.
-Images of the val split are never drawn, and only images whose mask exists are used (VOC's
-JPEGImages holds many without). The output is sorted, in the official line format, so a split
-is a reviewable artifact; the same (images, count, seed) always gives the same split.
+(a ``{field}`` matches part of one path component), masks with one reusing its fields. Images
+of the val split or without a mask (VOC has many) are never drawn. The output is sorted, in the
+official line format, so a split is a reviewable artifact.
 """
 
 from __future__ import annotations
@@ -32,16 +31,14 @@ _FIELD = re.compile(r"\{(\w+)\}")
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     """Regex for a pattern; a field used twice must match the same text both times."""
-    seen: set[str] = set()
-    parts, pos = [], 0
-    for m in _FIELD.finditer(pattern):
-        parts.append(re.escape(pattern[pos:m.start()]))
-        name = m.group(1)
-        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+?)")
-        seen.add(name)
-        pos = m.end()
-    parts.append(re.escape(pattern[pos:]))
-    return re.compile("".join(parts) + r"\Z")
+    regex, seen = "", set()
+    for i, part in enumerate(_FIELD.split(pattern)):  # text, field name, text, ...
+        if i % 2 == 0:
+            regex += re.escape(part)
+        else:
+            regex += f"(?P={part})" if part in seen else f"(?P<{part}>[^/]+?)"
+            seen.add(part)
+    return re.compile(regex + r"\Z")
 
 
 def discover_pairs(root: Path, image_pattern: str, mask_pattern: str,
@@ -79,14 +76,6 @@ def labeled_count(spec: str, total: int) -> int:
     return count
 
 
-def split_pairs(pairs: list[Pair], count: int, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Draw ``count`` labeled pairs uniformly with ``seed``; the rest are unlabeled."""
-    chosen = set(np.random.default_rng(seed).choice(len(pairs), size=count, replace=False))
-    labeled = [p for i, p in enumerate(pairs) if i in chosen]
-    unlabeled = [p for i, p in enumerate(pairs) if i not in chosen]
-    return labeled, unlabeled
-
-
 def write_split(path: Path, pairs: list[Pair]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(f"{image} {mask}\n" for image, mask in pairs))
@@ -120,7 +109,10 @@ def make_split(dataset: DatasetOptions, labeled: str, seed: int, out_labeled: Pa
     if not pairs:
         raise DarsError(f"no image under {spec.root} matches {image_pattern!r} with a mask "
                         f"at {mask_pattern!r}")
-    chosen, rest = split_pairs(pairs, labeled_count(labeled, len(pairs)), seed)
+    count = labeled_count(labeled, len(pairs))
+    drawn = set(np.random.default_rng(seed).choice(len(pairs), size=count, replace=False))
+    chosen = [p for i, p in enumerate(pairs) if i in drawn]
+    rest = [p for i, p in enumerate(pairs) if i not in drawn]
     write_split(out_labeled, chosen)
     write_split(out_unlabeled, rest)
     log.info("%d labeled → %s, %d unlabeled → %s (seed %d)", len(chosen), out_labeled,

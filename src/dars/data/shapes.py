@@ -1,9 +1,7 @@
-"""Procedural object classes for the demo's ``shapes`` scene: ten long-tailed classes.
-
-The long-tailed experiments need >= 10 classes that a 2-core teacher still predicts; these are
-drawn: ten (shape, texture) classes in five hues, two per hue, so colour narrows a pixel down
-to two classes and shape or texture must decide. Classes are ordered by Zipf rank, the thin
-shapes last, so the rarest objects are also the smallest (at 64 px: background ~57 %, bar ~1 %).
+"""The demo's ``shapes`` scene: ten long-tailed procedural classes that a 2-core teacher still
+predicts. Ten (shape, texture) classes in five hues, two per hue, so colour narrows a pixel down
+to two classes and shape or texture must decide. Classes are in Zipf rank order, the thin shapes
+last, so the rarest objects are also the smallest (at 64 px: background ~57 %, bar ~1 %).
 """
 
 from __future__ import annotations
@@ -18,10 +16,8 @@ SHAPES_CLASSES: list[str] = [
     "striped-disc", "ring", "frame", "cross", "bar",
 ]
 
-# Hue (HSV, in [0, 1)) of each object class: each hue is shared by two classes that differ in
-# shape or texture. The two rarest classes share theirs with a textured class: in the sizing
-# runs a rare solid class sharing its hue with the triangle was mostly labelled triangle by
-# the teacher (cross: IoU 0.11; then bar: IoU 0.09), barely reaching alpha 0.2's counts.
+# Hue (HSV, in [0, 1)) of each object class. The two rarest classes share theirs with a textured
+# class: a rare solid class sharing the triangle's hue was mostly labelled triangle (IoU ~0.1).
 RED, YELLOW, GREEN, BLUE, MAGENTA = 0.0, 0.15, 0.33, 0.6, 0.83
 _HUE: dict[str, float] = {
     "square": BLUE, "triangle": BLUE, "disc": YELLOW, "ring": YELLOW, "diamond": GREEN,

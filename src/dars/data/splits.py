@@ -18,7 +18,7 @@ from dars.core.errors import DarsError
 class Sample:
     """One image of a split; ``mask`` is None for unlabeled lists without masks."""
 
-    id: str
+    id: str  # the file name without extension (unique in Cityscapes, VOC and the demo)
     image: Path
     mask: Path | None
 
@@ -29,12 +29,6 @@ def _safe_join(root: Path, rel: str, split_file: Path, lineno: int) -> Path:
         raise DarsError(f"{split_file}:{lineno}: path {rel!r} must be relative to the dataset root "
                         "without '..'")
     return root / rel_path
-
-
-def sample_id(image_rel: str) -> str:
-    """Image id: the file name without extension (unique in Cityscapes, VOC and the demo;
-    ``read_split`` refuses a split where it is not)."""
-    return PurePosixPath(image_rel).stem
 
 
 def locate_split(root: Path, split_file: str | Path) -> Path:
@@ -73,7 +67,7 @@ def read_split(root: str | Path, split_file: str | Path, require_masks: bool = T
         for f in (image, mask):
             if f is not None and not f.is_file():
                 raise DarsError(f"{split_path}:{lineno}: file not found: {f}")
-        samples.append(Sample(sample_id(parts[0]), image, mask))
+        samples.append(Sample(PurePosixPath(parts[0]).stem, image, mask))
     if not samples:
         raise DarsError(f"split file {split_path} lists no images")
     ids = [s.id for s in samples]

@@ -1,13 +1,8 @@
-"""Training augmentation: the released pipeline on uint8 images with OpenCV.
-
-The authors' util/transform.py scales, rotates (p 0.5), blurs (5 x 5, p 0.5), flips (p 0.5),
-pads to the crop and crops at random, all on the whole image. :class:`ReleasedAugment` gives
-the same pixels (tests/test_transforms.py) while doing the work only where the crop needs it:
-``warpAffine`` stops at the crop's last row and column and blur and flip touch only the crop
-window, which at scale 3 on a 1024 x 2048 image is ~226 MB of work per sample against a few.
-:class:`FusedAugment` (``train.augment: fused``) composes the same draws into one warp:
-faster, not the same pixels. The ``Generator`` passed in is seeded per sample by the loader,
-so no worker, rank or resume changes a sample's augmentation.
+"""Training augmentation: the released pipeline (the authors' util/transform.py) on uint8
+images with OpenCV. It works on the whole image; :class:`ReleasedAugment` gives the same pixels
+(tests/test_transforms.py) working only where the crop needs it (at scale 3 on a 1024 x 2048
+image the whole image is ~226 MB of work per sample). The ``Generator`` is seeded per sample
+by the loader, so no worker, rank or resume changes a sample's augmentation.
 """
 
 from __future__ import annotations
@@ -46,10 +41,8 @@ def crop_offset(fraction: float, side: int, crop: int) -> int:
 
 
 class ReleasedAugment:
-    """scale -> rotate (p 0.5) -> blur (p 0.5) -> flip (p 0.5) -> centred pad -> random crop.
-
-    Call with a uint8 (H, W, 3) RGB image, a uint8 (H, W) mask and a Generator; returns the
-    uint8 crop pair. Disabled steps draw nothing.
+    """scale -> rotate (p 0.5) -> blur (5 x 5, p 0.5) -> flip (p 0.5) -> centred pad -> random
+    crop of a uint8 (H, W, 3) RGB image and (H, W) mask. Disabled steps draw nothing.
     """
 
     def __init__(self, scale: tuple[float, float], crop_size: int, flip: bool,
@@ -170,7 +163,6 @@ def _blur_window(image: np.ndarray, rows: slice, cols: slice, h: int, w: int) ->
 def train_transform(scale: tuple[float, float], crop_size: int, flip: bool,
                     ignore_index: int, rotate: float = 0.0, blur: bool = False,
                     fused: bool = False) -> ReleasedAugment:
-    """The round's augmentation: :class:`ReleasedAugment`, or :class:`FusedAugment` (the
-    same draws in one warp, ``train.augment: fused``)."""
+    """:class:`ReleasedAugment`, or :class:`FusedAugment` (``train.augment: fused``)."""
     kind = FusedAugment if fused else ReleasedAugment
     return kind(scale, crop_size, flip, ignore_index, rotate, blur)

@@ -2,10 +2,8 @@
 
 Snakemake counts a ``gpu`` resource but does not say *which* GPUs a job may use, so two jobs
 would both land on GPU 0. This wrapper holds an exclusive ``flock`` on one lock file per device
-of the pool (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi -L``) and exports just those. Locks
-belong to the process, so they vanish when the job ends or is killed; they live in a directory
-per machine (per SLURM allocation inside one). With ``--ddp`` the command runs under
-``torchrun`` and ``--threads T`` becomes T/N per process.
+of the pool and exports just those; locks belong to the process, so they vanish when the job
+ends or is killed.
 """
 
 from __future__ import annotations
@@ -58,8 +56,7 @@ def try_acquire(pool: Sequence[str], count: int, directory: Path) -> tuple[list[
     """Lock ``count`` free devices of ``pool``; their ids and the open lock fds, or
     ``([], [])`` (holding nothing) when fewer are free."""
     directory.mkdir(parents=True, exist_ok=True)
-    ids: list[str] = []
-    fds: list[int] = []
+    ids, fds = [], []
     for device in pool:
         fd = os.open(directory / f"gpu{device}.lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -83,18 +80,16 @@ def acquire(pool: Sequence[str], count: int, directory: Path, poll: float = 2.0,
         raise DarsError(f"job needs {count} GPU(s) but only {len(pool)} are visible "
                         f"({','.join(pool) or 'none'}); lower `gpus` in the config")
     start = time.monotonic()
-    waited = False
-    while True:
-        ids, fds = try_acquire(pool, count, directory)
-        if ids:
-            return ids, fds
+    ids, fds = try_acquire(pool, count, directory)
+    if not ids:
+        log.info("waiting for %d free GPU(s) among %s (locks in %s)", count, ",".join(pool),
+                 directory)
+    while not ids:
         if timeout is not None and time.monotonic() - start > timeout:
             raise DarsError(f"no {count} free GPU(s) among {','.join(pool)} after {timeout} s")
-        if not waited:
-            log.info("waiting for %d free GPU(s) among %s (locks in %s)", count, ",".join(pool),
-                     directory)
-            waited = True
         time.sleep(poll)
+        ids, fds = try_acquire(pool, count, directory)
+    return ids, fds
 
 
 def default_workers(cores: int, gpus: int) -> int:
@@ -133,8 +128,7 @@ def run(command: Sequence[str], gpus: int, ddp: bool = False,
     if gpus < 0:
         raise DarsError(f"gpu-run: --gpus must be >= 0, got {gpus}")
     if gpus == 0:
-        visible = gpu_pool(env)
-        if visible:
+        if visible := gpu_pool(env):
             log.warning("gpu-run: GPU(s) %s are here but this job asks for none (config "
                         "`gpus: 0`): it runs on the CPU; set `gpus: 1` to use a GPU",
                         ",".join(visible))
@@ -154,10 +148,7 @@ def run(command: Sequence[str], gpus: int, ddp: bool = False,
 
 
 def gpu_run_command(args: argparse.Namespace) -> None:
-    command = list(args.cmd)
-    if command and command[0] == "--":
-        command = command[1:]
-    run(command, args.gpus, args.ddp)
+    run(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd, args.gpus, args.ddp)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

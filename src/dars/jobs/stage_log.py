@@ -1,7 +1,5 @@
-"""One summary line per stage at the end of its log: ``stage infer: 12.3 s, peak RSS 812 MiB,
-peak GPU 1.2 GiB``. Snakemake's ``benchmark:`` files record time and RSS but not the GPU peak,
-and stages run by hand have none. Only rank 0 of a torchrun job prints.
-"""
+"""One summary line per stage at the end of its log (rank 0 only): Snakemake's ``benchmark:``
+files record time and RSS but not the GPU peak, and stages run by hand have none."""
 
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger("dars.stage")
+
 
 def _mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
@@ -29,11 +28,9 @@ def peak_rss_bytes() -> int:
 
 def peak_gpu_bytes() -> int | None:
     """Peak CUDA memory allocated by torch in this process, if CUDA was used."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
+    torch = sys.modules.get("torch")  # never imported here: a stage without torch has no GPU
     try:
-        if not torch.cuda.is_initialized():
+        if torch is None or not torch.cuda.is_initialized():
             return None
         return int(torch.cuda.max_memory_allocated())
     except Exception:  # noqa: BLE001 -- a summary line must never fail the stage
@@ -41,12 +38,8 @@ def peak_gpu_bytes() -> int | None:
 
 
 def summary_line(stage: str, seconds: float, rss: int, gpu: int | None) -> str:
-    """The text of the line (pure, for tests)."""
-    parts = [f"stage {stage}: {seconds:.1f} s"]
-    parts.append(f"peak RSS {_mib(rss)}")
-    if gpu is not None:
-        parts.append(f"peak GPU {_mib(gpu)}")
-    return ", ".join(parts)
+    line = f"stage {stage}: {seconds:.1f} s, peak RSS {_mib(rss)}"
+    return line if gpu is None else f"{line}, peak GPU {_mib(gpu)}"
 
 
 @contextmanager

@@ -1,8 +1,5 @@
-"""HTML tables and matplotlib figures that the report and the comparison both draw.
-
-Figures use matplotlib's Agg backend (no display), SVG text kept as text and with fixed ids so
-reruns are byte-identical.
-"""
+"""HTML tables and matplotlib figures (Agg backend, no display) that the report and the
+comparison both draw."""
 
 from __future__ import annotations
 
@@ -25,13 +22,10 @@ pre{background:#f7f7f7;padding:8px}
 </style>"""
 
 
-def _float(v: float) -> str:
-    return ("∞" if v > 0 else "-∞") if np.isinf(v) else f"{v:.4g}"
-
-
 def html_table(df: pd.DataFrame, caption: str, index: bool = False) -> str:
     """``df`` as an HTML table with a caption; floats to 4 significant digits, text escaped."""
-    table = df.to_html(index=index, na_rep="–", float_format=_float, border=0)
+    table = df.to_html(index=index, na_rep="–", border=0, float_format=lambda v: (
+        ("∞" if v > 0 else "-∞") if np.isinf(v) else f"{v:.4g}"))
     head, rest = table.split(">", 1)
     return f"{head}><caption>{html.escape(caption)}</caption>{rest}"
 

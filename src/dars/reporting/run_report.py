@@ -23,15 +23,7 @@ from dars.core.config import Config
 from dars.core.constants import IGNORE
 from dars.core.errors import DarsError
 from dars.core.options import DatasetOptions, Options, options_of
-from dars.reporting.render import (
-    class_distribution_plot,
-    html_page,
-    html_table,
-    iou_plot,
-    pyplot,
-    save_figure,
-    write_text,
-)
+from dars.reporting import render
 from dars.reporting.summary import round_table
 from dars.store.artifacts import read_csv, read_json
 
@@ -46,7 +38,6 @@ _COLUMN_NAMES = {"miou": "mIoU", "best_miou": "best mIoU", "best_epoch": "best e
                  "tail_miou": "tail mIoU", "pixel_accuracy": "pixel accuracy",
                  "kept_fraction": "kept fraction", "kl_labeled_pseudo": "KL(labeled||pseudo)",
                  "mean_precision": "pseudo precision"}
-
 
 
 @dataclass(frozen=True)
@@ -68,17 +59,10 @@ class ReportOptions(Options):
 
 def report_files(rounds: int) -> dict[str, list[str]]:
     """Output names relative to the report folder, by kind (per-round kinds: one per round)."""
-    return {
-        "config": ["config.html"],
-        "metrics": ["metrics.html"],
-        "iou": ["iou.svg"],
-        "training": ["training.svg"],
-        **{kind: [f"round{s}/{name}" for s in range(1, rounds + 1)]
-           for kind, name in _PER_ROUND_FILES.items()},
-    }
-
-
-# --------------------------------------------------------------------------- reading
+    return {"config": ["config.html"], "metrics": ["metrics.html"], "iou": ["iou.svg"],
+            "training": ["training.svg"],
+            **{kind: [f"round{s}/{name}" for s in range(1, rounds + 1)]
+               for kind, name in _PER_ROUND_FILES.items()}}
 
 
 def metrics_tables(run_dir: Path, rounds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,9 +89,6 @@ def training_log(run_dir: Path, rounds: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-# --------------------------------------------------------------------------- tables
-
-
 def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
     """Round s's thresholds joined with the labeled/pseudo class ratios and precision."""
     t = read_csv(run_dir / f"round{s}" / "thresholds.csv")
@@ -118,12 +99,9 @@ def thresholds_table(run_dir: Path, s: int) -> pd.DataFrame:
     return df.drop(columns=[c for c in ("precision",) if c in df and df[c].isna().all()])
 
 
-# --------------------------------------------------------------------------- plots
-
-
 def training_plot(log_df: pd.DataFrame, out: Path) -> None:
     """Loss (labeled and pseudo-labeled half) and learning rate per epoch, all rounds."""
-    plt = pyplot()
+    plt = render.pyplot()
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for r, df in log_df.groupby("round"):
@@ -138,7 +116,7 @@ def training_plot(log_df: pd.DataFrame, out: Path) -> None:
     ax2.set_ylabel("learning rate (end of epoch)")
     ax2.set_xlabel("epoch (cumulative over rounds)")
     ax2.legend(frameon=False, fontsize=7)
-    save_figure(fig, out)
+    render.save_figure(fig, out)
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -157,7 +135,7 @@ def palette(num_classes: int) -> np.ndarray:
 def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                   names: Sequence[str], title: str, out: Path) -> None:
     """Rows of image | teacher prediction | pseudo label (ignore in white) with a class key."""
-    plt = pyplot()
+    plt = render.pyplot()
     from matplotlib.patches import Patch
 
     colors = palette(len(names))
@@ -177,7 +155,7 @@ def examples_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
                fontsize=7, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    save_figure(fig, out)
+    render.save_figure(fig, out)
 
 
 def example_rows(dataset: DatasetOptions, run_dir: Path, s: int, count: int = EXAMPLES
@@ -202,22 +180,21 @@ def example_rows(dataset: DatasetOptions, run_dir: Path, s: int, count: int = EX
     return rows
 
 
-# --------------------------------------------------------------------------- the stage
-
-
 def build_report(options: ReportOptions, run_dir: str | os.PathLike[str], rounds: int,
                  out_dir: str | os.PathLike[str], examples: int = EXAMPLES) -> list[Path]:
     """Write every file of :func:`report_files` under ``out_dir``; return their paths."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     files = {k: [out_dir / f for f in v] for k, v in report_files(rounds).items()}
-    write_text(files["config"][0], html_page("Run configuration", "<h3>Resolved configuration "
-                f"(defaults filled in)</h3><pre>{html.escape(options.config_yaml)}</pre>"))
+    render.write_text(files["config"][0], render.html_page(
+        "Run configuration", "<h3>Resolved configuration (defaults filled in)</h3>"
+        f"<pre>{html.escape(options.config_yaml)}</pre>"))
 
     summary, iou = metrics_tables(run_dir, rounds)
-    write_text(files["metrics"][0], html_page(
-        "Metrics", html_table(summary, "Validation mIoU per round (0 = supervised baseline)"),
-        html_table(iou, "Per-class IoU on the validation split", index=True)))
-    iou_plot(iou, files["iou"][0])
+    render.write_text(files["metrics"][0], render.html_page(
+        "Metrics",
+        render.html_table(summary, "Validation mIoU per round (0 = supervised baseline)"),
+        render.html_table(iou, "Per-class IoU on the validation split", index=True)))
+    render.iou_plot(iou, files["iou"][0])
     training_plot(training_log(run_dir, rounds), files["training"][0])
 
     for k, s in enumerate(range(1, rounds + 1)):
@@ -226,18 +203,16 @@ def build_report(options: ReportOptions, run_dir: str | os.PathLike[str], rounds
         title = (f"round {s}: labeled vs pseudo-label classes (alpha {pseudo.get('alpha')}, "
                  f"KL {pseudo.get('kl_labeled_pseudo', float('nan')):.3g})")
         names = stats["name"].astype(str).tolist()
-        class_distribution_plot(
-            names,
-            {"labeled set": stats["labeled_ratio"].to_numpy(float),
-             "pseudo labels": stats["pseudo_ratio"].to_numpy(float)},
+        render.class_distribution_plot(
+            names, {"labeled set": stats["labeled_ratio"].to_numpy(float),
+                    "pseudo labels": stats["pseudo_ratio"].to_numpy(float)},
             title, files["distribution"][k])
-        write_text(files["thresholds"][k], html_page(
+        render.write_text(files["thresholds"][k], render.html_page(
             f"Round {s} thresholds",
-            html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
-                       f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
-        rows = example_rows(options.dataset, run_dir, s, examples)
-        examples_plot(rows, names, f"round {s}: teacher prediction and pseudo labels",
-                      files["examples"][k])
+            render.html_table(thresholds_table(run_dir, s), f"Round {s}: per-class thresholds "
+                              f"({pseudo.get('method')}, alpha {pseudo.get('alpha')})")))
+        examples_plot(example_rows(options.dataset, run_dir, s, examples), names,
+                      f"round {s}: teacher prediction and pseudo labels", files["examples"][k])
     written = [p for v in files.values() for p in v]
     log.info("report: %d files in %s", len(written), out_dir)
     return written

@@ -1,6 +1,4 @@
-"""The per-run table a user reads first: mIoU per round (the last state's, and the best
-validation's with its epoch) and the pseudo labels' KL and kept share; ``dars summary`` prints
-it and the report shows it."""
+"""The per-run table a user reads first (``dars summary`` prints it, the report shows it)."""
 
 from __future__ import annotations
 
@@ -18,10 +16,8 @@ _PSEUDO = ("alpha", "kept_fraction", "kl_labeled_pseudo", "mean_precision")
 
 def round_table(metrics: Sequence[str | os.PathLike[str]],
                 pseudo_summaries: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """Evaluation and pseudo-label summaries joined by round (every column, for the csv).
-
-    ``pseudo_summaries[k]`` belongs to round k + 1 (round 0, the baseline, has no pseudo labels).
-    """
+    """Evaluation and pseudo-label summaries joined by round (every column, for the csv);
+    ``pseudo_summaries[k]`` belongs to round k + 1 (round 0, the baseline, has none)."""
     df = pd.DataFrame([{k: read_json(m).get(k) for k in _METRICS} for m in metrics])
     df = df.set_index("round")
     for r, p in enumerate(pseudo_summaries, start=1):
