@@ -157,16 +157,9 @@ class ProbStoreWriter:
               "int32", codec=_SMALL)
         if n:
             group["shapes"][:] = shapes
-        group.attrs.update({
-            "image_ids": ids,
-            "class_names": names,
-            "num_classes": len(names),
-            "temperature": float(temperature),
-            "images_per_chunk": per,
-            "complete": False,
-            "format_version": FORMAT_VERSION,
-            "job": job,
-        })
+        group.attrs.update(dict(image_ids=ids, class_names=names, num_classes=len(names),
+                                temperature=float(temperature), images_per_chunk=per,
+                                complete=False, format_version=FORMAT_VERSION, job=job))
         return group
 
     def chunk_range(self, chunk: int) -> range:
@@ -307,21 +300,16 @@ class ProbStore:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def _images(self, array: str, rel: str) -> str:
-        """Which images a file of ``array`` holds, for error messages."""
-        parts = rel.split("/")
-        if array == "shapes" or len(parts) < 3 or not parts[2].isdigit():
-            return "all images"
-        lo = int(parts[2]) * self.per_chunk
-        hi = min(lo + self.per_chunk, len(self)) - 1
-        if lo >= len(self):
-            return "no image"
-        ids = self.image_ids
-        return f"image {ids[lo]!r}" if lo == hi else f"images {ids[lo]!r}..{ids[hi]!r}"
-
     def _describe(self, rel: str) -> str:
-        array = rel.split("/")[0]
-        return f"array {array!r}, file {rel} ({self._images(array, rel)})"
+        """A file of the store for error messages: its array and the images it holds."""
+        array, *parts = rel.split("/")
+        images, ids = "all images", self.image_ids
+        if array != "shapes" and len(parts) >= 2 and parts[1].isdigit():
+            lo = int(parts[1]) * self.per_chunk
+            hi = min(lo + self.per_chunk, len(self)) - 1
+            images = ("no image" if lo >= len(self) else f"image {ids[lo]!r}" if lo == hi
+                      else f"images {ids[lo]!r}..{ids[hi]!r}")
+        return f"array {array!r}, file {rel} ({images})"
 
     def _verify(self) -> dict[str, zarr.Array]:
         """Every file the manifest lists is there, whole, and lists every chunk of the arrays'
@@ -389,22 +377,14 @@ class ProbStore:
                             f"`dars infer --temperature {float(temperature):g}` (the workflow "
                             "passes pseudo_label.temperature to inference)")
 
-    def blocks(self, indices: Sequence[int] | None = None, block: int = 64) -> Iterator[Block]:
-        """Yield consecutive runs of images (at most ``block`` each) from ``indices``: zarr
-        decodes a contiguous slice's chunks concurrently. The last block is kept, so a second
-        pass over a one-block store reads nothing again; blocks are shared, read-only."""
-        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
-        start = 0
-        while start < len(idx):
-            stop = start + 1
-            while stop < len(idx) and stop - start < block and idx[stop] == idx[stop - 1] + 1:
-                stop += 1
-            lo, hi = int(idx[start]), int(idx[stop - 1]) + 1
+    def blocks(self, indices: range | None = None, block: int = 64) -> Iterator[Block]:
+        """Yield the images of ``indices`` (default: all) in runs of at most ``block``: zarr
+        decodes a slice's chunks concurrently. The last block is kept, so a second pass over a
+        one-block store reads nothing again; blocks are shared, read-only."""
+        indices = range(len(self)) if indices is None else indices
+        for lo in range(indices.start, indices.stop, block):
+            hi = min(lo + block, indices.stop)
             if self._last is None or self._last[0] != (lo, hi):
-                self._last = (lo, hi), Block(
-                    indices=idx[start:stop],
-                    confidence=self._read("confidence", lo, hi),
-                    prediction=self._read("prediction", lo, hi),
-                )
+                self._last = (lo, hi), Block(np.arange(lo, hi), self._read("confidence", lo, hi),
+                                             self._read("prediction", lo, hi))
             yield self._last[1]
-            start = stop
