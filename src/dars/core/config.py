@@ -25,8 +25,7 @@ Config = dict[str, Any]
 @cache
 def schema() -> dict[str, Any]:
     """The config JSON schema shipped inside the package."""
-    text = resources.files("dars").joinpath("config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(resources.files("dars").joinpath("config.schema.yaml").read_text())
 
 
 def _set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
