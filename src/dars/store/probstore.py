@@ -99,8 +99,7 @@ class ProbStoreWriter:
         """``job`` identifies what produces the values: a leftover partial store of another
         job is never resumed. With ``shapes`` (the real (h, w) of every image) a missing or
         foreign partial store is (re)created; without, this job's must exist already (the
-        shard and finalize steps never create or delete it under a running shard).
-        """
+        shard and finalize steps never create or delete it under a running shard)."""
         self.final = Path(path)
         self.path = partial_path(path)
         self.num_classes = len(class_names)
@@ -235,8 +234,7 @@ class ProbStoreWriter:
                             "at chunk boundaries)")
 
     def finalize(self) -> None:
-        """Check every image was written, mark complete, write the manifest and move to the
-        final path."""
+        """Check every image and chunk was written, then mark, manifest and move the store."""
         missing = self.pending()
         if missing:
             names = ", ".join(self.image_ids[i] for i in missing[:5])
