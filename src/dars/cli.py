@@ -258,24 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     from dars.jobs import gpu_slots
     from dars.reporting import run_report
 
-    p = add("report", run_report.report_command, "figures and tables of the HTML report from a "
-            "finished run directory")
-    run_report.add_arguments(p)
-    p = add("compare", compare.compare_command, "tables and plots of the method comparison "
-            "(Table 4/5, Fig. 1/3)", config=False)
-    compare.add_arguments(p)
-    p = add("blank-labels", control.blank_labels_command, "the labeled-only control: "
-            "all-ignore pseudo labels + stats", config=False)
-    control.add_arguments(p)
-    p = add("gpu-run", gpu_slots.gpu_run_command, "run a command on its own GPUs "
-            "(CUDA_VISIBLE_DEVICES from file locks)", config=False)
-    gpu_slots.add_arguments(p)
+    run_report.add_arguments(add("report", run_report.report_command, "figures and tables of "
+                                 "the HTML report from a finished run directory"))
+    compare.add_arguments(add("compare", compare.compare_command, "tables and plots of the "
+                              "method comparison (Table 4/5, Fig. 1/3)", config=False))
+    control.add_arguments(add("blank-labels", control.blank_labels_command, "the labeled-only "
+                              "control: all-ignore pseudo labels + stats", config=False))
+    gpu_slots.add_arguments(add("gpu-run", gpu_slots.gpu_run_command, "run a command on its own "
+                                "GPUs (CUDA_VISIBLE_DEVICES from file locks)", config=False))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
