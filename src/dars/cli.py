@@ -1,10 +1,8 @@
 """The ``dars`` command: one subcommand per pipeline stage.
 
-Each Snakemake rule is a thin shell around one of these, so a user can debug a stage without
-Snakemake. Rules pass a stage its options as JSON (``--options-json``); by hand ``--config``
-(or ``--config-json``) is simpler: the stage's options are taken from the validated config.
-Values that only change how fast a stage runs (``--threads``, ``--workers``) are arguments of
-their own. A :class:`DarsError` becomes one ``error:`` line and exit status 2. Multi-GPU
+Each Snakemake rule is a thin shell around one, so a stage can be debugged without Snakemake:
+rules pass ``--options-json``; by hand ``--config``/``--config-json`` is simpler. Values that
+only change a stage's speed (``--threads``, ``--workers``) are arguments of their own. Multi-GPU
 training: ``torchrun --nproc_per_node=N -m dars.cli train ...``.
 """
 
@@ -134,13 +132,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     from dars.data.draw_split import make_split
 
-    patterns = [args.image_pattern, args.mask_pattern]
-    if args.options_json is None:  # by hand: the config's patterns unless given
-        ds = config_of(args)["dataset"]
-        patterns = [p or ds[f"{kind}_pattern"] for p, kind in zip(patterns, ("image", "mask"),
-                                                                   strict=True)]
-    make_split(options_of(args, DatasetOptions), args.labeled, args.seed, Path(args.out_labeled),
-               Path(args.out_unlabeled), *patterns)
+    # by hand: the config's patterns unless given
+    ds = {} if args.options_json is not None else config_of(args)["dataset"]
+    make_split(options_of(args, DatasetOptions), args.labeled, args.seed,
+               Path(args.out_labeled), Path(args.out_unlabeled),
+               args.image_pattern or ds.get("image_pattern"),
+               args.mask_pattern or ds.get("mask_pattern"))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
@@ -261,24 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     from dars.jobs import gpu_slots
     from dars.reporting import run_report
 
-    p = add("report", run_report.report_command, "figures and tables of the HTML report from a "
-            "finished run directory")
-    run_report.add_arguments(p)
-    p = add("compare", compare.compare_command, "tables and plots of the method comparison "
-            "(Table 4/5, Fig. 1/3)", config=False)
-    compare.add_arguments(p)
-    p = add("blank-labels", control.blank_labels_command, "the labeled-only control: "
-            "all-ignore pseudo labels + stats", config=False)
-    control.add_arguments(p)
-    p = add("gpu-run", gpu_slots.gpu_run_command, "run a command on its own GPUs "
-            "(CUDA_VISIBLE_DEVICES from file locks)", config=False)
-    gpu_slots.add_arguments(p)
+    run_report.add_arguments(add("report", run_report.report_command, "figures and tables of "
+                                 "the HTML report from a finished run directory"))
+    compare.add_arguments(add("compare", compare.compare_command, "tables and plots of the "
+                              "method comparison (Table 4/5, Fig. 1/3)", config=False))
+    control.add_arguments(add("blank-labels", control.blank_labels_command, "the labeled-only "
+                              "control: all-ignore pseudo labels + stats", config=False))
+    gpu_slots.add_arguments(add("gpu-run", gpu_slots.gpu_run_command, "run a command on its own "
+                                "GPUs (CUDA_VISIBLE_DEVICES from file locks)", config=False))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:

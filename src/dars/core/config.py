@@ -25,25 +25,22 @@ Config = dict[str, Any]
 @cache
 def schema() -> dict[str, Any]:
     """The config JSON schema shipped inside the package."""
-    text = resources.files("dars").joinpath("config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(resources.files("dars").joinpath("config.schema.yaml").read_text())
 
 
-def _with_defaults(validator_class: type) -> type:
-    """A validator that fills in schema defaults (deep copies, never the schema's own objects)."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if "default" in sub:
-                    instance.setdefault(key, copy.deepcopy(sub["default"]))
-        yield from validate_properties(validator, properties, instance, subschema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+def _set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
+    """Validate ``properties``, filling in schema defaults (deep copies, never the schema's own
+    objects)."""
+    if isinstance(instance, dict):
+        for key, sub in properties.items():
+            if "default" in sub:
+                instance.setdefault(key, copy.deepcopy(sub["default"]))
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](
+        validator, properties, instance, subschema)
 
 
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                          {"properties": _set_defaults})
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -79,11 +76,8 @@ def coerce_cli_strings(value: Any) -> Any:
             return {k: coerce(x) for k, x in v.items()}
         if isinstance(v, list):
             return [coerce(x) for x in v]
-        if isinstance(v, str):
-            parsed = yaml.safe_load(v) if v.strip() else v
-            if parsed is None or isinstance(parsed, bool | int | float):
-                return parsed
-        return v
+        parsed = yaml.safe_load(v) if isinstance(v, str) and v.strip() else v
+        return parsed if parsed is None or isinstance(parsed, bool | int | float) else v
 
     if isinstance(value, dict):
         return {k: coerce(v) if isinstance(v, dict | list) else v for k, v in value.items()}
@@ -127,10 +121,8 @@ def scale_range(config: Config, round_index: int) -> tuple[float, float]:
 
 def evaluate_schedule(config: Config, round_index: int) -> tuple[int, int]:
     """(evaluate_start, evaluate_every) of a round, in its own epochs: round 0's ``train``
-    keys, which a round's own keys override."""
-    start, every = config["train"]["evaluate_start"], config["train"]["evaluate_every"]
-    if round_index == 0:
-        return start, every
-    r = config["rounds"][round_index - 1]
-    return (start if r.get("evaluate_start") is None else r["evaluate_start"],
-            every if r.get("evaluate_every") is None else r["evaluate_every"])
+    keys, which a round's own non-null keys override."""
+    own = config["rounds"][round_index - 1] if round_index else {}
+    start, every = (config["train"][k] if own.get(k) is None else own[k]
+                    for k in ("evaluate_start", "evaluate_every"))
+    return start, every

@@ -1,10 +1,6 @@
-"""The one exception type the CLI turns into a single clear error line.
-
-Every check on user input (config, data, stores, checkpoints) raises :class:`DarsError` with a
-message that names the culprit (a key, a file, a class); the CLI prints it and exits non-zero
-instead of a traceback deep inside torch or numpy.
-"""
+"""The one exception the CLI turns into one error line, not a traceback from torch or numpy."""
 
 
 class DarsError(Exception):
-    """A problem with the user's input that the user can fix."""
+    """A problem with the user's input (config, data, stores, checkpoints) that the user can fix;
+    its message names the culprit (a key, a file, a class)."""

@@ -1,16 +1,15 @@
 """Stage options: the frozen values one stage's outputs depend on, and nothing else.
 
-Each stage takes one options object built by ``from_config`` from the validated config, so it
-cannot read a key it was not given. ``params()`` is that object as JSON: the workflow's rules
-pass it (``--options-json``) and Snakemake reruns a job exactly when it changes, so a key a
-stage ignores, or one that only changes how fast it runs, reruns nothing. This module imports
-neither torch, nor a stage, nor jsonschema: the Snakefile and the prediction code load it
-cheaply.
+Each stage gets only its options object (``from_config`` of the validated config). The
+rules pass its ``params()`` as ``--options-json``, so Snakemake reruns a job exactly when they
+change, and a key a stage ignores, or one that only changes its speed, reruns nothing. No
+torch, stage or jsonschema import here: the Snakefile and the prediction code load it cheaply.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -153,8 +152,7 @@ class TrainOptions(Options):
     """One training round: the ``train`` keys of the same names, plus what this round's
     outputs depend on: the epochs of rounds 0..``round`` (a later round never changes an
     earlier one), its scale range and validation schedule, and the ``evaluate`` section it
-    validates with (None when it never does, so the section changes nothing then).
-    """
+    validates with (None when it never does, so the section changes nothing then)."""
 
     dataset: DatasetOptions
     model: ModelOptions
@@ -265,10 +263,8 @@ def add_options_args(p: argparse.ArgumentParser) -> None:
 
 def temperature_arg(text: str) -> float:
     """``--temperature``: a number, or the json of ``dars calibrate`` (``temperature: auto``)."""
-    try:
+    with contextlib.suppress(ValueError):
         return float(text)
-    except ValueError:
-        pass
     try:
         return float(json.loads(Path(text).read_text())["temperature"])
     except (OSError, ValueError, KeyError, TypeError) as exc:

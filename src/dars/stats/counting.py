@@ -11,7 +11,6 @@ negative or > 1 in an overflow column), so validation costs almost nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,42 +27,32 @@ def available_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _floor_bits(num_classes: int) -> int:
-    """A bit pattern safely below any max-softmax confidence, which is >= 1/C.
-
-    1 % under 1/C covers float32 and float16 rounding (float16 steps are <= 0.1 %).
-    """
-    return int(np.asarray(np.float16(0.99 / num_classes)).view(np.uint16))
-
-
-def _count_chunks(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
-                  starts: Sequence[int]) -> np.ndarray:
-    """Working histogram of the chunks beginning at ``starts``, (C + 1) x width: column k
+def _working_histogram(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
+                       threads: int | None) -> np.ndarray:
+    """(C + 1) x width counts of flat arrays, chunks spread over ``threads`` threads: column k
     counts pattern ``low - 1 + k`` (column 0 also everything below, the last everything above
     1.0), row C predictions >= C. Skipping the patterns below ``low`` makes the table 3-4x
     smaller, so zeroing and summing it per chunk stays cheap next to the counting."""
     width = _INVALID - low + 2
     size = (num_classes + 1) * width + low - 1
-    acc = np.zeros(size, np.int64)
-    for s in starts:
-        key = np.minimum(pred[s:s + _CHUNK], num_classes).astype(np.intp)
-        key *= width
-        key += np.clip(bits[s:s + _CHUNK], low - 1, _INVALID)
-        acc += np.bincount(key, minlength=size)
-    return acc[low - 1:].reshape(num_classes + 1, width)
-
-
-def _working_histogram(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
-                       threads: int | None) -> np.ndarray:
-    """_count_chunks over flat arrays, the chunks spread over ``threads`` threads."""
     starts = range(0, pred.size, _CHUNK)
     workers = max(1, min(threads or available_threads(), len(starts)))
+
+    def count(first: int) -> np.ndarray:
+        acc = np.zeros(size, np.int64)
+        for s in starts[first::workers]:
+            key = np.minimum(pred[s:s + _CHUNK], num_classes).astype(np.intp)
+            key *= width
+            key += np.clip(bits[s:s + _CHUNK], low - 1, _INVALID)
+            acc += np.bincount(key, minlength=size)
+        return acc
+
     if workers == 1:
-        return _count_chunks(pred, bits, num_classes, low, starts)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = pool.map(lambda i: _count_chunks(pred, bits, num_classes, low,
-                                                 starts[i::workers]), range(workers))
-        return sum(parts)
+        acc = count(0)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            acc = sum(pool.map(count, range(workers)))
+    return acc[low - 1:].reshape(num_classes + 1, width)
 
 
 def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
@@ -82,7 +71,9 @@ def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_cla
         raise DarsError(f"number of classes must be in [1, {PAD - 1}], got {num_classes}")
     pred = np.ascontiguousarray(prediction).reshape(-1)
     bits = np.ascontiguousarray(confidence).reshape(-1).view(np.uint16)
-    low = _floor_bits(num_classes)
+    # a pattern safely below any max-softmax confidence (>= 1/C): 1 % under 1/C covers float32
+    # and float16 rounding (float16 steps are <= 0.1 %)
+    low = int(np.float16(0.99 / num_classes).view(np.uint16))
     work = _working_histogram(pred, bits, num_classes, low, threads)
     if work[:num_classes, 0].any():  # confidences below 1/C: count every pattern
         low = 1

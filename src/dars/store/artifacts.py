@@ -1,9 +1,8 @@
 """Run artifacts on disk: atomic writes, manifests, and reads with one error line.
 
-Snakemake (and the user) treat an output that exists as complete, so every writer builds a
-temporary sibling (same file system: ``os.replace`` is atomic) and renames it. Renaming cannot
-protect an artifact damaged later, so directory artifacts also carry a manifest of their files'
-sizes (and digests) that readers check before they use any of it.
+Snakemake (and the user) treat an output that exists as complete, so every writer renames a
+temporary sibling (``os.replace`` is atomic on one file system). For damage done later, directory
+artifacts carry a manifest of their files' sizes (and digests) that readers check first.
 """
 
 from __future__ import annotations
@@ -26,11 +25,6 @@ from dars.core.errors import DarsError
 # OSErrors that mean "the disk refused the write", reported as one clear DarsError.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 _HOST = socket.gethostname()
-
-
-def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
-    """``.<name>.<host>-<pid>.tmp``: the writer is named so a stale one can be recognised."""
-    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}{suffix}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,7 +66,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmps(final)
-    tmp = _tmp_sibling(final)
+    tmp = final.with_name(f".{final.name}.{_HOST}-{os.getpid()}.tmp")  # names its writer
     remove_path(tmp)
     try:
         yield tmp

@@ -12,20 +12,15 @@ Layout (format 2)::
       attrs: image_ids, class_names, num_classes, temperature, images_per_chunk, complete,
              format_version, job
 
-Thresholding needs 3 bytes a pixel (confidence + prediction at the temperature inference
-applied). ``confidence``, ``prediction`` and ``written`` hold ``images_per_chunk`` images per
-chunk file (about :data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N). Every
-chunk carries a crc32c, so a flipped or truncated chunk fails to decode instead of being read
-as data; the manifest catches a chunk that is missing altogether (zarr would read the fill
-value). As inference writes a chunk it also counts its histogram row, so thresholding's pass 1
-sums K rows instead of reading every pixel again.
+Images are padded to the largest (H, W). A chunk file holds ``images_per_chunk`` images (about
+:data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N). Every chunk carries a
+crc32c, so a damaged chunk fails to decode instead of being read as data; the manifest catches
+a missing one (zarr would read the fill value). Thresholding's pass 1 sums the K histogram rows
+instead of reading every pixel again.
 
-Images of different sizes are padded to the largest (H, W) with prediction PAD, which every
-consumer skips. The store is built at ``<path>.partial`` and renamed once complete, so a store
-at the final path is always whole. Sharded inference fills one partial store from N jobs: one
-creates it, each writes only its own chunks, one finalizes it; only the first ever creates or
-deletes the store, so the writers need no lock (which cluster file systems do not always
-provide).
+The store is built at ``<path>.partial`` and renamed once complete. Sharded inference fills one
+partial store from N jobs: only the first ever creates or deletes it, and each writes only its
+own chunks, so the writers need no lock (which cluster file systems do not always provide).
 """
 
 from __future__ import annotations
@@ -56,8 +51,6 @@ CHUNK_BYTES = 32 << 20  # raw confidence + prediction bytes aimed at per chunk f
 MAX_IMAGES_PER_CHUNK = 256  # bounds the work a killed job loses and a resume redoes
 _BUFFER_BYTES = 1 << 30  # pending images held for incomplete chunks before writing them early
 ARRAYS = ("confidence", "prediction", "shapes", "written", "histogram")
-_CHUNKED = ("confidence", "prediction", "written")  # arrays of images_per_chunk images a chunk
-_PER_CHUNK_ROW = ("histogram",)  # arrays of one row per chunk of images
 # What thresholding reads (confidence, prediction) is LZ4: it decodes ~4x faster than zstd
 # level 3 (1.2 against 4.8 ns a pixel for both arrays) for ~30 % more bytes, still ~1-1.5 B/px.
 _FAST = BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
@@ -106,8 +99,7 @@ class ProbStoreWriter:
         """``job`` identifies what produces the values: a leftover partial store of another
         job is never resumed. With ``shapes`` (the real (h, w) of every image) a missing or
         foreign partial store is (re)created; without, this job's must exist already (the
-        shard and finalize steps never create or delete it under a running shard).
-        """
+        shard and finalize steps never create or delete it under a running shard)."""
         self.final = Path(path)
         self.path = partial_path(path)
         self.num_classes = len(class_names)
@@ -128,7 +120,6 @@ class ProbStoreWriter:
         self._written: np.ndarray = self.group["written"][:]  # this job's view; own chunks
         self._pending: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         self._early: dict[int, set[int]] = {}  # images of a chunk already written early
-        self._buffered = 0
 
     def _matches(self, ids: list[str], class_names: Sequence[str], job: str) -> bool:
         """A leftover partial store is reused only if it was started for the same job."""
@@ -165,16 +156,9 @@ class ProbStoreWriter:
               "int32", codec=_SMALL)
         if n:
             group["shapes"][:] = shapes
-        group.attrs.update({
-            "image_ids": ids,
-            "class_names": names,
-            "num_classes": len(names),
-            "temperature": float(temperature),
-            "images_per_chunk": per,
-            "complete": False,
-            "format_version": FORMAT_VERSION,
-            "job": job,
-        })
+        group.attrs.update(dict(image_ids=ids, class_names=names, num_classes=len(names),
+                                temperature=float(temperature), images_per_chunk=per,
+                                complete=False, format_version=FORMAT_VERSION, job=job))
         return group
 
     def chunk_range(self, chunk: int) -> range:
@@ -207,27 +191,26 @@ class ProbStoreWriter:
         conf[:h, :w] = confidence
         pred[:h, :w] = prediction
         self._pending.setdefault(chunk, {})[index] = (conf, pred)
-        self._buffered += conf.nbytes + pred.nbytes
         if len(self._pending[chunk]) + len(self._early.get(chunk, ())) == \
                 len(self.chunk_range(chunk)):
             self._write_chunk(chunk)
-        elif self._buffered > _BUFFER_BYTES:  # images come out of order (VOC: by size)
+        elif sum(map(len, self._pending.values())) * 3 * H * W > _BUFFER_BYTES:
+            # images come out of order (VOC: by size)
             self._write_early(max(self._pending, key=lambda k: len(self._pending[k])))
 
     def _write_chunk(self, chunk: int) -> None:
-        images, rows = self.chunk_range(chunk), self._pending.pop(chunk)
+        images = self.chunk_range(chunk)
         span = slice(images.start, images.stop)
-        if self._early.pop(chunk, None):  # some images are in the file already: merge
-            for index, (conf, pred) in rows.items():
-                self.group["confidence"][index] = conf
-                self.group["prediction"][index] = pred
+        if chunk in self._early:  # some images are in the file already: merge
+            self._write_early(chunk)
+            del self._early[chunk]
             confidence, prediction = self.group["confidence"][span], self.group["prediction"][span]
         else:
+            rows = self._pending.pop(chunk)
             confidence = np.stack([rows[i][0] for i in images])
             prediction = np.stack([rows[i][1] for i in images])
             self.group["confidence"][span] = confidence
             self.group["prediction"][span] = prediction
-        self._buffered -= sum(a.nbytes + b.nbytes for a, b in rows.values())
         self.group["histogram"][chunk] = valid_histogram(prediction, confidence,
                                                          self.num_classes, threads=1
                                                          ).astype(np.int32)
@@ -241,7 +224,6 @@ class ProbStoreWriter:
             self.group["confidence"][index] = conf
             self.group["prediction"][index] = pred
         self._early.setdefault(chunk, set()).update(rows)
-        self._buffered -= sum(a.nbytes + b.nbytes for a, b in rows.values())
 
     def close(self, own: range) -> None:
         """After a job's images of ``own``: every chunk it started must be complete."""
@@ -252,8 +234,7 @@ class ProbStoreWriter:
                             "at chunk boundaries)")
 
     def finalize(self) -> None:
-        """Check every image was written, mark complete, write the manifest and move to the
-        final path."""
+        """Check every image and chunk was written, then mark, manifest and move the store."""
         missing = self.pending()
         if missing:
             names = ", ".join(self.image_ids[i] for i in missing[:5])
@@ -267,27 +248,20 @@ class ProbStoreWriter:
             raise DarsError(f"{self.path}: chunk files {absent[:3]} are missing although their "
                             f"images are marked written; {_regenerate(self.final)}")
         self.group.attrs["complete"] = True
-        write_manifest(self.path, manifest(self.path))
+        # sizes find a missing or truncated chunk (chunks carry their own crc32c); digests guard
+        # the metadata files
+        write_manifest(self.path, {p.relative_to(self.path).as_posix():
+                                   file_entry(p, p.name == "zarr.json")
+                                   for p in sorted(self.path.rglob("*"))
+                                   if p.is_file() and p.name != MANIFEST})
         remove_path(self.final)
         os.replace(self.path, self.final)
 
 
 def expected_chunks(arrays: dict[str, zarr.Array]) -> list[str]:
-    """Relative paths of every chunk file a store's arrays (by name) must have (default v3
-    keys)."""
-    files = []
-    for name, arr in arrays.items():
-        grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True)]
-        for key in np.ndindex(*grid):
-            files.append("/".join([name, "c", *map(str, key)]))
-    return sorted(files)
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    """Every file's size, and a digest of each metadata file (chunks carry their own crc32c;
-    sizes find a missing or truncated one without reading the data twice)."""
-    return {p.relative_to(root).as_posix(): file_entry(p, p.name == "zarr.json")
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    """Relative paths of every chunk file the arrays (by name) must have (default v3 keys)."""
+    return sorted("/".join([name, "c", *map(str, key)]) for name, arr in arrays.items()
+                  for key in np.ndindex(*arr.cdata_shape))
 
 
 class ProbStore:
@@ -324,21 +298,16 @@ class ProbStore:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def _images(self, array: str, rel: str) -> str:
-        """Which images a file of ``array`` holds, for error messages."""
-        parts = rel.split("/")
-        if array not in _CHUNKED + _PER_CHUNK_ROW or len(parts) < 3 or not parts[2].isdigit():
-            return "all images"
-        lo = int(parts[2]) * self.per_chunk
-        hi = min(lo + self.per_chunk, len(self)) - 1
-        if lo >= len(self):
-            return "no image"
-        ids = self.image_ids
-        return f"image {ids[lo]!r}" if lo == hi else f"images {ids[lo]!r}..{ids[hi]!r}"
-
     def _describe(self, rel: str) -> str:
-        array = rel.split("/")[0]
-        return f"array {array!r}, file {rel} ({self._images(array, rel)})"
+        """A file of the store for error messages: its array and the images it holds."""
+        array, *parts = rel.split("/")
+        images, ids = "all images", self.image_ids
+        if array != "shapes" and len(parts) >= 2 and parts[1].isdigit():
+            lo = int(parts[1]) * self.per_chunk
+            hi = min(lo + self.per_chunk, len(self)) - 1
+            images = ("no image" if lo >= len(self) else f"image {ids[lo]!r}" if lo == hi
+                      else f"images {ids[lo]!r}..{ids[hi]!r}")
+        return f"array {array!r}, file {rel} ({images})"
 
     def _verify(self) -> dict[str, zarr.Array]:
         """Every file the manifest lists is there, whole, and lists every chunk of the arrays'
@@ -363,13 +332,11 @@ class ProbStore:
         try:
             return self.arrays[array][lo:hi]
         except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types
-            per = 1 if array in _PER_CHUNK_ROW else self.per_chunk
-            if array == "shapes":
-                per = max(len(self), 1)
+            per = self.arrays[array].chunks[0]
             bad = lo // per
             for chunk in range(lo // per, (hi - 1) // per + 1):  # find the damaged chunk
                 try:
-                    self.arrays[array][chunk * per:min((chunk + 1) * per, len(self))]
+                    self.arrays[array][chunk * per:(chunk + 1) * per]
                 except Exception:  # noqa: BLE001
                     bad = chunk
                     break
@@ -377,8 +344,7 @@ class ProbStore:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             if "checksum" in reason.lower():
                 reason = "its crc32c checksum does not match its bytes"
-            raise DarsError(f"{self.path}: array {array!r}, file {rel} "
-                            f"({self._images(array, rel)}) is corrupt ({reason}); "
+            raise DarsError(f"{self.path}: {self._describe(rel)} is corrupt ({reason}); "
                             f"{_regenerate(self.path)}") from None
 
     def histogram(self) -> np.ndarray | None:
@@ -409,22 +375,14 @@ class ProbStore:
                             f"`dars infer --temperature {float(temperature):g}` (the workflow "
                             "passes pseudo_label.temperature to inference)")
 
-    def blocks(self, indices: Sequence[int] | None = None, block: int = 64) -> Iterator[Block]:
-        """Yield consecutive runs of images (at most ``block`` each) from ``indices``: zarr
-        decodes a contiguous slice's chunks concurrently. The last block is kept, so a second
-        pass over a one-block store reads nothing again; blocks are shared, read-only."""
-        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
-        start = 0
-        while start < len(idx):
-            stop = start + 1
-            while stop < len(idx) and stop - start < block and idx[stop] == idx[stop - 1] + 1:
-                stop += 1
-            lo, hi = int(idx[start]), int(idx[stop - 1]) + 1
+    def blocks(self, indices: range | None = None, block: int = 64) -> Iterator[Block]:
+        """Yield the images of ``indices`` (default: all) in runs of at most ``block``: zarr
+        decodes a slice's chunks concurrently. The last block is kept, so a second pass over a
+        one-block store reads nothing again; blocks are shared, read-only."""
+        indices = range(len(self)) if indices is None else indices
+        for lo in range(indices.start, indices.stop, block):
+            hi = min(lo + block, indices.stop)
             if self._last is None or self._last[0] != (lo, hi):
-                self._last = (lo, hi), Block(
-                    indices=idx[start:stop],
-                    confidence=self._read("confidence", lo, hi),
-                    prediction=self._read("prediction", lo, hi),
-                )
+                self._last = (lo, hi), Block(np.arange(lo, hi), self._read("confidence", lo, hi),
+                                             self._read("prediction", lo, hi))
             yield self._last[1]
-            start = stop
