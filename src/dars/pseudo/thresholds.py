@@ -1,22 +1,19 @@
-"""Per-class confidence thresholds of DARS, DA, ST and CBST from confidence histograms.
+"""Per-class confidence thresholds of DARS, DA, ST, CBST and fixed from confidence histograms.
 
-Pure maths on a (C, NUM_BINS) histogram of float16 confidence bit patterns (see
-:mod:`dars.stats.counting`): no file, no pixel. Because the histogram is exact, "the n-th
-largest confidence of class j" is the largest bit pattern b whose count of confidences >= b
-reaches n, and every count below (selected, tied, kept) is exact too.
+Pure maths on a (C, NUM_BINS) histogram of float16 confidence bit patterns
+(:mod:`dars.stats.counting`), which is exact: "the n-th largest confidence of class j" is the
+largest bit pattern whose count of confidences >= it reaches n, and every count derived from it
+(selected, tied, kept) is exact too.
 
-A threshold is stored as a float16 bit pattern; a pixel of class j is *selected* when its
-confidence bits are >= ``threshold_bits[j]``. ``NONE_BITS`` (float16 +inf) selects nothing.
-Selected pixels strictly above the threshold are kept with probability ``keep_above[j]``, those
-tied at the threshold with probability ``keep_at[j]``; this one rule expresses every method and
-the sampling modes ``paper`` and ``ties``, so label assignment has a single code path. Sampling
-``exact`` keeps the same share s_j, but as a fixed number per image (:func:`exact_keep_count`).
+A pixel of class j is *selected* when its confidence bits are >= ``threshold_bits[j]``
+(``NONE_BITS``, float16 +inf, selects nothing) and kept with probability ``keep_above[j]``, or
+``keep_at[j]`` when tied at the threshold: one rule for every method and sampling, so label
+assignment has one code path (``exact`` keeps the same share as a count per image).
 
-Each method's threshold is one function of :data:`SELECTION_RULES` (registered with
-:func:`selection_rule`; its name is the method's). Its keyword-only parameters name what it
-reads besides the counts: an option every method's :class:`PseudoLabelOptions` has
-(``fixed_threshold``), or a key of the config's ``pseudo_label`` section of its own, which the
-options then carry for that method only. So a new rule is its function and its schema entry.
+Each method is a function of :data:`SELECTION_RULES`, named after it; its keyword-only
+parameters name what it reads besides the counts (a :class:`PseudoLabelOptions` field, or a
+``pseudo_label`` key of its own that the options carry for it alone). A new rule is its
+function and its schema entry.
 """
 
 from __future__ import annotations
@@ -315,22 +312,14 @@ def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: f
                        fixed_threshold: float | None = None,
                        target_pixels: int | None = None,
                        settings: Mapping[str, Any] | None = None) -> Thresholds:
-    """Thresholds and keep probabilities of one pseudo-labeling method.
+    """Thresholds and keep probabilities of one method (its rule in :data:`SELECTION_RULES`).
 
-    The thresholds are the method's selection rule's (:data:`SELECTION_RULES`), given
-    ``fixed_threshold`` or its ``settings`` (the keys of :func:`rule_settings`). ``dars`` then
-    samples down to n_j = round(alpha * P * r_j): ``paper`` keeps every selected pixel with
-    s_j = n_j / ñ_j, ``ties`` keeps every pixel above t_j and samples only among those tied at
-    t_j (expected count n_j either way); ``exact`` has the keep probabilities of ``paper``
-    here, but pass 2 keeps a fixed number of each image's selected pixels
-    (:func:`exact_keep_count`), as the released code does. Every other method keeps all it
-    selects.
-
-    ``target`` is the DARS n_j for every method, so shortfalls compare across methods.
-    ``sampling`` only affects ``dars``. P of n_j is ``target_pixels`` when given (the released
-    VOC code counts 500 x 375 per image whatever the image's size), else the histogram total,
-    which ``st``'s rank uses always; pass ``num_pixels`` to have a histogram total that
-    differs from it (e.g. a missing shard) refused.
+    ``dars`` then samples down to n_j = round(alpha * P * r_j): ``paper`` (and ``exact``, whose
+    pass 2 keeps a count per image, :func:`exact_keep_count`) keeps each selected pixel with
+    s_j = n_j / ñ_j, ``ties`` keeps every pixel above t_j and samples among those tied at it.
+    Other methods keep all they select; their ``target`` is DARS's n_j, so shortfalls compare.
+    P is ``target_pixels`` when given (the released VOC code counts 500 x 375 per image), else
+    the histogram total, which must equal ``num_pixels`` when given (a missing shard).
     """
     check_options(alpha, method, sampling, fixed_threshold, settings)
     hist, ratios = _check_hist(conf_hist, label_ratios, num_pixels)
