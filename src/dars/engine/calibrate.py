@@ -29,14 +29,9 @@ T_RANGE = (0.05, 20.0)
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """argmin_T mean NLL(softmax(logits / T), target) by golden-section search on log T.
-
-    ``logits`` (N, C) may be shifted per row by any constant (log-probabilities work as well):
-    the shift cancels in the softmax.
-
-    The NLL of temperature scaling is unimodal in T, so a bracketing search is exact to the
-    tolerance and needs no learning rate.
-    """
+    """argmin_T mean NLL(softmax(logits / T), target) by golden-section search on log T: the
+    NLL is unimodal in T, so a bracketing search is exact to the tolerance with no learning rate.
+    ``logits`` (N, C) may be shifted per row (log-probabilities work as well)."""
     if target.numel() == 0:
         raise DarsError("no labeled pixel to calibrate the temperature on")
 
