@@ -69,9 +69,8 @@ def best_validation(history: list[dict], last_epoch: int, last_miou: float) -> d
 
 def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summary_json: Path,
              round_index: int) -> dict:
-    """Evaluate one checkpoint (a round's last state) on the val split and write per-class and
-    summary metrics: the last state's, and the best of the round's validations with its
-    epoch."""
+    """Write the per-class and summary val metrics of a round's last state, and the best of the
+    round's validations with its epoch."""
     spec = dataset_spec(options.dataset)
     unknown = sorted(set(options.tail_classes) - set(spec.classes))
     if unknown:  # checked first: a typo must not cost a full evaluation pass

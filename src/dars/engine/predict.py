@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
 
 import torch
@@ -107,13 +107,11 @@ def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.
         return x.pin_memory() if dev.type == "cuda" else x
 
     with ThreadPoolExecutor(LOAD_THREADS) as pool:
-        ahead: tuple[list[int], Future] | None = None
-        for idx in batches:
-            current, ahead = ahead, (idx, pool.submit(load, idx))
-            if current is not None:
-                yield current[0], current[1].result().to(dev, non_blocking=True)
-        if ahead is not None:
-            yield ahead[0], ahead[1].result().to(dev, non_blocking=True)
+        loads = ((idx, pool.submit(load, idx)) for idx in batches)
+        ahead = next(loads, None)
+        while ahead is not None:  # the next batch is submitted before this one is yielded
+            (idx, future), ahead = ahead, next(loads, None)
+            yield idx, future.result().to(dev, non_blocking=True)
 
 
 @torch.inference_mode()

@@ -155,9 +155,6 @@ class EpochBoard:
                 self.writer.add_scalar(tag, value, epoch)
         self.writer.flush()
 
-    def close(self) -> None:
-        self.writer.close()
-
 
 class Trainer:
     """One round of training; construct, then :meth:`run`."""
@@ -237,16 +234,20 @@ class Trainer:
                 self._start_from_teacher(init)
             else:
                 load_pretrained(self.model, self.model_config)
-        # the poly schedule placed after the steps already done; built after any optimizer
-        # state was loaded, whose groups carry the lr where *that* run stopped
+        self.scheduler = self._scheduler(resumed.get("scheduler"))
+        self.board = (EpochBoard(state_dir / "tensorboard", self.spec.classes)
+                      if tensorboard and self.world.is_main else None)
+
+    def _scheduler(self, saved: dict[str, Any] | None) -> LambdaLR:
+        """The poly schedule as a LambdaLR placed after the steps already done; built after any
+        optimizer state was loaded, whose groups carry the lr where *that* run stopped."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["initial_lr"] = base
         done = self.epoch * self.schedule.iters_per_epoch + self.step
-        self.scheduler = LambdaLR(self.optimizer, self.schedule.factor, last_epoch=done - 1)
-        if resumed.get("scheduler") is not None:
-            self.scheduler.load_state_dict(resumed["scheduler"])
-        self.board = (EpochBoard(state_dir / "tensorboard", self.spec.classes)
-                      if tensorboard and self.world.is_main else None)
+        scheduler = LambdaLR(self.optimizer, self.schedule.factor, last_epoch=done - 1)
+        if saved is not None:
+            scheduler.load_state_dict(saved)
+        return scheduler
 
     # -- state -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -318,9 +319,8 @@ class Trainer:
             yield xl, yl, xu, yu
 
     def _step(self, batch: tuple[torch.Tensor, ...], it: int) -> list[float]:
-        """One optimizer step at the scheduler's lr, then the scheduler's step; the labeled
-        and pseudo-labeled halves are forwarded separately (BatchNorm statistics per half, as
-        the authors do) and their losses summed."""
+        """One optimizer and scheduler step; the labeled and pseudo-labeled halves are forwarded
+        separately (BatchNorm statistics per half, as the authors do), their losses summed."""
         losses = []
         with bf16_autocast(self.device, self.bf16):
             for x, y in zip(batch[::2], batch[1::2], strict=True):
@@ -365,7 +365,7 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             if self.board is not None:
-                self.board.close()
+                self.board.writer.close()
             distributed.teardown(self.world)
 
     def _on_sigterm(self, signum: int, _frame: object) -> None:

@@ -7,9 +7,7 @@ options reproduce the Caffe-style ResNet of the released DeepLabv2 (deeplabv2.py
 AdvSemiSeg): ``stride_in_1x1`` (:77), ``ceil_mode_pool`` (:151) and ``frozen_bn_affine``
 (:79-91; the statistics still update there, as ours do: ``freeze_batchnorm`` is never called).
 
-Weights are read from a user-given file only (no downloads), a torchvision or semseg state
-dict, possibly wrapped or ``module.``-prefixed; anything else is refused saying what was
-expected.
+Weights are read from a user-given file only (no downloads).
 """
 
 from __future__ import annotations
@@ -111,12 +109,11 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or "layer1.0.conv1.weight" not in {
-            k.removeprefix("module.") for k in obj}:
+    state = {k.removeprefix("module."): v for k, v in obj.items()} if isinstance(obj, dict) else {}
+    if "layer1.0.conv1.weight" not in state:
         raise DarsError(f"model.pretrained {path} is not a ResNet state dict in torchvision or "
                         "semseg format (expected keys like 'conv1.weight', "
                         "'layer1.0.conv1.weight')")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
