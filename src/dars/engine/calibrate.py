@@ -1,7 +1,5 @@
-"""calibrate: fit the temperature T of temperature scaling by minimising NLL on labeled pixels.
-
-T is fitted on exactly the logits inference divides by T (the ``infer`` protocol,
-:func:`dars.engine.predict.predict_logits`), on a bounded random sample of pixels.
+"""calibrate: fit the temperature T of temperature scaling by minimising the NLL of a bounded
+random sample of labeled pixels, on the logits inference divides by T (:func:`predict_logits`).
 """
 
 from __future__ import annotations
@@ -29,14 +27,9 @@ T_RANGE = (0.05, 20.0)
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """argmin_T mean NLL(softmax(logits / T), target) by golden-section search on log T.
-
-    ``logits`` (N, C) may be shifted per row by any constant (log-probabilities work as well):
-    the shift cancels in the softmax.
-
-    The NLL of temperature scaling is unimodal in T, so a bracketing search is exact to the
-    tolerance and needs no learning rate.
-    """
+    """argmin_T mean NLL(softmax(logits / T), target) by golden-section search on log T: the
+    NLL is unimodal in T, so a bracketing search is exact to the tolerance with no learning rate.
+    ``logits`` (N, C) may be shifted per row (log-probabilities work as well)."""
     if target.numel() == 0:
         raise DarsError("no labeled pixel to calibrate the temperature on")
 
@@ -70,7 +63,6 @@ def calibrate(options: CalibrateOptions, model_path: Path, out: Path,
     rng = np.random.default_rng(seed)
     per_image = max(1, max_pixels // len(samples))
     picked, targets = [], []
-    # predicted as inference predicts, so T is fitted to the logits inference divides by T
     for index, image_logits in predict_logits(model, samples, range(len(samples)),
                                               options.batch_size, options.predict):
         mask = read_mask(samples[index].mask, spec.num_classes, spec.ignore_index).reshape(-1)

@@ -44,9 +44,8 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
 
 def val_confusion(model: nn.Module, spec: DatasetSpec, samples: list[Sample],
                   options: EvaluateOptions) -> np.ndarray:
-    """The (C, C) confusion matrix of ``model`` on ``samples`` (the val split): for a
-    checkpoint (:func:`evaluate`) and for the model in training (validation during
-    training)."""
+    """The (C, C) confusion matrix of ``model`` on ``samples`` (the val split), for a
+    checkpoint and for validation during training."""
     c = spec.num_classes
     cm = torch.zeros(c, c, dtype=torch.int64, device=device())  # counted where predicted
     for index, pred in tqdm(predict_classes(model, samples, range(len(samples)),
@@ -70,36 +69,28 @@ def best_validation(history: list[dict], last_epoch: int, last_miou: float) -> d
 
 def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summary_json: Path,
              round_index: int) -> dict:
-    """Evaluate one checkpoint (a round's last state) on the val split and write per-class and
-    summary metrics: the last state's, and the best of the round's validations with its
-    epoch."""
+    """Write the per-class and summary val metrics of a round's last state, and the best of the
+    round's validations with its epoch."""
     spec = dataset_spec(options.dataset)
-    tail = options.tail_classes
-    unknown = sorted(set(tail) - set(spec.classes))
+    unknown = sorted(set(options.tail_classes) - set(spec.classes))
     if unknown:  # checked first: a typo must not cost a full evaluation pass
         raise DarsError(f"evaluate.tail_classes names unknown classes: {unknown}")
-    tail_idx = [spec.classes.index(n) for n in tail]
+    tail_idx = [spec.classes.index(n) for n in options.tail_classes]
     samples = spec.samples("val")
     state = checkpoint.load(model_path)
-    model = load_model(model_path, spec.num_classes, state)
-    cm_np = val_confusion(model, spec, samples, options)
-    c = spec.num_classes
-    iou = iou_from_confusion(cm_np)
+    cm = val_confusion(load_model(model_path, spec.num_classes, state), spec, samples, options)
+    iou = iou_from_confusion(cm)
     miou = float(np.nanmean(iou))
     last_epoch = int(state.get("epoch", 0))
     summary = {
-        "round": round_index,
-        "miou": miou,
-        "epoch": last_epoch,
+        "round": round_index, "miou": miou, "epoch": last_epoch,
         **best_validation(state.get("history", []), last_epoch, miou),
         "tail_miou": float(np.nanmean(iou[tail_idx])) if tail_idx else None,
-        "pixel_accuracy": float(np.diag(cm_np).sum() / max(cm_np.sum(), 1)),
+        "pixel_accuracy": float(np.diag(cm).sum() / max(cm.sum(), 1)),
         "images": len(samples),
     }
-    write_csv(pd.DataFrame({
-        "class": range(c), "name": spec.classes, "iou": iou,
-        "gt_pixels": cm_np.sum(1), "pred_pixels": cm_np.sum(0),
-    }), metrics_csv)
+    write_csv(pd.DataFrame({"class": range(spec.num_classes), "name": spec.classes, "iou": iou,
+                            "gt_pixels": cm.sum(1), "pred_pixels": cm.sum(0)}), metrics_csv)
     write_json(summary, summary_json)
     log.info("round %d: mIoU %.4f", round_index, summary["miou"])
     return summary

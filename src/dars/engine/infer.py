@@ -41,9 +41,7 @@ def job_fingerprint(model_path: Path, options: InferOptions, temperature: float 
     job = {**options.params(), "temperature": temperature}
     digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode())
     with open(model_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:32]
+        return hashlib.file_digest(f, lambda: digest).hexdigest()[:32]
 
 
 def batches_to_redo(samples: Sequence[Sample], pending: Sequence[int], batch: int) -> list[int]:
@@ -73,10 +71,6 @@ def _open_store(options: InferOptions, model_path: Path, out: Path, create: bool
 def shard_range(index: int, count: int, num_images: int, align: int = 1) -> range:
     """Image indices of shard ``index`` of ``count``: contiguous, balanced, cut at multiples
     of ``align`` (the store's images per chunk file), so no two shards write the same file."""
-    if not 0 <= index < count:
-        raise DarsError(f"shard {index}/{count}: index must be in [0, {count})")
-    if align < 1:
-        raise DarsError(f"shard alignment must be >= 1, got {align}")
     chunks = -(-num_images // align)
     bounds = np.linspace(0, chunks, count + 1).round().astype(int) * align
     return range(min(int(bounds[index]), num_images), min(int(bounds[index + 1]), num_images))

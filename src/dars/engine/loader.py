@@ -1,10 +1,9 @@
 """Training DataLoaders: per-sample augmentation seeds, persistent workers, workers per job.
 
-Workers persist for the whole round (an epoch of round 0 can be 23 steps long: restarting them
-every epoch meant 200 restarts a round). Persistent workers keep their RNG across epochs, so
-the augmentation cannot come from a worker's generator and still resume bit for bit:
+Workers persist for the whole round (a round-0 epoch can be 23 steps long), so they keep their
+RNG across epochs and cannot seed an augmentation that resumes bit for bit:
 :class:`SeededSampler` hands every sample its own seed from (run seed, epoch, index), which
-also makes it independent of the worker count and of the number of ranks.
+also makes it independent of the worker and rank counts.
 """
 
 from __future__ import annotations

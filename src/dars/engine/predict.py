@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
 
 import torch
@@ -107,20 +107,19 @@ def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.
         return x.pin_memory() if dev.type == "cuda" else x
 
     with ThreadPoolExecutor(LOAD_THREADS) as pool:
-        ahead: tuple[list[int], Future] | None = None
-        for idx in batches:
-            current, ahead = ahead, (idx, pool.submit(load, idx))
-            if current is not None:
-                yield current[0], current[1].result().to(dev, non_blocking=True)
-        if ahead is not None:
-            yield ahead[0], ahead[1].result().to(dev, non_blocking=True)
+        loads = ((idx, pool.submit(load, idx)) for idx in batches)
+        ahead = next(loads, None)
+        while ahead is not None:  # the next batch is submitted before this one is yielded
+            (idx, future), ahead = ahead, next(loads, None)
+            yield idx, future.result().to(dev, non_blocking=True)
 
 
 @torch.inference_mode()
-def _device_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
-                   batch: int, options: PredictOptions) -> Iterator[tuple[list[int], Tensor]]:
-    """``(indices, averaged scores (B, C, H, W) float32 on the device)`` per batch at the
-    images' full size."""
+def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
+             options: PredictOptions, finish: Callable[[Tensor], tuple[Tensor, ...]]
+             ) -> Iterator[tuple]:
+    """Yield ``(index, *finish(scores))`` per image; ``finish`` runs on the device on a batch's
+    averaged scores (B, C, H, W) float32 at the images' full size."""
     dev = device()
     model = model.to(dev).eval()
     channels_last = options.bf16 and dev.type == "cuda"
@@ -129,16 +128,7 @@ def _device_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
     for idx, x in _inputs(samples, size_batches(samples, indices, batch), dev):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        yield idx, _scores(model, x, options)
-
-
-@torch.inference_mode()
-def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
-             options: PredictOptions, finish: Callable[[Tensor], Tensor]
-             ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(index, finish(scores) (C, H, W) on CPU)``; ``finish`` runs on the device."""
-    for idx, scores in _device_scores(model, samples, indices, batch, options):
-        yield from zip(idx, finish(scores).cpu(), strict=True)
+        yield from zip(idx, *finish(_scores(model, x, options)), strict=True)
 
 
 def predict_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
@@ -146,7 +136,7 @@ def predict_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
                    ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(index, averaged logits or probabilities (C, H, W))`` (``options.average``);
     their argmax is the prediction either way, with no softmax to pay for."""
-    return _predict(model, samples, indices, batch, options, lambda s: s)
+    return _predict(model, samples, indices, batch, options, lambda s: (s.cpu(),))
 
 
 def predict_probs(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
@@ -154,7 +144,7 @@ def predict_probs(model: nn.Module, samples: Sequence[Sample], indices: Sequence
                   temperature: float = 1.0) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(index, softmax(logits / temperature) (C, H, W))`` at full image size."""
     return _predict(model, samples, indices, batch, options,
-                    lambda s: to_probs(s, options.average, temperature))
+                    lambda s: (to_probs(s, options.average, temperature).cpu(),))
 
 
 def predict_logits(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
@@ -163,10 +153,9 @@ def predict_logits(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
     """Yield ``(index, logits (C, H, W))`` whose softmax :func:`predict_probs` yields at T = 1:
     what temperature scaling divides by T, hence what calibration fits T on."""
     return _predict(model, samples, indices, batch, options,
-                    lambda s: to_logits(s, options.average))
+                    lambda s: (to_logits(s, options.average).cpu(),))
 
 
-@torch.inference_mode()
 def predict_labels(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                    batch: int, options: PredictOptions = PredictOptions(),
                    temperature: float = 1.0) -> Iterator[tuple[int, Tensor, Tensor]]:
@@ -175,18 +164,16 @@ def predict_labels(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
     so that only those bytes reach the host (not the C x H x W float32 probabilities: 159 MB
     for a Cityscapes image with 19 classes). The argmax is the first maximal class, as
     numpy's; float16 rounds to nearest even, as numpy's cast."""
-    for idx, scores in _device_scores(model, samples, indices, batch, options):
-        probs = to_probs(scores, options.average, temperature)
-        confidence, prediction = probs.max(dim=1)
-        yield from zip(idx, prediction.to(torch.uint8).cpu(), confidence.half().cpu(),
-                       strict=True)
+    def finish(scores: Tensor) -> tuple[Tensor, Tensor]:
+        confidence, prediction = to_probs(scores, options.average, temperature).max(dim=1)
+        return prediction.to(torch.uint8).cpu(), confidence.half().cpu()
+
+    return _predict(model, samples, indices, batch, options, finish)
 
 
-@torch.inference_mode()
 def predict_classes(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                     batch: int, options: PredictOptions = PredictOptions()
                     ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(index, argmax (H, W) int64)`` of :func:`predict_scores`, left on the device
     (evaluation counts its confusion matrix there)."""
-    for idx, scores in _device_scores(model, samples, indices, batch, options):
-        yield from zip(idx, scores.argmax(dim=1), strict=True)
+    return _predict(model, samples, indices, batch, options, lambda s: (s.argmax(dim=1),))

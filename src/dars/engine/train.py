@@ -1,18 +1,16 @@
 """Teacher (round 0) and student (rounds >= 1) training with SGD + poly lr.
 
-A student round k starts from round k-1's last state and forwards a labeled half-batch and a
+A student round k starts from round k-1's last state and forwards a labeled and a
 pseudo-labeled half-batch separately, summing the two losses (the authors' recipe); one epoch
-is one pass over the unlabeled pool. The lr follows the released poly schedule
-(:class:`RoundSchedule`). With ``train.evaluate_every`` the main process validates at the
-released epochs; the weights it hands on stay the last ones.
+is one pass over the unlabeled pool. With ``train.evaluate_every`` the main process validates
+at the released epochs; the weights it hands on stay the last ones.
 
-State is checkpointed atomically after every epoch into ``state_dir/last.pt``. The data order
-and each sample's augmentation are seeded from (seed, round, epoch, index) alone
-(:mod:`dars.engine.loader`), so a killed job resumes at its last finished epoch and ends with
-the same weights, on one GPU or many, with any number of loader workers. SIGTERM (what SLURM
-sends before killing a pre-empted job) stops after the current step, saves the position inside
-the epoch with every rank's RNG state and exits with status 143; the rerun replays the epoch's
-data up to that step without training on it and continues bit for bit (docs/RELIABILITY.md).
+``state_dir/last.pt`` is saved atomically after every epoch. Data order and augmentation are
+seeded from (seed, round, epoch, index) alone (:mod:`dars.engine.loader`), so a killed job
+resumes at its last finished epoch with the same weights, on any number of GPUs and workers.
+SIGTERM (SLURM's pre-emption) stops after the current step, saves the position in the epoch with
+every rank's RNG state and exits 143; the rerun replays the epoch's data up to that step
+without training on it and continues bit for bit (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -110,12 +108,8 @@ def validates(epoch: int, start: int, every: int) -> bool:
 
 
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
-    """Mean CE over the non-ignored pixels, and 0 when there are none.
-
-    A pseudo-labeled batch can be all ignore (a weak teacher whose round kept almost nothing);
-    torch's mean over zero pixels is NaN, which would stop training with a misleading
-    "loss became nan" instead of simply contributing no gradient.
-    """
+    """Mean CE over the non-ignored pixels, 0 when there are none: an all-ignore pseudo-labeled
+    batch (a weak teacher) must add no gradient, not torch's NaN ("loss became nan")."""
     total = F.cross_entropy(logits, target, ignore_index=ignore, reduction="sum")
     return total / (target != ignore).sum().clamp_min(1)
 
@@ -136,16 +130,9 @@ def match_length(samples: list[Sample], length: int) -> list[Sample]:
     return (samples * math.ceil(length / len(samples)))[:length] if samples else []
 
 
-def _signature(options: TrainOptions) -> str:
-    """Identity of a training job, so a stale last.pt of a different job is never resumed."""
-    return hashlib.sha256(options.to_json().encode()).hexdigest()[:16]
-
-
 class EpochBoard:
-    """TensorBoard scalars of a training job, one per tag and epoch: what a user of a run of
-    days watches. Steps are cumulative epochs (as the released ``epoch_log``), so the rounds of
-    a run line up on one axis. ``tensorboard`` is an optional extra (the feature is off by
-    default)."""
+    """TensorBoard scalars of a training job, one per tag and epoch. Steps are cumulative epochs
+    (as the released ``epoch_log``), so the rounds of a run line up on one axis."""
 
     def __init__(self, logdir: Path, classes: list[str]) -> None:
         try:
@@ -158,7 +145,6 @@ class EpochBoard:
         self.writer = SummaryWriter(str(logdir))
 
     def write(self, epoch: int, row: dict[str, Any], iou: np.ndarray | None) -> None:
-        """The epoch's losses and lr; its validation, when it had one."""
         scalars = {"loss/labeled": row["loss_labeled"], "loss/pseudo": row["loss_pseudo"],
                    "lr": row["lr"]}
         if iou is not None:
@@ -168,9 +154,6 @@ class EpochBoard:
             if not math.isnan(value):  # a teacher has no pseudo half, a class may be absent
                 self.writer.add_scalar(tag, value, epoch)
         self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 class Trainer:
@@ -224,7 +207,8 @@ class Trainer:
         self.schedule = plan_schedule(options.schedule, options.poly_power,
                                       list(options.epochs_per_round), round_index,
                                       len(self.pseudo or self.labeled))
-        self.signature = _signature(options)
+        # the job's identity: a stale last.pt of a different job is never resumed
+        self.signature = hashlib.sha256(options.to_json().encode()).hexdigest()[:16]
 
         self.model_config = options.model.params()  # what checkpoints record and compare
         model = build_model(self.model_config, self.spec.num_classes).to(self.device)
@@ -250,7 +234,7 @@ class Trainer:
                 self._start_from_teacher(init)
             else:
                 load_pretrained(self.model, self.model_config)
-        self.scheduler = self._scheduler(resumed.get("scheduler") if resumed else None)
+        self.scheduler = self._scheduler(resumed.get("scheduler"))
         self.board = (EpochBoard(state_dir / "tensorboard", self.spec.classes)
                       if tensorboard and self.world.is_main else None)
 
@@ -268,19 +252,13 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "model_config": self.model_config,
-            "num_classes": self.spec.num_classes,
-            "class_names": self.spec.classes,
-            "round": self.round,
-            "epoch": self.epoch,
-            "step": self.step,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "model_config": self.model_config,
+            "num_classes": self.spec.num_classes, "class_names": self.spec.classes,
+            "round": self.round, "epoch": self.epoch, "step": self.step,
             "iteration": (self.schedule.start_iter + self.epoch * self.schedule.iters_per_epoch
                           + self.step),
-            "signature": self.signature,
-            "history": self.history,
+            "signature": self.signature, "history": self.history,
             "partial": self._partial,  # running sums of an interrupted epoch
             "rng": self._rng,  # every rank's RNG after `step` steps of an interrupted epoch
         }
@@ -340,20 +318,16 @@ class Trainer:
                 xl, yl, _ = next(labeled)
             yield xl, yl, xu, yu
 
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=True)
-
     def _step(self, batch: tuple[torch.Tensor, ...], it: int) -> list[float]:
-        """One optimizer step at the scheduler's lr, then the scheduler's step; the labeled
-        and pseudo-labeled halves are forwarded separately (BatchNorm statistics per half, as
-        the authors do) and their losses summed."""
+        """One optimizer and scheduler step; the labeled and pseudo-labeled halves are forwarded
+        separately (BatchNorm statistics per half, as the authors do), their losses summed."""
         losses = []
         with bf16_autocast(self.device, self.bf16):
             for x, y in zip(batch[::2], batch[1::2], strict=True):
-                x, y = self._to_device(x, y)
+                x = x.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = y.to(self.device, non_blocking=True)
                 losses.append(seg_loss(self.net(x), y, IGNORE, self.options.aux_weight))
         total = sum(losses)
         if not torch.isfinite(distributed.mean(total, self.world)):
@@ -372,12 +346,26 @@ class Trainer:
         try:
             with contextlib.suppress(ValueError):  # not the main thread: no graceful stop
                 previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-            self._run(out, log_csv)
+            sched, main = self.schedule, self.world.is_main
+            self.net.train()
+            with tqdm(total=sched.epochs * sched.iters_per_epoch,
+                      initial=self.epoch * sched.iters_per_epoch + self.step,
+                      desc=f"round {self.round}", mininterval=2, unit="it",
+                      disable=not main) as bar:
+                while self.epoch < sched.epochs:
+                    self._epoch(bar)
+                    if self.epoch < sched.epochs and self._stop_requested():
+                        self._interrupt(0, {})
+            if main:
+                checkpoint.save(out, self._state())
+                write_csv(pd.DataFrame(self.history), log_csv)
+            log.info("round %d done: %d epochs, last loss %.4f", self.round, self.epoch,
+                     self.history[-1]["loss_labeled"] if self.history else math.nan)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             if self.board is not None:
-                self.board.close()
+                self.board.writer.close()
             distributed.teardown(self.world)
 
     def _on_sigterm(self, signum: int, _frame: object) -> None:
@@ -418,23 +406,6 @@ class Trainer:
                     "rerun to resume", self.round, self.epoch + 1, step,
                     self.schedule.iters_per_epoch, self.state_dir / "last.pt")
         raise SystemExit(EXIT_TERMINATED)
-
-    def _run(self, out: Path, log_csv: Path) -> None:
-        sched, main = self.schedule, self.world.is_main
-        self.net.train()
-        with tqdm(total=sched.epochs * sched.iters_per_epoch,
-                  initial=self.epoch * sched.iters_per_epoch + self.step,
-                  desc=f"round {self.round}", mininterval=2, unit="it",
-                  disable=not main) as bar:
-            while self.epoch < sched.epochs:
-                self._epoch(bar)
-                if self.epoch < sched.epochs and self._stop_requested():
-                    self._interrupt(0, {})
-        if main:
-            checkpoint.save(out, self._state())
-            write_csv(pd.DataFrame(self.history), log_csv)
-        log.info("round %d done: %d epochs, last loss %.4f", self.round, self.epoch,
-                 self.history[-1]["loss_labeled"] if self.history else math.nan)
 
     def _validate(self) -> np.ndarray | None:
         """Per-class val IoU of the current weights, computed by the main process as released

@@ -1,9 +1,6 @@
-"""Models by name: ``build_model(config["model"], num_classes)``, and models rebuilt from
-checkpoints (``load_model``).
-
-Configs select a model from :data:`FACTORIES`, so a new architecture is one entry there,
-without touching the stages. Every model returns ``{"out": logits, ...}`` at the input
-resolution; extra keys (e.g. ``"aux"``) are auxiliary heads used only in training.
+"""Models by name (:data:`FACTORIES`: a new architecture is one entry there) and rebuilt from
+checkpoints. Every model returns ``{"out": logits, ...}`` at the input resolution; extra keys
+(``"aux"``) are auxiliary heads used only in training.
 """
 
 from __future__ import annotations
@@ -21,13 +18,11 @@ from dars.models.pspnet import PSPNet
 from dars.models.tiny import TinySegNet
 
 
-def _backbone_options(deep_stem: bool = False, frozen_bn_affine: bool = False,
-                      stride_in_1x1: bool = False, ceil_mode_pool: bool = False,
-                      **_: object) -> dict[str, bool]:
-    """The ``model`` keys of :class:`~dars.models.backbone.ResNetBackbone`; their defaults are
-    those of checkpoints written before the keys existed, so those rebuild as trained."""
-    return {"deep_stem": deep_stem, "frozen_bn_affine": frozen_bn_affine,
-            "stride_in_1x1": stride_in_1x1, "ceil_mode_pool": ceil_mode_pool}
+def _backbone_options(model_config: dict[str, Any]) -> dict[str, bool]:
+    """The ``model`` keys of :class:`~dars.models.backbone.ResNetBackbone`; their default False
+    is that of checkpoints written before the keys existed, so those rebuild as trained."""
+    keys = ("deep_stem", "frozen_bn_affine", "stride_in_1x1", "ceil_mode_pool")
+    return {key: model_config.get(key, False) for key in keys}
 
 
 def _tiny(num_classes: int, width: int = 32, **_: object) -> nn.Module:
@@ -36,14 +31,13 @@ def _tiny(num_classes: int, width: int = 32, **_: object) -> nn.Module:
 
 def _pspnet(num_classes: int, backbone: str | None = None, aux_head: bool = True,
             **model_config: object) -> nn.Module:
-    return PSPNet(num_classes, backbone or "resnet50", aux_head,
-                  **_backbone_options(**model_config))
+    return PSPNet(num_classes, backbone or "resnet50", aux_head, **_backbone_options(model_config))
 
 
 def _deeplabv2(num_classes: int, backbone: str | None = None,
                aspp_rates: Sequence[int] = RATES, **model_config: object) -> nn.Module:
     return DeepLabV2(num_classes, backbone or "resnet101", aspp_rates,
-                     **_backbone_options(**model_config))
+                     **_backbone_options(model_config))
 
 
 #: ``f(num_classes, **model_config)`` by ``model.name``; the paper's defaults: PSPNet on a

@@ -7,9 +7,7 @@ options reproduce the Caffe-style ResNet of the released DeepLabv2 (deeplabv2.py
 AdvSemiSeg): ``stride_in_1x1`` (:77), ``ceil_mode_pool`` (:151) and ``frozen_bn_affine``
 (:79-91; the statistics still update there, as ours do: ``freeze_batchnorm`` is never called).
 
-Weights are read from a user-given file only (no downloads), a torchvision or semseg state
-dict, possibly wrapped or ``module.``-prefixed; anything else is refused saying what was
-expected.
+Weights are read from a user-given file only (no downloads).
 """
 
 from __future__ import annotations
@@ -29,9 +27,11 @@ DEPTHS = ("resnet50", "resnet101", "resnet152")
 FEATURE_CHANNELS = (1024, 2048)  # layer3, layer4 of a Bottleneck ResNet
 
 
-def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True)]
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class ResNetBackbone(nn.Module):
@@ -45,8 +45,8 @@ class ResNetBackbone(nn.Module):
         if depth not in DEPTHS:
             raise DarsError(f"model.backbone {depth!r} is not supported; use one of "
                             f"{list(DEPTHS)}")
-        # imported here: torchvision takes seconds to import, and the tiny demo model (every
-        # demo stage) never needs it
+        # imported here: torchvision takes seconds to import, and the demo's tiny model never
+        # needs it
         from torchvision.models import resnet
 
         net = getattr(resnet, depth)(weights=None,
@@ -61,9 +61,9 @@ class ResNetBackbone(nn.Module):
         net.maxpool.ceil_mode = ceil_mode_pool
         self.deep_stem = deep_stem
         if deep_stem:
-            self.conv1, self.bn1, _ = _conv_bn_relu(3, 64, stride=2)
-            self.conv2, self.bn2, _ = _conv_bn_relu(64, 64)
-            self.conv3, self.bn3, _ = _conv_bn_relu(64, 128)
+            self.conv1, self.bn1, _ = conv_bn_relu(3, 64, stride=2)
+            self.conv2, self.bn2, _ = conv_bn_relu(64, 64)
+            self.conv3, self.bn3, _ = conv_bn_relu(64, 128)
             # layer1 now receives 128 channels instead of 64
             net.layer1[0].conv1 = nn.Conv2d(128, 64, 1, bias=False)
             net.layer1[0].downsample[0] = nn.Conv2d(128, 256, 1, bias=False)
@@ -109,12 +109,11 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or "layer1.0.conv1.weight" not in {
-            k.removeprefix("module.") for k in obj}:
+    state = {k.removeprefix("module."): v for k, v in obj.items()} if isinstance(obj, dict) else {}
+    if "layer1.0.conv1.weight" not in state:
         raise DarsError(f"model.pretrained {path} is not a ResNet state dict in torchvision or "
                         "semseg format (expected keys like 'conv1.weight', "
                         "'layer1.0.conv1.weight')")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 

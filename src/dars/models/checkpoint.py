@@ -20,11 +20,8 @@ from dars.store.artifacts import atomic_path
 
 def load_weights_only(path: str | os.PathLike[str], what: str, remedy: str = "") -> Any:
     """``torch.load(path)`` on CPU, weights only; ``what`` names the file in errors and
-    ``remedy`` (e.g. which file to delete to regenerate it) ends the error line.
-
-    A truncated or damaged file (a job killed by the file system, a failed copy) fails inside
-    torch's zip reader; only the first line of torch's message is kept, so the remedy stays
-    on the one error line.
+    ``remedy`` (e.g. which file to delete) ends the error line. Only the first line of torch's
+    message is kept (a truncated file fails in its zip reader), so the remedy stays on one line.
     """
     p = Path(path)
     if not p.is_file():

@@ -31,8 +31,7 @@ class ASPPClassifier(nn.Module):
 
 
 class DeepLabV2(nn.Module):
-    """``forward`` returns ``{"out": logits}`` at input resolution; ``backbone_options`` go to
-    :class:`ResNetBackbone` (stem, frozen BN, stride position, pool rounding)."""
+    """``forward`` returns ``{"out": logits}`` at input resolution."""
 
     def __init__(self, num_classes: int, depth: str = "resnet101",
                  aspp_rates: Sequence[int] = RATES, **backbone_options: bool) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dars.models.backbone import FEATURE_CHANNELS, ResNetBackbone
+from dars.models.backbone import FEATURE_CHANNELS, ResNetBackbone, conv_bn_relu
 
 BINS = (1, 2, 3, 6)
 DROPOUT = 0.1
@@ -31,9 +31,8 @@ def upsample_logits(logits: Tensor, size: torch.Size) -> Tensor:
 
 
 def _classifier(cin: int, mid: int, num_classes: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-        nn.Dropout2d(DROPOUT), nn.Conv2d(mid, num_classes, 1))
+    return nn.Sequential(*conv_bn_relu(cin, mid), nn.Dropout2d(DROPOUT),
+                         nn.Conv2d(mid, num_classes, 1))
 
 
 class PyramidPooling(nn.Module):

@@ -13,18 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TinySegNet"]
-
-
-class ConvBNReLU(nn.Sequential):
-    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU."""
-
-    def __init__(self, cin: int, cout: int, *, stride: int = 1, dilation: int = 1) -> None:
-        super().__init__(
-            nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
+from dars.models.backbone import conv_bn_relu
 
 
 class Residual(nn.Module):
@@ -50,16 +39,14 @@ class TinySegNet(nn.Module):
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
         w = width
-        self.stem = ConvBNReLU(3, w // 2)
-        self.enc1 = nn.Sequential(ConvBNReLU(w // 2, w, stride=2), ConvBNReLU(w, w))
-        self.enc2 = nn.Sequential(ConvBNReLU(w, 2 * w, stride=2), ConvBNReLU(2 * w, 2 * w))
-        self.enc3 = nn.Sequential(ConvBNReLU(2 * w, 4 * w, stride=2), ConvBNReLU(4 * w, 4 * w))
+        self.stem = conv_bn_relu(3, w // 2)
+        self.enc1 = nn.Sequential(conv_bn_relu(w // 2, w, stride=2), conv_bn_relu(w, w))
+        self.enc2 = nn.Sequential(conv_bn_relu(w, 2 * w, stride=2), conv_bn_relu(2 * w, 2 * w))
+        self.enc3 = nn.Sequential(conv_bn_relu(2 * w, 4 * w, stride=2), conv_bn_relu(4 * w, 4 * w))
         self.context = nn.Sequential(
-            Residual(ConvBNReLU(4 * w, 4 * w, dilation=2)),
-            Residual(ConvBNReLU(4 * w, 4 * w, dilation=4)),
-        )
-        self.dec2 = ConvBNReLU(4 * w + 2 * w, 2 * w)  # 1/4: context + enc2 skip
-        self.dec1 = ConvBNReLU(2 * w + w, w)  # 1/2: dec2 + enc1 skip
+            *(Residual(conv_bn_relu(4 * w, 4 * w, dilation=d)) for d in (2, 4)))
+        self.dec2 = conv_bn_relu(4 * w + 2 * w, 2 * w)  # 1/4: context + enc2 skip
+        self.dec1 = conv_bn_relu(2 * w + w, w)  # 1/2: dec2 + enc1 skip
         self.classifier = nn.Conv2d(w, num_classes, 1)
         # oneDNN runs these small convolutions about twice as fast in channels-last layout on
         # CPU (2 cores, batch 16 at 64 px: ~130 ms vs ~250 ms per training step); the layout
