@@ -279,7 +279,7 @@ def authors_stage(store_path: Path, ratios: np.ndarray, alpha: float, out: Path,
 
 
 def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rounds: int,
-                tmp: Path) -> dict:
+                tmp: Path, threads: int) -> dict:
     """Our whole stage vs the authors' logic on the same store, interleaved rounds."""
     import shutil
 
@@ -299,7 +299,7 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
         outputs += [ours, ref, files]
         start, cpu = time.perf_counter(), time.process_time()
         result = pseudo_label(store, hist, ours, PseudoLabelOptions(alpha=ALPHA),
-                              thresholds_out=tmp / f"{name}_thresholds.csv")
+                              thresholds_out=tmp / f"{name}_thresholds.csv", threads=threads)
         cpu_ours = min(cpu_ours, time.process_time() - cpu)  # every thread's CPU time
         if time.perf_counter() - start < t_ours:
             t_ours, summary = time.perf_counter() - start, result
@@ -318,7 +318,7 @@ def bench_stage(name: str, store: Path, ratios: np.ndarray, ref_images: int, rou
     files = sum(1 for p in store.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     print(f"{name}: store {size / 2**20:.1f} MiB = {size / pixels:.2f} B/px in {files} files; "
-          f"stage (read + pass 1 + thresholds + pass 2 with PNGs, pass 2 on every usable core) "
+          f"stage (read + pass 1 + thresholds + pass 2 with PNGs, pass 2 on {threads} threads) "
           f"{ours_rate:.1f} Mpx/s ({t_ours:.2f} s for {pixels / 1e6:.1f} Mpx; pass 1 "
           f"{summary['timings_s']['pass1']:.2f} s, pass 2 {summary['timings_s']['pass2']:.2f} s);"
           f" authors' logic {ref_rate:.2f} Mpx/s on {ref_pixels / 1e6:.1f} Mpx; "
@@ -362,6 +362,8 @@ def main() -> None:
                         help="timing rounds; every figure is the best round")
     parser.add_argument("--block", type=int, default=HEIGHT * WIDTH,
                         help="pixels per generated block in the RSS runs")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of the stage's pass 2 (0 = every usable core)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -370,7 +372,8 @@ def main() -> None:
 
     pixels = args.images * HEIGHT * WIDTH
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
-    results = {"pixels": pixels, "threads": available_threads(),
+    threads = args.threads or available_threads()
+    results = {"pixels": pixels, "threads": threads,
                "load_average_start": round(os.getloadavg()[0], 2)}
     results |= bench_memory(args.images, args.rounds)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp_name:
@@ -385,11 +388,11 @@ def main() -> None:
             build_store(demo, DEMO_IMAGES, DEMO_SIZE, DEMO_SIZE, NAMES[:6], demo_ratios,
                         ONES[:6])
         results |= bench_stage("demo", demo, demo_ratios, len(ProbStore(demo)), args.rounds,
-                               tmp)
+                               tmp, threads)
         city = tmp / "city.zarr"
         build_store(city, args.city_images, CITY_HEIGHT, CITY_WIDTH, NAMES, FREQ, ONES)
         results |= bench_stage("city", city, FREQ, min(args.city_ref_images, args.city_images),
-                               args.rounds, tmp)
+                               args.rounds, tmp, threads)
     small, large = run_child(pixels, args.block), run_child(4 * pixels, args.block)
     growth = large["peak_rss_mb"] / small["peak_rss_mb"]
     print(f"streaming peak RSS: {small['peak_rss_mb']:.0f} MiB at N, "
