@@ -44,8 +44,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def _threads(n: int) -> None:
-    # torch is imported by the stages that use it: thresholding, summaries and reports start
-    # without paying its import (seconds per job)
+    # torch imported on use: thresholding, summaries and reports skip its seconds of import
     import torch
 
     torch.set_num_threads(max(1, n or os.cpu_count() or 1))

@@ -1,9 +1,6 @@
-"""``dars blank-labels``: the labeled-only control's pseudo labels, a stage of its branches.
-
-The control is the student round every other branch runs (same init, schedule, steps, batches
-and augmentation) with an all-ignore pseudo half, which adds zero loss: what is left is the
-effect of the extra labeled steps, which tells whether pseudo labels help at all.
-"""
+"""``dars blank-labels``: the labeled-only control, every branch's student round (same init,
+schedule, steps, batches, augmentation) with an all-ignore pseudo half (zero loss); what is left
+is the effect of the extra labeled steps, which tells whether pseudo labels help at all."""
 
 from __future__ import annotations
 
@@ -28,10 +25,8 @@ log = logging.getLogger(__name__)
 def write_blank_labels(store_path: str | os.PathLike[str], label_hist: str | os.PathLike[str],
                        labels_out: str | os.PathLike[str], stats_out: str | os.PathLike[str],
                        summary_out: str | os.PathLike[str], alpha: float) -> dict:
-    """One all-ignore PNG per image of the store (which gives only ids and sizes), so the
-    trainer needs no special case; the stats and summary have the pseudo-label stage's columns:
-    kept 0 of the n_j = round(alpha * P * r_j) the round would ask for, no KL, no precision.
-    """
+    """One all-ignore PNG per store image, so the trainer needs no special case, and stats and
+    summary in the pseudo-label stage's columns: kept 0 of n_j = round(alpha * P * r_j)."""
     check_alpha(alpha)
     store = ProbStore(store_path)
     names, ratios = read_label_histogram(label_hist, store.num_classes)

@@ -35,13 +35,10 @@ def iou(t4: pd.DataFrame, names: Sequence[str], out: Path) -> None:
 
 def confidence_plot(hists: dict[str, np.ndarray], names: Sequence[str], classes: Sequence[int],
                     out: Path) -> None:
-    """Fig. 3: confidence histograms of some classes, ties at exactly 1.0 (what DARS's sampling
-    resolves) drawn separately.
+    """Fig. 3: confidence histograms of ``classes`` in 40 bins on [0, 1), and the ties at exactly
+    1.0 (what DARS's sampling resolves) as a marker labelled with their share of the pixels.
 
-    ``hists`` maps a curve label (e.g. "T = 1") to a (C, NUM_BINS) float16 bit-pattern
-    histogram; bins are merged to 40 on [0, 1) and the count at exactly 1.0 is a marker with
-    its share of the class's pixels written next to it.
-    """
+    ``hists``: curve label (e.g. "T = 1") -> (C, NUM_BINS) float16 bit-pattern histogram."""
     plt = pyplot()
     values = np.arange(NUM_BINS, dtype=np.uint16).view(np.float16).astype(float)
     edges = np.linspace(0, 1, 41)

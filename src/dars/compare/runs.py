@@ -9,11 +9,9 @@ the main run ``<run>/`` and, for ``snakemake compare``, under ``<run>/compare/``
                                   for every teacher, the "+ts" rows' store round1/probs_ts.zarr
     teacher<t>/<method>/seed<k>/  a branch: rounds 1.. of one method on teacher t, student seed k
 
-A branch has no round 0: it starts from its teacher's model and in round 1 thresholds its
-teacher's store at the branch's temperature. Inference applies T, so a teacher has one store
-per T (:data:`STORE_SUFFIXES`). The workflow's rules are generic over the run directory and
-ask the :class:`RunTable` what a run shares with its teacher, so no file is copied and the
-teacher of the run's own seed is trained once.
+A branch has no round 0: it starts from its teacher's model, and its round 1 thresholds the
+teacher's store at the branch's T (inference applies T: one store per T, :data:`STORE_SUFFIXES`).
+Rules ask :class:`RunTable` what a run shares with its teacher: nothing is copied or trained twice.
 """
 
 from __future__ import annotations
@@ -30,9 +28,8 @@ from dars.pseudo.thresholds import METHODS
 if TYPE_CHECKING:  # the config module loads jsonschema
     from dars.core.config import Config
 
-# The names of the compared methods (:func:`parse_variant`; the schema's $defs.variant pattern
-# is tested against VARIANT). "@<alpha>" lets e.g. DARS keep as much as CBST does, to tell the
-# amount of pseudo labels from their class balance.
+# Compared method names (:func:`parse_variant`; tests check the schema's $defs.variant against
+# VARIANT). "@<alpha>": e.g. DARS keeping as much as CBST, to tell amount from class balance.
 TEMPERED = "+ts"
 AT_ALPHA = "@"
 LABELED_ONLY = "labeled-only"
@@ -63,8 +60,7 @@ class Variant:
 
 
 def parse_variant(name: str) -> Variant:
-    """``"cbst+ts"`` -> Variant("cbst", tempered=True); ``"dars@0.45"`` -> Variant("dars",
-    False, alpha=0.45); ``"labeled-only"`` -> the control."""
+    """A :data:`VARIANT` name: "cbst+ts" (tempered), "dars@0.45" (own alpha) or the control."""
     if name == LABELED_ONLY:
         return Variant(LABELED_ONLY, tempered=False)
     match = THRESHOLDED.fullmatch(name)
@@ -77,11 +73,8 @@ def parse_variant(name: str) -> Variant:
 
 def branches(methods: Sequence[str], progressive: Sequence[str], rounds: int
              ) -> list[tuple[str, int]]:
-    """(method, rounds run) of every table row: each method for 1 round, progressive for all.
-
-    A progressive method's first round *is* its single-round run (same pseudo labels, same
-    student), so it is trained once and appears in both rows.
-    """
+    """(method, rounds run) of every table row: each method for 1 round, progressive for all;
+    a progressive method's first round *is* its 1-round run, trained once for both rows."""
     rows = [(m, 1) for m in methods]
     if rounds > 1:
         rows += [(m, rounds) for m in progressive]
@@ -94,9 +87,8 @@ def row_label(method: str, rounds: int) -> str:
 
 def comparison_keys(rows: Sequence[tuple[str, int]], teacher_seeds: Sequence[int],
                     seeds: Sequence[int]) -> list[tuple[str, int, int, int | None]]:
-    """(method, rounds, teacher, student seed) of every run of the tables: the baselines
-    (:data:`BASELINE_METHOD`, 0 rounds, no student seed), then each row's runs, teacher by
-    teacher."""
+    """(method, rounds, teacher, student seed) of every run of the tables: the baselines (0
+    rounds, no student seed), then each row's runs, teacher by teacher."""
     return ([(BASELINE_METHOD, 0, t, None) for t in teacher_seeds]
             + [(m, r, t, k) for m, r in rows for t in teacher_seeds for k in seeds])
 
@@ -104,8 +96,7 @@ def comparison_keys(rows: Sequence[tuple[str, int]], teacher_seeds: Sequence[int
 @dataclass(frozen=True)
 class Comparison(Options):
     """What ``dars compare`` tabulates: the ``compare:`` lists, the run's seed (whose teacher is
-    the run's baseline), and the round folder each run's numbers are read from, in the order
-    of :func:`comparison_keys` (:attr:`RunTable.comparison` builds it)."""
+    the run's baseline) and each run's round folder, in :func:`comparison_keys` order."""
 
     methods: tuple[str, ...]
     progressive: tuple[str, ...]
@@ -152,9 +143,8 @@ class Run:
 
 
 class RunTable:
-    """Every run directory (relative to ``root``) of a config -- the main run, a folder per
-    teacher seed, a branch per (teacher, compared method, student seed) -- in :attr:`runs`,
-    and :attr:`comparison`, what the tables read."""
+    """A config's run directories (relative to ``root``) in :attr:`runs`: the main run, one per
+    teacher seed, one per (teacher, method, student seed); :attr:`comparison` for the tables."""
 
     def __init__(self, config: Config, root: str = "results") -> None:
         self.root, self.main, self.seed = root, config["run"], config["seed"]

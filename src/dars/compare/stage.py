@@ -1,9 +1,6 @@
-"""``dars compare``: the tables and figures of a comparison, from the files the workflow hands it.
-
-The rule passes the :class:`~dars.compare.runs.Comparison` (what was compared, and the round
-folder of every run, whose ``metrics.*`` and ``pseudo_*`` files are its inputs), the labeled
-histogram and the first teacher's stores for Fig. 3; nothing is looked for on the file system.
-"""
+"""``dars compare``: the tables and figures of a comparison from what the rule passes: the
+:class:`~dars.compare.runs.Comparison` (every run's round folder, whose ``metrics.*`` and
+``pseudo_*`` are read), the labeled histogram and Fig. 3's stores; nothing else is looked for."""
 
 from __future__ import annotations
 
@@ -32,11 +29,9 @@ def build_comparison(comparison: Comparison, label_hist: str | Path, store: str 
                      out_dir: str | Path, tempered_store: str | Path | None = None,
                      temperature: float | None = None, threads: int | None = None
                      ) -> list[Path]:
-    """Write every file of :data:`COMPARE_FILES` under ``out_dir``; return their paths.
-
-    ``store`` is the first teacher's round-1 store at T = 1; ``tempered_store`` its store at
-    ``temperature`` (the "+ts" methods' T), drawn beside it in the confidence plot.
-    """
+    """Write :data:`COMPARE_FILES` under ``out_dir`` and return their paths; ``store`` is the
+    first teacher's round-1 store at T = 1, ``tempered_store`` its store at ``temperature`` (the
+    "+ts" methods' T), drawn beside it in Fig. 3."""
     from dars.pseudo.confidence_hist import store_histogram
     from dars.store.probstore import ProbStore
 

@@ -1,9 +1,6 @@
-"""Means over the comparison's runs and their Student-t intervals.
-
-Every interval is mean ± t_{(1+level)/2, n-1} · s / √n, the runs treated as independent
-draws (runs sharing a teacher are correlated, so it is on the optimistic side); a difference
-is called better or worse only when its interval excludes 0.
-"""
+"""Means over the comparison's runs and their Student-t intervals, mean ± t_{(1+level)/2, n-1}
+· s / √n with the runs as independent draws (runs sharing a teacher are correlated, so the
+intervals are on the optimistic side)."""
 
 from __future__ import annotations
 

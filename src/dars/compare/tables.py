@@ -1,10 +1,7 @@
 """The comparison's tables: ``runs.csv`` (one row per run, the raw numbers) and what derives
-from it -- Table 4 (IoU, mean and 95 % t interval per row), the paired differences of mIoU
-(vs the own teacher's baseline, ST and labeled-only; a verdict only when the interval excludes
-0), Table 5 (the pseudo labels' KL, kept fraction, precision and per-class shortfall, so a
-class the teacher cannot supply is shown, not averaged away) and their markdown under a
-:func:`provenance` line, which ``dars compare --markdown RESULTS_DIR`` prints.
-"""
+from it -- Table 4, the paired mIoU differences, Table 5 (with per-class shortfall, so a class
+the teacher cannot supply is shown, not averaged away) and their markdown under a
+:func:`provenance` line, which ``dars compare --markdown RESULTS_DIR`` prints."""
 
 from __future__ import annotations
 
@@ -58,10 +55,9 @@ def _pseudo(rd: Path) -> dict:
 
 
 def collect_runs(comparison: Comparison) -> pd.DataFrame:
-    """One row per teacher (its baseline) and per (table row, teacher, student seed): row
-    (the table label), method, rounds, teacher, seed, miou, tail_miou, ``iou:<class>``, and for
-    students alpha, temperature, kept_fraction, kl, precision and ``short:<class>`` (the
-    shortfall fraction of the last round's pseudo labels)."""
+    """One row per teacher (its baseline) and per (table row, teacher, student seed): row (the
+    label), method, rounds, teacher, seed, miou, tail_miou, ``iou:<class>``, and for students
+    alpha, temperature, kept_fraction, kl, precision, ``short:<class>`` (last-round shortfall)."""
     records, classes = [], None
     for method, rounds, t, k, folder in comparison.runs():
         rd = Path(folder)
@@ -86,11 +82,8 @@ def _mean(values: pd.Series) -> float:
 
 
 def table4(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per table row: per-class IoU and tail mIoU (means over runs), mIoU with its interval.
-
-    The baseline row is over teachers (one baseline each); the others over all (teacher,
-    student seed) runs.
-    """
+    """Per table row: per-class IoU and tail mIoU (means over runs), mIoU with its interval;
+    the baseline row is over teachers, the others over all (teacher, student seed) runs."""
     names = _prefixed(runs, "iou:")
     rows = []
     for label, g in runs.groupby("row", sort=False):
@@ -135,10 +128,8 @@ def differences(runs: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
 
 
 def table5(runs: pd.DataFrame) -> pd.DataFrame:
-    """The pseudo labels each student row trained on in its last round (:data:`TABLE5_NOTE`).
-
-    DARS can only remove pixels, so a class the teacher rarely predicts stays short.
-    """
+    """The pseudo labels each student row trained on in its last round (:data:`TABLE5_NOTE`);
+    DARS can only remove pixels, so a class the teacher rarely predicts stays short."""
     names = _prefixed(runs, "short:")
     rows = []
     for label, g in runs[runs["method"] != BASELINE_METHOD].groupby("row", sort=False):
@@ -296,8 +287,7 @@ TABLE5_NOTE = (
 
 
 def render_markdown(compare_dir: Path, command: str) -> str:
-    """Tables 4 and 5 (with intervals, paired differences and the control row) as markdown,
-    under the header line, from a finished comparison's runs.csv and provenance.json."""
+    """Tables 4 and 5 as markdown under :func:`header_line`, from runs.csv and provenance.json."""
     path = compare_dir / "runs.csv"
     runs = read_csv(path)
     missing = {"row", "method", "rounds", "teacher", "seed", "miou"} - set(runs.columns)

@@ -1,2 +1,1 @@
-"""The layer every other one builds on: the error type, shared constants, the config schema
-and the stage options. Imports no other part of dars."""
+"""The base layer: error type, constants, config schema, stage options; imports no other dars."""

@@ -1,9 +1,6 @@
-"""Load and validate run configuration against the one schema the Snakefile also uses.
-
-The schema (``config.schema.yaml``, linked from ``workflow/schemas/``) gives every key a default
-and forbids unknown keys, so the CLI and Snakemake agree on what a config means and a typo stops
-the run with a message naming the key instead of being silently ignored.
-"""
+"""Load and validate run configuration against the one schema the Snakefile also uses
+(``config.schema.yaml``, linked from ``workflow/schemas/``): it gives every key a default and
+forbids unknown keys, so a typo stops the run with a message naming the key."""
 
 from __future__ import annotations
 
@@ -29,8 +26,7 @@ def schema() -> dict[str, Any]:
 
 
 def _set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
-    """Validate ``properties``, filling in schema defaults (deep copies, never the schema's own
-    objects)."""
+    """Validate ``properties``, filling in schema defaults (deep copies, not the schema's own)."""
     if isinstance(instance, dict):
         for key, sub in properties.items():
             if "default" in sub:
@@ -67,9 +63,8 @@ def validate(config: Config) -> Config:
 
 
 def coerce_cli_strings(value: Any) -> Any:
-    """Turn numeric/boolean/null strings nested in lists and dicts back into values:
-    ``snakemake --config rounds='[{alpha: 0.3}]'`` parses nested values as strings. Top-level
-    strings are left alone (a run name like "007" must stay a string)."""
+    """Nested numeric/boolean/null strings back to values, as ``snakemake --config`` gives them for
+    e.g. rounds='[{alpha: 0.3}]'; top-level strings stay (a run name like "007")."""
 
     def coerce(v: Any) -> Any:
         if isinstance(v, dict):
@@ -85,8 +80,7 @@ def coerce_cli_strings(value: Any) -> Any:
 
 
 def load(path: str | Path | None = None, json_text: str | None = None) -> Config:
-    """Read a YAML file and/or a JSON string (a full or partial config), validated with
-    defaults."""
+    """A YAML file and/or a JSON string (a full or partial config), validated with defaults."""
     config: Config = {}
     if path is not None:
         p = Path(path)

@@ -2,5 +2,4 @@
 
 
 class DarsError(Exception):
-    """A problem with the user's input (config, data, stores, checkpoints) that the user can fix;
-    its message names the culprit (a key, a file, a class)."""
+    """A user-fixable input problem (config, data, store, checkpoint); the message names it."""

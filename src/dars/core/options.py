@@ -1,10 +1,7 @@
-"""Stage options: the frozen values one stage's outputs depend on, and nothing else.
-
-Each stage gets only its options object (``from_config`` of the validated config). The
-rules pass its ``params()`` as ``--options-json``, so Snakemake reruns a job exactly when they
-change, and a key a stage ignores, or one that only changes its speed, reruns nothing. No
-torch, stage or jsonschema import here: the Snakefile and the prediction code load it cheaply.
-"""
+"""Stage options: the frozen values one stage's outputs depend on, and nothing else. Rules pass
+``params()`` as ``--options-json``, so Snakemake reruns a job exactly when they change (not for a
+key a stage ignores or one that only changes its speed). No torch, stage or jsonschema import
+here: the Snakefile and the prediction code load it cheaply."""
 
 from __future__ import annotations
 
@@ -31,8 +28,7 @@ def _plain(value: Any) -> Any:
 
 
 def frozen(value: Any) -> Any:
-    """JSON data as a field value: lists become tuples (hashable, immutable, and equal to what
-    ``from_config`` builds)."""
+    """JSON data as a field value: lists become tuples (hashable, equal to ``from_config``'s)."""
     return tuple(frozen(v) for v in value) if isinstance(value, list) else value
 
 
@@ -88,8 +84,7 @@ class SplitFiles(Options):
 
 @dataclass(frozen=True)
 class DatasetOptions(Options):
-    """The ``dataset`` section without the ``dars split`` patterns (where to look, not what is
-    read)."""
+    """The ``dataset`` section minus ``dars split``'s patterns (where to look, not what is read)."""
 
     name: str
     root: str
@@ -106,8 +101,7 @@ class DatasetOptions(Options):
 
 @dataclass(frozen=True)
 class ModelOptions(Options):
-    """What :func:`dars.models.build_model` builds; its ``params()`` is the ``model_config`` a
-    checkpoint records."""
+    """What :func:`dars.models.build_model` builds; ``params()`` is a checkpoint's model_config."""
 
     name: str
     width: int
@@ -149,10 +143,9 @@ class PredictOptions(Options):
 
 @dataclass(frozen=True)
 class TrainOptions(Options):
-    """One training round: the ``train`` keys of the same names, plus what this round's
-    outputs depend on: the epochs of rounds 0..``round`` (a later round never changes an
-    earlier one), its scale range and validation schedule, and the ``evaluate`` section it
-    validates with (None when it never does, so the section changes nothing then)."""
+    """One training round: the ``train`` keys of the same names, the epochs of rounds 0..``round``
+    (a later round never changes an earlier one), its scale range and validation schedule, and
+    the ``evaluate`` section (None when it never validates, so the section changes nothing)."""
 
     dataset: DatasetOptions
     model: ModelOptions
@@ -206,8 +199,7 @@ class TrainOptions(Options):
 
 @dataclass(frozen=True)
 class InferOptions(Options):
-    """The ``infer`` section. The temperature is the job's argument: with ``auto`` it comes from
-    a calibration file."""
+    """The ``infer`` section; the temperature is the job's argument (``auto``: from calibration)."""
 
     dataset: DatasetOptions
     predict: PredictOptions

@@ -44,9 +44,8 @@ class DatasetSpec:
                           resolve_mask=self.definition.resolve_mask)
 
     def listed_masks(self, split: str) -> dict[str, Path] | None:
-        """image id -> mask of a split that lists one for every image (e.g. Cityscapes' train
-        masks behind the unlabeled list, or the demo's), else None: what pseudo-label precision
-        is measured against. Training never reads these for the unlabeled pool."""
+        """image id -> mask of a split that lists one for every image, else None: the truth
+        pseudo-label precision is measured against (training never reads the unlabeled's)."""
         samples = self.samples(split, require_masks=False)
         if not samples or any(s.mask is None for s in samples):
             return None
@@ -54,8 +53,7 @@ class DatasetSpec:
 
 
 def dataset_spec(options: DatasetOptions) -> DatasetSpec:
-    """Resolve the dataset options: classes from the dataset definition, the config or the
-    root's classes.txt (in that order)."""
+    """Resolve the options: classes from the definition, else the config, else classes.txt."""
     definition = get_definition(options.name)
     # a dataset whose files fix classes/ignore value must not be contradicted by the config
     if definition.classes and options.classes and options.classes != definition.classes:
@@ -100,10 +98,9 @@ def check_label_dir(directory: Path) -> None:
 
 
 class SegmentationDataset(Dataset):
-    """Images of one split with masks from the split file or ``mask_dir/<id>.png`` (pseudo
-    labels); items are ``(image, mask, index)`` tensors. The key is an index or ``(index,
-    seed)`` (:class:`dars.engine.loader.SeededSampler`): the seed drives the augmentation, so it
-    is the same in any worker."""
+    """A split's images with masks from the split file or ``mask_dir/<id>.png`` (pseudo labels)
+    as ``(image, mask, index)`` tensors; a key ``(index, seed)`` (from
+    :class:`dars.engine.loader.SeededSampler`) fixes the augmentation in any worker."""
 
     def __init__(self, spec: DatasetSpec, samples: list[Sample],
                  transform: Transform | None = None, mask_dir: Path | None = None) -> None:

@@ -1,9 +1,7 @@
-"""Dataset definitions: the one place for what each supported dataset fixes (class names, the
-"no label" value, raw label ids -> training ids, where ``dars split`` looks), so stages ask
-the definition instead of branching on ``dataset.name``. ``label_maps`` are keyed by mask-file
-suffix because the name states the id space (Cityscapes' ``*_gtFine_labelIds.png``);
-:func:`dars.data.images.read_mask` applies them wherever a mask is read.
-"""
+"""Dataset definitions: what each supported dataset fixes (class names, the "no label" value,
+raw label ids -> training ids, where ``dars split`` looks), so no stage branches on
+``dataset.name``. ``label_maps`` are keyed by mask-file suffix, which states the id space
+(Cityscapes' ``*_gtFine_labelIds.png``); :func:`dars.data.images.read_mask` applies them."""
 
 from __future__ import annotations
 
@@ -36,12 +34,9 @@ class DatasetDefinition:
     """(listed suffix, substitute suffix): read the substitute when the listed mask is absent."""
 
     def resolve_mask(self, path: Path) -> Path:
-        """The file to read for a listed mask: itself, or a substitute in another id space.
-
-        The official DARS Cityscapes splits list ``*_gtFine_labelTrainIds.png``, which only
-        exist after running cityscapesScripts; the raw ``*_gtFine_labelIds.png`` of the
-        download are read (and mapped) instead, so the user need not convert anything.
-        """
+        """The listed mask, or a substitute in another id space: the official DARS Cityscapes
+        splits list ``*_gtFine_labelTrainIds.png``, which only cityscapesScripts makes, so the
+        downloaded ``*_gtFine_labelIds.png`` are read (and mapped) instead."""
         if path.is_file():
             return path
         for listed, substitute in self.mask_fallbacks:

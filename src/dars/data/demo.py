@@ -1,13 +1,11 @@
 """Deterministic generator of the embedded demo segmentation dataset.
 
-No real street-scene data can be shipped, so the demo pastes Fashion-MNIST items onto crops of
-public-domain photos (``assets/``). Object classes follow a Zipf prior: long-tailed pixels
-(background ~61 %, the two rarest classes ~2.7 % each), yet every class common enough for a
-small teacher to predict it (a steeper prior made the 2-core teacher miss the tail).
-``scene="shapes"`` uses the procedural classes of :mod:`dars.data.shapes` instead. Every scene
-has its own stream ``default_rng([seed, split, index])``: a build is byte-identical for the
-same arguments, and a scene does not change with ``num_train``.
-"""
+No street-scene data can be shipped, so the demo pastes Fashion-MNIST items onto crops of
+public-domain photos (``assets/``). Object classes follow a Zipf prior: long-tailed (background
+~61 %, the two rarest ~2.7 % each), yet each common enough for a small teacher to predict (a
+steeper prior made the 2-core teacher miss the tail). ``scene="shapes"``: :mod:`dars.data.shapes`.
+Each scene has its own ``default_rng([seed, split, index])``: a build is byte-identical for the
+same arguments, and a scene does not change with ``num_train``."""
 
 from __future__ import annotations
 
@@ -36,10 +34,9 @@ ASSET_DIR = Path(__file__).resolve().parent / "assets"
 #: Original Fashion-MNIST label id of every object class the assets contain.
 FASHION_IDS: dict[str, int] = {"t-shirt": 0, "trouser": 1, "dress": 3, "sneaker": 7, "bag": 8}
 
-#: Class names (index = label id, background 0) in Zipf rank order, the thin or small classes
-#: last so that they are also the rarest in pixels. Look-alikes (pullover, coat, shirt, sandal,
-#: ankle boot) are left out: a small CNN never learned to predict them, which would leave DARS
-#: nothing to align.
+#: Class names (index = label id, background 0) in Zipf rank order, thin or small classes last
+#: so they are also the rarest in pixels. Look-alikes (pullover, coat, shirt, sandal, ankle boot)
+#: are left out: a small CNN never learned them, which would leave DARS nothing to align.
 DEMO_CLASSES: list[str] = ["background", "t-shirt", "dress", "bag", "sneaker", "trouser"]
 
 #: Class list of each scene kind (``demo.scene``).
@@ -59,8 +56,7 @@ BRIGHTNESS_RANGE = (0.6, 1.4)
 BACKGROUND_ZOOMS = (1.0, 0.8, 0.65, 0.5)
 
 _SPLIT_CODE = {"train": 0, "val": 1, "labeled": 2}
-# Each object tries this many random positions and takes the one that hides the least of the
-# objects already pasted: occlusion still happens, but most objects stay recognisable.
+# Random positions an object tries, taking the least occluding: most objects stay recognisable.
 PLACEMENT_TRIES = 3
 
 _SCENE_DRAWS = 9  # uniforms per scene, then _OBJECT_DRAWS per object slot
@@ -122,8 +118,7 @@ def _uniform_int(u: float, n: int) -> int:
 
 
 def _background(u: np.ndarray, size: int) -> np.ndarray:
-    """(3, size, size) float32 background from 8 uniforms: a random crop of a random photo at a
-    random zoom, flipped half of the time, with a random brightness and colour balance."""
+    """(3, size, size) float32 background from 8 uniforms: random photo, zoom, crop, flip, tint."""
     levels = _background_pyramid(size)
     bg = levels[_uniform_int(u[0], len(levels))]
     h, w = bg.shape[1:]
@@ -138,10 +133,9 @@ def _background(u: np.ndarray, size: int) -> np.ndarray:
 
 def _render_scene(rng: np.random.Generator, objects: dict[int, np.ndarray], classes: list[str],
                   size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One scene, RGB uint8 (size, size, 3) and its mask: a background, then 2-5 objects
-    scaled, flipped, tinted and pasted where their intensity exceeds ``MASK_THRESHOLD``. All
-    randomness comes from one vector of uniforms (much cheaper than many ``rng`` calls), and
-    objects are coloured once at the end, keeping the numpy work channel-major."""
+    """One scene, RGB uint8 (size, size, 3) and mask: a background, then 2-5 objects scaled,
+    flipped, tinted, pasted where brighter than ``MASK_THRESHOLD``. One vector of uniforms (far
+    cheaper than many ``rng`` calls); objects coloured once at the end (channel-major numpy)."""
     u = rng.random(_SCENE_DRAWS + _OBJECT_DRAWS * MAX_OBJECTS)
     background = _background(u[:8], size)
 

@@ -1,10 +1,8 @@
-"""``dars split``: a seeded labeled/unlabeled split of a dataset's training images.
-
-Images are found with a pattern such as ``leftImg8bit/train/{city}/{frame}_leftImg8bit.png``
-(a ``{field}`` matches part of one path component), masks with one reusing its fields. Images
-of the val split or without a mask (VOC has many) are never drawn. The output is sorted, in the
-official line format, so a split is a reviewable artifact.
-"""
+"""``dars split``: a seeded labeled/unlabeled split of a dataset's training images, found with a
+pattern such as ``leftImg8bit/train/{city}/{frame}_leftImg8bit.png`` (a ``{field}`` matches part
+of one path component), masks with one reusing its fields. Images of the val split or without a
+mask (VOC has many) are never drawn. The output is sorted, in the official line format, so a
+split is a reviewable artifact."""
 
 from __future__ import annotations
 
@@ -62,10 +60,8 @@ def discover_pairs(root: Path, image_pattern: str, mask_pattern: str,
 
 
 def labeled_count(spec: str, total: int) -> int:
-    """Labeled images for ``--labeled``: a count ("1464") or a fraction ("1/8", "0.125").
-
-    Fractions round to the nearest image, as the official splits do (2975/8 → 372).
-    """
+    """Labeled images for ``--labeled``: a count ("1464") or a fraction ("1/8", "0.125"),
+    rounded to the nearest image as the official splits do (2975/8 → 372)."""
     try:
         count = int(spec) if spec.isdigit() else round(Fraction(spec) * total)
     except (ValueError, ZeroDivisionError) as exc:
@@ -84,10 +80,9 @@ def write_split(path: Path, pairs: list[Pair]) -> None:
 def make_split(dataset: DatasetOptions, labeled: str, seed: int, out_labeled: Path,
                out_unlabeled: Path, image_pattern: str | None = None,
                mask_pattern: str | None = None) -> tuple[int, int]:
-    """Discover the training pairs of the dataset, split and write them.
-
-    The patterns say where to look (None: the dataset's defaults), not what a split is, so
-    they are arguments rather than options (``dataset.image_pattern``/``mask_pattern``)."""
+    """Discover the dataset's training pairs, split and write them. The patterns (None: the
+    dataset's defaults) say where to look, not what a split is, so they are arguments, not
+    options (``dataset.image_pattern``/``mask_pattern``)."""
     spec = dataset_spec(dataset)
     definition = spec.definition
     image_pattern = image_pattern or definition.image_pattern

@@ -41,10 +41,9 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
-    """Index mask (H, W) uint8 with values in [0, num_classes) or :data:`IGNORE`: the
-    dataset's ``ignore_index`` and raw id spaces (:mod:`dars.data.definitions`) are mapped here,
-    so no later stage needs to know them. An RGB mask is refused: its colours are not class
-    indices, and reading them as such would silently corrupt training."""
+    """Index mask (H, W) uint8 in [0, num_classes) or :data:`IGNORE`: ``ignore_index`` and raw
+    id spaces (:mod:`dars.data.definitions`) are mapped here, so no later stage knows them. An
+    RGB mask is refused: its colours are not class indices and would silently corrupt training."""
     try:
         with Image.open(path) as im:
             if im.mode not in ("L", "P", "I", "I;16"):
@@ -71,10 +70,9 @@ _GREY = bytes(np.repeat(np.arange(256, dtype=np.uint8), 3))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
-    """PNG (Pillow, zlib level 1) of a uint8 index mask (H, W) or RGB image (H, W, 3). A mask
-    is a palette image with a grey palette: Pillow tries five row filters on a greyscale image
-    (four times slower on 2-Mpx label maps) and none on a palette one, whose indices every
-    reader takes as the mask."""
+    """PNG (Pillow, zlib level 1) of a uint8 index mask (H, W) or RGB image (H, W, 3). A mask is
+    a grey-palette image: Pillow tries five row filters on a greyscale one (4x slower on 2-Mpx
+    label maps), none on a palette one, whose indices every reader takes as the mask."""
     if array.dtype != np.uint8 or not (array.ndim == 2 or array.ndim == 3
                                        and array.shape[2] == 3):
         raise DarsError(f"a PNG is written from uint8 (H, W) or (H, W, 3), got {array.dtype} "

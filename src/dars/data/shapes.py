@@ -1,8 +1,7 @@
-"""The demo's ``shapes`` scene: ten long-tailed procedural classes that a 2-core teacher still
-predicts. Ten (shape, texture) classes in five hues, two per hue, so colour narrows a pixel down
-to two classes and shape or texture must decide. Classes are in Zipf rank order, the thin shapes
-last, so the rarest objects are also the smallest (at 64 px: background ~57 %, bar ~1 %).
-"""
+"""The demo's ``shapes`` scene: ten long-tailed procedural (shape, texture) classes that a 2-core
+teacher still predicts, two per hue in five hues, so colour narrows a pixel down to two classes
+and shape or texture must decide. Zipf rank order, thin shapes last: the rarest objects are also
+the smallest (at 64 px: background ~57 %, bar ~1 %)."""
 
 from __future__ import annotations
 
@@ -77,9 +76,8 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
 
 def render_objects(rng: np.random.Generator, background: np.ndarray, prior: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Paste 4-7 shapes (classes drawn from ``prior``) on a (3, size, size) float
-    background; return RGB uint8 and mask. Sensor noise covers the whole image, so no class is
-    recognisable from perfectly flat colour."""
+    """4-7 shapes (classes drawn from ``prior``) pasted on a (3, size, size) float background, as
+    RGB uint8 and mask; sensor noise over it all, so no class shows as perfectly flat colour."""
     size = background.shape[-1]
     image = background.copy()
     mask = np.zeros((size, size), dtype=np.uint8)

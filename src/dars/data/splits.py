@@ -1,9 +1,5 @@
-"""Split files in the official DARS line format: ``image_relpath label_relpath`` per line.
-
-Split files are shared between people and clusters, so an absolute path or ``..`` is refused.
-A relative split file is looked up in the dataset root, then in the working directory, where
-the official splits ship (``config/splits/``).
-"""
+"""Split files, ``image_relpath label_relpath`` per line (the official DARS format); shared
+between people and clusters, so an absolute path or ``..`` is refused."""
 
 from __future__ import annotations
 
@@ -32,7 +28,8 @@ def _safe_join(root: Path, rel: str, split_file: Path, lineno: int) -> Path:
 
 
 def locate_split(root: Path, split_file: str | Path) -> Path:
-    """The split file: absolute, or relative to the dataset root, else to the working directory."""
+    """The split file: absolute, or relative to the dataset root, else to the working directory
+    (where the official splits ship, ``config/splits/``)."""
     split_path = Path(split_file)
     candidates = [split_path] if split_path.is_absolute() else [root / split_path, split_path]
     for candidate in candidates:
@@ -43,11 +40,8 @@ def locate_split(root: Path, split_file: str | Path) -> Path:
 
 def read_split(root: str | Path, split_file: str | Path, require_masks: bool = True,
                resolve_mask: Callable[[Path], Path] | None = None) -> list[Sample]:
-    """Parse a split file; check that every listed file exists (naming the first missing one).
-
-    ``resolve_mask`` lets a dataset substitute a listed mask it can read in another form (see
-    :meth:`dars.data.definitions.DatasetDefinition.resolve_mask`).
-    """
+    """Parse a split file, checking that every listed file exists; ``resolve_mask`` may
+    substitute a listed mask (:meth:`dars.data.definitions.DatasetDefinition.resolve_mask`)."""
     root = Path(root)
     if not root.is_dir():
         raise DarsError(f"dataset root not found: {root}")

@@ -1,9 +1,8 @@
 """Training augmentation: the released pipeline (the authors' util/transform.py) on uint8
 images with OpenCV. It works on the whole image; :class:`ReleasedAugment` gives the same pixels
 (tests/test_transforms.py) working only where the crop needs it (at scale 3 on a 1024 x 2048
-image the whole image is ~226 MB of work per sample). The ``Generator`` is seeded per sample
-by the loader, so no worker, rank or resume changes a sample's augmentation.
-"""
+image the whole image is ~226 MB of work per sample). The loader seeds the ``Generator`` per
+sample, so no worker, rank or resume changes a sample's augmentation."""
 
 from __future__ import annotations
 
@@ -21,12 +20,9 @@ BLUR_MARGIN = BLUR_KERNEL // 2  # pixels beyond the crop that the blur reads
 
 @dataclass(frozen=True)
 class Draw:
-    """The random choices of one sample, in the released order.
-
-    ``top``/``left`` are fractions in [0, 1) that place the crop in the scaled, rotated,
-    flipped and padded image (``floor(fraction * (side - crop + 1))``), so they can be drawn
-    before that image's size is known.
-    """
+    """The random choices of one sample, in the released order. ``top``/``left`` are fractions
+    in [0, 1) placing the crop in the scaled, rotated, flipped and padded image
+    (:func:`crop_offset`), so they can be drawn before that image's size is known."""
 
     scale: float
     angle: float | None  # degrees; None = not rotated
@@ -42,8 +38,7 @@ def crop_offset(fraction: float, side: int, crop: int) -> int:
 
 class ReleasedAugment:
     """scale -> rotate (p 0.5) -> blur (5 x 5, p 0.5) -> flip (p 0.5) -> centred pad -> random
-    crop of a uint8 (H, W, 3) RGB image and (H, W) mask. Disabled steps draw nothing.
-    """
+    crop of a uint8 (H, W, 3) RGB image and (H, W) mask. Disabled steps draw nothing."""
 
     def __init__(self, scale: tuple[float, float], crop_size: int, flip: bool,
                  ignore_index: int, rotate: float = 0.0, blur: bool = False) -> None:
@@ -115,11 +110,10 @@ class ReleasedAugment:
 
 
 class FusedAugment(ReleasedAugment):
-    """The released draws composed into one ``cv2.warpAffine`` from the decoded image to the
-    crop: no scaled or rotated whole image is made. Not the released pixels: the image is
-    resampled once (slightly sharper), the mask's nearest neighbour rounds where ``resize``
-    floors (borders may move by a scaled pixel), and the blur reads real neighbours at the
-    crop's edges; tests/test_transforms.py bounds the difference."""
+    """The released draws as one ``cv2.warpAffine`` from the decoded image to the crop (no scaled
+    or rotated whole image). Not the released pixels (tests/test_transforms.py bounds the gap):
+    the image is resampled once (slightly sharper), the mask's nearest neighbour rounds where
+    ``resize`` floors (borders may move a scaled pixel); blur reads real pixels at crop edges."""
 
     def apply(self, image: np.ndarray, mask: np.ndarray,
               d: Draw) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +143,8 @@ class FusedAugment(ReleasedAugment):
 
 
 def _blur_window(image: np.ndarray, rows: slice, cols: slice, h: int, w: int) -> np.ndarray:
-    """``cv2.GaussianBlur(image, (5, 5), 0)[rows, cols]`` from the window and its margin.
-
-    The margin is cut at the image's edges, where OpenCV's reflected border then stands in
-    for it exactly as it does on the whole image.
-    """
+    """``cv2.GaussianBlur(image, (5, 5), 0)[rows, cols]`` from the window and its margin, cut
+    at the image's edges, where OpenCV's reflected border stands in for it as on the whole image."""
     r0, c0 = max(rows.start - BLUR_MARGIN, 0), max(cols.start - BLUR_MARGIN, 0)
     r1, c1 = min(rows.stop + BLUR_MARGIN, h), min(cols.stop + BLUR_MARGIN, w)
     blurred = cv2.GaussianBlur(image[r0:r1, c0:c1], (BLUR_KERNEL, BLUR_KERNEL), 0)

@@ -1,2 +1,1 @@
-"""Running jobs: GPU slots for a job and the per-stage summary line. Imports only
-:mod:`dars.core`."""
+"""Running jobs: GPU slots and the per-stage summary line; imports only :mod:`dars.core`."""

@@ -53,8 +53,7 @@ def lock_dir(environ: dict[str, str] | None = None) -> Path:
 
 
 def try_acquire(pool: Sequence[str], count: int, directory: Path) -> tuple[list[str], list[int]]:
-    """Lock ``count`` free devices of ``pool``; their ids and the open lock fds, or
-    ``([], [])`` (holding nothing) when fewer are free."""
+    """Lock ``count`` free devices of ``pool``: (ids, lock fds), or ``([], [])`` holding none."""
     directory.mkdir(parents=True, exist_ok=True)
     ids, fds = [], []
     for device in pool:
@@ -93,9 +92,8 @@ def acquire(pool: Sequence[str], count: int, directory: Path, poll: float = 2.0,
 
 
 def default_workers(cores: int, gpus: int) -> int:
-    """``train.num_workers`` when the config leaves it unset: on GPUs every core of the job
-    but one per rank (the rank's own process feeds its GPU); on the CPU none, since the
-    model's threads use the cores."""
+    """``train.num_workers`` when unset: on GPUs the job's cores but one per rank (whose own
+    process feeds its GPU); on the CPU none, since the model's threads use the cores."""
     return max(cores - gpus, 0) if gpus else 0
 
 

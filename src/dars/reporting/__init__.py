@@ -1,2 +1,1 @@
-"""What a finished run shows: the per-round summary table, the HTML report and the figures
-and tables it shares with the method comparison."""
+"""What a finished run shows: the round summary, the HTML report, figures shared with compare."""

@@ -1,5 +1,4 @@
-"""HTML tables and matplotlib figures (Agg backend, no display) that the report and the
-comparison both draw."""
+"""HTML tables and matplotlib figures (Agg backend, no display) of the report and comparison."""
 
 from __future__ import annotations
 

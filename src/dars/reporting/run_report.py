@@ -1,8 +1,6 @@
-"""``dars report``: the figures and tables of the run's HTML report (``snakemake --report``).
-
-Everything is read from a finished run directory and written to one folder whose file names
-:func:`report_files` defines, so the ``report`` rule declares exactly what this writes.
-"""
+"""``dars report``: the figures and tables of the run's HTML report (``snakemake --report``),
+read from a finished run directory into one folder whose file names :func:`report_files`
+defines, so the ``report`` rule declares exactly what this writes."""
 
 from __future__ import annotations
 
@@ -42,9 +40,8 @@ _COLUMN_NAMES = {"miou": "mIoU", "best_miou": "best mIoU", "best_epoch": "best e
 
 @dataclass(frozen=True)
 class ReportOptions(Options):
-    """What the report depends on besides the run's files: the resolved config, which its first
-    page shows whole (runtime keys included, so changing one redraws only the report), and
-    whose dataset section locates the example images."""
+    """The resolved config: the report shows it whole (runtime keys too, so changing one redraws
+    only the report), and its dataset section locates the example images."""
 
     config_yaml: str
 
@@ -66,8 +63,7 @@ def report_files(rounds: int) -> dict[str, list[str]]:
 
 
 def metrics_tables(run_dir: Path, rounds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(:func:`~dars.reporting.summary.round_table`, per-class IoU with one column per
-    round)."""
+    """(:func:`~dars.reporting.summary.round_table`, per-class IoU with a column per round)."""
     dirs = [run_dir / f"round{r}" for r in range(rounds + 1)]
     summary = round_table([d / "metrics.json" for d in dirs],
                           [d / "pseudo_summary.json" for d in dirs[1:]])
