@@ -1,13 +1,9 @@
 """Pass 2: turn an image's prediction and confidence into pseudo labels (255 = ignore).
 
-Randomness is a pure function of (seed, image id, pixel): pixel i (raster order over the
-image's own h x w) of an image with key k gets the 24-bit uniform ``fmix32((i * PHI) ^ k) >> 8``
-(MurmurHash3's finaliser of a Weyl sequence, as in SplitMix). An image therefore gets the same
-labels whatever order, grouping or machine processes it. In numpy the hash is eight in-place
-uint32 passes (multiplication wraps modulo 2^32, which is the hash's own arithmetic).
-
-Sampling ``exact`` ranks an image's selected pixels of each class by the same hash at its full
-32 bits (:func:`image_hashes`; the uniform is its top 24) and keeps the k smallest.
+Randomness is a pure function of (seed, image id, pixel), so no order, grouping or machine
+changes a label: pixel i (raster order over the image's own h x w) of an image with key k gets
+the 24-bit uniform ``fmix32((i * PHI) ^ k) >> 8`` (MurmurHash3's finaliser of a Weyl sequence,
+as in SplitMix; numpy's uint32 products wrap modulo 2^32, the hash's own arithmetic).
 """
 
 from __future__ import annotations
@@ -28,11 +24,8 @@ _M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # fmix32's multipliers
 
 
 def image_key(seed: int, image_id: str) -> int:
-    """The 32-bit key of one image's uniforms: blake2b of the id, keyed with the seed.
-
-    Stable across runs, platforms and Pythons (Python's ``hash`` of a str is salted per
-    process); distinct seeds or ids give unrelated keys.
-    """
+    """The 32-bit key of one image's uniforms: blake2b of the id, keyed with the seed (stable
+    across runs, platforms and Pythons, unlike the per-process salted ``hash`` of a str)."""
     if (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
             or not 0 <= seed < _SEED_LIMIT):
         raise DarsError(f"seed must be an integer in [0, 2^64), got {seed!r}")
@@ -42,11 +35,8 @@ def image_key(seed: int, image_id: str) -> int:
 
 
 def _hash32(key: int, start: int, stop: int) -> np.ndarray:
-    """The full 32-bit hashes (uint32) of raster indices start..stop-1 under ``key``.
-
-    Distinct for every pixel of an image (fewer than 2^32): i -> i * PHI is a bijection modulo
-    2^32 (PHI is odd), and so are the xor with the key and fmix32.
-    """
+    """The 32-bit hashes (uint32) of raster indices start..stop-1 under ``key``: distinct for
+    i < 2^32, as i * PHI (PHI odd), the xor with the key and fmix32 are bijections mod 2^32."""
     x = np.arange(start, stop, dtype=np.uint32)
     x *= _PHI
     x ^= np.uint32(key)
@@ -72,8 +62,7 @@ def image_hashes(key: int, shape: tuple[int, int]) -> np.ndarray:
 
 
 def image_uniforms(key: int, shape: tuple[int, int]) -> np.ndarray:
-    """The uniforms in [0, 1) that :func:`assign_labels` draws for an image of ``shape``
-    (pixel (y, x) is kept when its uniform is below its keep probability)."""
+    """The uniforms in [0, 1) that :func:`assign_labels` draws for an image of ``shape``."""
     h, w = shape
     return (_uniform_bits(key, 0, h * w) / 2.0**_UNIFORM_BITS).reshape(h, w)
 
@@ -120,15 +109,9 @@ class LabelRule:
     def labels(self, prediction: np.ndarray, confidence: np.ndarray, key: int
                ) -> tuple[np.ndarray, np.ndarray]:
         """One image's pseudo labels (uint8, IGNORE where none is kept, and for PAD) and the
-        number kept of each class 0..C-1.
-
-        A pixel predicted j is selected when its confidence is >= t_j and kept with
-        ``keep_above[j]`` (``keep_at[j]`` when tied at t_j) against its uniform
-        (:func:`image_uniforms`); sampling ``exact`` keeps a fixed number instead
-        (:meth:`_exact_kept`). Comparisons are on float16 bit patterns and 24-bit integers, so
-        no float rounding decides a label; slices of _CHUNK pixels keep the temporaries in
-        cache (a third faster than whole 2-Mpx images).
-        """
+        number kept of each class 0..C-1, by the rule of :mod:`dars.pseudo.thresholds` on
+        float16 bit patterns and 24-bit integers (no float rounding decides a label), in slices
+        of _CHUNK pixels (a third faster than whole 2-Mpx images)."""
         if prediction.shape != confidence.shape or prediction.ndim != 2:
             raise DarsError(f"prediction {prediction.shape} and confidence {confidence.shape} "
                             "must be equal 2-D shapes")
@@ -161,19 +144,11 @@ class LabelRule:
         return kept
 
     def _exact_kept(self, pred: np.ndarray, bits: np.ndarray, key: int) -> np.ndarray:
-        """Sampling ``exact``: which flat pixels of a whole image keep their label.
-
-        Of the image's m_j pixels of class j selected (confidence >= t_j), exactly
-        k_j = :func:`~dars.pseudo.thresholds.exact_keep_count` (m_j, s_j) are kept, as the
-        released code removes m_j - k_j of them at a ``torch.randperm``; here the k_j whose
-        32-bit hash (:func:`image_hashes`) is smallest, found by partition (no full sort).
-        Why that is a uniformly random subset of exactly k_j: the hashes of an image's pixels
-        are distinct (no tie to break) and, as values of a pseudo-random function of (key,
-        pixel), exchangeable, so every order of a class's pixels by hash is equally likely and
-        its k_j smallest are a uniform k_j-subset, the distribution randperm gives. They depend
-        on (seed, image id, pixel) only, so no block size, order or thread count changes a
-        label.
-        """
+        """Sampling ``exact``: which flat pixels of a whole image keep their label: of the m_j
+        selected of class j, the k_j = ``exact_keep_count(m_j, s_j)`` of smallest hash
+        (:func:`image_hashes`). The released code removes m_j - k_j at a ``torch.randperm``: the
+        same distribution, as distinct, exchangeable hashes make the k_j smallest a uniform
+        k_j-subset."""
         selected = bits >= self._threshold.take(pred)
         m = np.bincount(pred[selected], minlength=PAD + 1)[:self.num_classes]
         k = exact_keep_count(m, self._share)

@@ -1,7 +1,5 @@
-"""Pass 1 counted from a store's images (:func:`store_histogram`): for a store whose
-per-chunk rows (:meth:`dars.store.probstore.ProbStore.histogram`) are missing or do not cover
-its pixels (invalid values: the count names the image).
-"""
+"""Pass 1 counted from a store's images, when its per-chunk rows are missing or short
+(:meth:`dars.store.probstore.ProbStore.histogram`)."""
 
 from __future__ import annotations
 
@@ -52,12 +50,8 @@ def raise_problem(store: ProbStore, block: Block, pred: np.ndarray, conf: np.nda
 
 
 def store_histogram(store: ProbStore, threads: int | None = None) -> np.ndarray:
-    """Pass 1 over a store: (C, NUM_BINS) counts of every image.
-
-    Reads a block of images at a time, so memory is bounded by the block size, not by the
-    dataset. Every image is checked: its histogram must count exactly its real pixels, so a
-    real pixel predicted as padding (or padding predicted as a class) is caught too.
-    """
+    """Pass 1 over a store, a block at a time: (C, NUM_BINS) counts of every image; a block must
+    count exactly its real pixels, so padding predicted as a class (or vice versa) is caught."""
     c = store.num_classes
     hist = np.zeros((c, NUM_BINS), np.int64)
     for block in store.blocks(block=images_per_block(store)):

@@ -1,7 +1,5 @@
 """``dars histogram``: class pixel counts and ratios r_j of the labeled masks, to which DARS
-aligns the pseudo labels (n_j = α·P·r_j); computed from the data, not hard-coded per dataset
-as released.
-"""
+aligns the pseudo labels (n_j = α·P·r_j), from the data (the release hard-codes them)."""
 
 from __future__ import annotations
 
@@ -20,9 +18,8 @@ from dars.store.artifacts import write_csv
 
 
 def label_histogram(options: DatasetOptions, out: Path, split: str = "labeled") -> pd.DataFrame:
-    """Count labeled pixels per class (ignore excluded) and write ``class,name,pixels,ratio``.
-
-    Its options are the dataset's alone: the histogram depends on nothing else."""
+    """Count labeled pixels per class (ignore excluded) and write ``class,name,pixels,ratio``;
+    it depends on the dataset's options alone."""
     spec = dataset_spec(options)
     counts = np.zeros(spec.num_classes, dtype=np.int64)
     for sample in tqdm(spec.samples(split), desc="histogram", mininterval=2, unit="img"):

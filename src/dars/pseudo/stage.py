@@ -1,9 +1,7 @@
 """The pseudo-label stage: store + label histogram -> pseudo-label PNGs, thresholds, diagnostics.
 
-Ordered so that a failed check leaves nothing behind: validate, pass 1 (the histogram rows
-inference stored, else counted from the images), thresholds, pass 2 into a temporary folder
-renamed onto ``labels_out`` only when every image succeeded (with a manifest the student checks
-before training), then the csv and json diagnostics.
+Ordered so that a failed check leaves nothing behind: validate, pass 1, thresholds, pass 2 into
+a temporary folder renamed onto ``labels_out`` once every image succeeded, then diagnostics.
 """
 
 from __future__ import annotations
@@ -98,8 +96,7 @@ def mask_reader(masks: Mapping[str, Path], num_classes: int, ignore_index: int) 
 
 
 def _label_name(image_id: str) -> str:
-    """An image's label file relative to the label folder; ids may contain '/' (e.g.
-    city/frame) but not escape the folder."""
+    """An image's label file in the label folder: ids may hold '/' but not escape the folder."""
     name = f"{image_id}.png"
     if image_id and "/" not in image_id:  # the common case, without PurePosixPath's cost
         return name
@@ -111,14 +108,9 @@ def _label_name(image_id: str) -> str:
 
 def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabelOptions,
                   root: Path, true_mask: TrueMask | None, threads: int | None) -> _Pass2Counts:
-    """Pass 2: one PNG per image under ``root``, returning per-class tallies.
-
-    Images are labelled, encoded and written by ``threads`` threads (numpy, Pillow's encoder
-    and file writes release the GIL; the PNG encoding alone costs more per pixel than one core
-    gives a 50 Mpx/s stage), at most two per thread in flight, tallied in store order. An
-    image's randomness comes from its id, so neither order, block size nor threads change a
-    label.
-    """
+    """Pass 2: one PNG per image under ``root``, returning per-class tallies. ``threads``
+    threads label, encode and write, two per thread in flight (numpy, Pillow's encoder and file
+    writes release the GIL; one core's PNG encoding alone falls short of a 50 Mpx/s stage)."""
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
     rule = LabelRule(thresholds)
@@ -175,8 +167,7 @@ def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = KL_EPSILON) -> float:
     """KL(p || q) of two class distributions (or counts), each normalised, smoothed by ``eps``
-    and renormalised: a class the pseudo labels lack would make it infinite; eps keeps it finite
-    and still dominated by that class."""
+    and renormalised: a class the pseudo labels lack dominates it without making it infinite."""
     def smooth(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
         x = x / x.sum() if x.sum() > 0 else np.zeros_like(x)
@@ -221,12 +212,9 @@ def pseudo_label(store_path: str | os.PathLike[str], label_hist: str | os.PathLi
                  true_mask: TrueMask | None = None,
                  temperature: float | None = None,
                  threads: int | None = None) -> dict:
-    """Run the whole stage and return the summary (also written to ``summary_out``).
-
-    ``temperature``: the T the store must have been inferred at (None: whatever it was);
-    ``threads``: of pass 2, and of pass 1 when it counts the images (a store without
-    per-chunk rows); None: every core this process may use.
-    """
+    """Run the whole stage and return the summary (also written to ``summary_out``);
+    ``temperature``: the T the store must be at (None: any); ``threads``: of pass 2 and of a
+    pass 1 that counts the images (None: every core this process may use)."""
     options.check()
     store = ProbStore(store_path)
     store.check_temperature(temperature)  # inference applied T, not this stage

@@ -1,19 +1,11 @@
 """Per-class confidence thresholds of DARS, DA, ST, CBST and fixed from confidence histograms.
 
-Pure maths on a (C, NUM_BINS) histogram of float16 confidence bit patterns
-(:mod:`dars.stats.counting`), which is exact: "the n-th largest confidence of class j" is the
-largest bit pattern whose count of confidences >= it reaches n, and every count derived from it
-(selected, tied, kept) is exact too.
-
-A pixel of class j is *selected* when its confidence bits are >= ``threshold_bits[j]``
-(``NONE_BITS``, float16 +inf, selects nothing) and kept with probability ``keep_above[j]``, or
-``keep_at[j]`` when tied at the threshold: one rule for every method and sampling, so label
-assignment has one code path (``exact`` keeps the same share as a count per image).
-
-Each method is a function of :data:`SELECTION_RULES`, named after it; its keyword-only
-parameters name what it reads besides the counts (a :class:`PseudoLabelOptions` field, or a
-``pseudo_label`` key of its own that the options carry for it alone). A new rule is its
-function and its schema entry.
+Pure maths on an exact (C, NUM_BINS) histogram of float16 confidence bit patterns
+(:mod:`dars.stats.counting`), so every count derived from it (selected, tied, kept) is exact.
+A pixel of class j is *selected* when its confidence bits are >= ``threshold_bits[j]`` and kept
+with probability ``keep_above[j]``, or ``keep_at[j]`` when tied at the threshold: one rule for
+every method and sampling, so label assignment has one code path. A new method is a
+:func:`selection_rule` (its keyword-only parameters: what it reads) and its schema entry.
 """
 
 from __future__ import annotations
@@ -83,8 +75,7 @@ def check_alpha(alpha: float) -> None:
 
 
 def check_pixels_per_image(pixels_per_image: int | None) -> None:
-    """P of n_j = alpha P r_j (per image, or in all): None (the true count) or a positive
-    integer."""
+    """P of n_j = alpha P r_j (per image, or in all): None (the true count) or a positive int."""
     if pixels_per_image is not None and (isinstance(pixels_per_image, bool) or not isinstance(
             pixels_per_image, int | np.integer) or pixels_per_image <= 0):
         raise DarsError(f"pixels per image must be a positive integer (or null for the true "
@@ -93,10 +84,9 @@ def check_pixels_per_image(pixels_per_image: int | None) -> None:
 
 @dataclass(frozen=True)
 class PseudoLabelOptions(Options):
-    """What the pseudo labels of a round depend on: the ``pseudo_label`` section and the
-    round's alpha, and ``dataset.pixels_per_image`` (the P of n_j). The temperature is the
-    job's argument, as for inference: the T the store must be at, read from a calibration file
-    when it is ``auto``."""
+    """What a round's pseudo labels depend on: the ``pseudo_label`` section, the round's alpha
+    and ``dataset.pixels_per_image`` (P). The temperature is the job's argument, as for
+    inference (the store's T, from a calibration file when ``auto``)."""
 
     alpha: float
     method: str = "dars"
@@ -158,13 +148,10 @@ def round_half_up(x: np.ndarray | float) -> np.ndarray:
 def exact_keep_count(selected: np.ndarray, share: np.ndarray) -> np.ndarray:
     """Sampling ``exact``: how many of an image's m selected pixels of a class are kept.
 
-    The released rule (CVMI-Lab/DARS tool/gen_pseudo_label_utils.py:384-395): of the m pixels
-    of class j the image keeps at or above t_j, ``int(m - m * s_j)`` are removed, computed in
-    float32 (a float32 count times s_j, subtracted from the count) and truncated, so
-    m - int(m - m s_j) are kept: ceil(m s_j) but for float32 rounding, which this restates
-    exactly. s_j = min(1, n_j / ñ_j) is the share of the whole split (``keep_above``).
-    ``selected`` and ``share`` broadcast; counts up to 2^24 are exact in float32.
-    """
+    The released rule (CVMI-Lab/DARS tool/gen_pseudo_label_utils.py:384-395) removes
+    ``int(m - m * s_j)`` computed in float32, keeping ceil(m s_j) but for float32 rounding,
+    which this restates exactly; s_j = min(1, n_j / ñ_j) is the whole split's share
+    (``keep_above``). Arguments broadcast; counts up to 2^24 are exact in float32."""
     m = np.asarray(selected, np.int64)
     m32 = m.astype(np.float32)
     removed = m32 - m32 * np.asarray(share, np.float64).astype(np.float32)
@@ -172,21 +159,16 @@ def exact_keep_count(selected: np.ndarray, share: np.ndarray) -> np.ndarray:
 
 
 def _rank_threshold(cum_ge: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """Bit pattern of the rank-th largest confidence per row (NONE_BITS where rank == 0).
-
-    ``cum_ge[j, b]`` counts confidences >= b and does not increase with b, so the bins where it
-    reaches ``rank`` form a prefix whose last index is the threshold. Ranks must not exceed the
-    row total.
-    """
+    """Bit pattern of the rank-th largest confidence per row (NONE_BITS where rank == 0): the
+    last bin of the prefix where ``cum_ge`` (counts >= b, non-increasing) reaches ``rank``,
+    which must not exceed the row total."""
     last = (cum_ge >= rank[:, None]).sum(axis=1) - 1
     return np.where(rank > 0, last, NONE_BITS).astype(np.uint16)
 
 
 def _fixed_bits(threshold: float) -> int:
-    """Smallest float16 bit pattern whose value is >= ``threshold``.
-
-    Confidences are float16, so ``c >= threshold`` holds exactly for patterns >= this one.
-    """
+    """Smallest float16 bit pattern >= ``threshold``: float16 confidences c >= threshold are
+    exactly those of patterns >= it."""
     half = np.float16(threshold)
     if float(half) < threshold:
         half = np.nextafter(half, np.float16(np.inf))
@@ -220,8 +202,8 @@ def selection_rule(rule: SelectionRule) -> SelectionRule:
 
 
 def rule_settings(method: str) -> list[str]:
-    """The ``pseudo_label`` keys of ``method``'s own: its keyword-only parameters that are no
-    field of :class:`PseudoLabelOptions` (sorted)."""
+    """``method``'s own ``pseudo_label`` keys (sorted): its keyword-only parameters that are no
+    field of :class:`PseudoLabelOptions`."""
     shared = {f.name for f in fields(PseudoLabelOptions)}
     params = inspect.signature(SELECTION_RULES[method]).parameters.values()
     return sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in shared)
@@ -272,8 +254,7 @@ METHODS = tuple(SELECTION_RULES)
 
 def check_options(alpha: float, method: str, sampling: str, fixed_threshold: float | None,
                   settings: Mapping[str, Any] | None = None) -> None:
-    """Validate the scalar options shared by the stage and :func:`compute_thresholds`;
-    ``settings`` are the method's own (:func:`rule_settings`), all of them."""
+    """Validate the scalar options; ``settings`` must be exactly :func:`rule_settings`'s."""
     check_alpha(alpha)
     if method not in METHODS:
         raise DarsError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -314,13 +295,12 @@ def compute_thresholds(conf_hist: np.ndarray, label_ratios: np.ndarray, alpha: f
                        settings: Mapping[str, Any] | None = None) -> Thresholds:
     """Thresholds and keep probabilities of one method (its rule in :data:`SELECTION_RULES`).
 
-    ``dars`` then samples down to n_j = round(alpha * P * r_j): ``paper`` (and ``exact``, whose
-    pass 2 keeps a count per image, :func:`exact_keep_count`) keeps each selected pixel with
-    s_j = n_j / ñ_j, ``ties`` keeps every pixel above t_j and samples among those tied at it.
-    Other methods keep all they select; their ``target`` is DARS's n_j, so shortfalls compare.
-    P is ``target_pixels`` when given (the released VOC code counts 500 x 375 per image), else
-    the histogram total, which must equal ``num_pixels`` when given (a missing shard).
-    """
+    ``dars`` then samples down to n_j = round(alpha * P * r_j): ``paper`` and ``exact`` (per
+    image, :func:`exact_keep_count`) keep each selected pixel with s_j = n_j / ñ_j, ``ties``
+    every pixel above t_j and a sample of those tied. Other methods keep all they select; their
+    ``target`` is DARS's n_j, so shortfalls compare. P is ``target_pixels`` (the released VOC
+    code counts 500 x 375 per image), else the histogram total, checked against ``num_pixels``
+    (a missing shard)."""
     check_options(alpha, method, sampling, fixed_threshold, settings)
     hist, ratios = _check_hist(conf_hist, label_ratios, num_pixels)
     total = int(hist.sum())

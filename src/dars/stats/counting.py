@@ -1,11 +1,9 @@
 """Per-class histograms of float16 confidence bit patterns: the exact, streaming count.
 
 Non-negative float16 values sort like their uint16 bit patterns, and every confidence in [0, 1]
-is one of the ``NUM_BINS`` patterns 0x0000 .. 0x3C00, so counting patterns per predicted class
-loses nothing: the n-th largest confidence of a class is read off cumulative counts, in
-O(C x 15,361) memory whatever the dataset size (the authors' code sorted every confidence).
-Invalid input is counted rather than tested (predictions >= C in an overflow row, NaN, inf,
-negative or > 1 in an overflow column), so validation costs almost nothing.
+is one of the ``NUM_BINS`` patterns 0x0000 .. 0x3C00, so counting patterns loses nothing, in
+O(C x NUM_BINS) memory (the authors' code sorted every confidence). Invalid input is counted
+(an overflow row and column) rather than tested, so validation costs almost nothing.
 """
 
 from __future__ import annotations
@@ -29,10 +27,9 @@ def available_threads() -> int:
 
 def _working_histogram(pred: np.ndarray, bits: np.ndarray, num_classes: int, low: int,
                        threads: int | None) -> np.ndarray:
-    """(C + 1) x width counts of flat arrays, chunks spread over ``threads`` threads: column k
-    counts pattern ``low - 1 + k`` (column 0 also everything below, the last everything above
-    1.0), row C predictions >= C. Skipping the patterns below ``low`` makes the table 3-4x
-    smaller, so zeroing and summing it per chunk stays cheap next to the counting."""
+    """(C + 1) x width counts of flat arrays over ``threads`` threads: column k counts pattern
+    ``low - 1 + k`` (column 0 also all below, the last all above 1.0), row C predictions >= C.
+    Skipping patterns below ``low`` makes the per-chunk table 3-4x smaller, cheap to sum."""
     width = _INVALID - low + 2
     size = (num_classes + 1) * width + low - 1
     starts = range(0, pred.size, _CHUNK)
@@ -58,9 +55,8 @@ def _working_histogram(pred: np.ndarray, bits: np.ndarray, num_classes: int, low
 def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
                          threads: int | None = None) -> np.ndarray:
     """(C, NUM_BINS) int64 counts of the confidences' bit patterns per predicted class, PAD
-    skipped. A prediction in [C, 254] or a confidence outside [0, 1] is a DarsError: the store
-    does not belong to this dataset or the teacher diverged. Confidences below ~1/C (no softmax
-    maximum is) are counted exactly too, by a second count over every pattern."""
+    skipped; a prediction in [C, 254] or a confidence outside [0, 1] (a foreign store or a
+    diverged teacher) is a DarsError."""
     if prediction.shape != confidence.shape:
         raise DarsError(f"prediction shape {prediction.shape} != confidence shape "
                         f"{confidence.shape}")
@@ -92,9 +88,8 @@ def confidence_histogram(prediction: np.ndarray, confidence: np.ndarray, num_cla
 
 def valid_histogram(prediction: np.ndarray, confidence: np.ndarray, num_classes: int,
                     threads: int | None = None) -> np.ndarray:
-    """:func:`confidence_histogram` of the valid pixels only, never raising: what a store
-    writer records. Invalid pixels left out make the rows fall short of the store's pixels,
-    so readers recount from the images, whose error names the image."""
+    """:func:`confidence_histogram` of the valid pixels only, never raising: a store's rows,
+    short when pixels are invalid (:meth:`dars.store.probstore.ProbStore.histogram`)."""
     try:
         return confidence_histogram(prediction, confidence, num_classes, threads)
     except DarsError:

@@ -1,9 +1,8 @@
 """Run artifacts on disk: atomic writes, manifests, and reads with one error line.
 
-Snakemake (and the user) treat an output that exists as complete, so every writer renames a
-temporary sibling (``os.replace`` is atomic on one file system). For damage done later, directory
-artifacts carry a manifest of their files' sizes (and digests) that readers check first.
-"""
+Snakemake (and the user) treat an existing output as complete, so writers rename a temporary
+sibling (``os.replace``, atomic on one file system); directory artifacts carry a manifest of
+their files' sizes (and digests) that readers check first, for damage done later."""
 
 from __future__ import annotations
 

@@ -12,15 +12,13 @@ Layout (format 2)::
       attrs: image_ids, class_names, num_classes, temperature, images_per_chunk, complete,
              format_version, job
 
-Images are padded to the largest (H, W). A chunk file holds ``images_per_chunk`` images (about
-:data:`CHUNK_BYTES` raw), so a store has O(N / chunk) files, not O(N). Every chunk carries a
-crc32c, so a damaged chunk fails to decode instead of being read as data; the manifest catches
-a missing one (zarr would read the fill value). Thresholding's pass 1 sums the K histogram rows
-instead of reading every pixel again.
+Images are padded to the largest (H, W); a chunk file of about :data:`CHUNK_BYTES` raw makes
+O(N / chunk) files. A chunk's crc32c makes damage fail to decode rather than read as data; the
+manifest catches a missing chunk (zarr would read the fill value).
 
-The store is built at ``<path>.partial`` and renamed once complete. Sharded inference fills one
-partial store from N jobs: only the first ever creates or deletes it, and each writes only its
-own chunks, so the writers need no lock (which cluster file systems do not always provide).
+The store is built at ``<path>.partial`` and renamed once complete. Of the N jobs of sharded
+inference only the first creates or deletes it, and each writes only its own chunks, so no lock
+is needed (cluster file systems do not always provide one).
 """
 
 from __future__ import annotations
@@ -96,10 +94,9 @@ class ProbStoreWriter:
         temperature: float = 1.0,
         images_per_chunk: int | None = None,
     ) -> None:
-        """``job`` identifies what produces the values: a leftover partial store of another
-        job is never resumed. With ``shapes`` (the real (h, w) of every image) a missing or
-        foreign partial store is (re)created; without, this job's must exist already (the
-        shard and finalize steps never create or delete it under a running shard)."""
+        """``job`` names what produces the values: another job's partial store is never resumed.
+        With ``shapes`` (each image's real (h, w)) a missing or foreign one is (re)created;
+        without, this job's must exist (shard and finalize steps never delete it under a shard)."""
         self.final = Path(path)
         self.path = partial_path(path)
         self.num_classes = len(class_names)
@@ -167,17 +164,16 @@ class ProbStoreWriter:
                      min((chunk + 1) * self.per_chunk, len(self.image_ids)))
 
     def pending(self, indices: range | None = None) -> list[int]:
-        """Indices of images not yet written (all of them for a fresh store), among all images
-        or the contiguous ``indices`` (a shard: reads only that shard's markers)."""
+        """Indices of images not yet written, among all or the contiguous ``indices`` (a
+        shard: reads only its markers)."""
         indices = range(len(self.image_ids)) if indices is None else indices
         written = self.group["written"][indices.start:indices.stop]
         return [indices.start + int(i) for i in np.flatnonzero(written == 0)]
 
     def write_prediction(self, index: int, prediction: np.ndarray, confidence: np.ndarray
                          ) -> None:
-        """Take image ``index``'s (h, w) argmax and max probability; its chunk is written (and
-        its images marked) once every image of the chunk is in. An image of a chunk written
-        before (a resumed batch) is ignored: it holds these very values already."""
+        """Take image ``index``'s (h, w) argmax and max probability; an image written before (a
+        resumed batch) is ignored: it holds these very values already."""
         h, w = prediction.shape
         if (h, w) != tuple(self.shapes[index]) or confidence.shape != (h, w):
             raise DarsError(f"image {index}: prediction {h}x{w} != recorded size "
@@ -248,8 +244,7 @@ class ProbStoreWriter:
             raise DarsError(f"{self.path}: chunk files {absent[:3]} are missing although their "
                             f"images are marked written; {_regenerate(self.final)}")
         self.group.attrs["complete"] = True
-        # sizes find a missing or truncated chunk (chunks carry their own crc32c); digests guard
-        # the metadata files
+        # sizes catch a missing or truncated chunk (chunks have a crc32c); digests guard metadata
         write_manifest(self.path, {p.relative_to(self.path).as_posix():
                                    file_entry(p, p.name == "zarr.json")
                                    for p in sorted(self.path.rglob("*"))
@@ -310,9 +305,8 @@ class ProbStore:
         return f"array {array!r}, file {rel} ({images})"
 
     def _verify(self) -> dict[str, zarr.Array]:
-        """Every file the manifest lists is there, whole, and lists every chunk of the arrays'
-        grids. Returns the arrays, opened once (a group look-up costs ~1 ms, as much as
-        decoding a chunk of small images)."""
+        """Check the manifest's files are whole and that it lists every chunk; return the arrays,
+        opened once (a group look-up costs ~1 ms, as much as decoding a chunk of small images)."""
         remedy = _regenerate(self.path)
         files = read_manifest(self.path, remedy)
         check_files(self.path, files, remedy, self._describe)
@@ -348,10 +342,9 @@ class ProbStore:
                             f"{_regenerate(self.path)}") from None
 
     def histogram(self) -> np.ndarray | None:
-        """The (C, NUM_BINS) int64 confidence histogram of every image, summed from the rows
-        inference wrote per chunk; None for a store without them or whose rows do not count
-        every pixel (a prediction or confidence out of range was left out): count the images
-        then (:func:`dars.pseudo.confidence_hist.store_histogram`), which names the image."""
+        """The (C, NUM_BINS) int64 histogram of every image, summed from inference's per-chunk
+        rows; None without rows or when they miss pixels (invalid ones are left out): then
+        :func:`dars.pseudo.confidence_hist.store_histogram` counts, and names the image."""
         if "histogram" not in self.arrays:
             return None
         rows = self._read("histogram", 0, self.arrays["histogram"].shape[0])
