@@ -110,7 +110,8 @@ def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabel
                   root: Path, true_mask: TrueMask | None, threads: int | None) -> _Pass2Counts:
     """Pass 2: one PNG per image under ``root``, returning per-class tallies. ``threads``
     threads label, encode and write, two per thread in flight (numpy, Pillow's encoder and file
-    writes release the GIL; one core's PNG encoding alone falls short of a 50 Mpx/s stage)."""
+    writes release the GIL; one core's PNG encoding alone falls short of a 50 Mpx/s stage),
+    tallied in store order so the manifest does not depend on which thread finished first."""
     c = store.num_classes
     counts = _Pass2Counts(np.zeros(c, np.int64), np.zeros(c, np.int64), np.zeros(c, np.int64))
     rule = LabelRule(thresholds)
