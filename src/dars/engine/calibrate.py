@@ -1,6 +1,5 @@
-"""calibrate: fit the temperature T of temperature scaling by minimising the NLL of a bounded
-random sample of labeled pixels, on the logits inference divides by T (:func:`predict_logits`).
-"""
+"""calibrate: fit the temperature T of temperature scaling by minimal NLL on a bounded random
+sample of labeled pixels, of the logits inference divides by T (:func:`predict_logits`)."""
 
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ T_RANGE = (0.05, 20.0)
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """argmin_T mean NLL(softmax(logits / T), target) by golden-section search on log T: the
-    NLL is unimodal in T, so a bracketing search is exact to the tolerance with no learning rate.
-    ``logits`` (N, C) may be shifted per row (log-probabilities work as well)."""
+    """argmin_T NLL(softmax(logits / T), target), golden-section search on log T (the NLL is
+    unimodal in T: no learning rate). Rows of ``logits`` (N, C) may be shifted (log-probs work)."""
     if target.numel() == 0:
         raise DarsError("no labeled pixel to calibrate the temperature on")
 
@@ -54,8 +52,7 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 def calibrate(options: CalibrateOptions, model_path: Path, out: Path,
               max_pixels: int = 2_000_000, seed: int = 0) -> float:
-    """Fit T for ``model_path`` on up to ``max_pixels`` labeled pixels of ``options.split``;
-    write json."""
+    """Fit T for ``model_path`` on up to ``max_pixels`` labeled pixels of the split; write json."""
     spec = dataset_spec(options.dataset)
     split = options.split
     samples = spec.samples(split)

@@ -1,10 +1,8 @@
 """Multi-GPU training through ``torchrun`` (DDP + SyncBN), and the single-process default.
 
-Without torchrun's variables every helper here is a no-op, so the engine has one code path.
-``train.batch_size`` stays the global batch (each rank takes ``batch_size / world_size``), so
-the lr schedule does not depend on the GPU count; SyncBatchNorm, since a per-GPU batch of 2
-gives useless batch statistics.
-"""
+Without torchrun's variables every helper is a no-op (one code path). ``train.batch_size`` stays
+the global batch (``batch_size / world_size`` per rank), so the lr schedule does not depend on
+the GPU count; SyncBatchNorm as a per-GPU batch of 2 gives useless batch statistics."""
 
 from __future__ import annotations
 
@@ -20,9 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
 
-#: How long a rank waits for the others at a collective: rank 0 validates alone during training
-#: (train.evaluate_every) while the others wait at the epoch's barrier, and a full-size
-#: Cityscapes validation takes longer than the default 10 minutes on one GPU.
+#: How long a rank waits at a collective: rank 0 validates alone (train.evaluate_every) while the
+#: others wait at the epoch's barrier; a full Cityscapes validation outlasts the default 10 min.
 WAIT = timedelta(hours=2)
 
 
@@ -58,8 +55,7 @@ def setup() -> World:
 
 
 def wrap(model: nn.Module, world: World, sync_bn: bool = True) -> nn.Module:
-    """The module to call for training: DDP (with SyncBN across GPUs unless ``sync_bn`` is
-    false: the released DeepLabv2's statistics are per GPU) or the model itself."""
+    """DDP with SyncBN unless ``sync_bn`` is false (released DeepLabv2: per-GPU statistics)."""
     if not world.distributed:
         return model
     if sync_bn and world.size > 1 and world.device.type == "cuda":

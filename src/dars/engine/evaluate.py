@@ -1,7 +1,5 @@
-"""evaluate: confusion matrix on the val split -> per-class IoU, mIoU, tail mIoU, with the
-prediction protocol of the ``evaluate`` section (released: sliding crop, flip, probabilities
-averaged and resized back to the full mask before the argmax).
-"""
+"""evaluate: val confusion matrix -> per-class IoU, mIoU, tail mIoU, predicted as ``evaluate``
+says (released: sliding crop, flip, probabilities averaged, resized to the mask, argmax)."""
 
 from __future__ import annotations
 
@@ -44,8 +42,7 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
 
 def val_confusion(model: nn.Module, spec: DatasetSpec, samples: list[Sample],
                   options: EvaluateOptions) -> np.ndarray:
-    """The (C, C) confusion matrix of ``model`` on ``samples`` (the val split), for a
-    checkpoint and for validation during training."""
+    """(C, C) confusion matrix of ``model`` on the val ``samples`` (checkpoints and training)."""
     c = spec.num_classes
     cm = torch.zeros(c, c, dtype=torch.int64, device=device())  # counted where predicted
     for index, pred in tqdm(predict_classes(model, samples, range(len(samples)),
@@ -59,8 +56,7 @@ def val_confusion(model: nn.Module, spec: DatasetSpec, samples: list[Sample],
 
 
 def best_validation(history: list[dict], last_epoch: int, last_miou: float) -> dict:
-    """The best val mIoU of a round and its epoch: over the validations during training (the
-    history's ``val_miou``) and the final model's; on a tie the earlier epoch."""
+    """Best of the history's ``val_miou`` and the final mIoU, with its epoch (earlier on a tie)."""
     scored = [(row["epoch"], row["val_miou"]) for row in history
               if not math.isnan(row.get("val_miou", math.nan))]
     epoch, miou = max([*scored, (last_epoch, last_miou)], key=lambda em: (em[1], -em[0]))
@@ -69,8 +65,7 @@ def best_validation(history: list[dict], last_epoch: int, last_miou: float) -> d
 
 def evaluate(options: EvaluateOptions, model_path: Path, metrics_csv: Path, summary_json: Path,
              round_index: int) -> dict:
-    """Write the per-class and summary val metrics of a round's last state, and the best of the
-    round's validations with its epoch."""
+    """Write a round's per-class and summary val metrics (last state) and its best validation."""
     spec = dataset_spec(options.dataset)
     unknown = sorted(set(options.tail_classes) - set(spec.classes))
     if unknown:  # checked first: a typo must not cost a full evaluation pass

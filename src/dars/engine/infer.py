@@ -1,13 +1,10 @@
-"""``dars infer``: the teacher's prediction and confidence, the maximum of softmax(logits / T)
-(:mod:`dars.engine.predict`), on the unlabeled pool into a store.
+"""``dars infer``: the teacher's prediction and confidence, max softmax(logits / T)
+(:mod:`dars.engine.predict`), of the unlabeled pool into a store.
 
-Resumable: images already written in a leftover ``.partial`` store of the same job are
-skipped. A batch that was only partly written is predicted again whole: kernels may round
-differently for another batch size, and the resumed store must equal an uninterrupted one bit
-for bit. For the same reason a shard (``shards: N``: :func:`init_store`, N :func:`infer_shard`,
-:func:`finalize_store`) predicts the batches an unsharded run forms, keeping only its own
-images of a batch that straddles two ranges.
-"""
+Resumable: images in a leftover ``.partial`` store of the same job are skipped; a partly written
+batch is redone whole, as kernels may round differently for another batch size and the store
+must equal an uninterrupted one bit for bit. Likewise a shard (``shards: N``: :func:`init_store`, N
+:func:`infer_shard`, :func:`finalize_store`) predicts the batches an unsharded run forms."""
 
 from __future__ import annotations
 
@@ -55,8 +52,7 @@ def batches_to_redo(samples: Sequence[Sample], pending: Sequence[int], batch: in
 
 def _open_store(options: InferOptions, model_path: Path, out: Path, create: bool,
                 temperature: float) -> tuple[ProbStoreWriter, list[Sample]]:
-    """The partial store of this job and the unlabeled samples; ``create``: create or resume
-    it (one job only), else open the one :func:`init_store` made."""
+    """The job's partial store and samples; ``create``: make or resume it (one job), else open."""
     if not (math.isfinite(temperature) and temperature > 0):
         raise DarsError(f"temperature must be a positive number, got {temperature}")
     spec = dataset_spec(options.dataset)
@@ -81,8 +77,7 @@ def _load_teacher(options: InferOptions, model_path: Path) -> nn.Module:
 
 
 def infer(options: InferOptions, model_path: Path, out: Path, temperature: float = 1.0) -> None:
-    """Predict every unlabeled image into the store. Under ``torchrun`` each process is one
-    shard on its own GPU: the three steps of ``shards: N`` inside one job."""
+    """Predict the unlabeled pool into the store; under ``torchrun`` each process is a shard."""
     world = distributed.setup()
     try:
         model = _load_teacher(options, model_path)  # a bad checkpoint fails before any store
@@ -127,8 +122,7 @@ def finalize_store(options: InferOptions, model_path: Path, out: Path, temperatu
 
 def _predict_into(writer: ProbStoreWriter, model: nn.Module, samples: Sequence[Sample],
                   own: range, options: InferOptions, temperature: float) -> None:
-    """Write the pending images of ``own`` into ``writer``, predicting them in the batches an
-    unsharded, uninterrupted run forms (whatever else those batches hold is discarded)."""
+    """Write the pending images of ``own``, predicted in the batches an unsharded run forms."""
     pending = writer.pending(own)
     batch = options.batch_size
     todo = batches_to_redo(samples, pending, batch)

@@ -1,10 +1,8 @@
 """Training DataLoaders: per-sample augmentation seeds, persistent workers, workers per job.
 
-Workers persist for the whole round (a round-0 epoch can be 23 steps long), so they keep their
-RNG across epochs and cannot seed an augmentation that resumes bit for bit:
-:class:`SeededSampler` hands every sample its own seed from (run seed, epoch, index), which
-also makes it independent of the worker and rank counts.
-"""
+Workers persist for the round (a round-0 epoch can be 23 steps), so their RNG runs on across
+epochs and cannot seed an augmentation that resumes bit for bit: :class:`SeededSampler` gives
+each sample a seed from (run seed, epoch, index), independent of worker and rank counts too."""
 
 from __future__ import annotations
 
@@ -25,8 +23,7 @@ def sample_seed(*parts: int) -> int:
 
 
 class SeededSampler(DistributedSampler):
-    """A :class:`DistributedSampler` that yields ``(index, seed)``; the seed depends only on
-    (run seed, epoch set by ``set_epoch``, index)."""
+    """A :class:`DistributedSampler` yielding ``(index, seed)`` (:func:`sample_seed`)."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for index in super().__iter__():
@@ -34,9 +31,8 @@ class SeededSampler(DistributedSampler):
 
 
 def split_workers(total: int, ranks: int, loaders: int) -> list[int]:
-    """Worker processes of each of a rank's ``loaders`` when the job has ``total`` for
-    ``ranks`` ranks: every rank's share split as evenly as the loaders allow (a student's
-    pseudo-labeled half first, then its labeled half)."""
+    """Workers of each of a rank's ``loaders``, the job's ``total`` split evenly over ``ranks``
+    and loaders (a student's pseudo-labeled half first, then its labeled half)."""
     per_rank = total // ranks
     return [per_rank // loaders + (i < per_rank % loaders) for i in range(loaders)]
 
@@ -56,17 +52,15 @@ def train_loader(dataset: Dataset, batch: int, workers: int, world: distributed.
 
 
 def _one_opencv_thread() -> None:
-    """Augment with one OpenCV thread per process: the workers are the parallelism (OpenCV's
-    own pool would oversubscribe the job's cores), and a worker forked from a process whose
-    OpenCV pool has run hangs at its first OpenCV call (the pool's threads are not forked)."""
+    """One OpenCV thread per process: workers are the parallelism (OpenCV's pool would oversubscribe
+    the cores), and a worker forked after that pool ran hangs (its threads are not forked)."""
     import cv2
 
     cv2.setNumThreads(1)
 
 
 def _init_worker(_: int) -> None:
-    """Also in the worker (a spawned one does not inherit the setting). Workers ignore
-    SIGTERM: they outlive a SIGTERM sent to the whole job (SLURM signals every process), so the
-    main process can finish its step and save; they end with it."""
+    """Also in the worker (a spawned one does not inherit it). Workers ignore SIGTERM, which
+    SLURM sends every process, so the main one can finish its step and save; they end with it."""
     _one_opencv_thread()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

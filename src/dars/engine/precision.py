@@ -1,7 +1,5 @@
-"""Whether bf16 autocast runs: only on a GPU that computes in bf16 natively (compute
-capability >= 8.0). A V100 or T4 would emulate it or fail; a CPU emulates it (4x slower
-inference, 12x slower training than fp32, benchmarks/RESULTS.md).
-"""
+"""bf16 autocast only on GPUs with native bf16 (compute capability >= 8.0): a V100 or T4 would
+emulate it or fail; a CPU is 4x (inference), 12x (training) slower (benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -14,8 +12,7 @@ log = logging.getLogger(__name__)
 
 
 def use_bf16(requested: bool, device: torch.device) -> bool:
-    """bf16 autocast for ``device`` when ``requested`` and the device computes bf16 natively;
-    the first fallback on a GPU logs one warning line (per process)."""
+    """``requested`` and ``device`` computes bf16 natively; a GPU fallback warns once a process."""
     return requested and device.type == "cuda" and _native_bf16()
 
 

@@ -1,13 +1,11 @@
 """Batched prediction over a list of images, shared by inference, calibration and evaluation.
 
-Images are batched within groups of one size (read from the headers), so variable-size
-datasets (VOC) batch as well as fixed-size ones and no padding reaches the network. The
-released protocol (``gen_pseudo_label_utils.py`` ``first_forward``, ``validate_full_size.py``
-``test``, single scale): resize the long side to ``base_size`` (bilinear commutes with the
-normalisation), average scores over windows and flip (:mod:`dars.engine.sliding`), resize them
-back to the full image (bilinear, half-pixel centres), divide logits by T, softmax. The released
-softmax is float16 (more ties at 1.0); ours is float32, stored as float16 confidences.
-"""
+Images are batched by size (read from the headers): variable-size datasets (VOC) need no
+padding. The released protocol (``gen_pseudo_label_utils.py`` ``first_forward``,
+``validate_full_size.py`` ``test``, single scale): resize the long side to ``base_size``
+(bilinear commutes with the normalisation), average scores over windows and flip
+(:mod:`dars.engine.sliding`), resize back to the full image (bilinear, half-pixel centres),
+divide logits by T, softmax (float16 as released, more ties at 1.0; float32 here)."""
 
 from __future__ import annotations
 
@@ -58,30 +56,26 @@ def size_batches(samples: Sequence[Sample], indices: Sequence[int], batch: int
 
 
 def bf16_autocast(dev: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked and ``dev`` computes bf16 natively (:func:`use_bf16`); full
-    precision otherwise."""
+    """bf16 autocast when asked and ``dev`` computes bf16 natively (:func:`use_bf16`)."""
     if use_bf16(bf16, dev):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def to_probs(scores: Tensor, average: str, temperature: float = 1.0) -> Tensor:
-    """Softmax of averaged logits divided by ``temperature``; for averaged probabilities
-    (``average: probs``) the same temperature scaling, p^(1/T) renormalised."""
+    """softmax(logits / T) of averaged logits, or p^(1/T) renormalised of averaged probabilities."""
     if average == "probs" and temperature == 1.0:
         return scores  # already the softmax (no log/exp round trip)
     return to_logits(scores, average).div(temperature).softmax(dim=1)
 
 
 def to_logits(scores: Tensor, average: str) -> Tensor:
-    """Logits whose softmax is the prediction: the averaged logits, or the log of the averaged
-    probabilities (softmax(log p) = p)."""
+    """Logits whose softmax is the prediction: averaged logits, or log averaged probabilities."""
     return scores.clamp_min(MIN_PROB).log() if average == "probs" else scores
 
 
 def _scores(model: nn.Module, x: Tensor, options: PredictOptions) -> Tensor:
-    """Averaged scores of a batch at the size of ``x``: resized to ``base_size`` for the
-    network, the averaged scores bilinearly resized back."""
+    """A batch's averaged scores at the size of ``x``, computed at ``base_size``, resized back."""
     h, w = x.shape[-2:]
     size = scaled_size(h, w, options.base_size)
     if size != (h, w):
@@ -99,9 +93,8 @@ def _scores(model: nn.Module, x: Tensor, options: PredictOptions) -> Tensor:
 
 def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.device
             ) -> Iterator[tuple[list[int], Tensor]]:
-    """``(indices, normalised images (B, 3, H, W))`` per batch, decoded by threads one batch
-    ahead (threads, not worker processes: a process that holds a CUDA context must not
-    fork)."""
+    """``(indices, normalised images (B, 3, H, W))`` per batch, decoded one batch ahead by
+    threads (a process holding a CUDA context must not fork worker processes)."""
     def load(idx: list[int]) -> Tensor:
         x = torch.stack([to_tensor(read_image(samples[i].image)) for i in idx])
         return x.pin_memory() if dev.type == "cuda" else x
@@ -118,8 +111,7 @@ def _inputs(samples: Sequence[Sample], batches: Iterator[list[int]], dev: torch.
 def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int], batch: int,
              options: PredictOptions, finish: Callable[[Tensor], tuple[Tensor, ...]]
              ) -> Iterator[tuple]:
-    """Yield ``(index, *finish(scores))`` per image; ``finish`` runs on the device on a batch's
-    averaged scores (B, C, H, W) float32 at the images' full size."""
+    """Yield ``(index, *finish(scores))``; ``finish`` runs on device on full-size float32 scores."""
     dev = device()
     model = model.to(dev).eval()
     channels_last = options.bf16 and dev.type == "cuda"
@@ -134,8 +126,7 @@ def _predict(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int]
 def predict_scores(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                    batch: int, options: PredictOptions = PredictOptions()
                    ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(index, averaged logits or probabilities (C, H, W))`` (``options.average``);
-    their argmax is the prediction either way, with no softmax to pay for."""
+    """Yield ``(index, averaged logits or probabilities (C, H, W))``: argmax-ready, no softmax."""
     return _predict(model, samples, indices, batch, options, lambda s: (s.cpu(),))
 
 
@@ -160,10 +151,9 @@ def predict_labels(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
                    batch: int, options: PredictOptions = PredictOptions(),
                    temperature: float = 1.0) -> Iterator[tuple[int, Tensor, Tensor]]:
     """Yield ``(index, argmax (H, W) uint8, max probability (H, W) float16)`` of
-    :func:`predict_probs`' softmax: what a probability store keeps, computed on the device
-    so that only those bytes reach the host (not the C x H x W float32 probabilities: 159 MB
-    for a Cityscapes image with 19 classes). The argmax is the first maximal class, as
-    numpy's; float16 rounds to nearest even, as numpy's cast."""
+    :func:`predict_probs`' softmax, computed on the device so only these bytes reach the host
+    (not C x H x W float32: 159 MB for a 19-class Cityscapes image). The argmax is the first
+    maximal class and float16 rounds to nearest even, both as numpy."""
     def finish(scores: Tensor) -> tuple[Tensor, Tensor]:
         confidence, prediction = to_probs(scores, options.average, temperature).max(dim=1)
         return prediction.to(torch.uint8).cpu(), confidence.half().cpu()
@@ -174,6 +164,5 @@ def predict_labels(model: nn.Module, samples: Sequence[Sample], indices: Sequenc
 def predict_classes(model: nn.Module, samples: Sequence[Sample], indices: Sequence[int],
                     batch: int, options: PredictOptions = PredictOptions()
                     ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(index, argmax (H, W) int64)`` of :func:`predict_scores`, left on the device
-    (evaluation counts its confusion matrix there)."""
+    """Yield ``(index, argmax (H, W) int64)``, left on the device for the confusion matrix."""
     return _predict(model, samples, indices, batch, options, lambda s: (s.argmax(dim=1),))

@@ -1,12 +1,9 @@
 """Whole-image and sliding-window scores with optional horizontal-flip averaging, as released.
 
-The authors' semseg ``scale_process``/``net_process`` fix every detail reproduced here: an
-image shorter than the crop is padded with the mean colour (0 once normalised), ``pad // 2``
-before; windows are crop x crop at stride ``ceil(crop * stride_rate)``, the last one flush with
-the end, and the sum is divided by the per-pixel window count. A window and its mirror are
-averaged: pseudo-label generation averages **logits**, validation **probabilities**
-(``average``, see the ``infer``/``evaluate`` config keys).
-"""
+Every detail follows the authors' semseg ``scale_process``/``net_process``: the padding
+(:func:`pad_to_crop`), the windows (:func:`window_starts`, :func:`window_stride`), the sum
+divided by the per-pixel window count. A window and its mirror are averaged as **logits** for
+pseudo-labels, as **probabilities** for validation (``infer``/``evaluate`` ``average``)."""
 
 from __future__ import annotations
 
@@ -32,8 +29,8 @@ def window_stride(crop: int, stride_ratio: float) -> int:
 
 
 def pad_to_crop(x: Tensor, crop: int) -> tuple[Tensor, int, int]:
-    """``x`` padded with 0 (the mean colour of a normalised image) to at least ``crop`` per side,
-    ``pad // 2`` before and the rest after; returns the padded batch and the (top, left) pad."""
+    """``x`` padded with 0 (a normalised image's mean colour) to at least ``crop`` per side,
+    ``pad // 2`` before; returns the padded batch and the (top, left) pad."""
     h, w = x.shape[-2:]
     ph, pw = max(crop - h, 0), max(crop - w, 0)
     top, left = ph // 2, pw // 2
@@ -43,8 +40,7 @@ def pad_to_crop(x: Tensor, crop: int) -> tuple[Tensor, int, int]:
 
 
 def forward_scores(model: nn.Module, x: Tensor, flip: bool, average: str = "logits") -> Tensor:
-    """Logits (``average: logits``) or softmax (``probs``) of ``x`` (B, C, h, w) in float32;
-    with ``flip``, averaged with those of the mirrored image flipped back."""
+    """Logits or softmax (``average``) of ``x``, with ``flip`` averaged with the mirror's."""
     def scores(batch: Tensor) -> Tensor:
         out = model(batch)["out"].float()
         return out.softmax(dim=1) if average == "probs" else out

@@ -1,17 +1,12 @@
 """Teacher (round 0) and student (rounds >= 1) training with SGD + poly lr.
 
-A student round k starts from round k-1's last state and forwards a labeled and a
-pseudo-labeled half-batch separately, summing the two losses (the authors' recipe); one epoch
-is one pass over the unlabeled pool. With ``train.evaluate_every`` the main process validates
-at the released epochs; the weights it hands on stay the last ones.
-
-``state_dir/last.pt`` is saved atomically after every epoch. Data order and augmentation are
-seeded from (seed, round, epoch, index) alone (:mod:`dars.engine.loader`), so a killed job
-resumes at its last finished epoch with the same weights, on any number of GPUs and workers.
-SIGTERM (SLURM's pre-emption) stops after the current step, saves the position in the epoch with
-every rank's RNG state and exits 143; the rerun replays the epoch's data up to that step
-without training on it and continues bit for bit (docs/RELIABILITY.md).
-"""
+A student round k starts from round k-1's last state; an epoch is one pass over the unlabeled
+pool. Validation (``train.evaluate_every``) never changes the weights handed on: the last ones.
+``state_dir/last.pt`` is saved after every epoch and the data are seeded per sample
+(:mod:`dars.engine.loader`), so a killed job resumes at its last epoch with the same weights on
+any number of GPUs and workers. SIGTERM (SLURM's pre-emption) saves the position after the
+current step with every rank's RNG and exits 143; the rerun replays the epoch's data up to there
+without training and continues bit for bit (docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 
@@ -60,12 +55,10 @@ class RoundSchedule:
 
     The authors' tool/train_func.py sets ``lr = base * (1 - current_iter / max_iter) ** power``
     over *that round's own* loader *after* step i's ``optimizer.step()`` (train_func.py:129,
-    159-165), so step i runs at the lr of ``current_iter - 1`` and a round's first step at the
-    lr its optimizer starts with: the base lr when fresh, 0 when a student resumes the previous
-    round's optimizer (``train.schedule: continue``). Such a student starts at ``start_epoch``
-    = the epochs of the rounds before it, so every round anneals to 0; ``restart`` starts each
-    round afresh at 0.
-    """
+    159-165): step i runs at the lr of ``current_iter - 1``, a round's first step at its
+    optimizer's starting lr (base when fresh, 0 when a student resumes the previous round's
+    optimizer). ``train.schedule: continue`` starts a student at ``start_epoch`` = the epochs of
+    the rounds before, so every round anneals to 0; ``restart`` starts each round at 0."""
 
     epochs: int
     iters_per_epoch: int
@@ -92,8 +85,7 @@ class RoundSchedule:
 
 def plan_schedule(schedule: str, power: float, epochs_per_round: list[int], round_index: int,
                   iters_per_epoch: int) -> RoundSchedule:
-    """The round's place in the schedule from the epochs of rounds 0..``round_index`` (a
-    prefix: later rounds never change an earlier one)."""
+    """Schedule from the epochs of rounds 0..``round_index`` alone (later ones never change it)."""
     if round_index >= len(epochs_per_round):
         raise DarsError(f"round {round_index} is not configured (epochs given for rounds "
                         f"0..{len(epochs_per_round) - 1})")
@@ -116,8 +108,7 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> t
 
 def seg_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, ignore: int,
              aux_weight: float) -> torch.Tensor:
-    """CE on the main output plus ``aux_weight`` x CE on an auxiliary head (PSPNet's, on
-    layer3: 0.4 as released) when the model has one."""
+    """CE on ``out`` plus ``aux_weight`` x CE on the auxiliary head (PSPNet's: 0.4 as released)."""
     loss = _cross_entropy(outputs["out"], target, ignore)
     if "aux" in outputs and aux_weight:
         loss = loss + aux_weight * _cross_entropy(outputs["aux"], target, ignore)
@@ -131,8 +122,7 @@ def match_length(samples: list[Sample], length: int) -> list[Sample]:
 
 
 class EpochBoard:
-    """TensorBoard scalars of a training job, one per tag and epoch. Steps are cumulative epochs
-    (as the released ``epoch_log``), so the rounds of a run line up on one axis."""
+    """TensorBoard scalars at cumulative epochs (released ``epoch_log``): rounds share one axis."""
 
     def __init__(self, logdir: Path, classes: list[str]) -> None:
         try:
@@ -162,8 +152,7 @@ class Trainer:
     def __init__(self, options: TrainOptions, state_dir: Path, init: Path | None = None,
                  pseudo_dir: Path | None = None, num_workers: int = 0,
                  tensorboard: bool = False) -> None:
-        """``num_workers`` (DataLoader worker processes of the whole job, all ranks together)
-        changes speed, never the result."""
+        """``num_workers``: DataLoader workers of the whole job (all ranks); speed, not results."""
         round_index = options.round
         if round_index > 0 and (init is None or pseudo_dir is None):
             raise DarsError("a student round needs --init (teacher checkpoint) and --pseudo")
@@ -197,7 +186,6 @@ class Trainer:
                             f"over {self.world.size} GPUs"
                             + (" (students: half labeled, half pseudo-labeled)" if round_index
                                else ""))
-        # the job's workers, shared by its ranks and a student's two halves
         workers = split_workers(num_workers, self.world.size, 2 if round_index else 1)
         self.labeled = train_loader(labeled, half, workers[-1], self.world, self.seed)
         self.pseudo = None
@@ -298,9 +286,8 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        """One epoch of (x_l, y_l[, x_u, y_u]). Students cycle the (smaller) labeled set; pass
-        p of epoch e shuffles with sampler epoch ``e * passes + p``, so every pass differs and
-        a resumed epoch repeats the same order."""
+        """One epoch of (x_l, y_l[, x_u, y_u]). Students cycle the smaller labeled set, pass p of
+        epoch e at sampler epoch ``e * passes + p``: passes differ, a resume repeats the order."""
         if self.pseudo is None:
             self.labeled.sampler.set_epoch(self.epoch)
             for x, y, _ in self.labeled:
@@ -408,8 +395,7 @@ class Trainer:
         raise SystemExit(EXIT_TERMINATED)
 
     def _validate(self) -> np.ndarray | None:
-        """Per-class val IoU of the current weights, computed by the main process as released
-        (the others get None and wait at the epoch's barrier)."""
+        """Per-class val IoU of the current weights, on the main process as released (else None)."""
         if not self.world.is_main:
             return None
         try:

@@ -1,7 +1,5 @@
-"""Models by name (:data:`FACTORIES`: a new architecture is one entry there) and rebuilt from
-checkpoints. Every model returns ``{"out": logits, ...}`` at the input resolution; extra keys
-(``"aux"``) are auxiliary heads used only in training.
-"""
+"""Models by name (:data:`FACTORIES`: a new architecture is one entry) and from checkpoints.
+Every model returns ``{"out": logits, ...}`` at input resolution; ``"aux"`` heads train only."""
 
 from __future__ import annotations
 
@@ -40,8 +38,7 @@ def _deeplabv2(num_classes: int, backbone: str | None = None,
                      **_backbone_options(model_config))
 
 
-#: ``f(num_classes, **model_config)`` by ``model.name``; the paper's defaults: PSPNet on a
-#: dilated ResNet-50, DeepLabv2 on ResNet-101; tiny is the demo's CPU model.
+#: ``f(num_classes, **model_config)`` by ``model.name``; the paper's defaults; tiny: the demo.
 FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "tiny": _tiny, "pspnet": _pspnet, "deeplabv2": _deeplabv2,
 }
@@ -57,8 +54,7 @@ def build_model(model_config: dict[str, Any], num_classes: int) -> nn.Module:
 
 def load_model(path: str | os.PathLike[str], num_classes: int,
                state: dict[str, Any] | None = None) -> nn.Module:
-    """Rebuild the model recorded in a checkpoint and load its weights (eval mode); ``state``
-    is the checkpoint's, when the caller has loaded it already."""
+    """A checkpoint's model with its weights, in eval mode; ``state``: the loaded checkpoint."""
     state = checkpoint.load(path) if state is None else state
     if state["num_classes"] != num_classes:
         raise DarsError(f"checkpoint {path} predicts {state['num_classes']} classes but the "

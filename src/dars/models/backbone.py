@@ -1,14 +1,10 @@
-"""Dilated ResNet backbones (output stride 8) and their ImageNet weights from a local file.
+"""Dilated ResNet backbones (output stride 8); ImageNet weights from a local file only.
 
-torchvision's ResNets with ``replace_stride_with_dilation``, with two details of the semseg
-reference the authors used: every 3x3 convolution of layer3/layer4 has dilation 2/4, the first
-block's included, and ``deep_stem`` is semseg's three-conv stem (``resnet50_v2.pth``). Three
-options reproduce the Caffe-style ResNet of the released DeepLabv2 (deeplabv2.py, from
-AdvSemiSeg): ``stride_in_1x1`` (:77), ``ceil_mode_pool`` (:151) and ``frozen_bn_affine``
-(:79-91; the statistics still update there, as ours do: ``freeze_batchnorm`` is never called).
-
-Weights are read from a user-given file only (no downloads).
-"""
+torchvision's ResNets with ``replace_stride_with_dilation`` and two details of the authors'
+semseg reference: dilation 2/4 in every 3x3 conv of layer3/layer4, the first block's included,
+and its three-conv ``deep_stem`` (``resnet50_v2.pth``). The released DeepLabv2's Caffe-style
+ResNet (deeplabv2.py, from AdvSemiSeg) needs ``stride_in_1x1`` (:77), ``ceil_mode_pool`` (:151)
+and ``frozen_bn_affine`` (:79-91; statistics still update: ``freeze_batchnorm`` is never called)."""
 
 from __future__ import annotations
 
@@ -45,8 +41,7 @@ class ResNetBackbone(nn.Module):
         if depth not in DEPTHS:
             raise DarsError(f"model.backbone {depth!r} is not supported; use one of "
                             f"{list(DEPTHS)}")
-        # imported here: torchvision takes seconds to import, and the demo's tiny model never
-        # needs it
+        # imported here: torchvision takes seconds to import and the tiny model never needs it
         from torchvision.models import resnet
 
         net = getattr(resnet, depth)(weights=None,
@@ -119,10 +114,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def lr_groups(model: nn.Module, head_mult: float, fast_stages: Sequence[str] = ()
               ) -> list[tuple[list[nn.Parameter], float]]:
-    """(parameters, lr multiplier) groups: pretrained backbone at 1x, everything else at
-    ``head_mult`` (the authors' 10x: new layers must move much further). ``fast_stages`` run at
-    ``head_mult`` too (the released DeepLabv2's layer4, tool/train.py:193-202). Models without a
-    ``backbone`` get one group at 1x."""
+    """(parameters, lr multiplier): pretrained backbone 1x, the rest and ``fast_stages`` (the
+    released DeepLabv2's layer4, tool/train.py:193-202) ``head_mult`` (the authors' 10x: new
+    layers must move much further). A model without a ``backbone``: one group at 1x."""
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         return [(list(model.parameters()), 1.0)]

@@ -1,7 +1,5 @@
-"""Torch files: checkpoints and pretrained weights, saved atomically and loaded with
-``weights_only=True`` (a file from an untrusted source cannot run code); torch's many
-exception types for a truncated or foreign file become one :class:`DarsError` naming it.
-"""
+"""Checkpoints and pretrained weights, saved atomically, loaded ``weights_only`` (an untrusted
+file cannot run code); a truncated or foreign file is one :class:`DarsError` naming it."""
 
 from __future__ import annotations
 
@@ -19,10 +17,9 @@ from dars.store.artifacts import atomic_path
 
 
 def load_weights_only(path: str | os.PathLike[str], what: str, remedy: str = "") -> Any:
-    """``torch.load(path)`` on CPU, weights only; ``what`` names the file in errors and
-    ``remedy`` (e.g. which file to delete) ends the error line. Only the first line of torch's
-    message is kept (a truncated file fails in its zip reader), so the remedy stays on one line.
-    """
+    """``torch.load(path)`` on CPU, weights only; ``what`` names the file in errors, ``remedy``
+    (e.g. which file to delete) ends them. Only torch's first message line is kept (a truncated
+    file fails in its zip reader), so the remedy stays on one line."""
     p = Path(path)
     if not p.is_file():
         raise DarsError(f"{what}: file not found: {p}")
@@ -42,8 +39,7 @@ def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
 
 
 def load(path: str | os.PathLike[str], remedy: str | None = None) -> dict[str, Any]:
-    """A checkpoint's state; a truncated or foreign file is one DarsError ending in ``remedy``
-    (default: delete the file and rerun the job that wrote it)."""
+    """A checkpoint's state; a truncated or foreign file is one DarsError ending in ``remedy``."""
     if remedy is None:
         remedy = f"delete {path} and rerun the job that wrote it (`snakemake` regenerates it)"
     state = load_weights_only(path, "checkpoint", remedy)

@@ -1,9 +1,7 @@
 """DeepLabv2 (Chen et al., TPAMI 2017) on a dilated ResNet: the paper's comparison model.
 
-The classifier is DeepLabv2's ASPP: parallel 3x3 convolutions on layer4, one per dilation rate,
-each producing class scores directly, summed. No auxiliary head. The paper's rates are 6, 12,
-18, 24; the authors' released model sums only the first two (``model.aspp_rates``).
-"""
+ASPP classifier: one 3x3 conv on layer4 per dilation rate, each giving class scores, summed; no
+auxiliary head. Paper rates 6, 12, 18, 24; released model sums the first two (``aspp_rates``)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """PSPNet (Zhao et al., CVPR 2017) on a dilated ResNet: the paper's main model.
 
-Pyramid pooling over bins 1, 2, 3, 6 (each reduced to 2048/4 channels), a 3x3 fusion conv to
-512 channels and a 1x1 classifier; an auxiliary FCN head on layer3 (weight 0.4 in
-:func:`dars.engine.train.seg_loss`) regularises training and is skipped at inference. Logits are
-upsampled with ``align_corners=True`` like the reference implementation, which is why its crop
-sizes have the form 8k+1 (361, 713, 321).
-"""
+Pyramid pooling over bins 1, 2, 3, 6 (each to 2048/4 channels), a 3x3 fusion conv to 512 and
+a 1x1 classifier; an auxiliary FCN head on layer3 (weight 0.4, :func:`dars.engine.train.seg_loss`)
+regularises training only. Logits are upsampled with ``align_corners=True`` as in the reference,
+hence its crop sizes 8k+1 (361, 713, 321)."""
 
 from __future__ import annotations
 
@@ -51,9 +49,7 @@ class PyramidPooling(nn.Module):
 
 
 class PSPNet(nn.Module):
-    """``forward`` returns ``{"out": logits}`` (+ ``"aux"`` in training) at input resolution.
-    ``aux_head=False`` builds no auxiliary head: its parameters would never get a gradient,
-    which makes DDP fail at the second step."""
+    """``aux_head=False`` builds no aux head: its gradient-less parameters fail DDP at step 2."""
 
     def __init__(self, num_classes: int, depth: str = "resnet50", aux_head: bool = True,
                  **backbone_options: bool) -> None:

@@ -1,11 +1,8 @@
-"""A tiny encoder-decoder segmentation network for the CPU demo.
+"""A tiny U-Net-like network: the CPU demo's teacher (DeepLab-class is too slow on 2 cores).
 
-DeepLab-class models are far too slow to train on two CPU cores, so the demo teacher is this
-small U-Net-like network: three stride-2 stages and a dilated residual context block at 1/8
-(receptive field ~150 px) recognise the object, a skip-connected decoder at 1/4 and 1/2
-localises it. Logits at 1/2 resolution, upsampled: a full-resolution decoder stage cost a
-third more time per step for no better mIoU in the sizing runs.
-"""
+Three stride-2 stages and a dilated residual context block at 1/8 (receptive field ~150 px)
+recognise the object, a skip-connected decoder at 1/4 and 1/2 localises it. Logits at 1/2,
+upsampled: a full-resolution stage cost a third more time per step for no better mIoU (sizing)."""
 
 from __future__ import annotations
 
@@ -32,9 +29,7 @@ def _resize_as(x: Tensor, ref: Tensor) -> Tensor:
 
 
 class TinySegNet(nn.Module):
-    """Small encoder-decoder CNN; ``forward`` returns ``{"out": logits}`` at input resolution
-    (sizes divisible by 8 keep the skips pixel-aligned). ``width`` = channels at 1/2
-    resolution; width 32 has ~0.73 M parameters."""
+    """``width``: channels at 1/2 res (32: ~0.73 M parameters); sides divisible by 8 align skips."""
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
@@ -48,9 +43,8 @@ class TinySegNet(nn.Module):
         self.dec2 = conv_bn_relu(4 * w + 2 * w, 2 * w)  # 1/4: context + enc2 skip
         self.dec1 = conv_bn_relu(2 * w + w, w)  # 1/2: dec2 + enc1 skip
         self.classifier = nn.Conv2d(w, num_classes, 1)
-        # oneDNN runs these small convolutions about twice as fast in channels-last layout on
-        # CPU (2 cores, batch 16 at 64 px: ~130 ms vs ~250 ms per training step); the layout
-        # survives .to(device) and load_state_dict, and is harmless on GPU.
+        # oneDNN runs these small convs ~2x faster channels-last on CPU (2 cores, batch 16 at
+        # 64 px: ~130 vs ~250 ms a step); survives .to(device), load_state_dict; harmless on GPU.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
