@@ -199,7 +199,8 @@ def kill_stage(sn: subprocess.Popen[str], command: str, when: Callable[[], bool]
                     os.killpg(sn.pid, sig)
                 else:
                     os.kill(pid, sig)
-                os.kill(pid, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):  # SIGKILL'd and already reaped
+                    os.kill(pid, signal.SIGCONT)
                 break
             os.kill(pid, signal.SIGCONT)
             time.sleep(slice_s)
