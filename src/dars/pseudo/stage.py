@@ -117,7 +117,7 @@ def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabel
     rule = LabelRule(thresholds)
 
     def write(image_id: str, prediction: np.ndarray, confidence: np.ndarray
-              ) -> tuple[str, str, dict, np.ndarray, np.ndarray]:
+              ) -> tuple[str, dict, np.ndarray, int, tuple[np.ndarray, np.ndarray] | None]:
         try:
             labels, kept = rule.labels(prediction, confidence, image_key(options.seed, image_id))
         except DarsError as exc:
@@ -126,16 +126,19 @@ def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabel
         if "/" in name:  # ids like city/frame
             (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
-        return image_id, name, {"size": len(data), "blake2b": digest(data)}, kept, labels
+        precision = (None if true_mask is None
+                     else _precision_counts(labels, true_mask(image_id), image_id, c))
+        return name, {"size": len(data), "blake2b": digest(data)}, kept, labels.size, precision
 
-    def tally(image_id: str, name: str, entry: dict, kept: np.ndarray, labels: np.ndarray
-              ) -> None:
+    def tally(name: str, entry: dict, kept: np.ndarray, pixels: int,
+              precision: tuple[np.ndarray, np.ndarray] | None) -> None:
         counts.files[name] = entry
         counts.kept += kept
-        counts.pixels += labels.size
+        counts.pixels += pixels
         counts.images += 1
-        if true_mask is not None:
-            _tally_precision(counts, labels, true_mask(image_id), image_id, c)
+        if precision is not None:
+            counts.evaluated += precision[0]
+            counts.correct += precision[1]
 
     workers = threads or available_threads()
     with ThreadPoolExecutor(workers) as pool:
@@ -153,17 +156,18 @@ def _write_labels(store: ProbStore, thresholds: Thresholds, options: PseudoLabel
     return counts
 
 
-def _tally_precision(counts: _Pass2Counts, labels: np.ndarray, truth: np.ndarray,
-                     image_id: str, num_classes: int) -> None:
+def _precision_counts(labels: np.ndarray, truth: np.ndarray, image_id: str, num_classes: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """An image's pseudo labels scored against its true mask, per class: (evaluated, correct)."""
     if truth.shape != labels.shape:
         raise DarsError(f"true mask of {image_id!r} is {truth.shape}, the image {labels.shape}")
     if np.any((truth >= num_classes) & (truth != IGNORE)):
         raise DarsError(f"true mask of {image_id!r} has values outside 0..{num_classes - 1} "
                         f"and {IGNORE}")
     scored = (labels != IGNORE) & (truth != IGNORE)
-    counts.evaluated += np.bincount(labels[scored], minlength=num_classes)[:num_classes]
     hit = scored & (labels == truth)
-    counts.correct += np.bincount(labels[hit], minlength=num_classes)[:num_classes]
+    return (np.bincount(labels[scored], minlength=num_classes)[:num_classes],
+            np.bincount(labels[hit], minlength=num_classes)[:num_classes])
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = KL_EPSILON) -> float:
